@@ -1,0 +1,171 @@
+"""The ``GraphStore`` protocol every back-end implements.
+
+Public methods validate input and shape results; back-ends implement the
+``_``-prefixed hooks. Graph walks (k-hop subgraph, paths) are written once here
+over ``neighbors`` and may be overridden with a native query.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path as FilePath
+from typing import ClassVar, Literal
+
+from kgllm.exceptions import InputError
+from kgllm.graph.labels import normalize
+from kgllm.types import Entity, Path, Triple
+
+Direction = Literal["out", "in", "both"]
+DEFAULT_BATCH_SIZE = 1000
+
+
+class GraphStore(ABC):
+    """A labelled, directed multigraph of entities and relations."""
+
+    name: ClassVar[str]
+    supports_sparql: ClassVar[bool] = False
+    supports_fulltext: ClassVar[bool] = False
+
+    # ---------------------------------------------------------------- writes
+    def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = (), batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Add entities (labels, aliases, types) and triples in one atomic write.
+
+        Input is checked in full before anything is written. Adding a triple or
+        entity that is already there changes nothing. Returns the number of new triples.
+        """
+        triples = [_check_triple(t) for t in triples]
+        entities = [_check_entity(e) for e in entities]
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+        return self._write(triples, entities, batch_size)
+
+    @abstractmethod
+    def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int: ...
+
+    # ---------------------------------------------------------------- reads
+    @abstractmethod
+    def entity(self, entity_id: str) -> Entity | None:
+        """The entity with this id, or None."""
+
+    @abstractmethod
+    def label(self, node_id: str) -> str:
+        """The label of an entity, relation or class (readable local name when it has none)."""
+
+    def find_by_label(self, label: str) -> list[Entity]:
+        """Entities whose label or an alias equals ``label`` (ignoring case and separators)."""
+        key = normalize(label)
+        return self._find_by_label(key) if key else []
+
+    @abstractmethod
+    def _find_by_label(self, key: str) -> list[Entity]: ...
+
+    def search(self, text: str, limit: int = 10) -> list[Entity]:
+        """Entities whose label or alias contains ``text`` (ignoring case), shortest label first."""
+        key = normalize(text)
+        return self._search(key, limit) if key else []
+
+    @abstractmethod
+    def _search(self, key: str, limit: int) -> list[Entity]: ...
+
+    def neighbors(self, entity_id: str, direction: Direction = "both", relation: str | None = None,
+                  limit: int | None = None) -> list[Triple]:
+        """Triples touching ``entity_id``: outgoing, incoming or both, optionally of one relation."""
+        if direction not in ("out", "in", "both"):
+            raise InputError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
+        return self._neighbors(entity_id, direction, relation, limit)
+
+    @abstractmethod
+    def _neighbors(self, entity_id: str, direction: Direction, relation: str | None, limit: int | None) -> list[Triple]: ...
+
+    @abstractmethod
+    def triples(self, head: str | None = None, relation: str | None = None, tail: str | None = None) -> Iterator[Triple]:
+        """All triples matching the pattern (None matches anything)."""
+
+    @abstractmethod
+    def entities(self) -> Iterator[Entity]:
+        """Every entity that has a label, a type or a triple."""
+
+    @abstractmethod
+    def relations(self) -> list[str]:
+        """Ids of the relations used by at least one triple, sorted."""
+
+    @abstractmethod
+    def count_triples(self) -> int: ...
+
+    @abstractmethod
+    def count_entities(self) -> int: ...
+
+    @abstractmethod
+    def export(self, path: str | FilePath, format: str | None = None) -> FilePath:
+        """Write the graph to a file (format from the suffix when not given)."""
+
+    def close(self) -> None:
+        """Release connections and flush persistent storage."""
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- walks
+    def subgraph(self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000,
+                 max_triples: int = 50_000) -> list[Triple]:
+        """Triples within ``hops`` of any seed (both directions), bounded in fan-out and size."""
+        seen_nodes = set(seeds)
+        found: dict[Triple, None] = {}
+        frontier = list(seeds)
+        for _ in range(hops):
+            next_frontier = []
+            for node in frontier:
+                for t in self.neighbors(node, "both", limit=max_fanout):
+                    found.setdefault(t, None)
+                    for other in (t.head, t.tail):
+                        if other not in seen_nodes:
+                            seen_nodes.add(other)
+                            next_frontier.append(other)
+                    if len(found) >= max_triples:
+                        return list(found)
+            frontier = next_frontier
+        return list(found)
+
+    def paths(self, source: str, target: str, max_hops: int = 3, limit: int = 10,
+              max_fanout: int = 2000) -> list[Path]:
+        """Shortest-first simple paths from ``source`` to ``target`` (edges walked either way)."""
+        results: list[Path] = []
+        queue: deque[tuple[str, tuple[Triple, ...], frozenset[str]]] = deque([(source, (), frozenset([source]))])
+        while queue and len(results) < limit:
+            node, walked, visited = queue.popleft()
+            if len(walked) >= max_hops:
+                continue
+            for t in self.neighbors(node, "both", limit=max_fanout):
+                other = t.tail if t.head == node else t.head
+                if other in visited:
+                    continue
+                step = (*walked, t)
+                if other == target:
+                    results.append(Path(start=source, triples=step))
+                    if len(results) >= limit:
+                        break
+                else:
+                    queue.append((other, step, visited | {other}))
+        return results
+
+
+def _check_triple(t: object) -> Triple:
+    if not isinstance(t, Triple):
+        if isinstance(t, (tuple, list)) and len(t) == 3:
+            t = Triple(*t)
+        else:
+            raise InputError(f"not a triple: {t!r}")
+    if not all(isinstance(x, str) and x.strip() for x in (t.head, t.relation, t.tail)):
+        raise InputError(f"triple has an empty or non-text part: {t!r}")
+    return t
+
+
+def _check_entity(e: object) -> Entity:
+    if not isinstance(e, Entity) or not (isinstance(e.id, str) and e.id.strip()):
+        raise InputError(f"not an entity with an id: {e!r}")
+    return e

@@ -1,0 +1,39 @@
+"""One settings object; every component is built from it. Env vars: ``KGLLM_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kgllm"
+
+
+class Settings(BaseSettings):
+    """Configuration for a kgllm session. Each field reads ``KGLLM_<NAME>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KGLLM_", env_file=None, extra="forbid")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where trained models and indexes are cached.")
+    store: Literal["rdflib", "neo4j"] = Field("rdflib", description="Graph store back-end.")
+    graph: Path | None = Field(None, description="Graph file for the rdflib store (default: the bundled demo graph).")
+    neo4j_uri: str = Field("bolt://localhost:7687", description="Bolt URI of the Neo4j (or compatible) server.")
+    neo4j_user: str = Field("neo4j", description="Bolt user name.")
+    neo4j_password: str = Field("", description="Bolt password.")
+    neo4j_database: str | None = Field(None, description="Database name; the server default when unset.")
+    encoder: str = Field("minilm", description="Sentence encoder: 'minilm' (bundled all-MiniLM-L6-v2) or a local model path.")
+    model: Path | None = Field(None, description="Local Hugging Face causal LM directory; default: the model trained on the graph.")
+    train_minutes: float = Field(4.0, gt=0, description="Time budget for training the default model on first use.")
+    device: str = Field("cpu", description="Torch device for the language model ('cpu', 'cuda', 'cuda:1', 'mps').")
+    threads: int = Field(2, ge=1, description="CPU threads for torch.")
+    max_hops: int = Field(2, ge=1, le=4, description="Longest relation path the reasoner follows.")
+    beam_width: int = Field(8, ge=1, description="Relation paths kept per step of the search.")
+    max_fanout: int = Field(2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities).")
+    min_confidence: float = Field(0.25, ge=0, le=1, description="Below this an answer says the graph does not hold it.")
