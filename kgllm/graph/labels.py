@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[_\s]+")
+_MINOR_WORDS = frozenset({"and", "of", "the", "in", "on", "at", "for", "to", "a", "an", "de", "da"})
 
 
 def local_name(identifier: str) -> str:
@@ -28,7 +29,11 @@ def readable(identifier: str, relation: bool = False) -> str:
     words = [w for w in words if w]
     if relation:
         return " ".join(w.lower() if not w.isupper() else w for w in words)
-    return " ".join("-".join(p[:1].upper() + p[1:] if p.islower() else p for p in w.split("-")) for w in words)
+    return " ".join(w if i and w in _MINOR_WORDS else _capitalize(w) for i, w in enumerate(words))
+
+
+def _capitalize(word: str) -> str:
+    return "-".join(p[:1].upper() + p[1:] if p.islower() else p for p in word.split("-"))
 
 
 def normalize(text: str) -> str:
