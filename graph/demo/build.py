@@ -1,7 +1,10 @@
 """Build countries.ttl from the Countries S1 triples (../shared/benchmarks/countries/countries.tsv).
 
 Adds what the TSV lacks for people: classes (country, subregion, region),
-labels and common alternative names. Run from the repository root:
+labels and common alternative names. Closes two gaps of the source data so
+that the graph says what it means: borders are made mutual (a few are listed
+one way only) and every country is linked to the region of its subregion
+(48 are linked to their subregion only). Self-loops are dropped. Run from the repository root:
     python graph/demo/build.py [path/to/countries.tsv]
 """
 
@@ -38,8 +41,23 @@ ALIASES = {
 }
 
 
+def complete(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Mutual borders, and country -> region wherever country -> subregion -> region."""
+    facts = set(rows)
+    facts |= {(t, r, h) for h, r, t in rows if r == "neighborOf"}
+    parent = {}
+    for h, r, t in rows:
+        if r == "locatedIn":
+            parent.setdefault(h, set()).add(t)
+    for h, targets in parent.items():
+        for t in list(targets):
+            facts |= {(h, "locatedIn", region) for region in parent.get(t, ())}
+    return sorted(facts)
+
+
 def build(tsv: Path) -> Graph:
     rows = [line.rstrip("\n").split("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = complete([(h, r, t) for h, r, t in rows if h != t])
     located = {(h, t) for h, r, t in rows if r == "locatedIn"}
     targets = {t for _, t in located}
     regions = {t for t in targets if not any(h == t for h, _ in located)}
@@ -54,6 +72,7 @@ def build(tsv: Path) -> Graph:
     for prop, label in (("locatedIn", "located in"), ("neighborOf", "neighbor of")):
         g.add((KG[prop], RDF.type, OWL.ObjectProperty))
         g.add((KG[prop], RDFS.label, Literal(label)))
+    g.add((KG.neighborOf, RDF.type, OWL.SymmetricProperty))
     names = {h for h, _, _ in rows} | {t for _, _, t in rows}
     for name in sorted(names):
         node = KG[name]
