@@ -1,0 +1,494 @@
+"""A graph store on any Bolt server (Neo4j, or ArcadeDB's Bolt plugin) through the official driver.
+
+Data model (all Cypher is parameterized; query text is built only from constants):
+
+* ``(:Entity {id, key, label, aliases, alias_keys, types})`` - one node per id
+  that is an endpoint, a relation, a class or has a description. ``key`` is
+  ``normalize(label or readable(id))`` and is indexed, so an exact label lookup
+  is an index seek; ``alias_keys`` holds the normalized aliases for substring search.
+* ``(:Entity)-[:REL {id}]->(:Entity)`` - one relationship type for every relation,
+  its id in an indexed property. Relation ids are arbitrary IRIs: a type per
+  relation would need sanitizing (lossy, can collide) or dynamic types (APOC on
+  Neo4j, and a type cannot be a query parameter), while one type keeps every
+  query static and parameterized.
+* Ids used as relations get a node flagged ``is_relation`` and class ids one flagged
+  ``is_class``, so their labels can be stored and looked up like an entity's while
+  they are kept out of ``entities()`` and label search (as in the rdflib store).
+  Flags, not extra node labels: ArcadeDB moves a node to another record when a
+  label is added, and inside an explicit transaction that trips the id uniqueness
+  constraint on the node it has just merged.
+* ``(:Entity)-[:ALIAS]->(:Name {key})`` - one unique ``Name`` node per normalized
+  alias, so alias lookups are index seeks too (list properties cannot be indexed
+  for membership on Neo4j).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path as FilePath
+from typing import Any
+
+import neo4j
+from neo4j import exceptions as neo4j_errors
+
+from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
+from kgllm.graph.base import Direction, GraphStore, _check_triple
+from kgllm.graph.labels import normalize, readable
+from kgllm.graph.rdflib_store import DEFAULT_BASE
+from kgllm.types import Entity, Path, Triple
+
+log = logging.getLogger(__name__)
+
+# Ids that are not absolute IRIs are minted in this namespace on RDF export. It is the
+# rdflib store's base, so a graph exported from either back-end names things alike.
+EXPORT_BASE_IRI = DEFAULT_BASE
+
+DEFAULT_DRIVER_KWARGS: dict[str, Any] = {"connection_timeout": 10.0}
+EXPAND_CHUNK = 200  # frontier nodes per expansion query: bounds one result to 200 x max_fanout rows
+
+# Constraints first; where a server refuses one, the plain index in the fallback still speeds lookups.
+_SCHEMA: tuple[tuple[str, str | None], ...] = (
+    ("CREATE CONSTRAINT kgllm_entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
+     "CREATE INDEX kgllm_entity_id IF NOT EXISTS FOR (e:Entity) ON (e.id)"),
+    ("CREATE CONSTRAINT kgllm_name_key IF NOT EXISTS FOR (n:Name) REQUIRE n.key IS UNIQUE",
+     "CREATE INDEX kgllm_name_key IF NOT EXISTS FOR (n:Name) ON (n.key)"),
+    ("CREATE INDEX kgllm_entity_key IF NOT EXISTS FOR (e:Entity) ON (e.key)", None),
+    ("CREATE INDEX kgllm_entity_relation IF NOT EXISTS FOR (e:Entity) ON (e.is_relation)", None),
+    ("CREATE INDEX kgllm_rel_id IF NOT EXISTS FOR ()-[r:REL]-() ON (r.id)", None),
+)
+
+_IS_ENTITY = "e.is_relation IS NULL AND e.is_class IS NULL"
+_ENTITY_FIELDS = "e.id AS id, e.label AS label, e.aliases AS aliases, e.types AS types"
+
+_MERGE_NODES = "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) ON CREATE SET e.key = row.key"
+_MERGE_RELATION_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) SET e.is_relation = true"
+_MERGE_CLASS_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) SET e.is_class = true"
+_READ_DESCRIPTIONS = f"UNWIND $ids AS id MATCH (e:Entity {{id: id}}) RETURN {_ENTITY_FIELDS}"
+_WRITE_DESCRIPTIONS = """
+UNWIND $rows AS row
+MERGE (e:Entity {id: row.id})
+SET e.label = row.label, e.key = row.key, e.aliases = row.aliases,
+    e.alias_keys = row.alias_keys, e.types = row.types
+"""
+_LINK_ALIASES = """
+UNWIND $rows AS row
+MATCH (e:Entity {id: row.id})
+MERGE (n:Name {key: row.key})
+MERGE (e)-[:ALIAS]->(n)
+"""
+_MERGE_TRIPLES = """
+UNWIND $rows AS row
+MATCH (h:Entity {id: row.h})
+MATCH (t:Entity {id: row.t})
+MERGE (h)-[:REL {id: row.r}]->(t)
+"""
+_MERGE_ONE_TRIPLE = """
+MERGE (h:Entity {id: $h}) ON CREATE SET h.key = $h_key
+MERGE (t:Entity {id: $t}) ON CREATE SET t.key = $t_key
+MERGE (p:Entity {id: $r}) SET p.is_relation = true
+MERGE (h)-[:REL {id: $r}]->(t)
+"""
+_NEIGHBORS = {
+    "out": "MATCH (n:Entity {id: $id})-[r:REL]->(m) {where} RETURN n.id AS h, r.id AS r, m.id AS t",
+    "in": "MATCH (n:Entity {id: $id})<-[r:REL]-(m) {where} RETURN m.id AS h, r.id AS r, n.id AS t",
+    # DISTINCT: an undirected pattern may meet a self-loop from both ends
+    "both": "MATCH (n:Entity {id: $id})-[r:REL]-(m) {where} "
+            "RETURN DISTINCT startNode(r).id AS h, r.id AS r, endNode(r).id AS t",
+}
+_EXPAND = """
+UNWIND $ids AS id
+MATCH (n:Entity {id: id})
+CALL {
+  WITH n
+  MATCH (n)-[r:REL]-()
+  RETURN DISTINCT startNode(r).id AS h, r.id AS r, endNode(r).id AS t
+  LIMIT $fanout
+}
+RETURN id, h, r, t
+"""
+_FIND_BY_LABEL = f"""
+CALL {{
+  MATCH (e:Entity {{key: $key}}) RETURN e
+  UNION
+  MATCH (:Name {{key: $key}})<-[:ALIAS]-(e:Entity) RETURN e
+}}
+WITH e WHERE {_IS_ENTITY}
+RETURN {_ENTITY_FIELDS} ORDER BY id
+"""
+# Rank each hit by its shortest matching name (then the name, then the id), as the
+# rdflib store does: a zero-padded length prefix makes (length, name) one comparable string.
+_SEARCH = f"""
+MATCH (e:Entity)
+WHERE {_IS_ENTITY} AND (e.key CONTAINS $key OR any(a IN coalesce(e.alias_keys, []) WHERE a CONTAINS $key))
+WITH e, [k IN [e.key] + coalesce(e.alias_keys, []) WHERE k CONTAINS $key] AS hits
+WITH e, reduce(best = null, k IN hits |
+  CASE WHEN best IS NULL OR right('000000' + toString(size(k)), 6) + k < best
+       THEN right('000000' + toString(size(k)), 6) + k ELSE best END) AS rank
+RETURN {_ENTITY_FIELDS} ORDER BY rank, id LIMIT $limit
+"""
+
+
+class Neo4jStore(GraphStore):
+    """A graph in a Bolt server, read and written with parameterized Cypher.
+
+    Nothing happens on construction: the driver connects on first use, and the
+    schema (uniqueness constraints, indexes) is created before the first write.
+    """
+
+    name = "neo4j"
+
+    def __init__(self, uri: str = "bolt://localhost:7687", user: str = "neo4j", password: str = "",
+                 database: str | None = None, driver_kwargs: dict[str, Any] | None = None):
+        self.uri = uri
+        self.user = user
+        self.database = database
+        self._password = password
+        self._driver_kwargs = {**DEFAULT_DRIVER_KWARGS, **(driver_kwargs or {})}
+        self._driver: neo4j.Driver | None = None
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Neo4jStore:
+        """A store configured from a :class:`kgllm.settings.Settings`."""
+        return cls(uri=settings.neo4j_uri, user=settings.neo4j_user, password=settings.neo4j_password,
+                   database=settings.neo4j_database)
+
+    def __repr__(self) -> str:
+        return f"Neo4jStore(uri={self.uri!r}, user={self.user!r}, database={self.database!r})"
+
+    # ------------------------------------------------------------- plumbing
+    def _get_driver(self) -> neo4j.Driver:
+        with self._lock:
+            if self._driver is None:
+                try:
+                    self._driver = neo4j.GraphDatabase.driver(
+                        self.uri, auth=(self.user, self._password), **self._driver_kwargs)
+                except (ValueError, TypeError, neo4j_errors.ConfigurationError) as exc:
+                    raise GraphStoreError(f"cannot use Neo4j URI {self.uri!r}: {_one_line(exc)}") from None
+            return self._driver
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """Re-raise driver errors as kgllm errors with a one-line message naming the server."""
+        try:
+            yield
+        except neo4j_errors.AuthError as exc:
+            log.debug("authentication failed at %s", self.uri, exc_info=True)
+            raise StoreUnavailableError(
+                f"graph server at {self.uri} refused the credentials of user {self.user!r}: {_one_line(exc)}") from None
+        except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired) as exc:
+            log.debug("cannot reach %s", self.uri, exc_info=True)
+            raise StoreUnavailableError(f"cannot reach graph server at {self.uri}: {_one_line(exc)}") from None
+        except neo4j_errors.Neo4jError as exc:
+            if exc.code == "Neo.ClientError.Database.DatabaseNotFound":
+                raise GraphStoreError(
+                    f"database {self.database!r} does not exist on {self.uri}; create it or set neo4j_database") from None
+            raise GraphStoreError(f"graph server at {self.uri} failed: {exc.code}: {_one_line(exc)}") from exc
+        except neo4j_errors.DriverError as exc:
+            raise GraphStoreError(f"Neo4j driver failed talking to {self.uri}: {_one_line(exc)}") from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[neo4j.Session]:
+        with self._translated_errors():
+            driver = self._get_driver()
+            with driver.session(database=self.database) as session:
+                yield session
+
+    def _records(self, cypher: str, **params: Any) -> list[neo4j.Record]:
+        with self._session() as session:
+            return list(session.run(cypher, params))
+
+    def _stream(self, cypher: str, **params: Any) -> Iterator[neo4j.Record]:
+        with self._session() as session:
+            yield from session.run(cypher, params)
+
+    def _ensure_schema(self) -> None:
+        """Create constraints and indexes once per store; servers that refuse one are tolerated."""
+        if self._schema_ready:
+            return
+        with self._session() as session:
+            for statement, fallback in _SCHEMA:
+                for cypher in (statement, fallback):
+                    if cypher is None:
+                        break
+                    try:
+                        session.run(cypher).consume()
+                        break
+                    except neo4j_errors.ClientError as exc:
+                        log.warning("graph server at %s refused %r: %s", self.uri, cypher, _one_line(exc))
+        self._schema_ready = True
+
+    def close(self) -> None:
+        """Close the driver and its connections (a later call connects again)."""
+        with self._lock:
+            driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.close()
+
+    # ---------------------------------------------------------------- writes
+    def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
+        triples = list(dict.fromkeys(triples))
+        self._ensure_schema()
+        with self._session() as session, session.begin_transaction() as tx:
+            # one transaction: a failure anywhere rolls back every batch before it
+            new = self._write_in(tx, triples, entities, batch_size)
+            tx.commit()
+        log.debug("added %d new triples to %s", new, self.uri)
+        return new
+
+    def _write_in(self, tx: neo4j.Transaction, triples: list[Triple], entities: list[Entity],
+                  batch_size: int) -> int:
+        endpoints = dict.fromkeys(x for t in triples for x in (t.head, t.tail))
+        _run_batches(tx, _MERGE_NODES, [_node_row(i) for i in endpoints], batch_size)
+        _run_batches(tx, _MERGE_RELATION_NODES, list(dict.fromkeys(t.relation for t in triples)), batch_size, "ids")
+        self._write_descriptions(tx, entities, batch_size)
+        rows = [{"h": t.head, "r": t.relation, "t": t.tail} for t in triples]
+        return sum(c.relationships_created for c in _run_batches(tx, _MERGE_TRIPLES, rows, batch_size))
+
+    def _write_descriptions(self, tx: neo4j.Transaction, entities: list[Entity], batch_size: int) -> None:
+        """Merge labels, aliases and types into what is stored (first label wins, later ones become aliases)."""
+        described = [e for e in entities if e.label or e.aliases or e.types]
+        if not described:
+            return
+        ids = list(dict.fromkeys(e.id for e in described))
+        stored: dict[str, dict] = {}
+        for start in range(0, len(ids), batch_size):
+            for record in tx.run(_READ_DESCRIPTIONS, ids=ids[start:start + batch_size]):
+                stored[record["id"]] = _description(record)
+        merged = dict(stored)
+        for e in described:
+            merged[e.id] = _merge_description(merged.get(e.id), e)
+        changed = [row for i, row in merged.items() if row != stored.get(i)]
+        _run_batches(tx, _WRITE_DESCRIPTIONS, changed, batch_size)
+        alias_rows = [{"id": row["id"], "key": key} for row in changed for key in row["alias_keys"]]
+        _run_batches(tx, _LINK_ALIASES, alias_rows, batch_size)
+        classes = list(dict.fromkeys(c for e in described for c in e.types))
+        _run_batches(tx, _MERGE_CLASS_NODES, classes, batch_size, "ids")
+
+    # ----------------------------------------------------------------- reads
+    def entity(self, entity_id: str) -> Entity | None:
+        records = self._records(f"MATCH (e:Entity {{id: $id}}) WHERE {_IS_ENTITY} RETURN {_ENTITY_FIELDS}",
+                                id=entity_id)
+        return _entity(records[0]) if records else None
+
+    def label(self, node_id: str) -> str:
+        records = self._records("MATCH (e:Entity {id: $id}) RETURN e.label AS label, e.is_relation AS relation",
+                                id=node_id)
+        if records and records[0]["label"]:
+            return records[0]["label"]
+        return readable(node_id, relation=bool(records and records[0]["relation"]))
+
+    def _find_by_label(self, key: str) -> list[Entity]:
+        return [_entity(r) for r in self._records(_FIND_BY_LABEL, key=key)]
+
+    def _search(self, key: str, limit: int) -> list[Entity]:
+        if limit < 1:
+            return []
+        return [_entity(r) for r in self._records(_SEARCH, key=key, limit=limit)]
+
+    def _neighbors(self, entity_id: str, direction: Direction, relation: str | None,
+                   limit: int | None) -> list[Triple]:
+        if limit is not None and limit < 1:
+            return []
+        cypher = _NEIGHBORS[direction].replace("{where}", "WHERE r.id = $rel" if relation is not None else "")
+        if limit is not None:
+            cypher += " LIMIT $limit"
+        return [_triple(r) for r in self._records(cypher, id=entity_id, rel=relation, limit=limit)]
+
+    def triples(self, head: str | None = None, relation: str | None = None,
+                tail: str | None = None) -> Iterator[Triple]:
+        """All triples matching the pattern (None matches anything), streamed from the server."""
+        h = "(h:Entity {id: $head})" if head is not None else "(h:Entity)"
+        r = "[r:REL {id: $relation}]" if relation is not None else "[r:REL]"
+        t = "(t:Entity {id: $tail})" if tail is not None else "(t:Entity)"
+        cypher = f"MATCH {h}-{r}->{t} RETURN h.id AS h, r.id AS r, t.id AS t"
+        for record in self._stream(cypher, head=head, relation=relation, tail=tail):
+            yield _triple(record)
+
+    def entities(self) -> Iterator[Entity]:
+        """Every entity (not relations or classes), in id order, streamed from the server."""
+        for record in self._stream(f"MATCH (e:Entity) WHERE {_IS_ENTITY} RETURN {_ENTITY_FIELDS} ORDER BY id"):
+            yield _entity(record)
+
+    def relations(self) -> list[str]:
+        return [r["id"] for r in self._records("MATCH (e:Entity {is_relation: true}) RETURN e.id AS id ORDER BY id")]
+
+    def count_triples(self) -> int:
+        return self._records("MATCH ()-[r:REL]->() RETURN count(r) AS n")[0]["n"]
+
+    def count_entities(self) -> int:
+        return self._records(f"MATCH (e:Entity) WHERE {_IS_ENTITY} RETURN count(e) AS n")[0]["n"]
+
+    # ---------------------------------------------------------------- walks
+    def _adjacency(self, nodes: Sequence[str], max_fanout: int) -> Iterator[tuple[str, list[Triple]]]:
+        """``(node, triples)`` for each node in order: up to ``max_fanout`` triples each, one query per chunk."""
+        nodes = list(dict.fromkeys(nodes))
+        for start in range(0, len(nodes), EXPAND_CHUNK):
+            chunk = nodes[start:start + EXPAND_CHUNK]
+            found: dict[str, list[Triple]] = {}
+            for record in self._records(_EXPAND, ids=chunk, fanout=max_fanout):
+                found.setdefault(record["id"], []).append(_triple(record))
+            for node in chunk:
+                yield node, found.get(node, [])
+
+    def subgraph(self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000,
+                 max_triples: int = 50_000) -> list[Triple]:
+        """Triples within ``hops`` of any seed; one query per hop (per chunk of frontier) instead of per node."""
+        seen = set(seeds)
+        found: dict[Triple, None] = {}
+        frontier = list(seeds)
+        for _ in range(hops):
+            if not frontier or max_fanout < 1:
+                break
+            next_frontier: list[str] = []
+            for _node, adjacent in self._adjacency(frontier, max_fanout):
+                for t in adjacent:
+                    found.setdefault(t, None)
+                    for other in (t.head, t.tail):
+                        if other not in seen:
+                            seen.add(other)
+                            next_frontier.append(other)
+                    if len(found) >= max_triples:
+                        return list(found)
+            frontier = next_frontier
+        return list(found)
+
+    def paths(self, source: str, target: str, max_hops: int = 3, limit: int = 10,
+              max_fanout: int = 2000) -> list[Path]:
+        """Shortest-first simple paths, walking one BFS level per round of queries."""
+        results: list[Path] = []
+        level: list[tuple[str, tuple[Triple, ...], frozenset[str]]] = [(source, (), frozenset([source]))]
+        for depth in range(1, max_hops + 1):
+            if not level or limit < 1 or max_fanout < 1:
+                break
+            adjacency = dict(self._adjacency([node for node, _, _ in level], max_fanout))
+            next_level = []
+            for node, walked, visited in level:
+                for t in adjacency[node]:
+                    other = t.tail if t.head == node else t.head
+                    if other in visited:
+                        continue
+                    if other == target:
+                        results.append(Path(start=source, triples=(*walked, t)))
+                        if len(results) >= limit:
+                            return results
+                    elif depth < max_hops:
+                        next_level.append((other, (*walked, t), visited | {other}))
+            level = next_level
+        return results
+
+    # ---------------------------------------------------------------- export
+    def export(self, path: str | os.PathLike, format: str | None = None) -> FilePath:
+        """Write the graph as Turtle, N-Triples, another rdflib format, or TSV (format from the suffix).
+
+        RDF output holds the triples plus ``rdfs:label``, ``skos:altLabel`` and
+        ``rdf:type`` statements; ids that are not IRIs are minted in ``EXPORT_BASE_IRI``.
+        The file is replaced only once it is complete.
+        """
+        from kgllm.graph.loaders import write_tsv
+        from kgllm.graph.rdflib_store import RDF_FORMATS, rdf_format
+
+        path = FilePath(path)
+        if (format or path.suffix.lower().lstrip(".")) == "tsv":
+            return write_tsv(self.triples(), path)
+        fmt = rdf_format(path, format)
+        if fmt not in set(RDF_FORMATS.values()):
+            raise InputError(f"unknown export format {fmt!r}; use tsv or one of {sorted(set(RDF_FORMATS.values()))}")
+        graph = self._rdf_graph()
+        tmp = path.with_name(path.name + ".tmp")
+        graph.serialize(tmp, format=fmt)
+        os.replace(tmp, path)
+        return path
+
+    def _rdf_graph(self):
+        from rdflib import RDF, RDFS, SKOS, Graph, Literal
+
+        from kgllm.graph.rdflib_store import to_iri
+
+        def iri(identifier: str):
+            return to_iri(identifier, EXPORT_BASE_IRI)
+
+        graph = Graph()
+        for t in self.triples():
+            graph.add((iri(t.head), iri(t.relation), iri(t.tail)))
+        described = ("MATCH (e:Entity) WHERE e.label IS NOT NULL OR size(coalesce(e.aliases, [])) > 0 "
+                     f"OR size(coalesce(e.types, [])) > 0 RETURN {_ENTITY_FIELDS}")
+        for record in self._stream(described):
+            node = iri(record["id"])
+            if record["label"]:
+                graph.add((node, RDFS.label, Literal(record["label"])))
+            for alias in record["aliases"] or ():
+                graph.add((node, SKOS.altLabel, Literal(alias)))
+            for cls in record["types"] or ():
+                graph.add((node, RDF.type, iri(cls)))
+        return graph
+
+
+def merge_one_per_triple(store: Neo4jStore, triples: Iterable[Triple]) -> int:
+    """The naive write benchmarks compare ``add`` against: one auto-committed ``MERGE`` per triple.
+
+    It builds the same nodes and relationships as ``add`` (no descriptions), so
+    a store written this way reads the same; but it makes a round trip and a commit
+    per triple and is not atomic. Use :meth:`Neo4jStore.add` for real writes.
+    Returns the number of new triples.
+    """
+    checked = [_check_triple(t) for t in triples]
+    store._ensure_schema()
+    new = 0
+    with store._session() as session:
+        for t in checked:
+            params = {"h": t.head, "r": t.relation, "t": t.tail,
+                      "h_key": _node_row(t.head)["key"], "t_key": _node_row(t.tail)["key"]}
+            new += session.run(_MERGE_ONE_TRIPLE, params).consume().counters.relationships_created
+    return new
+
+
+# -------------------------------------------------------------------- helpers
+def _run_batches(tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int,
+                 name: str = "rows") -> list[neo4j.SummaryCounters]:
+    """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
+    return [tx.run(cypher, {name: rows[i:i + batch_size]}).consume().counters
+            for i in range(0, len(rows), batch_size)]
+
+
+def _node_row(node_id: str) -> dict[str, str]:
+    return {"id": node_id, "key": normalize(readable(node_id))}
+
+
+def _description(record: neo4j.Record) -> dict:
+    label = record["label"] or None
+    aliases = list(record["aliases"] or [])
+    return {"id": record["id"], "label": label, "key": normalize(label or readable(record["id"])),
+            "aliases": aliases, "alias_keys": _keys(aliases), "types": list(record["types"] or [])}
+
+
+def _merge_description(old: dict | None, new: Entity) -> dict:
+    label = (old or {}).get("label") or new.label or None
+    extra = [new.label] if new.label and new.label != label else []
+    aliases = sorted((set((old or {}).get("aliases", [])) | set(extra) | set(new.aliases)) - {label, ""})
+    types = sorted(set((old or {}).get("types", [])) | set(new.types))
+    return {"id": new.id, "label": label, "key": normalize(label or readable(new.id)),
+            "aliases": aliases, "alias_keys": _keys(aliases), "types": types}
+
+
+def _keys(names: Iterable[str]) -> list[str]:
+    return sorted({k for k in map(normalize, names) if k})
+
+
+def _entity(record: neo4j.Record) -> Entity:
+    return Entity(id=record["id"], label=record["label"] or readable(record["id"]),
+                  aliases=tuple(sorted(record["aliases"] or ())), types=tuple(sorted(record["types"] or ())))
+
+
+def _triple(record: neo4j.Record) -> Triple:
+    return Triple(record["h"], record["r"], record["t"])
+
+
+def _one_line(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(message).split())
