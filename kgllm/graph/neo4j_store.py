@@ -277,11 +277,15 @@ class Neo4jStore(GraphStore):
         return _entity(records[0]) if records else None
 
     def label(self, node_id: str) -> str:
-        records = self._records("MATCH (e:Entity {id: $id}) RETURN e.label AS label, e.is_relation AS relation",
+        return self.describe(node_id).label
+
+    def describe(self, node_id: str) -> Entity:
+        """Label, aliases and classes of any node (entity, relation or class), even one the store lacks."""
+        records = self._records(f"MATCH (e:Entity {{id: $id}}) RETURN {_ENTITY_FIELDS}, e.is_relation AS relation",
                                 id=node_id)
-        if records and records[0]["label"]:
-            return records[0]["label"]
-        return readable(node_id, relation=bool(records and records[0]["relation"]))
+        if not records:
+            return Entity(node_id, readable(node_id))
+        return _entity(records[0], relation=bool(records[0]["relation"]))
 
     def _find_by_label(self, key: str) -> list[Entity]:
         return [_entity(r) for r in self._records(_FIND_BY_LABEL, key=key)]
@@ -401,7 +405,7 @@ class Neo4jStore(GraphStore):
             raise InputError(f"unknown export format {fmt!r}; use tsv or one of {sorted(set(RDF_FORMATS.values()))}")
         graph = self._rdf_graph()
         tmp = path.with_name(path.name + ".tmp")
-        graph.serialize(tmp, format=fmt)
+        graph.serialize(tmp, format=fmt, encoding="utf-8")
         os.replace(tmp, path)
         return path
 
@@ -480,8 +484,8 @@ def _keys(names: Iterable[str]) -> list[str]:
     return sorted({k for k in map(normalize, names) if k})
 
 
-def _entity(record: neo4j.Record) -> Entity:
-    return Entity(id=record["id"], label=record["label"] or readable(record["id"]),
+def _entity(record: neo4j.Record, relation: bool = False) -> Entity:
+    return Entity(id=record["id"], label=record["label"] or readable(record["id"], relation=relation),
                   aliases=tuple(sorted(record["aliases"] or ())), types=tuple(sorted(record["types"] or ())))
 
 
