@@ -255,7 +255,9 @@ def test_export_tsv_and_unknown_format(filled, tmp_path):
     assert rows == {(t.head, t.relation, t.tail) for t in FACTS}
     with pytest.raises(InputError):
         filled.export(tmp_path / "graph.ttl", format="no-such-format")
-    assert not (tmp_path / "graph.ttl").exists()
+    with pytest.raises(InputError):
+        filled.export(tmp_path / "graph.unknown")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.tsv"]
 
 
 # ------------------------------------------------------------------ connection
@@ -283,6 +285,8 @@ def test_wrong_password_is_store_unavailable(bolt_server):
     with pytest.raises(StoreUnavailableError, match="refused the credentials") as err:
         store.entity("x")
     assert bolt_server.uri in str(err.value)
+    with pytest.raises(StoreUnavailableError, match="refused the credentials"):
+        store.add([Triple("a", "r", "b")])
     store.close()
 
 
@@ -290,6 +294,8 @@ def test_missing_database_is_a_clear_error(bolt_server):
     with Neo4jStore(bolt_server.uri, bolt_server.user, bolt_server.password, database="nosuchdb") as store:
         with pytest.raises(GraphStoreError, match="'nosuchdb' does not exist"):
             store.count_entities()
+        with pytest.raises(GraphStoreError, match="'nosuchdb' does not exist"):
+            store.add([Triple("a", "r", "b")])
 
 
 def test_bad_uri_is_a_graph_store_error():

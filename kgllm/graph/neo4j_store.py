@@ -34,11 +34,13 @@ from typing import Any
 
 import neo4j
 from neo4j import exceptions as neo4j_errors
+from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
 from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
 from kgllm.graph.base import Direction, GraphStore, _check_triple
 from kgllm.graph.labels import normalize, readable
-from kgllm.graph.rdflib_store import DEFAULT_BASE
+from kgllm.graph.loaders import write_tsv
+from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
 from kgllm.types import Entity, Path, Triple
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
     ("CREATE INDEX kgllm_rel_id IF NOT EXISTS FOR ()-[r:REL]-() ON (r.id)", None),
 )
 
+_DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
 _IS_ENTITY = "e.is_relation IS NULL AND e.is_class IS NULL"
 _ENTITY_FIELDS = "e.id AS id, e.label AS label, e.aliases AS aliases, e.types AS types"
 
@@ -185,9 +188,9 @@ class Neo4jStore(GraphStore):
             log.debug("cannot reach %s", self.uri, exc_info=True)
             raise StoreUnavailableError(f"cannot reach graph server at {self.uri}: {_one_line(exc)}") from None
         except neo4j_errors.Neo4jError as exc:
-            if exc.code == "Neo.ClientError.Database.DatabaseNotFound":
-                raise GraphStoreError(
-                    f"database {self.database!r} does not exist on {self.uri}; create it or set neo4j_database") from None
+            if exc.code == _DATABASE_NOT_FOUND:
+                raise GraphStoreError(f"database {self.database!r} does not exist on {self.uri}; "
+                                      "create it or set neo4j_database") from None
             raise GraphStoreError(f"graph server at {self.uri} failed: {exc.code}: {_one_line(exc)}") from exc
         except neo4j_errors.DriverError as exc:
             raise GraphStoreError(f"Neo4j driver failed talking to {self.uri}: {_one_line(exc)}") from exc
@@ -220,6 +223,8 @@ class Neo4jStore(GraphStore):
                         session.run(cypher).consume()
                         break
                     except neo4j_errors.ClientError as exc:
+                        if isinstance(exc, neo4j_errors.AuthError) or exc.code == _DATABASE_NOT_FOUND:
+                            raise
                         log.warning("graph server at %s refused %r: %s", self.uri, cypher, _one_line(exc))
         self._schema_ready = True
 
@@ -233,6 +238,8 @@ class Neo4jStore(GraphStore):
     # ---------------------------------------------------------------- writes
     def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
         triples = list(dict.fromkeys(triples))
+        if not triples and not entities:
+            return 0
         self._ensure_schema()
         with self._session() as session, session.begin_transaction() as tx:
             # one transaction: a failure anywhere rolls back every batch before it
@@ -394,27 +401,24 @@ class Neo4jStore(GraphStore):
         ``rdf:type`` statements; ids that are not IRIs are minted in ``EXPORT_BASE_IRI``.
         The file is replaced only once it is complete.
         """
-        from kgllm.graph.loaders import write_tsv
-        from kgllm.graph.rdflib_store import RDF_FORMATS, rdf_format
-
         path = FilePath(path)
-        if (format or path.suffix.lower().lstrip(".")) == "tsv":
+        fmt = format or ("tsv" if path.suffix.lower() == ".tsv" else RDF_FORMATS.get(path.suffix.lower()))
+        if fmt == "tsv":
             return write_tsv(self.triples(), path)
-        fmt = rdf_format(path, format)
-        if fmt not in set(RDF_FORMATS.values()):
-            raise InputError(f"unknown export format {fmt!r}; use tsv or one of {sorted(set(RDF_FORMATS.values()))}")
+        known = sorted(set(RDF_FORMATS.values()) | {"tsv"})
+        if fmt not in known:
+            raise InputError(f"{path}: unknown export format {fmt or path.suffix!r}; pass format= one of {known}")
         graph = self._rdf_graph()
         tmp = path.with_name(path.name + ".tmp")
-        graph.serialize(tmp, format=fmt, encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            graph.serialize(tmp, format=fmt, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
-    def _rdf_graph(self):
-        from rdflib import RDF, RDFS, SKOS, Graph, Literal
-
-        from kgllm.graph.rdflib_store import to_iri
-
-        def iri(identifier: str):
+    def _rdf_graph(self) -> Graph:
+        def iri(identifier: str) -> URIRef:
             return to_iri(identifier, EXPORT_BASE_IRI)
 
         graph = Graph()
