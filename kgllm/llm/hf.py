@@ -1,0 +1,237 @@
+"""Any Hugging Face causal LM in a local directory, behind the ``LanguageModel`` protocol.
+
+Example::
+
+    model = HFCausalLM.from_pretrained("models/countries")
+    model.generate("Where is Kenya located?")              # [[" Eastern Africa"]]
+    model.score("Where is Kenya located?", [" Eastern Africa", " Europe"])
+
+Precision: ``dtype=None`` picks bf16 (or fp16 where bf16 is unsupported) on CUDA and
+float32 elsewhere. Asking for bf16/fp16 explicitly on a device other than CUDA raises
+``ConfigurationError``: half precision on CPU is slower than float32 and rarely intended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.llm.base import GenerationConfig, LanguageModel
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+class HFCausalLM(LanguageModel):
+    """A causal LM and its tokenizer, used for batched generation and candidate scoring.
+
+    ``score_batch_tokens`` bounds the tokens of one scoring forward pass; more
+    candidates than fit are scored in several passes.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        score_batch_tokens: int = 16384,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.score_batch_tokens = score_batch_tokens
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._pad_id = pad if pad is not None else 0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        threads: int | None = None,
+        **kwargs,
+    ) -> HFCausalLM:
+        """Load model and tokenizer from a local directory (never from the network).
+
+        ``threads`` sets torch's CPU thread count (a process-wide setting). Extra
+        keyword arguments go to the constructor.
+        """
+        directory = Path(path)
+        if not directory.is_dir():
+            raise ModelError(f"no model directory at {directory}; train one or pass the path of a local Hugging Face model")
+        torch_device = _device(device)
+        torch_dtype = _dtype(dtype, torch_device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch_dtype)
+        except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
+            raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
+        model.to(torch_device).eval()
+        logger.info("loaded %s: %s parameters, %s on %s", directory, f"{model.num_parameters():,}", torch_dtype, torch_device)
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt (with the tokenizer's own BOS, if it adds one); never empty."""
+        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        encoded = self.tokenizer(prompts)["input_ids"]
+        if start is None and not all(encoded):
+            raise InputError("empty prompt, and the tokenizer has no BOS or EOS token to start from")
+        return [ids or [start] for ids in encoded]
+
+    def _generate(self, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
+        input_ids, attention_mask = self._left_pad(self._prompt_ids(prompts))
+        hf_config = self._hf_generation_config(config)
+        with torch.inference_mode(), _seeded(config.seed, self.device):
+            try:
+                output = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=hf_config, tokenizer=self.tokenizer
+                )
+            except (RuntimeError, IndexError) as exc:
+                raise ModelError(f"generation failed: {exc}") from exc
+        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+        texts = [_cut(text, config.stop) for text in texts]
+        n = config.num_return_sequences
+        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, width - len(seq) :] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
+        """Every decoding setting explicit, so the model's own generation defaults never override ours."""
+        eos = self.model.generation_config.eos_token_id
+        settings = {
+            "max_new_tokens": config.max_new_tokens,
+            "num_beams": config.num_beams,
+            "num_return_sequences": config.num_return_sequences,
+            "do_sample": config.do_sample,
+            "repetition_penalty": config.repetition_penalty,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": eos if eos is not None else self.tokenizer.eos_token_id,
+            "stop_strings": list(config.stop) or None,
+        }
+        if config.do_sample:
+            settings.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+        try:
+            return transformers.GenerationConfig(**settings)
+        except ValueError as exc:
+            raise InputError(f"invalid generation settings: {exc}") from exc
+
+    def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
+        prompt_ids = self._prompt_ids([prompt])[0]
+        candidate_ids = self.tokenizer(candidates, add_special_tokens=False)["input_ids"]
+        empty = [c for c, ids in zip(candidates, candidate_ids, strict=True) if not ids]
+        if empty:
+            raise InputError(f"candidates encode to no tokens: {empty[:3]}")
+        totals: list[float] = []
+        for chunk in self._chunks(len(prompt_ids), candidate_ids):
+            totals.extend(self._score_chunk(prompt_ids, chunk))
+        if normalize:
+            return [total / len(ids) for total, ids in zip(totals, candidate_ids, strict=True)]
+        return totals
+
+    def _chunks(self, prompt_len: int, candidate_ids: list[list[int]]) -> Iterator[list[list[int]]]:
+        width = prompt_len + max(map(len, candidate_ids))
+        size = max(1, self.score_batch_tokens // width)
+        for start in range(0, len(candidate_ids), size):
+            yield candidate_ids[start : start + size]
+
+    def _score_chunk(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
+        """Summed log-probabilities of each candidate after the prompt, in one forward pass.
+
+        Rows are prompt + candidate, right-padded; no attention mask is needed since a
+        causal model never lets a real token attend to the padding after it. Only the
+        logits that predict candidate tokens are computed (``logits_to_keep``).
+        """
+        prompt_len, width = len(prompt_ids), max(map(len, candidate_ids))
+        input_ids = torch.full((len(candidate_ids), prompt_len + width), self._pad_id, dtype=torch.long)
+        targets = torch.zeros((len(candidate_ids), width), dtype=torch.long)
+        mask = torch.zeros((len(candidate_ids), width), dtype=torch.bool)
+        input_ids[:, :prompt_len] = torch.tensor(prompt_ids, dtype=torch.long)
+        for row, ids in enumerate(candidate_ids):
+            input_ids[row, prompt_len : prompt_len + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = True
+        with torch.inference_mode():
+            try:
+                keep = {"logits_to_keep": width + 1} if self._keeps_logits else {}
+                logits = self.model(input_ids=input_ids.to(self.device), use_cache=False, **keep).logits
+            except (RuntimeError, IndexError) as exc:
+                raise ModelError(f"scoring failed: {exc}") from exc
+            log_probs = torch.log_softmax(logits[:, -width - 1 : -1].float(), dim=-1)
+            picked = log_probs.gather(-1, targets.to(self.device).unsqueeze(-1)).squeeze(-1)
+            return (picked * mask.to(self.device)).sum(-1).tolist()
+
+
+def _device(device: str) -> torch.device:
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigurationError(f"invalid device {device!r}: {exc}") from exc
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    return torch_device
+
+
+def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The torch dtype to load weights in: half precision on CUDA by default, float32 elsewhere."""
+    if dtype is None or dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    resolved = _DTYPES.get(dtype.lower()) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigurationError(f"unsupported dtype {dtype!r}; use None (automatic), 'float32', 'bfloat16' or 'float16'")
+    if resolved != torch.float32 and device.type != "cuda":
+        raise ConfigurationError(f"dtype {dtype!r} needs a CUDA device (got {device}); use dtype=None or 'float32'")
+    return resolved
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block without disturbing the caller's random state."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _cut(text: str, stops: tuple[str, ...]) -> str:
+    """``text`` up to (not including) the earliest stop string."""
+    end = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:end]
