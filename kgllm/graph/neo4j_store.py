@@ -68,8 +68,10 @@ _IS_ENTITY = "e.is_relation IS NULL AND e.is_class IS NULL"
 _ENTITY_FIELDS = "e.id AS id, e.label AS label, e.aliases AS aliases, e.types AS types"
 
 _MERGE_NODES = "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) ON CREATE SET e.key = row.key"
-_MERGE_RELATION_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) SET e.is_relation = true"
-_MERGE_CLASS_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) SET e.is_class = true"
+# the WHERE skips rewriting nodes already flagged, which every later write would otherwise do
+_MERGE_RELATION_NODES = ("UNWIND $ids AS id MERGE (e:Entity {id: id}) "
+                         "WITH e WHERE e.is_relation IS NULL SET e.is_relation = true")
+_MERGE_CLASS_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) WITH e WHERE e.is_class IS NULL SET e.is_class = true"
 _READ_DESCRIPTIONS = f"UNWIND $ids AS id MATCH (e:Entity {{id: id}}) RETURN {_ENTITY_FIELDS}"
 _WRITE_DESCRIPTIONS = """
 UNWIND $rows AS row
