@@ -10,7 +10,7 @@ three ways, cheapest and surest first:
 
 Stop words and the graph's own schema words (the words of relation and class
 labels, e.g. "located", "neighbor", "countries") never form a mention on their
-own, and fuzzy and embedding matches need a minimum mention length and score.
+own ("us" does not, "US" may), and fuzzy and embedding matches need a minimum mention length and score.
 Overlapping candidates are resolved greedily by score times mention length, so
 a longer exact match beats a shorter one it contains, and "Souht Africa" (fuzzy)
 beats "Africa" (exact) inside it.
@@ -48,7 +48,7 @@ a about above after all also am an and any are as at be been before being below 
 could did do does doing down during each few for from further had has have having he her here hers him
 his how i if in into is it its itself just me more most my no nor not now of off on once only or other
 our out over own same she should so some such than that the their them then there these they this those
-through to too under until up very was we were what when where which while who whom whose why will with
+through to too under until up us very was we were what when where which while who whom whose why will with
 would you your yours list name names give show tell find many much number one ones
 """.split())
 
@@ -168,11 +168,15 @@ class EntityLinker:
         for i in range(len(tokens)):
             for j in range(i + 1, min(i + longest, len(tokens)) + 1):
                 words = [t[2] for t in tokens[i:j]]
-                if all(fold(w) in self._skip_words for w in words):
+                if all(self._skipped(w) for w in words):
                     continue
                 label = normalize(" ".join(words))
                 spans.append(_Span(i, j, question[tokens[i][0]:tokens[j - 1][1]], label, fold(label)))
         return spans
+
+    def _skipped(self, word: str) -> bool:
+        """A stop or schema word, unless written in capitals as an acronym ("US", "WHO")."""
+        return fold(word) in self._skip_words and not (word.isupper() and len(word) > 1)
 
     def _exact(self, spans: list[_Span], entities: dict[str, Entity]) -> list[_Candidate]:
         """Spans that are a label or alias; the entities found are added to ``entities``."""
