@@ -131,6 +131,8 @@ class HFCausalLM(LanguageModel):
 
     def _hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
         """Every decoding setting explicit, so the model's own generation defaults never override ours."""
+        if config.repetition_penalty <= 0 or config.top_k < 0:
+            raise InputError("repetition_penalty must be positive and top_k non-negative")
         eos = self.model.generation_config.eos_token_id
         settings = {
             "max_new_tokens": config.max_new_tokens,

@@ -344,7 +344,9 @@ def _optimizer(model: PreTrainedModel, config: TrainingConfig, device: torch.dev
     decay_ids = {id(p) for p in decay}
     no_decay = [p for p in model.parameters() if id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+    # The fused kernel updates all parameters at once: several times faster than the per-tensor loop on CPU too.
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=fused)
 
 
 def _lr_factor(step: int, progress: float, warmup: int) -> float:

@@ -1,0 +1,157 @@
+"""The core LLM module against a really trained tiny model (a few seconds of training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.llm import GenerationConfig, HFCausalLM, TrainingConfig, TrainResult, models, train_causal_lm
+
+CAPITALS = {
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Kenya": "Nairobi",
+    "Peru": "Lima",
+    "Japan": "Tokyo",
+    "Egypt": "Cairo",
+}
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3, warmup_steps=10)
+
+
+def prompt(country: str) -> str:
+    return f"The capital of {country} is"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> TrainResult:
+    texts = [f"{prompt(c)} {city}.\nDone." for c, city in CAPITALS.items()]
+    config = TrainingConfig(**TINY, epochs=150, max_minutes=1, threads=2)
+    return train_causal_lm(texts, tmp_path_factory.mktemp("tiny") / "model", config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lm(trained) -> HFCausalLM:
+    return HFCausalLM.from_pretrained(trained.out_dir, threads=2)
+
+
+def test_training_result_is_saved_beside_a_standard_model(trained):
+    assert trained.steps == 150 and trained.tokens > 0 and trained.tokens_per_second > 0
+    assert trained.final_loss < 1.0
+    loaded = TrainResult.load(trained.out_dir)
+    assert loaded.steps == trained.steps and loaded.config == trained.config
+    assert AutoModelForCausalLM.from_pretrained(trained.out_dir, local_files_only=True).num_parameters() == trained.n_parameters
+    assert not [p for p in trained.out_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_registry_resolves_the_hf_backend(lm):
+    assert models.get("hf") is HFCausalLM
+    assert models.resolve(lm) is lm
+
+
+def test_greedy_generation_is_deterministic_and_cut_at_stop_strings(lm):
+    prompts = [prompt(c) for c in CAPITALS]
+    first = lm.generate(prompts, GenerationConfig(max_new_tokens=12, stop=(".",)))
+    assert first == lm.generate(prompts, GenerationConfig(max_new_tokens=12, stop=(".",)))
+    assert first == [[f" {city}"] for city in CAPITALS.values()]
+    assert lm.generate(prompt("Peru"), GenerationConfig(max_new_tokens=12, stop=("\n",))) == [[" Lima."]]
+    assert lm.generate(prompt("Peru"), GenerationConfig(max_new_tokens=12, stop=())) == [[" Lima.\nDone."]]
+
+
+def test_beam_search_returns_distinct_sequences(lm):
+    [beams] = lm.generate(prompt("Japan"), GenerationConfig(num_beams=4, num_return_sequences=4, stop=(".",)))
+    assert len(beams) == 4 and len(set(beams)) == 4
+    assert beams[0] == " Tokyo"
+
+
+def test_sampling_with_a_seed_is_reproducible_and_leaves_global_rng_alone(lm):
+    config = GenerationConfig(do_sample=True, temperature=1.5, top_k=50, top_p=0.95, num_return_sequences=5, seed=7)
+    torch.manual_seed(0)
+    expected_next = torch.rand(1)
+    torch.manual_seed(0)
+    first = lm.generate([prompt("Italy"), prompt("Egypt")], config)
+    assert torch.rand(1) == expected_next
+    assert first == lm.generate([prompt("Italy"), prompt("Egypt")], config)
+    assert [len(samples) for samples in first] == [5, 5]
+
+
+def test_score_ranks_memorized_facts_above_false_ones(lm):
+    cities = [f" {city}" for city in CAPITALS.values()]
+    for country, city in CAPITALS.items():
+        scores = lm.score(prompt(country), cities)
+        assert cities[scores.index(max(scores))] == f" {city}", country
+
+
+def test_batched_scoring_equals_one_at_a_time(lm):
+    candidates = [" Paris", " Berlin.", " Rome is old", " x", " Nairobi.\nDone."]
+    batched = lm.score(prompt("Kenya"), candidates)
+    single = [lm.score(prompt("Kenya"), [c])[0] for c in candidates]
+    assert batched == pytest.approx(single, abs=1e-4)
+    lm_small_chunks = HFCausalLM(lm.model, lm.tokenizer, score_batch_tokens=1)
+    assert lm_small_chunks.score(prompt("Kenya"), candidates) == pytest.approx(single, abs=1e-4)
+
+
+def test_normalized_score_is_the_mean_per_token(lm):
+    candidates = [" Nairobi.\nDone.", " Lima"]
+    total = lm.score(prompt("Kenya"), candidates)
+    mean = lm.score(prompt("Kenya"), candidates, normalize=True)
+    counts = [len(lm.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in candidates]
+    assert counts[0] > 1
+    assert mean == pytest.approx([t / n for t, n in zip(total, counts, strict=True)])
+
+
+def test_empty_prompt_and_empty_input(lm):
+    assert len(lm.score("", [" Paris"])) == 1
+    assert lm.score(prompt("Peru"), []) == [] and lm.generate([]) == []
+    with pytest.raises(InputError):
+        lm.score(prompt("Peru"), [""])
+
+
+def test_missing_or_corrupt_model_directory_raises_model_error(tmp_path):
+    with pytest.raises(ModelError, match="nowhere"):
+        HFCausalLM.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match=str(tmp_path)):
+        HFCausalLM.from_pretrained(tmp_path)
+
+
+def test_bad_generation_settings_raise_input_error(lm):
+    for bad in (dict(max_new_tokens=0), dict(num_beams=2, num_return_sequences=3), dict(top_p=0), dict(temperature=0)):
+        with pytest.raises(InputError):
+            GenerationConfig(**bad)
+    with pytest.raises(InputError):
+        lm.generate("x", GenerationConfig(repetition_penalty=-1.0))
+
+
+def test_half_precision_on_cpu_is_refused(trained):
+    with pytest.raises(ConfigurationError, match="CUDA"):
+        HFCausalLM.from_pretrained(trained.out_dir, dtype="bf16")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(architecture="mamba"), dict(hidden_size=60, num_heads=7), dict(epochs=None, max_minutes=None), dict(vocab_size=100)],
+)
+def test_training_config_is_validated(bad):
+    with pytest.raises(ConfigurationError):
+        TrainingConfig(**bad)
+
+
+def test_training_config_round_trips_and_drops_unknown_keys(trained):
+    data = json.loads((trained.out_dir / "train_result.json").read_text())["config"]
+    assert TrainingConfig.from_dict({**data, "from_the_future": 1}) == trained.config
+
+
+def test_gpt2_architecture_and_overwrite_protection(tmp_path):
+    config = TrainingConfig(**TINY, architecture="gpt2", epochs=1)
+    result = train_causal_lm(["a b c.", "d e f."], tmp_path / "gpt2", config, progress=False)
+    assert HFCausalLM.from_pretrained(result.out_dir).model.config.model_type == "gpt2"
+    with pytest.raises(ModelError, match="overwrite"):
+        train_causal_lm(["a b c."], tmp_path / "gpt2", config, progress=False)
+    train_causal_lm(["a b c."], tmp_path / "gpt2", config, progress=False, overwrite=True)
+    assert TrainResult.load(tmp_path / "gpt2").n_texts == 1
