@@ -40,6 +40,14 @@ ALIASES = {
     "americas": ["America"],
 }
 
+# Other words for the schema, as Wikidata keeps aliases for its properties.
+SCHEMA_ALIASES = {
+    "Country": ["nation", "state"],
+    "Region": ["continent"],
+    "neighborOf": ["borders", "shares a border with", "next to"],
+    "locatedIn": ["is in", "is part of", "belongs to"],
+}
+
 
 def complete(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Mutual borders, and country -> region wherever country -> subregion -> region."""
@@ -69,9 +77,13 @@ def build(tsv: Path) -> Graph:
     for cls, label in (("Country", "country"), ("Subregion", "subregion"), ("Region", "region")):
         g.add((KG[cls], RDF.type, OWL.Class))
         g.add((KG[cls], RDFS.label, Literal(label)))
+        for alias in SCHEMA_ALIASES.get(cls, []):
+            g.add((KG[cls], SKOS.altLabel, Literal(alias)))
     for prop, label in (("locatedIn", "located in"), ("neighborOf", "neighbor of")):
         g.add((KG[prop], RDF.type, OWL.ObjectProperty))
         g.add((KG[prop], RDFS.label, Literal(label)))
+        for alias in SCHEMA_ALIASES.get(prop, []):
+            g.add((KG[prop], SKOS.altLabel, Literal(alias)))
     g.add((KG.neighborOf, RDF.type, OWL.SymmetricProperty))
     names = {h for h, _, _ in rows} | {t for _, _, t in rows}
     for name in sorted(names):

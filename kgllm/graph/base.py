@@ -35,8 +35,8 @@ class GraphStore(ABC):
         Input is checked in full before anything is written. Adding a triple or
         entity that is already there changes nothing. Returns the number of new triples.
         """
-        triples = [_check_triple(t) for t in triples]
-        entities = [_check_entity(e) for e in entities]
+        triples = [check_triple(t) for t in triples]
+        entities = [check_entity(e) for e in entities]
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")
         return self._write(triples, entities, batch_size)
@@ -52,6 +52,10 @@ class GraphStore(ABC):
     @abstractmethod
     def label(self, node_id: str) -> str:
         """The label of an entity, relation or class (readable local name when it has none)."""
+
+    @abstractmethod
+    def describe(self, node_id: str) -> Entity:
+        """Label, aliases and classes of any node (entity, relation or class), even one the store lacks."""
 
     def find_by_label(self, label: str) -> list[Entity]:
         """Entities whose label or an alias equals ``label`` (ignoring case and separators)."""
@@ -154,7 +158,7 @@ class GraphStore(ABC):
         return results
 
 
-def _check_triple(t: object) -> Triple:
+def check_triple(t: object) -> Triple:
     if not isinstance(t, Triple):
         if isinstance(t, (tuple, list)) and len(t) == 3:
             t = Triple(*t)
@@ -165,7 +169,7 @@ def _check_triple(t: object) -> Triple:
     return t
 
 
-def _check_entity(e: object) -> Entity:
+def check_entity(e: object) -> Entity:
     if not isinstance(e, Entity) or not (isinstance(e.id, str) and e.id.strip()):
         raise InputError(f"not an entity with an id: {e!r}")
     return e

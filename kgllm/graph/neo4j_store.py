@@ -37,7 +37,7 @@ from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
 from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
-from kgllm.graph.base import Direction, GraphStore, _check_triple
+from kgllm.graph.base import Direction, GraphStore, check_triple
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
 from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
@@ -447,7 +447,7 @@ def merge_one_per_triple(store: Neo4jStore, triples: Iterable[Triple]) -> int:
     per triple and is not atomic. Use :meth:`Neo4jStore.add` for real writes.
     Returns the number of new triples.
     """
-    checked = [_check_triple(t) for t in triples]
+    checked = [check_triple(t) for t in triples]
     store._ensure_schema()
     new = 0
     with store._session() as session:

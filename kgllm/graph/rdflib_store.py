@@ -148,11 +148,14 @@ class RDFLibStore(GraphStore):
             return None
         return self._entity(node)
 
+    def describe(self, node_id: str) -> Entity:
+        return self._entity(self._iri(node_id))
+
     def _entity(self, node: URIRef) -> Entity:
         g = self.graph
         return Entity(
             id=str(node),
-            label=self._label_of(node) or readable(str(node)),
+            label=self._label_of(node) or readable(str(node), relation=self._is_property(node)),
             aliases=tuple(sorted(str(a) for a in g.objects(node, SKOS.altLabel))),
             types=tuple(sorted(str(c) for c in g.objects(node, RDF.type) if isinstance(c, URIRef))),
         )

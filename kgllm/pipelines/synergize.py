@@ -1,0 +1,306 @@
+"""KG + LLM reasoning: plan a relation path, walk it on the graph, answer with the paths.
+
+For each entity linked in the question, every relation path of up to
+``max_hops`` steps that leaves it is enumerated on the graph, grouped by its
+relation sequence and the class of the entities it ends in. Each such plan is
+scored against the question by the sentence encoder (the question against a
+verbalization of the plan), by explicit mentions of a class ("which
+subregion"), and, when a language model is given, by the model's likelihood
+of the plan after the question (``kgllm.llm.corpus`` trains exactly this).
+The best plan's end entities are the answer; the walks that reach them are the
+evidence. A question with no linked entity, or whose best plan scores below
+``min_plan_similarity``, gets no answer: nothing is invented.
+"""
+
+from __future__ import annotations
+
+import logging
+import itertools
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from kgllm.exceptions import InputError
+from kgllm.graph.base import GraphStore
+from kgllm.llm.base import LanguageModel
+from kgllm.llm.corpus import Hop, path_text, plan_prompt, plural
+from kgllm.types import Answer, Entity, Evidence, Path, Triple
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+@dataclass
+class ReasonerConfig:
+    """Limits and weights of the path reasoner."""
+
+    max_hops: int = 2            # longest relation path
+    max_fanout: int = 2000       # edges read from one entity per step (bounds hubs)
+    max_walks: int = 50_000      # walks enumerated per topic entity
+    max_topics: int = 3          # linked entities tried as the start of a path
+    lm_weight: float = 0.1       # weight of the model's mean token log-likelihood
+    class_bonus: float = 0.15    # for a plan ending in the class the question names
+    hop_penalty: float = 0.05    # per hop more or fewer than the relation words in the question
+    relation_word_similarity: float = 0.5  # a question word this close to a relation name mentions it
+    min_plan_similarity: float = 0.6  # below this the question is not about what the graph holds
+    temperature: float = 0.05    # softmax temperature turning plan scores into a confidence
+    max_evidence_paths: int = 60
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_hops <= 4:
+            raise InputError("max_hops must be between 1 and 4")
+        if min(self.max_fanout, self.max_walks, self.max_topics) < 1:
+            raise InputError("max_fanout, max_walks and max_topics must be positive")
+
+
+@dataclass
+class Plan:
+    """A relation path from a topic entity, ending in entities of one class."""
+
+    topic: Entity
+    hops: tuple[Hop, ...]
+    classes: tuple[str | None, ...]  # class of the node each hop reaches
+    walks: list[Path]
+    link_score: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return sum(self.scores.values())
+
+    @property
+    def answer_class(self) -> str | None:
+        return self.classes[-1]
+
+    @property
+    def answers(self) -> list[str]:
+        return list(dict.fromkeys(w.end for w in self.walks))
+
+
+class PathReasoner:
+    """Answers questions over a store by planning and walking relation paths."""
+
+    def __init__(self, store: GraphStore, retriever, lm: LanguageModel | None = None,
+                 config: ReasonerConfig | None = None):
+        self.store = store
+        self.retriever = retriever
+        self.lm = lm
+        self.config = config or ReasonerConfig()
+        self._label = lru_cache(maxsize=200_000)(store.label)
+        self._describe = lru_cache(maxsize=10_000)(store.describe)
+        self._classes_of = lru_cache(maxsize=200_000)(self._lookup_classes)
+        self._vectors: dict[str, np.ndarray] = {}  # plan phrases repeat across questions
+
+    # ------------------------------------------------------------ public
+    def answer(self, question: str) -> Answer:
+        question = question.strip()
+        if not question:
+            raise InputError("the question is empty")
+        started = time.perf_counter()
+        links = self.retriever.link(question)[: self.config.max_topics]
+        plans = [p for link in links for p in self.plans(link.entity, link.score)]
+        if plans:
+            self.rank(question, plans, [link.mention for link in links])
+            plans.sort(key=lambda p: -p.score)
+        best = plans[0] if plans else None
+        if best is None or best.scores["encoder"] < self.config.min_plan_similarity:
+            answer = self._not_found(question, links, best)
+        else:
+            answer = self._found(question, best, plans)
+        answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
+        answer.metadata["model"] = getattr(self.lm, "name", None)
+        return answer
+
+    def plans(self, topic: Entity, link_score: float = 1.0) -> list[Plan]:
+        """Every relation path from ``topic`` up to ``max_hops``, split by the classes of the nodes it passes."""
+        grouped: dict[tuple[tuple[Hop, ...], tuple[str | None, ...]], list[Path]] = defaultdict(list)
+        for hops, walk in self._walks(topic.id):
+            for classes in itertools.product(*((self._classes_of(n) or (None,)) for n in walk.nodes[1:])):
+                grouped[(hops, classes)].append(walk)
+        return [Plan(topic, hops, classes, walks, link_score) for (hops, classes), walks in grouped.items()]
+
+    def rank(self, question: str, plans: list[Plan], mentions: list[str]) -> None:
+        """Fill each plan's ``scores``: encoder similarity, the classes the question names, the model."""
+        masked = _mask(question, mentions)
+        phrases = [self.describe(p, MASK) for p in plans]
+        unique = list(dict.fromkeys(t for variants in phrases for t in variants))
+        vectors = dict(zip(unique, self._encode_cached(unique)))
+        query = self.retriever.encoder.encode_query(masked)
+        wanted, named = self._question_classes(masked, {c for p in plans for c in p.classes if c})
+        mentions_count = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
+        bonus = self.config.class_bonus
+        for plan, variants in zip(plans, phrases):
+            plan.scores["encoder"] = max(float(vectors[t] @ query) for t in variants)
+            plan.scores["link"] = 0.2 * (plan.link_score - 1.0)
+            if mentions_count:
+                plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - mentions_count)
+            if wanted:
+                plan.scores["answer class"] = bonus if plan.answer_class == wanted else -bonus
+            others = named - {wanted}
+            if others:
+                passed = set(plan.classes[:-1])
+                plan.scores["classes"] = bonus / 2 * (len(others & passed) - len(others - passed))
+        if self.lm is not None and self.config.lm_weight:
+            self._rank_with_model(question, plans)
+
+    def describe(self, plan: Plan, topic: str | None = None, max_variants: int = 12) -> list[str]:
+        """The plan as noun phrases for the encoder to compare with the question, one per way of
+        naming its relations: ``the subregions that the countries that border Chad are located in``;
+        where every relation reads as a noun (``neighbor of``), also ``the neighbors of the neighbors of Chad``."""
+        phrases = [plan.topic.label if topic is None else topic]
+        for i, (hop, cls) in enumerate(zip(plan.hops, plan.classes)):
+            noun = plural(self._describe(cls).label if cls else "thing")
+            names = self._names(hop.relation)
+            phrases = [_clause(phrase, noun, name, hop.forward, plural_subject=i > 0)
+                       for phrase in phrases for name in names][:max_variants]
+        nouns = [self._label(h.relation) for h in plan.hops]
+        if all(n.endswith(" of") for n in nouns):
+            nouns = [plural(n[: -len(" of")]) for n in nouns]
+            topic = plan.topic.label if topic is None else topic
+            phrases.append(" ".join(f"the {n} of" for n in reversed(nouns)) + f" {topic}")
+            phrases.append(f"{topic}'s " + "' ".join(nouns))
+        return phrases
+
+    def _names(self, node: str) -> list[str]:
+        entity = self._describe(node)
+        return [entity.label, *entity.aliases]
+
+    def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> int:
+        """How many words of the question name a relation: a hint of how many hops it asks for."""
+        skip = {name.lower() for c in classes for name in self._names(c)} | WH_WORDS | STOP_WORDS | {MASK.lower()}
+        words = [w for w in _WORD.findall(question.lower()) if w not in skip and plural(w) not in skip]
+        names = [name for r in relations for name in self._names(r)]
+        if not words or not names:
+            return 0
+        similarity = np.stack(self._encode_cached(words)) @ np.stack(self._encode_cached(names)).T
+        return int((similarity.max(axis=1) >= self.config.relation_word_similarity).sum())
+
+    def _question_classes(self, question: str, classes: set[str]) -> tuple[str | None, set[str]]:
+        """The class the question asks for ("which countries ...") and every class it names."""
+        words = _WORD.findall(question.lower())
+        names = {}
+        for c in classes:
+            for name in self._names(c):
+                names[name.lower()] = names[plural(name.lower())] = c
+        mentioned = [(i, names[w]) for i, w in enumerate(words) if w in names]
+        asked = [c for i, c in mentioned if i == 0 or WH_WORDS & set(words[max(0, i - 2): i])]
+        wanted = (asked or [c for _, c in mentioned] or [None])[0]
+        return wanted, {c for _, c in mentioned}
+
+    # ------------------------------------------------------------ internals
+    def _walks(self, start: str):
+        frontier: list[tuple[str, tuple[Triple, ...], tuple[Hop, ...]]] = [(start, (), ())]
+        count = 0
+        for depth in range(self.config.max_hops):
+            next_frontier = []
+            for node, walked, hops in frontier:
+                for t in self.store.neighbors(node, "both", limit=self.config.max_fanout):
+                    forward = t.head == node
+                    step = (*walked, t), (*hops, Hop(t.relation, forward))
+                    yield step[1], Path(start=start, triples=step[0])
+                    count += 1
+                    if count >= self.config.max_walks:
+                        log.warning("walk limit %d reached from %s", self.config.max_walks, start)
+                        return
+                    if depth + 1 < self.config.max_hops:
+                        next_frontier.append((t.tail if forward else t.head, *step))
+            frontier = next_frontier
+
+    def _encode_cached(self, texts: list[str]) -> list[np.ndarray]:
+        missing = [t for t in texts if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self.retriever.encoder.encode(missing)))
+        return [self._vectors[t] for t in texts]
+
+    def _lookup_classes(self, node: str) -> tuple[str, ...]:
+        entity = self.store.entity(node)
+        return entity.types if entity else ()
+
+    def _rank_with_model(self, question: str, plans: list[Plan]) -> None:
+        texts = [path_text([self._label(h.relation) for h in p.hops], [h.forward for h in p.hops],
+                           self._label(p.answer_class) if p.answer_class else None) for p in plans]
+        unique = list(dict.fromkeys(texts))
+        logp = dict(zip(unique, self.lm.score(plan_prompt(question), unique, normalize=True)))
+        for plan, text in zip(plans, texts):
+            plan.scores["model"] = self.config.lm_weight * logp[text]
+
+    def _confidence(self, plans: list[Plan]) -> float:
+        scores = np.array([p.score for p in plans[:50]])
+        weights = np.exp((scores - scores.max()) / self.config.temperature)
+        # plans with the same answers agree, so they share the probability mass
+        best_answers = set(plans[0].answers)
+        agree = sum(w for p, w in zip(plans, weights) if set(p.answers) == best_answers)
+        return float(agree / weights.sum()) * min(1.0, plans[0].link_score)
+
+    def _found(self, question: str, best: Plan, plans: list[Plan]) -> Answer:
+        answers = [self.store.entity(a) or Entity(a, self._label(a)) for a in best.answers]
+        walks = _evidence_walks(best.walks, self.config.max_evidence_paths)
+        paths = [Path(w.start, w.triples, score=best.score) for w in walks]
+        triples = list(dict.fromkeys(t for p in paths for t in p.triples))
+        labels = {x: self._label(x) for t in triples for x in (t.head, t.relation, t.tail)}
+        evidence = Evidence(triples=triples, paths=paths, score=best.score, source="synergize:relation-path")
+        return Answer(
+            question=question, text=_join([e.label for e in answers]) + ".", entities=answers, evidence=evidence,
+            confidence=self._confidence(plans), labels=labels,
+            metadata={"topic": best.topic.label, "path": path_text(
+                [self._label(h.relation) for h in best.hops], [h.forward for h in best.hops],
+                self._label(best.answer_class) if best.answer_class else None).strip(),
+                "plans": [{"topic": p.topic.label, "plan": self.describe(p)[0], "scores": {k: round(v, 4) for k, v in p.scores.items()}}
+                          for p in plans[:5]]})
+
+    def _not_found(self, question: str, links, best: Plan | None) -> Answer:
+        considered = [link.entity.label for link in links]
+        if considered:
+            text = f"The graph holds no answer to this question (entities considered: {', '.join(considered)})."
+        else:
+            text = "The graph holds no entity this question mentions, so it has no answer."
+        confidence = 0.0 if best is None else max(0.0, min(0.2, best.scores["encoder"] / 2))
+        return Answer(question=question, text=text, entities=[], evidence=Evidence(source="synergize:relation-path"),
+                      confidence=confidence, metadata={"found": False, "considered": considered})
+
+
+MASK = "X"
+WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
+STOP_WORDS = frozenset("a an the of in on at to by for with from as is are was were be do does did that this "
+                       "these those it its and or s".split())
+
+
+def _clause(phrase: str, noun: str, relation: str, forward: bool, plural_subject: bool) -> str:
+    """``the regions that Chad is located in`` (forward) or ``the countries that border Chad`` (inverse)."""
+    verb = relation if relation.split()[0] in ("is", "are") or relation.split()[0].endswith("s") else f"is {relation}"
+    if forward:
+        if plural_subject:
+            verb = re.sub(r"^is ", "are ", verb)
+        return f"the {noun} that {phrase} {verb}"
+    return f"the {noun} that {re.sub(r'^is ', 'are ', verb)} {phrase}"
+
+
+def _mask(question: str, mentions: list[str]) -> str:
+    """The question with entity mentions replaced by ``MASK``, so plans are compared without the topic."""
+    for mention in sorted(mentions, key=len, reverse=True):
+        possessive = re.match(r"(.*?)(['’]s?)$", mention)
+        name, suffix = (possessive.group(1), possessive.group(2)) if possessive else (mention, "")
+        question = re.sub(re.escape(name), MASK, question, flags=re.IGNORECASE)
+    return question
+
+
+def _evidence_walks(walks: list[Path], limit: int) -> list[Path]:
+    """At least one walk per answer, then more, up to ``limit``."""
+    first: dict[str, Path] = {}
+    for w in walks:
+        first.setdefault(w.end, w)
+    chosen = list(first.values())[:limit]
+    extra = [w for w in walks if w not in chosen][: max(0, limit - len(chosen))]
+    return chosen + extra
+
+
+def _join(labels: list[str], limit: int = 25) -> str:
+    labels = sorted(labels)
+    if len(labels) > limit:
+        return ", ".join(labels[:limit]) + f" and {len(labels) - limit} more"
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
