@@ -108,17 +108,11 @@ class KGRetriever:
         if self._labels is None or self._facts is None:
             return self.build()
         entities = list(self.store.entities())
-        names = {e.id: e.label for e in entities}
         wanted_labels = {label_key(e.id, n): n for e in entities for n in dict.fromkeys((e.label, *e.aliases)) if n}
-        wanted_facts: dict[str, str] = {}
-        fact_keys: dict[Triple, str] = {}
-        for t in self.store.triples():
-            text = self._verbalize(t, names)
-            fact_keys[t] = key = fact_key(t, text)
-            wanted_facts[key] = text
+        wanted_facts = self._verbalized_facts({e.id: e.label for e in entities})
+        self._fact_keys = {triple_of_fact_key(k): k for k in wanted_facts}
         labels_added, labels_removed = self._sync(self._labels, wanted_labels)
         facts_added, facts_removed = self._sync(self._facts, wanted_facts)
-        self._fact_keys = fact_keys
         self.linker.rebuild(entities)
         stats = RefreshStats(labels_added, labels_removed, facts_added, facts_removed)
         if self.index_dir is not None and (stats.changed or not (self.index_dir / FACTS_DIR / META_FILE).is_file()):
@@ -222,6 +216,11 @@ class KGRetriever:
         if new:
             index.add(new, self.encoder.encode([wanted[k] for k in new]))
         return len(new), removed
+
+    def _verbalized_facts(self, names: dict[str, str]) -> dict[str, str]:
+        """Fact key -> text for every triple of the store."""
+        texts = ((t, self._verbalize(t, names)) for t in self.store.triples())
+        return {fact_key(t, text): text for t, text in texts}
 
     def _verbalize(self, triple: Triple, names: dict[str, str]) -> str:
         for node in (triple.head, triple.relation, triple.tail):
