@@ -1,0 +1,147 @@
+"""The ``kgllm`` command line: load graphs, ask questions, train the model, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.tree import Tree
+
+from kgllm.exceptions import KGLLMError
+from kgllm.settings import Settings
+
+app = typer.Typer(help="Knowledge-graph-augmented language models: answers with evidence from your graph.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+DEMO_QUESTIONS = ("Which countries border Chad?", "In which region is Kenya?",
+                  "Which subregion are the neighbours of Chad located in?", "What is the capital of France?")
+
+GraphOption = Annotated[Optional[Path], typer.Option("--graph", "-g", help="Graph file (Turtle, N-Triples, JSON-LD, TSV, CSV); default: the demo graph.")]
+StoreOption = Annotated[Optional[str], typer.Option("--store", help="'rdflib' (embedded, default) or 'neo4j' (Bolt server from KGLLM_NEO4J_* settings).")]
+NoModelOption = Annotated[bool, typer.Option("--no-model", help="Answer with the encoder and the graph only (no language model).")]
+
+
+def main() -> None:
+    """Entry point that turns kgllm's errors into one line on stderr."""
+    try:
+        app()
+    except KGLLMError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+
+
+@app.callback()
+def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def load(source: Annotated[Path, typer.Argument(help="File to load: .tsv/.txt triples, .csv with a header, or RDF.")],
+         into: Annotated[Optional[Path], typer.Option("--into", help="RDF file of the embedded store to load into (created if missing).")] = None,
+         store: StoreOption = None,
+         format: Annotated[Optional[str], typer.Option("--format", help="tsv, csv, turtle, nt, json-ld, xml (default: from the suffix).")] = None,
+         index: Annotated[bool, typer.Option(help="Also build the retrieval indexes.")] = True) -> None:
+    """Load a file of triples into a store (all or nothing) and index it."""
+    from kgllm.api import connect
+    from kgllm.graph import stores
+    from kgllm.graph.loaders import load as load_file
+
+    settings = Settings()
+    kind = store or settings.store
+    if kind == "neo4j":
+        target = stores.get("neo4j").from_settings(settings)
+    elif into is not None:
+        target = stores.resolve("rdflib", {"path": into})
+    else:
+        raise typer.BadParameter("say where to load: --into FILE.ttl, or --store neo4j")
+    started = time.perf_counter()
+    with console.status(f"loading {source}"):
+        added = load_file(target, source, format=format)
+    console.print(f"loaded {added} new triples from {source} in {time.perf_counter() - started:.1f} s "
+                  f"({target.count_triples()} triples, {target.count_entities()} entities in the store)")
+    if index:
+        connect(target, use_model=False, settings=settings)
+        console.print("retrieval indexes are up to date")
+
+
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="The question, in plain language.")],
+        graph: GraphOption = None, store: StoreOption = None, no_model: NoModelOption = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False) -> None:
+    """Answer a question from the graph, with the paths that support the answer."""
+    from kgllm.api import connect
+
+    if not question.strip():
+        raise typer.BadParameter("the question is empty")
+    session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
+    answer = session.ask(question)
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+    else:
+        _print_answer(answer)
+
+
+@app.command()
+def train(graph: GraphOption = None, store: StoreOption = None,
+          minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
+          out: Annotated[Optional[Path], typer.Option("--out", help="Save here instead of the cache.")] = None) -> None:
+    """Train the default language model from scratch on the graph's facts and questions."""
+    from kgllm.api import _open_store
+    from kgllm.llm.corpus import CorpusBuilder
+    from kgllm.llm.default import default_training_config, ensure_default_model
+    from kgllm.llm.training import train_causal_lm
+
+    settings = Settings(**({"train_minutes": minutes} if minutes else {}))
+    kg = _open_store(graph, store or settings.store, settings, {})
+    if out is None:
+        path = ensure_default_model(kg, settings)
+    else:
+        result = train_causal_lm(CorpusBuilder(kg).texts(), out, default_training_config(settings), overwrite=True)
+        path = result.out_dir
+    console.print(f"model ready in {path}")
+
+
+@app.command()
+def demo(no_model: NoModelOption = False) -> None:
+    """Load the demo geography graph, index it, make the model ready and answer demo questions."""
+    from kgllm.api import connect
+
+    started = time.perf_counter()
+    session = connect(use_model=not no_model)
+    console.print(f"[dim]demo graph: {session.store.count_triples()} facts, {session.store.count_entities()} entities; "
+                  f"ready in {time.perf_counter() - started:.1f} s[/]")
+    for question in DEMO_QUESTIONS:
+        _print_answer(session.ask(question))
+
+
+def _path_line(answer, path) -> str:
+    """``Chad —neighbor of→ Niger ←located in— Mali``: arrows show each fact's direction."""
+    line = answer.label(path.start)
+    for triple, node in zip(path.triples, path.nodes):
+        relation = f"[cyan]{answer.label(triple.relation)}[/]"
+        if triple.head == node:
+            line += f" —{relation}→ {answer.label(triple.tail)}"
+        else:
+            line += f" ←{relation}— {answer.label(triple.head)}"
+    return line
+
+
+def _print_answer(answer) -> None:
+    console.print(f"\n[bold]Q:[/] {answer.question}")
+    console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    if not answer.evidence.paths:
+        return
+    tree = Tree(f"[dim]evidence: {answer.metadata.get('path', '')}[/]")
+    for path in answer.evidence.paths[:12]:
+        tree.add(_path_line(answer, path))
+    if len(answer.evidence.paths) > 12:
+        tree.add(f"[dim]… {len(answer.evidence.paths) - 12} more paths[/]")
+    console.print(tree)
