@@ -105,6 +105,10 @@ class EntityLinker:
 
     The label table for fuzzy matching is built once by :meth:`rebuild` (the
     retriever calls it whenever it refreshes); exact matches always ask the store.
+    ``fuzzy_threshold`` is the least normalized Damerau-Levenshtein similarity
+    (0.8: one edit in five letters), ``embedding_threshold`` the least cosine to a
+    label in ``label_index``; mentions shorter than ``min_mention_chars`` match
+    exactly or not at all; ``max_ngram`` caps the words of a mention.
 
     Example::
 

@@ -71,6 +71,10 @@ class KGRetriever:
     """Finds the facts of a graph that bear on a question.
 
     Nothing is loaded or encoded until :meth:`build` (or the first query) runs.
+    ``index_dir`` is where the two indexes are saved (none: kept in memory);
+    ``hnsw_threshold`` is the size above which an index turns approximate (HNSW);
+    ``max_fanout`` bounds the edges read per entity during expansion;
+    ``linker_kwargs`` go to :class:`EntityLinker` (thresholds, mention length).
 
     Example::
 
@@ -155,7 +159,7 @@ class KGRetriever:
         if hops < 1 or max_facts < 1:
             raise InputError("hops and max_facts must be at least 1")
         self._ensure_built()
-        triples = self.store.subgraph(list(entity_ids), hops=hops, max_fanout=self.max_fanout) if entity_ids else []
+        triples = self.store.subgraph(list(entity_ids), hops=hops, max_fanout=self.max_fanout)
         if not triples:
             return []
         scores = self._fact_vectors(triples) @ self._query(question)
@@ -180,7 +184,7 @@ class KGRetriever:
         query = _with_labels(question, links)
         found: dict[Triple, tuple[float, str]] = {}
         for source, hits in (("faiss", self.search_facts(query, k)),
-                             ("expansion", self.expand(seeds, query, hops, max_facts=k) if seeds else [])):
+                             ("expansion", self.expand(seeds, query, hops, max_facts=k))):
             for triple, score in hits:
                 if triple not in found or score > found[triple][0]:
                     found[triple] = (score, source)
