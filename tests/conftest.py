@@ -18,6 +18,17 @@ log = logging.getLogger(__name__)
 
 
 # =========================================================================
+# Sentence encoder: the real MiniLM, loaded once
+# =========================================================================
+
+@pytest.fixture(scope="session")
+def encoder():
+    from kgllm.retrieval.encoder import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder()
+
+
+# =========================================================================
 # Bolt server (ArcadeDB with its Bolt plugin) for the Neo4j store
 # =========================================================================
 # One real server per test session, started in-process from arcadedb-embedded;

@@ -1,0 +1,99 @@
+"""The path reasoner on the demo graph, with the real encoder and retriever (no language model)."""
+
+import pytest
+
+from kgllm.exceptions import InputError
+from kgllm.graph.demo import demo_graph_path
+from kgllm.graph.rdflib_store import RDFLibStore
+from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
+from kgllm.retrieval.retriever import KGRetriever
+from kgllm.types import Entity, Triple
+
+KG = "https://kgllm.dev/countries/"
+
+
+@pytest.fixture(scope="module")
+def demo(encoder, tmp_path_factory):
+    store = RDFLibStore(demo_graph_path())
+    retriever = KGRetriever(store, encoder, index_dir=tmp_path_factory.mktemp("index"))
+    retriever.build()
+    return PathReasoner(store, retriever)
+
+
+def answer_ids(answer):
+    return {e.id.removeprefix(KG) for e in answer.entities}
+
+
+@pytest.mark.parametrize("question, gold", [
+    ("Which countries border Chad?",
+     {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "south_sudan", "sudan"}),
+    ("In which region is Kenya?", {"africa"}),
+    ("Which subregion are the neighbours of Chad located in?", {"middle_africa", "northern_africa", "western_africa"}),
+    ("Which countries are in the same subregion as Lesotho?",
+     {"botswana", "lesotho", "namibia", "south_africa", "swaziland"}),
+])
+def test_demo_questions_get_the_full_answer_set(demo, question, gold):
+    answer = demo.answer(question)
+    assert answer_ids(answer) == gold
+    assert answer.confidence > 0.3
+
+
+def test_every_answer_is_reached_by_a_path_of_real_facts(demo):
+    answer = demo.answer("Which subregion are the neighbours of Chad located in?")
+    ends = {p.end for p in answer.evidence.paths}
+    assert {e.id for e in answer.entities} <= ends
+    for path in answer.evidence.paths:
+        assert path.start == KG + "chad" and len(path.triples) == 2
+        for t in path.triples:
+            assert t in set(demo.store.triples(head=t.head, relation=t.relation))
+
+
+@pytest.mark.parametrize("question", ["Which countries border Atlantis?", "What is the capital of France?",
+                                      "Who wrote Hamlet?"])
+def test_what_the_graph_does_not_hold_gets_no_answer(demo, question):
+    answer = demo.answer(question)
+    assert answer.entities == []
+    assert answer.confidence < 0.25
+    assert "no answer" in answer.text or "no entity" in answer.text
+
+
+def test_not_found_names_the_entities_it_considered(demo):
+    answer = demo.answer("What is the capital of France?")
+    assert answer.metadata["considered"] == ["France"]
+
+
+def test_empty_question_is_rejected(demo):
+    with pytest.raises(InputError):
+        demo.answer("   ")
+
+
+class _Retriever:
+    """Links the single hub entity; the reasoner needs nothing else from a retriever here."""
+
+    def __init__(self, encoder, hub):
+        self.encoder, self.hub = encoder, hub
+
+    def link(self, question):
+        from kgllm.retrieval.linking import LinkedEntity
+
+        return [LinkedEntity(self.hub, "Hub", 1.0, "exact")]
+
+
+def test_hub_entities_and_cycles_are_bounded(encoder):
+    ex = "http://example.org/"
+    store = RDFLibStore()
+    spokes = [Triple(ex + f"n{i}", ex + "linkedTo", ex + "hub") for i in range(3000)]
+    cycle = [Triple(ex + "hub", ex + "next", ex + "hub")]
+    store.add(spokes + cycle, [Entity(ex + "hub", "Hub")])
+    config = ReasonerConfig(max_fanout=50, max_walks=400)
+    reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "hub")), config=config)
+    plans = reasoner.plans(store.entity(ex + "hub"))
+    assert sum(len(p.walks) for p in plans) <= config.max_walks
+    assert reasoner.answer("What is linked to Hub?").entities
+
+
+def test_config_is_checked():
+    with pytest.raises(InputError):
+        ReasonerConfig(max_hops=0)
+    with pytest.raises(InputError):
+        ReasonerConfig(max_fanout=0)
