@@ -41,14 +41,10 @@ class CountingEncoder(Encoder):
         return self.inner.encode(texts)
 
 
-@pytest.fixture(scope="module")
-def minilm() -> SentenceTransformerEncoder:
-    return SentenceTransformerEncoder()
-
-
 @pytest.fixture
-def encoder(minilm) -> CountingEncoder:
-    return CountingEncoder(minilm)
+def counting(encoder) -> CountingEncoder:
+    """The real MiniLM (``encoder``, loaded once per session in conftest), counting."""
+    return CountingEncoder(encoder)
 
 
 def make_store(triples=TRIPLES) -> RDFLibStore:
@@ -63,8 +59,8 @@ def t(head: str, relation: str, tail: str) -> Triple:
 
 
 @pytest.fixture
-def retriever(encoder) -> KGRetriever:
-    r = KGRetriever(make_store(), encoder)
+def retriever(counting) -> KGRetriever:
+    r = KGRetriever(make_store(), counting)
     r.build()
     return r
 
@@ -75,27 +71,27 @@ def unit(rows: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- encoder
-def test_encoder_output_is_normalized_float32_of_model_dim(minilm):
-    vectors = minilm.encode(["Chad borders Libya.", "Kenya is in Eastern Africa.", "x"])
-    assert minilm.dim == 384
+def test_encoder_output_is_normalized_float32_of_model_dim(encoder):
+    vectors = encoder.encode(["Chad borders Libya.", "Kenya is in Eastern Africa.", "x"])
+    assert encoder.dim == 384
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(vectors[2], minilm.encode("x")[0], atol=1e-4)  # batching keeps the input order
-    assert minilm.encode([]).shape == (0, 384)
+    np.testing.assert_allclose(vectors[2], encoder.encode("x")[0], atol=1e-4)  # batching keeps the input order
+    assert encoder.encode([]).shape == (0, 384)
 
 
-def test_similar_sentences_are_closer_than_unrelated_ones(minilm):
-    a, b, c = minilm.encode(["Chad shares a border with Libya", "Libya is a neighbour of Chad",
+def test_similar_sentences_are_closer_than_unrelated_ones(encoder):
+    a, b, c = encoder.encode(["Chad shares a border with Libya", "Libya is a neighbour of Chad",
                              "Whisk two eggs with a cup of flour"])
     assert a @ b > a @ c + 0.3
 
 
-def test_query_encodes_are_cached_and_match_batch_encodes(encoder):
-    first = encoder.encode_query("Which countries border Chad?")
-    again = encoder.encode_query("Which countries border Chad?")
-    assert again is first and encoder.texts == 1
+def test_query_encodes_are_cached_and_match_batch_encodes(counting):
+    first = counting.encode_query("Which countries border Chad?")
+    again = counting.encode_query("Which countries border Chad?")
+    assert again is first and counting.texts == 1
     assert not first.flags.writeable
-    np.testing.assert_allclose(first, encoder.encode(["Which countries border Chad?"])[0], atol=1e-6)
+    np.testing.assert_allclose(first, counting.encode(["Which countries border Chad?"])[0], atol=1e-6)
 
 
 def test_bad_model_path_is_a_retrieval_error_naming_it(tmp_path):
@@ -214,51 +210,51 @@ def test_links_by_embedding_as_last_resort(retriever):
 
 
 # ---------------------------------------------------------------- retriever
-def test_constructor_has_no_side_effects(encoder, tmp_path):
-    KGRetriever(make_store(), encoder, index_dir=tmp_path / "index")
-    assert encoder.texts == 0 and not (tmp_path / "index").exists()
+def test_constructor_has_no_side_effects(counting, tmp_path):
+    KGRetriever(make_store(), counting, index_dir=tmp_path / "index")
+    assert counting.texts == 0 and not (tmp_path / "index").exists()
 
 
-def test_build_indexes_labels_and_facts(retriever, encoder):
+def test_build_indexes_labels_and_facts(retriever, counting):
     assert len(retriever.label_index) == N_LABELS and len(retriever.fact_index) == len(TRIPLES)
-    assert encoder.texts == N_LABELS + len(TRIPLES)
+    assert counting.texts == N_LABELS + len(TRIPLES)
     (top, score), = retriever.search_facts("Chad neighbor of Libya", k=1)
     assert top == t("chad", "neighborOf", "libya") and score > 0.9
 
 
-def test_refresh_encodes_only_new_items(retriever, encoder):
-    before = encoder.texts
+def test_refresh_encodes_only_new_items(retriever, counting):
+    before = counting.texts
     retriever.store.add([Triple("egypt", "neighborOf", "libya")], [Entity("egypt", "Egypt")])
     stats = retriever.refresh()
     assert (stats.labels_added, stats.facts_added, stats.encoded) == (1, 1, 2)
-    assert encoder.texts - before == 2
+    assert counting.texts - before == 2
     assert t("egypt", "neighborOf", "libya") in [f for f, _ in retriever.search_facts("Which countries border Egypt?", 3)]
     assert [link.entity.label for link in retriever.link("Is Egypt in Africa?")] == ["Africa", "Egypt"]
 
 
-def test_saved_index_reloads_without_encoding_and_drops_deleted_facts(encoder, minilm, tmp_path):
-    KGRetriever(make_store(), encoder, index_dir=tmp_path).build()
+def test_saved_index_reloads_without_encoding_and_drops_deleted_facts(counting, encoder, tmp_path):
+    KGRetriever(make_store(), counting, index_dir=tmp_path).build()
     assert (tmp_path / "facts").is_dir() and (tmp_path / "entities").is_dir()
 
-    reloaded = CountingEncoder(minilm)
+    reloaded = CountingEncoder(encoder)
     stats = KGRetriever(make_store(), reloaded, index_dir=tmp_path).build()
     assert stats.encoded == 0 and reloaded.texts == 0
 
     gone = Triple("chad", "neighborOf", "libya")
-    smaller = KGRetriever(make_store([x for x in TRIPLES if x != gone]), CountingEncoder(minilm), index_dir=tmp_path)
+    smaller = KGRetriever(make_store([x for x in TRIPLES if x != gone]), CountingEncoder(encoder), index_dir=tmp_path)
     stats = smaller.build()
     assert (stats.facts_removed, stats.encoded) == (1, 0)
     facts = [f for f, _ in smaller.search_facts("Chad neighbor of Libya", k=len(TRIPLES))]
     assert t("chad", "neighborOf", "libya") not in facts and len(facts) == len(TRIPLES) - 1
-    again = CountingEncoder(minilm)
+    again = CountingEncoder(encoder)
     assert KGRetriever(make_store([x for x in TRIPLES if x != gone]), again, index_dir=tmp_path).build().encoded == 0
 
 
-def test_expand_scores_stored_vectors(retriever, encoder):
-    before = encoder.texts
+def test_expand_scores_stored_vectors(retriever, counting):
+    before = counting.texts
     chad = t("chad", "neighborOf", "libya").head
     facts = retriever.expand([chad], "Which region is Chad located in?", hops=2, max_facts=3)
-    assert encoder.texts - before == 1  # the question only
+    assert counting.texts - before == 1  # the question only
     assert facts[0][0] == t("chad", "locatedIn", "middle_africa")
     assert [s for _, s in facts] == sorted((s for _, s in facts), reverse=True) and len(facts) == 3
     two_hops = {f for f, _ in retriever.expand([chad], "Which region is Chad located in?", hops=2, max_facts=50)}
