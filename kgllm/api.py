@@ -84,12 +84,12 @@ def connect(graph: str | os.PathLike | GraphStore | None = None, *, store: str |
     return Session(graph_store, retriever, lm, settings)
 
 
-_sessions: dict[tuple, Session] = {}
+_sessions: dict[tuple[object, str], Session] = {}
 
 
 def ask(question: str, graph: str | os.PathLike | GraphStore | None = None, **connect_kwargs: Any) -> Answer:
     """Answer one question; the session for ``graph`` is kept for the next call."""
-    key = (id(graph) if isinstance(graph, GraphStore) else str(graph), tuple(sorted(connect_kwargs.items(), key=str)))
+    key = (id(graph) if isinstance(graph, GraphStore) else str(graph), repr(sorted(connect_kwargs.items())))
     if key not in _sessions:
         _sessions[key] = connect(graph, **connect_kwargs)
     return _sessions[key].ask(question)

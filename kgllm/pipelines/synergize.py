@@ -45,9 +45,10 @@ class ReasonerConfig:
     max_topics: int = 3          # linked entities tried as the start of a path
     lm_weight: float = 0.1       # weight of the model's mean token log-likelihood
     class_bonus: float = 0.15    # for a plan ending in the class the question names
-    hop_penalty: float = 0.05    # per hop more or fewer than the relation words in the question
+    hop_penalty: float = 0.05    # per hop more or fewer than the relation words in the question (at least one)
     relation_word_similarity: float = 0.5  # a question word this close to a relation name mentions it
     min_plan_similarity: float = 0.6  # below this the question is not about what the graph holds
+    named_relation_allowance: float = 0.15  # ... lowered by this when the question names a relation
     temperature: float = 0.05    # softmax temperature turning plan scores into a confidence
     max_evidence_paths: int = 60
 
@@ -104,11 +105,12 @@ class PathReasoner:
         started = time.perf_counter()
         links = self.retriever.link(question)[: self.config.max_topics]
         plans = [p for link in links for p in self.plans(link.entity, link.score)]
-        if plans:
-            self.rank(question, plans, [link.mention for link in links])
-            plans.sort(key=lambda p: -p.score)
+        named_relations = self.rank(question, plans, [link.mention for link in links]) if plans else 0
+        plans.sort(key=lambda p: -p.score)
         best = plans[0] if plans else None
-        if best is None or best.scores["encoder"] < self.config.min_plan_similarity:
+        # A question that names a relation of the graph may match its plan less closely.
+        floor = self.config.min_plan_similarity - (self.config.named_relation_allowance if named_relations else 0)
+        if best is None or best.scores["encoder"] < floor:
             answer = self._not_found(question, links, best)
         else:
             answer = self._found(question, best, plans)
@@ -124,8 +126,9 @@ class PathReasoner:
                 grouped[(hops, classes)].append(walk)
         return [Plan(topic, hops, classes, walks, link_score) for (hops, classes), walks in grouped.items()]
 
-    def rank(self, question: str, plans: list[Plan], mentions: list[str]) -> None:
-        """Fill each plan's ``scores``: encoder similarity, the classes the question names, the model."""
+    def rank(self, question: str, plans: list[Plan], mentions: list[str]) -> int:
+        """Fill each plan's ``scores`` (encoder similarity, the classes the question names, the model);
+        returns how many words of the question name a relation."""
         masked = _mask(question, mentions)
         phrases = [self.describe(p, MASK) for p in plans]
         unique = list(dict.fromkeys(t for variants in phrases for t in variants))
@@ -137,8 +140,7 @@ class PathReasoner:
         for plan, variants in zip(plans, phrases):
             plan.scores["encoder"] = max(float(vectors[t] @ query) for t in variants)
             plan.scores["link"] = 0.2 * (plan.link_score - 1.0)
-            if mentions_count:
-                plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - mentions_count)
+            plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - max(1, mentions_count))
             if wanted:
                 plan.scores["answer class"] = bonus if plan.answer_class == wanted else -bonus
             others = named - {wanted}
@@ -147,6 +149,7 @@ class PathReasoner:
                 plan.scores["classes"] = bonus / 2 * (len(others & passed) - len(others - passed))
         if self.lm is not None and self.config.lm_weight:
             self._rank_with_model(question, plans)
+        return mentions_count
 
     def describe(self, plan: Plan, topic: str | None = None, max_variants: int = 12) -> list[str]:
         """The plan as noun phrases for the encoder to compare with the question, one per way of
