@@ -75,6 +75,7 @@ def connect(graph: str | os.PathLike | GraphStore | None = None, *, store: str |
     """
     settings = settings or Settings()
     graph_store = _open_store(graph, store or settings.store, settings, store_kwargs)
+    graph_store.count_triples()  # fail fast on an unreachable server or an unreadable file
     enc = encoder if isinstance(encoder, Encoder) else encoder_from_settings(
         settings if encoder is None else settings.model_copy(update={"encoder": encoder}))
     retriever = KGRetriever(graph_store, enc, index_dir=_index_dir(graph_store, settings),

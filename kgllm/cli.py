@@ -34,7 +34,7 @@ def main() -> None:
     try:
         app()
     except KGLLMError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/] {' '.join(str(exc).split())}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -1,0 +1,68 @@
+"""The ``kgllm`` command as a user runs it (a real process)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+KGLLM = shutil.which("kgllm") or os.path.join(os.path.dirname(sys.executable), "kgllm")
+TSV = "chad\tneighborOf\tniger\nniger\tneighborOf\tchad\nchad\tlocatedIn\tafrica\n"
+
+
+def run(*args, tmp_path, **env):
+    environment = {**os.environ, "KGLLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200", **env}
+    return subprocess.run([KGLLM, *args], capture_output=True, text=True, env=environment, timeout=300)
+
+
+@pytest.mark.parametrize("command", ["load", "ask", "train", "demo"])
+def test_every_command_explains_itself(command, tmp_path):
+    result = run(command, "--help", tmp_path=tmp_path)
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_ask_json_has_answer_entities_evidence_and_confidence(tmp_path):
+    graph = tmp_path / "mini.tsv"
+    graph.write_text(TSV)
+    result = run("ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model", "--json", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["answer"] == "Niger."
+    assert answer["entities"] == ["Niger"]
+    assert answer["evidence"] == [[["Chad", "neighbor of", "Niger"]]]
+    assert 0 < answer["confidence"] <= 1
+
+
+def test_load_reports_a_malformed_line_in_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(TSV + "niger\tlocatedIn\n")
+    target = tmp_path / "kg.ttl"
+    result = run("load", str(bad), "--into", str(target), "--no-index", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {bad}:4: expected 3 non-empty tab-separated fields, found 2: 'niger\\tlocatedIn'"]
+    assert not target.exists()
+
+
+def test_load_into_a_file_store(tmp_path):
+    good = tmp_path / "good.tsv"
+    good.write_text(TSV)
+    result = run("load", str(good), "--into", str(tmp_path / "kg.ttl"), "--no-index", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 3 new triples" in result.stdout and (tmp_path / "kg.ttl").is_file()
+
+
+def test_missing_file_and_empty_question_are_one_line_errors(tmp_path):
+    missing = run("ask", "Which countries border Chad?", "--graph", str(tmp_path / "nope.ttl"), "--no-model", tmp_path=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error:") and "Traceback" not in missing.stderr
+    empty = run("ask", "  ", "--no-model", tmp_path=tmp_path)
+    assert empty.returncode == 2 and "the question is empty" in empty.stderr
+
+
+def test_unreachable_bolt_server_is_one_line(tmp_path):
+    result = run("ask", "Which countries border Chad?", "--store", "neo4j", "--no-model", tmp_path=tmp_path,
+                 KGLLM_NEO4J_URI="bolt://127.0.0.1:9")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bolt://127.0.0.1:9" in lines[0] and "Traceback" not in result.stderr
