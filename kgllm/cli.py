@@ -122,6 +122,72 @@ def demo(no_model: NoModelOption = False) -> None:
         _print_answer(session.ask(question))
 
 
+bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+REPO = Path(__file__).resolve().parents[1]
+QUESTION_SETS = [REPO / "benchmarks" / "questions" / "demo_qa.jsonl", REPO / "benchmarks" / "questions" / "demo_qa_heldout.jsonl"]
+
+
+@bench.command("ask")
+def bench_ask(questions: Annotated[Optional[list[Path]], typer.Option("--questions", "-q", help="Question set(s), JSON lines with gold answers.")] = None,
+              graph: GraphOption = None,
+              modes: Annotated[str, typer.Option("--modes", help="Comma-separated: 'graph' (encoder and graph), 'model' (plus the language model).")] = "graph,model",
+              out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Accuracy (answer set fully correct) and warm latency of ask on question sets."""
+    from kgllm.api import connect
+    from kgllm.bench.ask import run_ask_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    sets = questions or [q for q in QUESTION_SETS if q.is_file()]
+    if not sets:
+        raise typer.BadParameter("no question set found; pass --questions FILE")
+    rows, failures = [], []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        if mode not in ("graph", "model"):
+            raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
+        session = connect(graph, use_model=mode == "model")
+        label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
+        for path in sets:
+            result = run_ask_benchmark(session, path, label)
+            rows.append(result.row())
+            failures += [{"mode": mode, **f} for f in result.failures]
+    print_table(rows, "kgllm ask on question sets")
+    for failure in failures:
+        console.print(f"[dim]missed ({failure['mode']}) {failure['id']}: {failure['question']}  plan: {failure['plan']}[/]", highlight=False)
+    if out:
+        save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
+
+
+@bench.command("load")
+def bench_load(graph: GraphOption = None,
+               write_triples: Annotated[int, typer.Option("--write-triples", help="Triples for the batched vs one-MERGE-per-triple comparison.")] = 2000,
+               out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Load + index time per 1,000 triples on both stores; batched against per-triple Neo4j writes."""
+    import tempfile
+
+    from kgllm.bench.load import run_load_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_graph_path
+    from kgllm.retrieval.encoder import encoder_from_settings
+    from kgllm.testing import arcadedb_bolt_server
+
+    encoder = encoder_from_settings(Settings())
+    encoder.encode(["warm up"])
+    with tempfile.TemporaryDirectory() as root, console.status("starting a Bolt server (ArcadeDB)"):
+        with arcadedb_bolt_server(root) as server:
+            rows = [t.row() for t in run_load_benchmark(graph or demo_graph_path(), encoder, server, write_triples)]
+    print_table(rows, "load and index")
+    if out:
+        save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
+
+
+def _model_name(session) -> str:
+    model = getattr(session.lm, "model", None)
+    if model is None:
+        return "none"
+    return f"{model.config.model_type}, {model.num_parameters() / 1e6:.1f} M parameters"
+
+
 def _path_line(answer, path) -> str:
     """``Chad —neighbor of→ Niger ←located in— Mali``: arrows show each fact's direction."""
     line = answer.label(path.start)

@@ -1,0 +1,1 @@
+"""Benchmark runners behind ``kgllm bench``; each returns rows and prints a table."""

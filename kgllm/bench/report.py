@@ -1,0 +1,30 @@
+"""Tables for benchmark results: rich on the terminal, Markdown for the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_table(rows: list[dict[str, str]], title: str, console: Console | None = None) -> None:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("set", "mode", "store", "operation") else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    (console or Console()).print(table)
+
+
+def markdown(rows: list[dict[str, str]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row[c] for c in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def save_markdown(rows: list[dict[str, str]], path: Path, title: str, command: str, notes: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"## {title}\n\n`{command}`\n\n{markdown(rows)}" + (f"\n{notes}\n" if notes else ""), encoding="utf-8")
+    return path
