@@ -1,0 +1,28 @@
+# Set-up and everyday commands. The CPU build of torch is installed first so
+# that nothing pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+
+demo: $(BIN)/activate  ## set up, then answer the demo questions with their evidence
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/kgllm demo
+
+test: $(BIN)/activate  ## set up with the test extras, then run every test
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pytest
+
+bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/kgllm bench ask --out benchmarks/results/ask.md
+	$(BIN)/kgllm bench load --out benchmarks/results/load.md
+
+clean:
+	rm -rf $(VENV) graph/demo/*.index
