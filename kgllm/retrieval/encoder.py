@@ -117,7 +117,9 @@ class SentenceTransformerEncoder(Encoder):
             raise RetrievalError(f"{path}: not a sentence-transformers model directory (no modules.json or config.json)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a bundled model loads in a second; its bar is noise
         log.info("loading sentence encoder from %s on %s", path, self.device)
         try:
             return SentenceTransformer(str(path), device=self.device, local_files_only=True)
