@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ CAPITALS = {
     "Japan": "Tokyo",
     "Egypt": "Cairo",
 }
-TINY = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3, warmup_steps=10)
+# One thread: a model this small gains nothing from two, and a second OpenMP thread slows to a crawl
+# when other processes keep the cores busy.
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3, warmup_steps=10, threads=1)
 
 
 def prompt(country: str) -> str:
@@ -31,13 +34,15 @@ def prompt(country: str) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> TrainResult:
     texts = [f"{prompt(c)} {city}.\nDone." for c, city in CAPITALS.items()]
-    config = TrainingConfig(**TINY, epochs=150, max_minutes=1, threads=2)
+    config = TrainingConfig(**TINY, epochs=150)
     return train_causal_lm(texts, tmp_path_factory.mktemp("tiny") / "model", config, progress=False)
 
 
 @pytest.fixture(scope="module")
-def lm(trained) -> HFCausalLM:
-    return HFCausalLM.from_pretrained(trained.out_dir, threads=2)
+def lm(trained) -> Iterator[HFCausalLM]:
+    threads = torch.get_num_threads()
+    yield HFCausalLM.from_pretrained(trained.out_dir, threads=1)
+    torch.set_num_threads(threads)
 
 
 def test_training_result_is_saved_beside_a_standard_model(trained):
@@ -61,6 +66,17 @@ def test_greedy_generation_is_deterministic_and_cut_at_stop_strings(lm):
     assert first == [[f" {city}"] for city in CAPITALS.values()]
     assert lm.generate(prompt("Peru"), GenerationConfig(max_new_tokens=12, stop=("\n",))) == [[" Lima."]]
     assert lm.generate(prompt("Peru"), GenerationConfig(max_new_tokens=12, stop=())) == [[" Lima.\nDone."]]
+
+
+def test_generation_stops_once_every_sequence_hit_a_stop_string(lm):
+    steps = []
+    hook = lm.model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        lm.generate([prompt("Peru"), prompt("Japan")], GenerationConfig(max_new_tokens=30, stop=(".",)))
+    finally:
+        hook.remove()
+    longest = max(len(lm.tokenizer(f" {city}.", add_special_tokens=False)["input_ids"]) for city in ("Lima", "Tokyo"))
+    assert len(steps) == longest  # one forward pass per token up to the last "."; then both rows are done
 
 
 def test_beam_search_returns_distinct_sequences(lm):
@@ -92,7 +108,7 @@ def test_batched_scoring_equals_one_at_a_time(lm):
     batched = lm.score(prompt("Kenya"), candidates)
     single = [lm.score(prompt("Kenya"), [c])[0] for c in candidates]
     assert batched == pytest.approx(single, abs=1e-4)
-    lm_small_chunks = HFCausalLM(lm.model, lm.tokenizer, score_batch_tokens=1)
+    lm_small_chunks = HFCausalLM(lm.model, lm.tokenizer, score_batch_size=2)
     assert lm_small_chunks.score(prompt("Kenya"), candidates) == pytest.approx(single, abs=1e-4)
 
 

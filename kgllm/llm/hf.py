@@ -14,7 +14,6 @@ float32 elsewhere. Asking for bf16/fp16 explicitly on a device other than CUDA r
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -22,7 +21,14 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
 from kgllm.llm.base import GenerationConfig, LanguageModel
@@ -43,8 +49,8 @@ _DTYPES = {
 class HFCausalLM(LanguageModel):
     """A causal LM and its tokenizer, used for batched generation and candidate scoring.
 
-    ``score_batch_tokens`` bounds the tokens of one scoring forward pass; more
-    candidates than fit are scored in several passes.
+    ``score_batch_size`` is the most candidates scored in one forward pass; more are
+    scored in several passes.
     """
 
     name = "hf"
@@ -54,14 +60,13 @@ class HFCausalLM(LanguageModel):
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        score_batch_tokens: int = 16384,
+        score_batch_size: int = 64,
     ):
         self.model = model
         self.tokenizer = tokenizer
-        self.score_batch_tokens = score_batch_tokens
+        self.score_batch_size = score_batch_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = pad if pad is not None else 0
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
     def from_pretrained(
@@ -108,10 +113,16 @@ class HFCausalLM(LanguageModel):
     def _generate(self, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
         input_ids, attention_mask = self._left_pad(self._prompt_ids(prompts))
         hf_config = self._hf_generation_config(config)
+        # transformers' own stop_strings rebuilds a table over the whole vocabulary on every call;
+        # decoding the few generated tokens per step is far cheaper for short answers.
+        stopping = StoppingCriteriaList([_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1])] if any(config.stop) else [])
         with torch.inference_mode(), _seeded(config.seed, self.device):
             try:
                 output = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=hf_config, tokenizer=self.tokenizer
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=hf_config,
+                    stopping_criteria=stopping,
                 )
             except (RuntimeError, IndexError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc
@@ -142,7 +153,6 @@ class HFCausalLM(LanguageModel):
             "repetition_penalty": config.repetition_penalty,
             "pad_token_id": self._pad_id,
             "eos_token_id": eos if eos is not None else self.tokenizer.eos_token_id,
-            "stop_strings": list(config.stop) or None,
         }
         if config.do_sample:
             settings.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
@@ -157,44 +167,57 @@ class HFCausalLM(LanguageModel):
         empty = [c for c, ids in zip(candidates, candidate_ids, strict=True) if not ids]
         if empty:
             raise InputError(f"candidates encode to no tokens: {empty[:3]}")
+        size = self.score_batch_size
         totals: list[float] = []
-        for chunk in self._chunks(len(prompt_ids), candidate_ids):
-            totals.extend(self._score_chunk(prompt_ids, chunk))
+        with torch.inference_mode():
+            for start in range(0, len(candidate_ids), size):
+                totals.extend(self._score_batch(prompt_ids, candidate_ids[start : start + size]))
         if normalize:
             return [total / len(ids) for total, ids in zip(totals, candidate_ids, strict=True)]
         return totals
 
-    def _chunks(self, prompt_len: int, candidate_ids: list[list[int]]) -> Iterator[list[list[int]]]:
-        width = prompt_len + max(map(len, candidate_ids))
-        size = max(1, self.score_batch_tokens // width)
-        for start in range(0, len(candidate_ids), size):
-            yield candidate_ids[start : start + size]
+    def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
+        """Summed log-probabilities of each candidate after the prompt.
 
-    def _score_chunk(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
-        """Summed log-probabilities of each candidate after the prompt, in one forward pass.
-
-        Rows are prompt + candidate, right-padded; no attention mask is needed since a
-        causal model never lets a real token attend to the padding after it. Only the
-        logits that predict candidate tokens are computed (``logits_to_keep``).
+        The prompt runs once; its key/value cache is repeated for every candidate and
+        the candidates run as one right-padded batch on top of it. No attention mask is
+        needed: a causal model never lets a real token attend to the padding after it.
         """
-        prompt_len, width = len(prompt_ids), max(map(len, candidate_ids))
-        input_ids = torch.full((len(candidate_ids), prompt_len + width), self._pad_id, dtype=torch.long)
-        targets = torch.zeros((len(candidate_ids), width), dtype=torch.long)
-        mask = torch.zeros((len(candidate_ids), width), dtype=torch.bool)
-        input_ids[:, :prompt_len] = torch.tensor(prompt_ids, dtype=torch.long)
+        n, width = len(candidate_ids), max(map(len, candidate_ids))
+        targets = torch.full((n, width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.bool)
         for row, ids in enumerate(candidate_ids):
-            input_ids[row, prompt_len : prompt_len + len(ids)] = torch.tensor(ids, dtype=torch.long)
             targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = True
-        with torch.inference_mode():
-            try:
-                keep = {"logits_to_keep": width + 1} if self._keeps_logits else {}
-                logits = self.model(input_ids=input_ids.to(self.device), use_cache=False, **keep).logits
-            except (RuntimeError, IndexError) as exc:
-                raise ModelError(f"scoring failed: {exc}") from exc
-            log_probs = torch.log_softmax(logits[:, -width - 1 : -1].float(), dim=-1)
-            picked = log_probs.gather(-1, targets.to(self.device).unsqueeze(-1)).squeeze(-1)
-            return (picked * mask.to(self.device)).sum(-1).tolist()
+        targets, mask = targets.to(self.device), mask.to(self.device)
+        try:
+            prefix = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
+            logits = prefix.logits[:, -1:].expand(n, 1, -1)
+            if width > 1:
+                # Token j of a candidate is predicted at position j - 1, so the last one is never fed.
+                cache = prefix.past_key_values
+                cache.batch_repeat_interleave(n)
+                rest = self.model(input_ids=targets[:, :-1], past_key_values=cache, use_cache=True).logits
+                logits = torch.cat([logits, rest], dim=1)
+        except (RuntimeError, IndexError) as exc:
+            raise ModelError(f"scoring failed: {exc}") from exc
+        logits = logits.float()
+        picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return (picked * mask).sum(-1).tolist()
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Marks a sequence finished once its generated text contains any stop string."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: tuple[str, ...], prompt_len: int):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        hits = [any(stop in text for stop in self.stops) for text in texts]
+        return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
 
 def _device(device: str) -> torch.device:
