@@ -76,7 +76,8 @@ class CorpusBuilder:
 
     def texts(self) -> list[str]:
         """Facts, one-hop QA and path-planning examples, shuffled."""
-        triples = list(self.store.triples())
+        # sorted: a store's iteration order may change between processes, the corpus must not
+        triples = sorted(self.store.triples(), key=lambda t: (t.head, t.relation, t.tail))
         texts = list(self.facts(triples)) + list(self.question_answers(triples)) + list(self.plans(triples))
         self.rng.shuffle(texts)
         return texts
@@ -84,7 +85,7 @@ class CorpusBuilder:
     def facts(self, triples: list[Triple]) -> Iterator[str]:
         for t in triples:
             yield f"{self.label(t.head)} {self.label(t.relation)} {self.label(t.tail)}."
-        for entity in self.store.entities():
+        for entity in sorted(self.store.entities(), key=lambda e: e.id):
             if entity.types:
                 yield f"{entity.label} is a {self.label(entity.types[0])}."
             for alias in entity.aliases:
