@@ -171,3 +171,13 @@ def test_gpt2_architecture_and_overwrite_protection(tmp_path):
         train_causal_lm(["a b c."], tmp_path / "gpt2", config, progress=False)
     train_causal_lm(["a b c."], tmp_path / "gpt2", config, progress=False, overwrite=True)
     assert TrainResult.load(tmp_path / "gpt2").n_texts == 1
+
+
+def test_interrupted_training_leaves_no_model_directory(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kgllm.llm.training._train_loop", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_causal_lm(["a b c."], tmp_path / "model", TrainingConfig(**TINY, epochs=1), progress=False)
+    assert list(tmp_path.iterdir()) == []
