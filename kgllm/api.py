@@ -138,5 +138,4 @@ def _language_model(model, store: GraphStore, settings: Settings, progress: bool
 
 
 def _reasoner_config(settings: Settings) -> ReasonerConfig:
-    return ReasonerConfig(max_hops=settings.max_hops, max_fanout=settings.max_fanout,
-                          min_plan_similarity=ReasonerConfig.min_plan_similarity)
+    return ReasonerConfig(max_hops=settings.max_hops, max_fanout=settings.max_fanout, lm_weight=settings.lm_weight)

@@ -31,9 +31,9 @@ class Settings(BaseSettings):
     encoder: str = Field("minilm", description="Sentence encoder: 'minilm' (bundled all-MiniLM-L6-v2) or a local model path.")
     model: Path | None = Field(None, description="Local Hugging Face causal LM directory; default: the model trained on the graph.")
     train_minutes: float = Field(4.0, gt=0, description="Time budget for training the default model on first use.")
-    device: str = Field("cpu", description="Torch device for the language model ('cpu', 'cuda', 'cuda:1', 'mps').")
+    device: str = Field("cpu", description="Torch device for the language model and the encoder ('cpu', 'cuda', 'cuda:1', 'mps').")
     threads: int = Field(2, ge=1, description="CPU threads for torch.")
     max_hops: int = Field(2, ge=1, le=4, description="Longest relation path the reasoner follows.")
-    beam_width: int = Field(8, ge=1, description="Relation paths kept per step of the search.")
     max_fanout: int = Field(2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities).")
-    min_confidence: float = Field(0.25, ge=0, le=1, description="Below this an answer says the graph does not hold it.")
+    lm_weight: float = Field(0.005, ge=0, description="Weight of the language model's plan likelihood in ranking plans "
+                             "(the default suits the small model trained here; raise it for a stronger model).")

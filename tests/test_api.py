@@ -56,3 +56,18 @@ def test_ask_keeps_its_session(graph_file, settings, encoder):
     assert len(kgllm.api._sessions) >= 1
     again = kgllm.ask("What is Niger located in?", graph_file, encoder=encoder, use_model=False, settings=settings)
     assert [e.label for e in first.entities] == ["Niger"] and [e.label for e in again.entities] == ["Africa"]
+
+
+def test_default_model_is_trained_once_and_used_for_ranking(graph_file, tmp_path, encoder):
+    from kgllm.llm.default import ensure_default_model
+
+    settings = Settings(cache_dir=tmp_path / "cache", train_minutes=0.05, lm_weight=0.5)
+    session = kgllm.connect(graph_file, encoder=encoder, settings=settings, progress=False)
+    model_dir = ensure_default_model(session.store, settings, progress=False)
+    assert (model_dir / "config.json").is_file() and model_dir.parent == settings.cache_dir / "models"
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    assert ensure_default_model(session.store, settings, progress=False) == model_dir
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+    answer = session.ask("What are the neighbors of Chad?")
+    assert answer.metadata["model"] == session.lm.name
+    assert all("model" in plan["scores"] for plan in answer.metadata["plans"])

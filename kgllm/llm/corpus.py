@@ -9,6 +9,7 @@ Everything is deterministic under a seed.
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,11 +32,13 @@ def plan_prompt(question: str) -> str:
     return f"Question: {question.strip()}\nPath:"
 
 
-def path_text(relation_labels: Sequence[str], forward: Sequence[bool], answer_class: str | None) -> str:
-    """`` neighbor of > located in > subregion``: the continuation scored after ``plan_prompt``."""
-    steps = [label if fwd else INVERSE_MARK + label for label, fwd in zip(relation_labels, forward)]
-    if answer_class:
-        steps.append(answer_class)
+def path_text(relation_labels: Sequence[str], forward: Sequence[bool], classes: Sequence[str | None]) -> str:
+    """`` ^neighbor of > country > located in > subregion``: relations (``^`` when walked backwards),
+    each followed by the class it reaches; the continuation scored after ``plan_prompt``."""
+    steps = []
+    for label, fwd, cls in zip(relation_labels, forward, classes):
+        steps.append(label if fwd else INVERSE_MARK + label)
+        steps.append(cls or "thing")
     return " " + " > ".join(steps)
 
 
@@ -45,12 +48,25 @@ def plural(word: str) -> str:
     return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
-# Generic question shapes over relation and class labels; {s}: subject label, {r}: relation label,
-# {c}/{cs}: answer class label, singular/plural.
-FORWARD_1 = ("What is {s} {r}?", "Which {c} is {s} {r}?", "{s} is {r} which {c}?", "What {c} is {s} {r}?")
-INVERSE_1 = ("Which {cs} are {r} {s}?", "What is {r} {s}?", "Name the {cs} {r} {s}.", "Which {c} is {r} {s}?")
-TWO_HOP = ("Which {c} is {r2} the things {s} is {r1}?", "What {cs} are {r2} what {s} is {r1}?",
-           "{s} is {r1} things that are {r2} which {cs}?")
+def clause(phrase: str, noun: str, relation: str, forward: bool, plural_subject: bool) -> str:
+    """``the regions that Chad is located in`` (forward) or ``the countries that border Chad`` (inverse)."""
+    first = relation.split()[0]
+    verb = relation if first in ("is", "are") or first.endswith("s") else f"is {relation}"
+    if forward:
+        if plural_subject:
+            verb = re.sub(r"^is ", "are ", verb)
+        return f"the {noun} that {phrase} {verb}"
+    return f"the {noun} that {re.sub(r'^is ', 'are ', verb)} {phrase}"
+
+
+def noun_chain(topic: str, relations: Sequence[str]) -> str | None:
+    """``the neighbors of the neighbors of Chad`` when every relation reads as a noun (``neighbor of``)."""
+    if not all(r.endswith(" of") for r in relations):
+        return None
+    return " ".join(f"the {plural(r[: -len(' of')])} of" for r in reversed(relations)) + f" {topic}"
+
+
+QUESTION_FORMS = ("Which {rest}?", "What are {np}?", "{np}", "Name {np}.", "List {np}.", "Tell me {np}.")
 
 
 class CorpusBuilder:
@@ -100,29 +116,46 @@ class CorpusBuilder:
             yield f"Question: What is {self.label(head)} {self.label(relation)}?\nAnswer: {answers}"
 
     def plans(self, triples: list[Triple]) -> Iterator[str]:
-        """Question -> relation path examples for one- and two-hop paths."""
-        for t in self._sample(triples):
-            yield from self._one_hop(t)
-        by_head: dict[str, list[Triple]] = defaultdict(list)
+        """Question -> relation path examples: walks of one and two steps, either way along each edge."""
+        touching: dict[str, list[Triple]] = defaultdict(list)
         for t in triples:
-            by_head[t.head].append(t)
-        for first in self._sample(triples):
-            follow = by_head.get(first.tail)
-            if follow:
-                yield self._two_hop(first, self.rng.choice(follow))
+            touching[t.head].append(t)
+            touching[t.tail].append(t)
+        starts = sorted(touching)
+        for _ in range(min(self.max_per_kind, 4 * len(triples))):
+            node = self.rng.choice(starts)
+            walk: list[tuple[Triple, bool]] = []
+            for _ in range(self.rng.choice((1, 1, 2))):
+                t = self.rng.choice(touching[node])
+                forward = t.head == node
+                walk.append((t, forward))
+                node = t.tail if forward else t.head
+            yield self._plan_example(walk)
 
-    def _one_hop(self, t: Triple) -> Iterator[str]:
-        r = self.label(t.relation)
-        for subject, answer, forward, shapes in ((t.head, t.tail, True, FORWARD_1), (t.tail, t.head, False, INVERSE_1)):
-            c = self.answer_class(answer) or "thing"
-            question = self.rng.choice(shapes).format(s=self.label(subject), r=r, c=c, cs=plural(c))
-            yield plan_prompt(question) + path_text([r], [forward], c)
+    def _plan_example(self, walk: list[tuple[Triple, bool]]) -> str:
+        start = walk[0][0].head if walk[0][1] else walk[0][0].tail
+        phrase = self._name(start, entity=True)
+        relations, classes = [], []
+        for i, (t, forward) in enumerate(walk):
+            reached = t.tail if forward else t.head
+            cls = self.answer_class(reached) or "thing"
+            relation = self.label(t.relation)
+            relations.append(relation)
+            classes.append(cls)
+            phrase = clause(phrase, plural(self._name_of_class(cls)), self._name(t.relation), forward, i > 0)
+        chain = noun_chain(self._name(start, entity=True), relations) if all(f for _, f in walk) else None
+        np_ = chain if chain and self.rng.random() < 0.5 else phrase
+        form = self.rng.choice(QUESTION_FORMS)
+        question = form.format(np=np_, rest=np_.removeprefix("the "))
+        return plan_prompt(question) + path_text(relations, [f for _, f in walk], classes)
 
-    def _two_hop(self, first: Triple, second: Triple) -> str:
-        r1, r2 = self.label(first.relation), self.label(second.relation)
-        c = self.answer_class(second.tail) or "thing"
-        question = self.rng.choice(TWO_HOP).format(s=self.label(first.head), r1=r1, r2=r2, c=c, cs=plural(c))
-        return plan_prompt(question) + path_text([r1, r2], [True, True], c)
+    def _name(self, node: str, entity: bool = False) -> str:
+        """The label, or one of the aliases, of a node."""
+        described = self.store.describe(node)
+        return self.rng.choice((described.label, described.label, *described.aliases))
+
+    def _name_of_class(self, label: str) -> str:
+        return label
 
     def _sample(self, items: list) -> list:
         return items if len(items) <= self.max_per_kind else self.rng.sample(items, self.max_per_kind)

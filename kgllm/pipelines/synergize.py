@@ -27,7 +27,7 @@ import numpy as np
 from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
 from kgllm.llm.base import LanguageModel
-from kgllm.llm.corpus import Hop, path_text, plan_prompt, plural
+from kgllm.llm.corpus import Hop, clause, noun_chain, path_text, plan_prompt, plural
 from kgllm.types import Answer, Entity, Evidence, Path, Triple
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class ReasonerConfig:
     max_fanout: int = 2000       # edges read from one entity per step (bounds hubs)
     max_walks: int = 50_000      # walks enumerated per topic entity
     max_topics: int = 3          # linked entities tried as the start of a path
-    lm_weight: float = 0.1       # weight of the model's mean token log-likelihood
+    lm_weight: float = 0.005     # weight of the model's mean token log-likelihood of a plan
     class_bonus: float = 0.15    # for a plan ending in the class the question names
     hop_penalty: float = 0.05    # per hop more or fewer than the relation words in the question (at least one)
     relation_word_similarity: float = 0.5  # a question word this close to a relation name mentions it
@@ -159,14 +159,13 @@ class PathReasoner:
         for i, (hop, cls) in enumerate(zip(plan.hops, plan.classes)):
             noun = plural(self._describe(cls).label if cls else "thing")
             names = self._names(hop.relation)
-            phrases = [_clause(phrase, noun, name, hop.forward, plural_subject=i > 0)
+            phrases = [clause(phrase, noun, name, hop.forward, plural_subject=i > 0)
                        for phrase in phrases for name in names][:max_variants]
-        nouns = [self._label(h.relation) for h in plan.hops]
-        if all(n.endswith(" of") for n in nouns):
-            nouns = [plural(n[: -len(" of")]) for n in nouns]
-            topic = plan.topic.label if topic is None else topic
-            phrases.append(" ".join(f"the {n} of" for n in reversed(nouns)) + f" {topic}")
-            phrases.append(f"{topic}'s " + "' ".join(nouns))
+        topic = plan.topic.label if topic is None else topic
+        relations = [self._label(h.relation) for h in plan.hops]
+        if chain := noun_chain(topic, relations):
+            nouns = [plural(r[: -len(" of")]) for r in relations]
+            phrases += [chain, f"{topic}'s " + "' ".join(nouns)]
         return phrases
 
     def _names(self, node: str) -> list[str]:
@@ -225,12 +224,15 @@ class PathReasoner:
         return entity.types if entity else ()
 
     def _rank_with_model(self, question: str, plans: list[Plan]) -> None:
-        texts = [path_text([self._label(h.relation) for h in p.hops], [h.forward for h in p.hops],
-                           self._label(p.answer_class) if p.answer_class else None) for p in plans]
+        texts = [self._path_text(p) for p in plans]
         unique = list(dict.fromkeys(texts))
         logp = dict(zip(unique, self.lm.score(plan_prompt(question), unique, normalize=True)))
         for plan, text in zip(plans, texts):
             plan.scores["model"] = self.config.lm_weight * logp[text]
+
+    def _path_text(self, plan: Plan) -> str:
+        return path_text([self._label(h.relation) for h in plan.hops], [h.forward for h in plan.hops],
+                         [self._label(c) if c else None for c in plan.classes])
 
     def _confidence(self, plans: list[Plan]) -> float:
         scores = np.array([p.score for p in plans[:50]])
@@ -250,9 +252,7 @@ class PathReasoner:
         return Answer(
             question=question, text=_join([e.label for e in answers]) + ".", entities=answers, evidence=evidence,
             confidence=self._confidence(plans), labels=labels,
-            metadata={"topic": best.topic.label, "path": path_text(
-                [self._label(h.relation) for h in best.hops], [h.forward for h in best.hops],
-                self._label(best.answer_class) if best.answer_class else None).strip(),
+            metadata={"topic": best.topic.label, "path": self._path_text(best).strip(),
                 "plans": [{"topic": p.topic.label, "plan": self.describe(p)[0], "scores": {k: round(v, 4) for k, v in p.scores.items()}}
                           for p in plans[:5]]})
 
@@ -271,16 +271,6 @@ MASK = "X"
 WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
 STOP_WORDS = frozenset("a an the of in on at to by for with from as is are was were be do does did that this "
                        "these those it its and or s".split())
-
-
-def _clause(phrase: str, noun: str, relation: str, forward: bool, plural_subject: bool) -> str:
-    """``the regions that Chad is located in`` (forward) or ``the countries that border Chad`` (inverse)."""
-    verb = relation if relation.split()[0] in ("is", "are") or relation.split()[0].endswith("s") else f"is {relation}"
-    if forward:
-        if plural_subject:
-            verb = re.sub(r"^is ", "are ", verb)
-        return f"the {noun} that {phrase} {verb}"
-    return f"the {noun} that {re.sub(r'^is ', 'are ', verb)} {phrase}"
 
 
 def _mask(question: str, mentions: list[str]) -> str:
