@@ -122,6 +122,21 @@ def demo(no_model: NoModelOption = False) -> None:
         _print_answer(session.ask(question))
 
 
+@app.command()
+def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")]) -> None:
+    """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
+    from kgllm.api import connect
+    from kgllm.jobs import read_job, run_ask_job
+
+    job = read_job(job_file)
+    started = time.perf_counter()
+    session = connect(job.graph, store=job.store, use_model=job.use_model)
+    counts = run_ask_job(job, session)
+    seconds = time.perf_counter() - started
+    console.print(f"{counts['answered']} questions answered, {counts['skipped']} already done, "
+                  f"in {seconds:.1f} s -> {job.output}")
+
+
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,100 @@
+"""Batch jobs described in YAML (``pipelines/*.yaml``) and run by ``kgllm run``.
+
+A job writes one JSON line per item as it goes and resumes where it stopped:
+items already in the output are skipped, a line cut off by an interruption is
+dropped, and an output written by a different job is refused rather than appended to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm.auto import tqdm
+
+from kgllm.exceptions import ConfigurationError, InputError
+
+
+class AskJob(BaseModel):
+    """Answer every question of a file and write the answers with their evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["ask"]
+    questions: Path = Field(description="JSON lines with a 'question' (and optional 'id'), or text with one question a line.")
+    output: Path = Field(description="JSON lines, one answer per question, written as they come.")
+    graph: Path | None = Field(None, description="Graph file for the embedded store; default: the demo graph.")
+    store: Literal["rdflib", "neo4j"] | None = Field(None, description="Store back-end; default: from the settings.")
+    use_model: bool = Field(True, description="Rank plans with the language model too.")
+
+    def fingerprint(self) -> str:
+        """Identifies what the output holds answers of, so another job's output is never appended to."""
+        spec = self.model_dump(mode="json", exclude={"output"})
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_job(path: str | os.PathLike) -> AskJob:
+    """Parse and check a job file; paths in it are relative to the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such job file")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return AskJob.model_validate(spec)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"{path}: {problems}") from exc
+
+
+def read_questions(path: Path) -> Iterator[tuple[str, str]]:
+    """``(id, question)`` pairs; ids default to the line number."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such questions file")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                item = json.loads(line)
+                yield str(item.get("id", number)), item["question"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{number}: expected a JSON object with a 'question'") from exc
+        else:
+            yield str(number), line.strip()
+
+
+def run_ask_job(job: AskJob, session, progress: bool = True) -> dict[str, int]:
+    """Answer the questions not yet in ``job.output``; returns counts of answered and skipped."""
+    done = _resume(job.output, job.fingerprint())
+    pending = [(i, q) for i, q in read_questions(job.questions) if i not in done]
+    with job.output.open("a", encoding="utf-8") as out:
+        for item_id, question in tqdm(pending, desc="answering", unit="question", disable=not progress):
+            record = {"id": item_id, **session.ask(question).to_dict()}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+    return {"answered": len(pending), "skipped": len(done)}
+
+
+def _resume(output: Path, fingerprint: str) -> set[str]:
+    """Ids already answered in ``output``, after checking it belongs to this job and dropping a cut-off line."""
+    meta = output.with_name(output.name + ".job.json")
+    if output.exists() and output.stat().st_size:
+        if not meta.is_file() or json.loads(meta.read_text()).get("fingerprint") != fingerprint:
+            raise ConfigurationError(f"{output} holds the output of another job; choose another output or delete it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"fingerprint": fingerprint}))
+    if not output.exists():
+        return set()
+    text = output.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    if complete != text:
+        output.write_text(complete, encoding="utf-8")
+    return {json.loads(line)["id"] for line in complete.splitlines() if line.strip()}
