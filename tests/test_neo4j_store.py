@@ -8,9 +8,9 @@ from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
 from kgllm.graph import neo4j_store as module
 from kgllm.graph import stores
-from kgllm.graph.base import GraphStore
 from kgllm.graph.neo4j_store import EXPORT_BASE_IRI, Neo4jStore, merge_one_per_triple
 from kgllm.settings import Settings
+from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.types import Entity, Triple
 
 pytestmark = pytest.mark.neo4j
@@ -214,16 +214,22 @@ def test_subgraph_and_paths(filled):
     assert filled.paths(CHAD, CHAD) == []
 
 
-def test_native_walks_agree_with_the_generic_ones(neo4j_store):
-    ring = [Triple(f"n{i}", "next", f"n{(i + 1) % 12}") for i in range(12)]
-    chords = [Triple(f"n{i}", f"r{i % 3}", f"n{(i * 5 + 1) % 12}") for i in range(12)]
+def test_level_wise_walks_agree_with_the_embedded_store(neo4j_store):
+    ex = "http://example.org/"
+    ring = [Triple(f"{ex}n{i}", ex + "next", f"{ex}n{(i + 1) % 12}") for i in range(12)]
+    chords = [Triple(f"{ex}n{i}", f"{ex}r{i % 3}", f"{ex}n{(i * 5 + 1) % 12}") for i in range(12)]
     neo4j_store.add(ring + chords)
-    for seeds, hops in ((["n0"], 1), (["n0"], 2), (["n3", "n7"], 3)):
-        assert set(neo4j_store.subgraph(seeds, hops)) == set(GraphStore.subgraph(neo4j_store, seeds, hops))
-    native = neo4j_store.paths("n0", "n6", max_hops=4, limit=50)
-    generic = GraphStore.paths(neo4j_store, "n0", "n6", max_hops=4, limit=50)
-    assert len(native) == 12 and {p.triples for p in native} == {p.triples for p in generic}
-    assert [len(p.triples) for p in native] == sorted(len(p.triples) for p in native)
+    embedded = RDFLibStore()
+    embedded.add(ring + chords)
+    nodes = [f"{ex}n{i}" for i in range(12)]
+    batched = dict(neo4j_store._adjacency(nodes, 100))
+    assert {n: set(ts) for n, ts in batched.items()} == {n: set(neo4j_store.neighbors(n)) for n in nodes}
+    for seeds, hops in (([ex + "n0"], 1), ([ex + "n0"], 2), ([ex + "n3", ex + "n7"], 3)):
+        assert set(neo4j_store.subgraph(seeds, hops)) == set(embedded.subgraph(seeds, hops))
+    paths = neo4j_store.paths(ex + "n0", ex + "n6", max_hops=4, limit=50)
+    assert len(paths) == 12
+    assert {p.triples for p in paths} == {p.triples for p in embedded.paths(ex + "n0", ex + "n6", max_hops=4, limit=50)}
+    assert [len(p.triples) for p in paths] == sorted(len(p.triples) for p in paths)
 
 
 def test_fanout_bounds_each_node(neo4j_store):

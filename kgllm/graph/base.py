@@ -8,7 +8,6 @@ over ``neighbors`` and may be overridden with a native query.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path as FilePath
 from typing import ClassVar, Literal
@@ -115,6 +114,11 @@ class GraphStore(ABC):
         self.close()
 
     # ---------------------------------------------------------------- walks
+    def _adjacency(self, nodes: Sequence[str], max_fanout: int) -> Iterator[tuple[str, list[Triple]]]:
+        """``(node, triples touching it)`` for each of ``nodes``; back-ends may fetch a level at once."""
+        for node in dict.fromkeys(nodes):
+            yield node, self.neighbors(node, "both", limit=max_fanout)
+
     def subgraph(self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000,
                  max_triples: int = 50_000) -> list[Triple]:
         """Triples within ``hops`` of any seed (both directions), bounded in fan-out and size."""
@@ -123,8 +127,8 @@ class GraphStore(ABC):
         frontier = list(seeds)
         for _ in range(hops):
             next_frontier = []
-            for node in frontier:
-                for t in self.neighbors(node, "both", limit=max_fanout):
+            for _node, adjacent in self._adjacency(frontier, max_fanout):
+                for t in adjacent:
                     found.setdefault(t, None)
                     for other in (t.head, t.tail):
                         if other not in seen_nodes:
@@ -139,22 +143,24 @@ class GraphStore(ABC):
               max_fanout: int = 2000) -> list[Path]:
         """Shortest-first simple paths from ``source`` to ``target`` (edges walked either way)."""
         results: list[Path] = []
-        queue: deque[tuple[str, tuple[Triple, ...], frozenset[str]]] = deque([(source, (), frozenset([source]))])
-        while queue and len(results) < limit:
-            node, walked, visited = queue.popleft()
-            if len(walked) >= max_hops:
-                continue
-            for t in self.neighbors(node, "both", limit=max_fanout):
-                other = t.tail if t.head == node else t.head
-                if other in visited:
-                    continue
-                step = (*walked, t)
-                if other == target:
-                    results.append(Path(start=source, triples=step))
-                    if len(results) >= limit:
-                        break
-                else:
-                    queue.append((other, step, visited | {other}))
+        level: list[tuple[str, tuple[Triple, ...], frozenset[str]]] = [(source, (), frozenset([source]))]
+        for depth in range(1, max_hops + 1):
+            if not level or limit < 1:
+                break
+            adjacency = dict(self._adjacency([node for node, _, _ in level], max_fanout))
+            next_level = []
+            for node, walked, visited in level:
+                for t in adjacency[node]:
+                    other = t.tail if t.head == node else t.head
+                    if other in visited:
+                        continue
+                    if other == target:
+                        results.append(Path(start=source, triples=(*walked, t)))
+                        if len(results) >= limit:
+                            return results
+                    elif depth < max_hops:
+                        next_level.append((other, (*walked, t), visited | {other}))
+            level = next_level
         return results
 
 

@@ -41,7 +41,7 @@ from kgllm.graph.base import Direction, GraphStore, check_triple
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
 from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
-from kgllm.types import Entity, Path, Triple
+from kgllm.types import Entity, Triple
 
 log = logging.getLogger(__name__)
 
@@ -348,52 +348,6 @@ class Neo4jStore(GraphStore):
                 found.setdefault(record["id"], []).append(_triple(record))
             for node in chunk:
                 yield node, found.get(node, [])
-
-    def subgraph(self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000,
-                 max_triples: int = 50_000) -> list[Triple]:
-        """Triples within ``hops`` of any seed; one query per hop (per chunk of frontier) instead of per node."""
-        seen = set(seeds)
-        found: dict[Triple, None] = {}
-        frontier = list(seeds)
-        for _ in range(hops):
-            if not frontier or max_fanout < 1:
-                break
-            next_frontier: list[str] = []
-            for _node, adjacent in self._adjacency(frontier, max_fanout):
-                for t in adjacent:
-                    found.setdefault(t, None)
-                    for other in (t.head, t.tail):
-                        if other not in seen:
-                            seen.add(other)
-                            next_frontier.append(other)
-                    if len(found) >= max_triples:
-                        return list(found)
-            frontier = next_frontier
-        return list(found)
-
-    def paths(self, source: str, target: str, max_hops: int = 3, limit: int = 10,
-              max_fanout: int = 2000) -> list[Path]:
-        """Shortest-first simple paths, walking one BFS level per round of queries."""
-        results: list[Path] = []
-        level: list[tuple[str, tuple[Triple, ...], frozenset[str]]] = [(source, (), frozenset([source]))]
-        for depth in range(1, max_hops + 1):
-            if not level or limit < 1 or max_fanout < 1:
-                break
-            adjacency = dict(self._adjacency([node for node, _, _ in level], max_fanout))
-            next_level = []
-            for node, walked, visited in level:
-                for t in adjacency[node]:
-                    other = t.tail if t.head == node else t.head
-                    if other in visited:
-                        continue
-                    if other == target:
-                        results.append(Path(start=source, triples=(*walked, t)))
-                        if len(results) >= limit:
-                            return results
-                    elif depth < max_hops:
-                        next_level.append((other, (*walked, t), visited | {other}))
-            level = next_level
-        return results
 
     # ---------------------------------------------------------------- export
     def export(self, path: str | os.PathLike, format: str | None = None) -> FilePath:
