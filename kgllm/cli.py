@@ -219,6 +219,11 @@ def _print_answer(answer) -> None:
     console.print(f"\n[bold]Q:[/] {answer.question}")
     console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
     if not answer.evidence.paths:
+        if answer.evidence.triples:
+            tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")
+            for t in answer.evidence.triples:
+                tree.add(f"{answer.label(t.head)} [cyan]{answer.label(t.relation)}[/] {answer.label(t.tail)}")
+            console.print(tree)
         return
     tree = Tree(f"[dim]evidence: {answer.metadata.get('path', '')}[/]")
     for path in answer.evidence.paths[:12]:

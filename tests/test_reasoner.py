@@ -57,9 +57,11 @@ def test_what_the_graph_does_not_hold_gets_no_answer(demo, question):
     assert "no answer" in answer.text or "no entity" in answer.text
 
 
-def test_not_found_names_the_entities_it_considered(demo):
+def test_not_found_names_what_it_considered_and_shows_related_facts(demo):
     answer = demo.answer("What is the capital of France?")
     assert answer.metadata["considered"] == ["France"]
+    assert answer.evidence.paths == [] and len(answer.evidence.triples) == 5
+    assert any("France" in fact for fact in map(str, answer.to_dict()["facts"]))
 
 
 def test_empty_question_is_rejected(demo):

@@ -96,7 +96,9 @@ class HFCausalLM(LanguageModel):
             raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
         model.to(torch_device).eval()
         logger.info("loaded %s: %s parameters, %s on %s", directory, f"{model.num_parameters():,}", torch_dtype, torch_device)
-        return cls(model, tokenizer, **kwargs)
+        lm = cls(model, tokenizer, **kwargs)
+        lm.name = directory.resolve().name
+        return lm
 
     @property
     def device(self) -> torch.device:

@@ -51,7 +51,7 @@ class ReasonerConfig:
     named_relation_allowance: float = 0.15  # ... lowered by this when the question names a relation
     temperature: float = 0.05    # softmax temperature turning plan scores into a confidence
     max_evidence_paths: int = 60
-
+    related_facts: int = 5       # closest facts (FAISS) shown with a refusal, as context
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= 4:
             raise InputError("max_hops must be between 1 and 4")
@@ -263,8 +263,12 @@ class PathReasoner:
         else:
             text = "The graph holds no entity this question mentions, so it has no answer."
         confidence = 0.0 if best is None else max(0.0, min(0.2, best.scores["encoder"] / 2))
-        return Answer(question=question, text=text, entities=[], evidence=Evidence(source="synergize:relation-path"),
-                      confidence=confidence, metadata={"found": False, "considered": considered})
+        # the closest facts are shown as context, never as an answer
+        related = self.retriever.search_facts(question, k=self.config.related_facts) if self.config.related_facts else []
+        labels = {x: self._label(x) for t, _ in related for x in (t.head, t.relation, t.tail)}
+        evidence = Evidence(triples=[t for t, _ in related], source="synergize:relation-path; related facts: faiss")
+        return Answer(question=question, text=text, entities=[], evidence=evidence, confidence=confidence,
+                      labels=labels, metadata={"found": False, "considered": considered})
 
 
 MASK = "X"
