@@ -142,7 +142,7 @@ class CorpusBuilder:
             relation = self.label(t.relation)
             relations.append(relation)
             classes.append(cls)
-            phrase = clause(phrase, plural(self._name_of_class(cls)), self._name(t.relation), forward, i > 0)
+            phrase = clause(phrase, plural(cls), self._name(t.relation), forward, i > 0)
         chain = noun_chain(self._name(start, entity=True), relations) if all(f for _, f in walk) else None
         np_ = chain if chain and self.rng.random() < 0.5 else phrase
         form = self.rng.choice(QUESTION_FORMS)
@@ -153,9 +153,6 @@ class CorpusBuilder:
         """The label, or one of the aliases, of a node."""
         described = self.store.describe(node)
         return self.rng.choice((described.label, described.label, *described.aliases))
-
-    def _name_of_class(self, label: str) -> str:
-        return label
 
     def _sample(self, items: list) -> list:
         return items if len(items) <= self.max_per_kind else self.rng.sample(items, self.max_per_kind)
