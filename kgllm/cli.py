@@ -196,6 +196,24 @@ def bench_load(graph: GraphOption = None,
         save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
 
 
+@bench.command("kgqa")
+def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, head<TAB>relation<TAB>tail.")],
+               test: Annotated[list[Path], typer.Option("--test", help="Question file(s): question<TAB>answer(a/b/)<TAB>path.")],
+               hops: Annotated[int, typer.Option("--hops", help="Longest relation path to search.")] = 3,
+               limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions of each file.")] = None,
+               out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
+    from kgllm.api import connect
+    from kgllm.bench.kgqa import run_kgqa_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    session = connect(kb, use_model=False, settings=Settings(max_hops=hops))
+    rows = [run_kgqa_benchmark(session.reasoner, path, "zero-shot graph search (encoder)", limit).row() for path in test]
+    print_table(rows, f"KGQA on {kb.name}")
+    if out:
+        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} --hops {hops}")
+
+
 def _model_name(session) -> str:
     model = getattr(session.lm, "model", None)
     if model is None:
