@@ -66,3 +66,19 @@ def test_unreachable_bolt_server_is_one_line(tmp_path):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bolt://127.0.0.1:9" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_load_into_a_bolt_server_then_ask_it(tmp_path, bolt_server):
+    bolt_server.create_database("clitest")
+    env = {"KGLLM_STORE": "neo4j", "KGLLM_NEO4J_URI": bolt_server.uri, "KGLLM_NEO4J_USER": bolt_server.user,
+           "KGLLM_NEO4J_PASSWORD": bolt_server.password, "KGLLM_NEO4J_DATABASE": "clitest"}
+    good = tmp_path / "good.tsv"
+    good.write_text(TSV)
+    first = run("load", str(good), tmp_path=tmp_path, **env)
+    assert first.returncode == 0, first.stderr
+    assert "loaded 3 new triples" in first.stdout
+    again = run("load", str(good), "--no-index", tmp_path=tmp_path, **env)
+    assert "loaded 0 new triples" in again.stdout and "(3 triples" in again.stdout
+    answer = run("ask", "What are the neighbors of Chad?", "--no-model", "--json", tmp_path=tmp_path, **env)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["entities"] == ["Niger"]
