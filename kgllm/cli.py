@@ -211,7 +211,8 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
     rows = [run_kgqa_benchmark(session.reasoner, path, "zero-shot graph search (encoder)", limit).row() for path in test]
     print_table(rows, f"KGQA on {kb.name}")
     if out:
-        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} --hops {hops}")
+        tests = " ".join(f"--test {t}" for t in test)
+        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests} --hops {hops}")
 
 
 def _model_name(session) -> str:
