@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PQ ?= ../shared/benchmarks/pathquestion
 
 .PHONY: demo test bench clean
 
@@ -23,6 +24,8 @@ bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(BIN)/kgllm bench ask --out benchmarks/results/ask.md
 	$(BIN)/kgllm bench load --out benchmarks/results/load.md
+	$(BIN)/kgllm bench kgqa --kb $(PQ)/2H-kb.txt --test $(PQ)/PQ-2H.test.txt --hops 2 --out benchmarks/results/kgqa-pq2h.md
+	$(BIN)/kgllm bench kgqa --kb $(PQ)/3H-kb.txt --test $(PQ)/PQ-3H.test.txt --hops 3 --out benchmarks/results/kgqa-pq3h.md
 
 clean:
 	rm -rf $(VENV) graph/demo/*.index
