@@ -99,3 +99,16 @@ def test_config_is_checked():
         ReasonerConfig(max_hops=0)
     with pytest.raises(InputError):
         ReasonerConfig(max_fanout=0)
+
+
+def test_nouns_chained_to_the_entity_hint_at_the_hops():
+    from kgllm.pipelines.synergize import _TOKEN, _chained_nouns
+
+    def chained(text):
+        tokens = _TOKEN.findall(text.lower())
+        return [tokens[i] for i in sorted(_chained_nouns(tokens))]
+
+    assert chained("what is the sex of son of X ?") == ["sex", "son"]
+    assert chained("X 's dad 's job ?") == ["dad", "job"]
+    assert chained("the subregions of X's neighbours") == ["subregions", "neighbours"]
+    assert chained("Which countries border X?") == []

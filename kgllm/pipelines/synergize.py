@@ -135,12 +135,12 @@ class PathReasoner:
         vectors = dict(zip(unique, self._encode_cached(unique)))
         query = self.retriever.encoder.encode_query(masked)
         wanted, named = self._question_classes(masked, {c for p in plans for c in p.classes if c})
-        mentions_count = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
+        mentions_count, hop_hint = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
         bonus = self.config.class_bonus
         for plan, variants in zip(plans, phrases):
             plan.scores["encoder"] = max(float(vectors[t] @ query) for t in variants)
             plan.scores["link"] = 0.2 * (plan.link_score - 1.0)
-            plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - max(1, mentions_count))
+            plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - max(1, hop_hint))
             if wanted:
                 plan.scores["answer class"] = bonus if plan.answer_class == wanted else -bonus
             others = named - {wanted}
@@ -172,15 +172,18 @@ class PathReasoner:
         entity = self._describe(node)
         return [entity.label, *entity.aliases]
 
-    def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> int:
-        """How many words of the question name a relation: a hint of how many hops it asks for."""
+    def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> tuple[int, int]:
+        """Hints of how many hops the question asks for: the words that name a relation, and those
+        together with the nouns chained to the entity by ``'s`` and ``of`` ("the sex of X's heir")."""
         skip = {name.lower() for c in classes for name in self._names(c)} | WH_WORDS | STOP_WORDS | {MASK.lower()}
-        words = [w for w in _WORD.findall(question.lower()) if w not in skip and plural(w) not in skip]
+        tokens = _TOKEN.findall(question.lower().replace("’", "'"))
+        content = [i for i, w in enumerate(tokens) if w[0] != "'" and w not in skip and plural(w) not in skip]
         names = [name for r in relations for name in self._names(r)]
-        if not words or not names:
-            return 0
-        similarity = np.stack(self._encode_cached(words)) @ np.stack(self._encode_cached(names)).T
-        return int((similarity.max(axis=1) >= self.config.relation_word_similarity).sum())
+        named: set[int] = set()
+        if content and names:
+            similarity = np.stack(self._encode_cached([tokens[i] for i in content])) @ np.stack(self._encode_cached(names)).T
+            named = {i for i, best in zip(content, similarity.max(axis=1)) if best >= self.config.relation_word_similarity}
+        return len(named), len(named | (_chained_nouns(tokens) & set(content)))
 
     def _question_classes(self, question: str, classes: set[str]) -> tuple[str | None, set[str]]:
         """The class the question asks for ("which countries ...") and every class it names."""
@@ -275,6 +278,34 @@ MASK = "X"
 WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
 STOP_WORDS = frozenset("a an the of in on at to by for with from as is are was were be do does did that this "
                        "these those it its and or s".split())
+
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'s?")
+DETERMINERS = frozenset({"the", "a", "an"})
+
+
+def _chained_nouns(tokens: list[str]) -> set[int]:
+    """Positions of the words chained to the masked entity: ``X 's dad 's job``, ``the sex of son of X``."""
+    found = set()
+    for i, token in enumerate(tokens):
+        if token != MASK.lower():
+            continue
+        j = i + 1
+        while j + 1 < len(tokens) and tokens[j] in ("'s", "'"):
+            found.add(j + 1)
+            j += 2
+        j = i - 1
+        while j >= 1 and tokens[j] == "of":
+            k = j - 1
+            while k >= 0 and tokens[k] in DETERMINERS:
+                k -= 1
+            if k < 0:
+                break
+            found.add(k)
+            j = k - 1
+            while j >= 0 and tokens[j] in DETERMINERS:
+                j -= 1
+    return found
 
 
 def _mask(question: str, mentions: list[str]) -> str:
