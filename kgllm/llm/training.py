@@ -388,7 +388,8 @@ def _train_loop(
     budget = config.max_minutes * 60 if config.max_minutes is not None else None
     recent: deque[float] = deque(maxlen=50)
     steps = tokens = 0
-    bar = tqdm(total=total_steps, desc="training", unit="step", disable=not progress, leave=False)
+    # Progress in percent of the run, whichever of the epoch and time limits ends it first.
+    bar = tqdm(total=100, desc="training", unit="%", disable=not progress, leave=False)
     start = time.perf_counter()
     for batch in _epoch_batches(examples, config, rng):
         elapsed = time.perf_counter() - start
@@ -398,20 +399,12 @@ def _train_loop(
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * _lr_factor(steps, fraction, config.warmup_steps)
         input_ids, labels = _collate(examples, batch, pad_id, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and on_cuda):
-            loss = model(input_ids=input_ids, labels=labels).loss
-        if not torch.isfinite(loss):
-            raise ModelError(f"training diverged at step {steps} (loss {loss.item()}); lower learning_rate")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        recent.append(_step(model, optimizer, input_ids, labels, config, bf16=config.bf16 and on_cuda))
         steps += 1
         tokens += sum(len(examples[i]) for i in batch)
-        recent.append(loss.item())
-        bar.update(1)
         if steps % 10 == 0:
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
+            bar.update(int(100 * fraction) - bar.n)
+            bar.set_postfix(step=steps, loss=f"{sum(recent) / len(recent):.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
     bar.close()
     seconds = time.perf_counter() - start
     model.eval()
@@ -423,6 +416,27 @@ def _train_loop(
         "final_loss": sum(recent) / len(recent) if recent else float("nan"),
         "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
     }
+
+
+def _step(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainingConfig,
+    bf16: bool,
+) -> float:
+    """One optimisation step; returns the batch loss."""
+    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=input_ids, labels=labels).loss
+    value = loss.item()
+    if not math.isfinite(value):
+        raise ModelError(f"training diverged (loss {value}); lower learning_rate")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return value
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
