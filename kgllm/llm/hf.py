@@ -49,8 +49,11 @@ _DTYPES = {
 class HFCausalLM(LanguageModel):
     """A causal LM and its tokenizer, used for batched generation and candidate scoring.
 
-    ``score_batch_size`` is the most candidates scored in one forward pass; more are
-    scored in several passes.
+    ``score`` encodes the prompt (with the tokenizer's BOS) and each candidate (without
+    special tokens) separately and appends the candidate's ids, so exactly the
+    candidate's own tokens are scored; give candidates their leading space
+    (``" Paris"``) as they would follow the prompt in text. ``score_batch_size`` is the
+    most candidates scored in one forward pass; more are scored in several passes.
     """
 
     name = "hf"
@@ -79,8 +82,11 @@ class HFCausalLM(LanguageModel):
     ) -> HFCausalLM:
         """Load model and tokenizer from a local directory (never from the network).
 
+        ``dtype=None`` chooses bf16/fp16 on CUDA and float32 elsewhere; an explicit
+        half-precision dtype on a non-CUDA device raises ``ConfigurationError``.
         ``threads`` sets torch's CPU thread count (a process-wide setting). Extra
-        keyword arguments go to the constructor.
+        keyword arguments go to the constructor. A missing or unreadable directory
+        raises ``ModelError`` naming the path.
         """
         directory = Path(path)
         if not directory.is_dir():
