@@ -75,7 +75,9 @@ def load(source: Annotated[Path, typer.Argument(help="File to load: .tsv/.txt tr
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question, in plain language.")],
         graph: GraphOption = None, store: StoreOption = None, no_model: NoModelOption = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False) -> None:
+        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="Also show the relation paths considered and their scores.")] = False,
+        picture: Annotated[Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")] = None) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
 
@@ -87,6 +89,12 @@ def ask(question: Annotated[str, typer.Argument(help="The question, in plain lan
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
         _print_answer(answer)
+    if explain and not as_json:
+        _print_plans(answer)
+    if picture is not None:
+        from kgllm.explain import save_picture
+
+        errors.print(f"evidence picture saved to {save_picture(answer, picture)}")
 
 
 @app.command()
@@ -232,6 +240,23 @@ def _path_line(answer, path) -> str:
         else:
             line += f" ←{relation}— {answer.label(triple.head)}"
     return line
+
+
+def _print_plans(answer) -> None:
+    from rich.table import Table
+
+    plans = answer.metadata.get("plans", [])
+    if not plans:
+        return
+    table = Table(title="relation paths considered (best first)")
+    parts = sorted({k for plan in plans for k in plan["scores"]})
+    for column in ("from", "plan", "total", *parts):
+        table.add_column(column, justify="left" if column in ("from", "plan") else "right")
+    for plan in plans:
+        scores = plan["scores"]
+        table.add_row(plan["topic"], plan["plan"], f"{sum(scores.values()):.3f}",
+                      *(f"{scores[k]:+.3f}" if k in scores else "" for k in parts))
+    console.print(table)
 
 
 def _print_answer(answer) -> None:

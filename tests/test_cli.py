@@ -82,3 +82,14 @@ def test_load_into_a_bolt_server_then_ask_it(tmp_path, bolt_server):
     answer = run("ask", "What are the neighbors of Chad?", "--no-model", "--json", tmp_path=tmp_path, **env)
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout)["entities"] == ["Niger"]
+
+
+def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
+    graph = tmp_path / "mini.tsv"
+    graph.write_text(TSV)
+    picture = tmp_path / "evidence.svg"
+    result = run("ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model", "--explain",
+                 "--picture", str(picture), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "relation paths considered" in result.stdout and "Chad —neighbor of→ Niger" in result.stdout
+    assert picture.is_file() and "<svg" in picture.read_text()
