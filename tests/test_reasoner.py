@@ -64,6 +64,12 @@ def test_not_found_names_what_it_considered_and_shows_related_facts(demo):
     assert any("France" in fact for fact in map(str, answer.to_dict()["facts"]))
 
 
+def test_unknown_entities_get_the_closest_ones_named(demo):
+    answer = demo.answer("Which countries border Atlantis?")
+    assert answer.entities == [] and "closest entities" in answer.text
+    assert len(answer.metadata["considered"]) == 3
+
+
 def test_empty_question_is_rejected(demo):
     with pytest.raises(InputError):
         demo.answer("   ")

@@ -233,6 +233,14 @@ class PathReasoner:
         for plan, text in zip(plans, texts):
             plan.scores["model"] = self.config.lm_weight * logp[text]
 
+    def _closest_entities(self, question: str, k: int = 3) -> list[str]:
+        """Labels of the entities whose names are nearest the question, for a refusal to show."""
+        from kgllm.retrieval.linking import entity_of_label_key
+
+        hits = self.retriever.label_index.search(self.retriever.encoder.encode_query(question)[None, :], k * 3)[0]
+        ids = list(dict.fromkeys(entity_of_label_key(key) for key, _ in hits))[:k]
+        return [self._label(i) for i in ids]
+
     def _path_text(self, plan: Plan) -> str:
         return path_text([self._label(h.relation) for h in plan.hops], [h.forward for h in plan.hops],
                          [self._label(c) if c else None for c in plan.classes])
@@ -264,7 +272,9 @@ class PathReasoner:
         if considered:
             text = f"The graph holds no answer to this question (entities considered: {', '.join(considered)})."
         else:
-            text = "The graph holds no entity this question mentions, so it has no answer."
+            considered = self._closest_entities(question)
+            text = ("The graph holds no entity this question mentions, so it has no answer"
+                    + (f" (closest entities: {', '.join(considered)})." if considered else "."))
         confidence = 0.0 if best is None else max(0.0, min(0.2, best.scores["encoder"] / 2))
         # the closest facts are shown as context, never as an answer
         related = self.retriever.search_facts(question, k=self.config.related_facts) if self.config.related_facts else []
