@@ -118,3 +118,20 @@ def test_nouns_chained_to_the_entity_hint_at_the_hops():
     assert chained("X 's dad 's job ?") == ["dad", "job"]
     assert chained("the subregions of X's neighbours") == ["subregions", "neighbours"]
     assert chained("Which countries border X?") == []
+
+
+def test_the_reasoner_answers_the_same_over_a_bolt_server(neo4j_store, encoder):
+    ex = "http://example.org/"
+    facts = [Triple(ex + "chad", ex + "neighborOf", ex + "niger"), Triple(ex + "niger", ex + "neighborOf", ex + "chad"),
+             Triple(ex + "niger", ex + "locatedIn", ex + "west_africa"), Triple(ex + "chad", ex + "locatedIn", ex + "middle_africa")]
+    entities = [Entity(ex + "chad", "Chad", types=(ex + "Country",)), Entity(ex + "niger", "Niger", types=(ex + "Country",)),
+                Entity(ex + "west_africa", "West Africa", types=(ex + "Subregion",)),
+                Entity(ex + "middle_africa", "Middle Africa", types=(ex + "Subregion",))]
+    answers = []
+    for store in (neo4j_store, RDFLibStore()):
+        store.add(facts, entities)
+        retriever = KGRetriever(store, encoder)
+        retriever.build()
+        answer = PathReasoner(store, retriever).answer("Which subregion are the neighbours of Chad located in?")
+        answers.append(([e.id for e in answer.entities], [p.triples for p in answer.evidence.paths]))
+    assert answers[0] == answers[1] and answers[0][0] == [ex + "west_africa"]
