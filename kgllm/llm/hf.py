@@ -65,6 +65,8 @@ class HFCausalLM(LanguageModel):
         *,
         score_batch_size: int = 64,
     ):
+        if score_batch_size < 1:
+            raise ConfigurationError(f"score_batch_size must be at least 1, got {score_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.score_batch_size = score_batch_size
