@@ -44,7 +44,7 @@ class PlannerConfig:
     target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     learning_rate: float = 2e-3
-    batch_size: int = 32
+    batch_size: int = 16
     epochs: float = 8
     max_minutes: float = 3.0
     threads: int = 2
@@ -147,15 +147,16 @@ def _train(model, examples: list[tuple[list[int], int]], pad_id: int, config: Pl
            progress: bool) -> dict[str, float]:
     """AdamW with a short warm-up, then a linear decay to zero at the end of the epochs or of the time budget."""
     rng = random.Random(config.seed)
-    total = max(1, int(config.epochs * -(-len(examples) // config.batch_size)))
+    per_epoch = -(-len(examples) // config.batch_size)
+    total = max(1, int(config.epochs * per_epoch))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     model.train()
     started, step, loss = time.perf_counter(), 0, torch.tensor(float("nan"))
     bar = tqdm(total=total, desc="training planner", unit="step", disable=not progress, leave=False)
     while (done := max(step / total, (time.perf_counter() - started) / (60 * config.max_minutes))) < 1:
-        if step % -(-len(examples) // config.batch_size) == 0:
+        if step % per_epoch == 0:
             order = rng.sample(range(len(examples)), len(examples))
-        first = (step * config.batch_size) % len(examples)
+        first = (step % per_epoch) * config.batch_size
         input_ids, labels = _batch([examples[j] for j in order[first : first + config.batch_size]], pad_id)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * min(1.0, (step + 1) / 20) * (1 - done)
