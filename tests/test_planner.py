@@ -121,3 +121,20 @@ def test_the_trained_planner_prefers_the_gold_plan(planner):
         wrong = paths[(i + len(FAMILIES)) % len(paths)][1]
         gold_score, wrong_score = lm.score(prompt + "Path:", [gold, wrong], normalize=True)
         assert gold_score > wrong_score, (prompt, gold, wrong)
+
+
+def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, encoder, tmp_path):
+    from kgllm.bench.kgqa import _hits_by_setting, choose_weight_and_floor, read_pathquestion, run_kgqa_benchmark
+    from kgllm.retrieval.retriever import KGRetriever
+
+    base, adapter, _ = planner
+    retriever = KGRetriever(store, encoder)
+    retriever.build()
+    reasoner = PathReasoner(store, retriever, load_planner(base, adapter, threads=1), ReasonerConfig(lm_weight=1.0))
+    dev = tmp_path / "family.dev.txt"
+    dev.write_text("\n".join(lines), encoding="utf-8")
+    weight, floor = choose_weight_and_floor(reasoner, dev, progress=False)
+    expected = sum(_hits_by_setting(reasoner, q, gold, [(weight, floor)])[(weight, floor)] for q, gold in read_pathquestion(dev))
+    reasoner.config.lm_weight, reasoner.config.min_plan_similarity = weight, floor
+    assert expected > 0
+    assert run_kgqa_benchmark(reasoner, dev, "trained", progress=False).hits == expected
