@@ -207,20 +207,27 @@ def bench_load(graph: GraphOption = None,
 @bench.command("kgqa")
 def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, head<TAB>relation<TAB>tail.")],
                test: Annotated[list[Path], typer.Option("--test", help="Question file(s): question<TAB>answer(a/b/)<TAB>path.")],
+               train: Annotated[Optional[Path], typer.Option("--train", help="Train split: also run with a relation-path planner (LoRA) trained on its gold paths; settings chosen on the .dev. split beside it.")] = None,
+               minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training the planner.")] = 8.0,
                hops: Annotated[int, typer.Option("--hops", help="Longest relation path to search.")] = 3,
                limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions of each file.")] = None,
                out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
     """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
     from kgllm.api import connect
-    from kgllm.bench.kgqa import run_kgqa_benchmark
+    from kgllm.bench.kgqa import run_kgqa_benchmark, trained_reasoner
     from kgllm.bench.report import print_table, save_markdown
 
-    session = connect(kb, use_model=False, settings=Settings(max_hops=hops))
+    settings = Settings(max_hops=hops)
+    session = connect(kb, use_model=False, settings=settings)
     rows = [run_kgqa_benchmark(session.reasoner, path, "zero-shot graph search (encoder)", limit).row() for path in test]
+    if train:
+        reasoner = trained_reasoner(session, train, minutes, settings)
+        rows += [run_kgqa_benchmark(reasoner, path, "trained planner (LoRA)", limit).row() for path in test]
     print_table(rows, f"KGQA on {kb.name}")
     if out:
         tests = " ".join(f"--test {t}" for t in test)
-        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests} --hops {hops}")
+        trained = f" --train {train} --minutes {minutes}" if train else ""
+        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops}")
 
 
 def _model_name(session) -> str:

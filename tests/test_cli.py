@@ -93,3 +93,16 @@ def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "relation paths considered" in result.stdout and "Chad —neighbor of→ Niger" in result.stdout
     assert picture.is_file() and "<svg" in picture.read_text()
+
+
+def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
+    kb = tmp_path / "kb.txt"
+    kb.write_text("ann\tchildren\tbob\nbob\tparents\tann\nbob\tgender\tmale\nann\tgender\tfemale\n"
+                  "cid\tchildren\tdan\ndan\tparents\tcid\ndan\tgender\tmale\ncid\tgender\tmale\n")
+    line = "what is the gender of {p} 's child ?\tmale(male/)\t{p}#children#{c}#gender#male#<end>#male\n"
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"q.{split}.txt").write_text(line.format(p="ann", c="bob") + line.format(p="cid", c="dan"))
+    result = run("bench", "kgqa", "--kb", str(kb), "--test", str(tmp_path / "q.test.txt"), "--train", str(tmp_path / "q.train.txt"),
+                 "--minutes", "0.05", "--hops", "2", tmp_path=tmp_path, KGLLM_TRAIN_MINUTES="0.05")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "zero-shot graph search" in result.stdout and "trained planner" in result.stdout
