@@ -100,7 +100,47 @@ def test_hub_entities_and_cycles_are_bounded(encoder):
     assert reasoner.answer("What is linked to Hub?").entities
 
 
+@pytest.mark.parametrize("question", [
+    "Which countries border Chad?",
+    "Which subregion are the neighbours of Chad located in?",
+    "Which countries are in the same subregion as Lesotho?",
+])
+def test_beam_search_finds_the_plan_that_ranking_every_plan_finds(demo, question):
+    everything = demo.answer(question)
+    beam = PathReasoner(demo.store, demo.retriever, config=ReasonerConfig(beam_width=3)).answer(question)
+    assert answer_ids(beam) == answer_ids(everything)
+    # (a symmetric relation may be walked either way: the same answers, by paths of the same length)
+    assert {len(p.triples) for p in beam.evidence.paths} == {len(p.triples) for p in everything.evidence.paths}
+    assert beam.metadata["search"] == "beam 3"
+
+
+def test_beam_search_keeps_only_the_best_partial_plans(demo):
+    narrow = PathReasoner(demo.store, demo.retriever, config=ReasonerConfig(beam_width=2))
+    links = demo.retriever.link("Which subregion are the neighbours of Chad located in?")
+    plans, _ = narrow.search("Which subregion are the neighbours of Chad located in?", links)
+    assert len([p for p in plans if len(p.hops) == 1]) <= 2 and len([p for p in plans if len(p.hops) == 2]) <= 2
+    every, _ = demo.search("Which subregion are the neighbours of Chad located in?", links)
+    assert len(plans) < len(every)
+    # every kept two-hop plan grows out of a kept one-hop plan
+    first_hops = {(p.topic.id, p.hops, p.classes) for p in plans if len(p.hops) == 1}
+    assert all((p.topic.id, p.hops[:1], p.classes[:1]) in first_hops for p in plans if len(p.hops) == 2)
+
+
+def test_beam_search_is_bounded_on_hubs_and_cycles(encoder):
+    ex = "http://example.org/"
+    store = RDFLibStore()
+    store.add([Triple(ex + f"n{i}", ex + "linkedTo", ex + "hub") for i in range(3000)]
+              + [Triple(ex + "hub", ex + "next", ex + "hub")], [Entity(ex + "hub", "Hub")])
+    config = ReasonerConfig(max_hops=3, max_fanout=50, max_walks=400, beam_width=2)
+    reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "hub")), config=config)
+    plans, _ = reasoner.search("What is linked to Hub?", reasoner.retriever.link(""))
+    assert all(len(p.walks) <= config.max_walks for p in plans)
+    assert reasoner.answer("What is linked to Hub?").entities
+
+
 def test_config_is_checked():
+    with pytest.raises(InputError):
+        ReasonerConfig(beam_width=-1)
     with pytest.raises(InputError):
         ReasonerConfig(max_hops=0)
     with pytest.raises(InputError):

@@ -130,10 +130,10 @@ def choose_weight_and_floor(reasoner: PathReasoner, dev_file: Path, weights=WEIG
 def _hits_by_setting(reasoner: PathReasoner, question: str, gold: set[str], grid) -> dict[tuple, bool]:
     """Whether the best plan's first answer is gold, for each (weight, floor), as ``reasoner.answer`` picks it."""
     links = reasoner.retriever.link(question)[: reasoner.config.max_topics]
-    plans = [p for link in links for p in reasoner.plans(link.entity, link.score)]
+    plans, named_relations = reasoner.search(question, links)
     if not plans:
         return dict.fromkeys(grid, False)
-    allowance = reasoner.config.named_relation_allowance if reasoner.rank(question, plans, [l.mention for l in links]) else 0
+    allowance = reasoner.config.named_relation_allowance if named_relations else 0
     result = {}
     for weight, floor in grid:
         best = max(plans, key=lambda p: p.score + (weight - 1) * p.scores.get("model", 0.0))

@@ -41,7 +41,8 @@ class ReasonerConfig:
 
     max_hops: int = 2            # longest relation path
     max_fanout: int = 2000       # edges read from one entity per step (bounds hubs)
-    max_walks: int = 50_000      # walks enumerated per topic entity
+    max_walks: int = 50_000      # walks enumerated per topic entity (per step of the beam search)
+    beam_width: int = 0          # 0: rank every plan; else keep the best N partial plans at each hop
     max_topics: int = 3          # linked entities tried as the start of a path
     lm_weight: float = 0.005     # weight of the model's mean token log-likelihood of a plan
     class_bonus: float = 0.15    # for a plan ending in the class the question names
@@ -57,6 +58,8 @@ class ReasonerConfig:
             raise InputError("max_hops must be between 1 and 4")
         if min(self.max_fanout, self.max_walks, self.max_topics) < 1:
             raise InputError("max_fanout, max_walks and max_topics must be positive")
+        if self.beam_width < 0:
+            raise InputError("beam_width must be 0 (rank every plan) or positive")
 
 
 @dataclass
@@ -104,9 +107,7 @@ class PathReasoner:
             raise InputError("the question is empty")
         started = time.perf_counter()
         links = self.retriever.link(question)[: self.config.max_topics]
-        plans = [p for link in links for p in self.plans(link.entity, link.score)]
-        named_relations = self.rank(question, plans, [link.mention for link in links]) if plans else 0
-        plans.sort(key=lambda p: -p.score)
+        plans, named_relations = self.search(question, links)
         best = plans[0] if plans else None
         # A question that names a relation of the graph may match its plan less closely.
         floor = self.config.min_plan_similarity - (self.config.named_relation_allowance if named_relations else 0)
@@ -114,9 +115,23 @@ class PathReasoner:
             answer = self._not_found(question, links, best)
         else:
             answer = self._found(question, best, plans)
+        answer.metadata["search"] = f"beam {self.config.beam_width}" if self.config.beam_width else "every plan"
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
         answer.metadata["model"] = getattr(self.lm, "name", None)
         return answer
+
+    def search(self, question: str, links) -> tuple[list[Plan], int]:
+        """The candidate plans from the linked entities, ranked best first, and how many words of the
+        question name a relation. Every plan up to ``max_hops`` is ranked, or, with a ``beam_width``,
+        only those grown from the best partial plans of each length."""
+        mentions = [link.mention for link in links]
+        if self.config.beam_width:
+            plans, named = self._beam_search(question, links, mentions)
+        else:
+            plans = [p for link in links for p in self.plans(link.entity, link.score)]
+            named = self.rank(question, plans, mentions) if plans else 0
+        plans.sort(key=lambda p: -p.score)
+        return plans, named
 
     def plans(self, topic: Entity, link_score: float = 1.0) -> list[Plan]:
         """Every relation path from ``topic`` up to ``max_hops``, split by the classes of the nodes it passes."""
@@ -198,6 +213,38 @@ class PathReasoner:
         return wanted, {c for _, c in mentioned}
 
     # ------------------------------------------------------------ internals
+    def _beam_search(self, question: str, links, mentions: list[str]) -> tuple[list[Plan], int]:
+        """Grow plans one hop at a time from the linked entities; rank each generation with the encoder
+        (and the model) and keep only the best ``beam_width`` to extend. Every plan kept is then ranked
+        again with the others, so that plans of all lengths are scored alike."""
+        beam = [Plan(link.entity, (), (), [Path(link.entity.id, ())], link.score) for link in links]
+        kept: list[Plan] = []
+        for _ in range(self.config.max_hops):
+            children = [child for plan in beam for child in self._extend(plan)]
+            if not children:
+                break
+            self.rank(question, children, mentions)
+            beam = sorted(children, key=lambda p: -p.score)[: self.config.beam_width]
+            kept += beam
+        for plan in kept:
+            plan.scores.clear()
+        return kept, self.rank(question, kept, mentions) if kept else 0
+
+    def _extend(self, plan: Plan) -> list[Plan]:
+        """The plans one hop longer than ``plan``: its walks extended by every edge at their ends,
+        grouped by the relation, its direction and the class of the node reached."""
+        grouped: dict[tuple[Hop, str | None], list[Path]] = defaultdict(list)
+        edges = list(itertools.islice(self._edges_at_ends(plan.walks), self.config.max_walks))
+        if len(edges) == self.config.max_walks:
+            log.warning("walk limit %d reached extending a plan from %s", self.config.max_walks, plan.topic.id)
+        for walk, t in edges:
+            forward = t.head == walk.end
+            extended = Path(walk.start, (*walk.triples, t))
+            for cls in self._classes_of(t.tail if forward else t.head) or (None,):
+                grouped[(Hop(t.relation, forward), cls)].append(extended)
+        return [Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score)
+                for (hop, cls), walks in grouped.items()]
+
     def _walks(self, start: str):
         frontier: list[tuple[str, tuple[Triple, ...], tuple[Hop, ...]]] = [(start, (), ())]
         count = 0
@@ -215,6 +262,11 @@ class PathReasoner:
                     if depth + 1 < self.config.max_hops:
                         next_frontier.append((t.tail if forward else t.head, *step))
             frontier = next_frontier
+
+    def _edges_at_ends(self, walks: list[Path]):
+        for walk in walks:
+            for t in self.store.neighbors(walk.end, "both", limit=self.config.max_fanout):
+                yield walk, t
 
     def _encode_cached(self, texts: list[str]) -> list[np.ndarray]:
         missing = [t for t in texts if t not in self._vectors]
