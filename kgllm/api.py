@@ -138,4 +138,5 @@ def _language_model(model, store: GraphStore, settings: Settings, progress: bool
 
 
 def _reasoner_config(settings: Settings) -> ReasonerConfig:
-    return ReasonerConfig(max_hops=settings.max_hops, max_fanout=settings.max_fanout, lm_weight=settings.lm_weight)
+    return ReasonerConfig(max_hops=settings.max_hops, max_fanout=settings.max_fanout, lm_weight=settings.lm_weight,
+                          beam_width=settings.beam_width)

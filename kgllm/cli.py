@@ -210,6 +210,7 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
                train: Annotated[Optional[Path], typer.Option("--train", help="Train split: also run with a relation-path planner (LoRA) trained on its gold paths; settings chosen on the .dev. split beside it.")] = None,
                minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training the planner.")] = 8.0,
                hops: Annotated[int, typer.Option("--hops", help="Longest relation path to search.")] = 3,
+               beam: Annotated[int, typer.Option("--beam", help="Grow only the best N partial paths per hop (0: rank every path).")] = 0,
                limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions of each file.")] = None,
                out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
     """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
@@ -217,17 +218,20 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
     from kgllm.bench.kgqa import run_kgqa_benchmark, trained_reasoner
     from kgllm.bench.report import print_table, save_markdown
 
-    settings = Settings(max_hops=hops)
+    settings = Settings(max_hops=hops, beam_width=beam)
     session = connect(kb, use_model=False, settings=settings)
-    rows = [run_kgqa_benchmark(session.reasoner, path, "zero-shot graph search (encoder)", limit).row() for path in test]
+    search = f"beam {beam}" if beam else "every path"
+    rows = [run_kgqa_benchmark(session.reasoner, path, f"zero-shot graph search (encoder, {search})", limit).row()
+            for path in test]
     if train:
         reasoner = trained_reasoner(session, train, minutes, settings)
-        rows += [run_kgqa_benchmark(reasoner, path, "trained planner (LoRA)", limit).row() for path in test]
+        rows += [run_kgqa_benchmark(reasoner, path, f"trained planner (LoRA, {search})", limit).row() for path in test]
     print_table(rows, f"KGQA on {kb.name}")
     if out:
         tests = " ".join(f"--test {t}" for t in test)
         trained = f" --train {train} --minutes {minutes}" if train else ""
-        save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops}")
+        save_markdown(rows, out, f"KGQA on {kb.name}",
+                      f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops} --beam {beam}")
 
 
 def _model_name(session) -> str:

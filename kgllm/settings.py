@@ -35,5 +35,6 @@ class Settings(BaseSettings):
     threads: int = Field(2, ge=1, description="CPU threads for torch.")
     max_hops: int = Field(2, ge=1, le=4, description="Longest relation path the reasoner follows.")
     max_fanout: int = Field(2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities).")
+    beam_width: int = Field(0, ge=0, description="0: the reasoner ranks every relation path; N: it grows only the best N partial paths per hop.")
     lm_weight: float = Field(0.005, ge=0, description="Weight of the language model's plan likelihood in ranking plans "
                              "(the default suits the small model trained here; raise it for a stronger model).")

@@ -103,6 +103,7 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     for split in ("train", "dev", "test"):
         (tmp_path / f"q.{split}.txt").write_text(line.format(p="ann", c="bob") + line.format(p="cid", c="dan"))
     result = run("bench", "kgqa", "--kb", str(kb), "--test", str(tmp_path / "q.test.txt"), "--train", str(tmp_path / "q.train.txt"),
-                 "--minutes", "0.05", "--hops", "2", tmp_path=tmp_path, KGLLM_TRAIN_MINUTES="0.05")
+                 "--minutes", "0.05", "--hops", "2", "--beam", "3", tmp_path=tmp_path, KGLLM_TRAIN_MINUTES="0.05")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "zero-shot graph search" in result.stdout and "trained planner" in result.stdout
+    assert "zero-shot graph search (encoder, beam 3)" in result.stdout
+    assert "trained planner (LoRA, beam 3)" in result.stdout
