@@ -76,15 +76,15 @@ def test_empty_question_is_rejected(demo):
 
 
 class _Retriever:
-    """Links the single hub entity; the reasoner needs nothing else from a retriever here."""
+    """Links one entity; the reasoner needs nothing else from a retriever here."""
 
-    def __init__(self, encoder, hub):
-        self.encoder, self.hub = encoder, hub
+    def __init__(self, encoder, entity, mention="Hub"):
+        self.encoder, self.entity, self.mention = encoder, entity, mention
 
     def link(self, question):
         from kgllm.retrieval.linking import LinkedEntity
 
-        return [LinkedEntity(self.hub, "Hub", 1.0, "exact")]
+        return [LinkedEntity(self.entity, self.mention, 1.0, "exact")]
 
 
 def test_hub_entities_and_cycles_are_bounded(encoder):
@@ -152,12 +152,32 @@ def test_nouns_chained_to_the_entity_hint_at_the_hops():
 
     def chained(text):
         tokens = _TOKEN.findall(text.lower())
-        return [tokens[i] for i in sorted(_chained_nouns(tokens))]
+        return [tokens[i] for i in _chained_nouns(tokens)]
 
-    assert chained("what is the sex of son of X ?") == ["sex", "son"]
+    # from the entity outwards: the order in which a plan should follow the relations
+    assert chained("what is the sex of son of X ?") == ["son", "sex"]
     assert chained("X 's dad 's job ?") == ["dad", "job"]
-    assert chained("the subregions of X's neighbours") == ["subregions", "neighbours"]
+    assert chained("the subregions of X's neighbours") == ["neighbours", "subregions"]
+    assert chained("the nation of offspring of X 's father ?") == ["father", "offspring", "nation"]
     assert chained("Which countries border X?") == []
+
+
+@pytest.mark.parametrize("question, gold", [
+    ("Who is the spouse of Ann's child?", "cid"),
+    ("Who is the child of Ann's spouse?", "eve"),
+    ("Ann's spouse's child?", "eve"),
+])
+def test_a_possessive_chain_orders_the_relations(encoder, question, gold):
+    """Both orders of the same two relations reach an entity; the chain of nouns says which comes first."""
+    ex = "http://example.org/"
+    store = RDFLibStore()
+    store.add([Triple(ex + "ann", ex + "children", ex + "bob"), Triple(ex + "bob", ex + "spouse", ex + "cid"),
+               Triple(ex + "ann", ex + "spouse", ex + "dan"), Triple(ex + "dan", ex + "children", ex + "eve")],
+              [Entity(ex + "ann", "Ann")])
+    reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "ann"), "Ann"))
+    answer = reasoner.answer(question)
+    assert answer_ids(answer) == {ex + gold}
+    assert answer.metadata["plans"][0]["scores"]["order"] > answer.metadata["plans"][1]["scores"].get("order", 0)
 
 
 def test_the_reasoner_answers_the_same_over_a_bolt_server(neo4j_store, encoder):

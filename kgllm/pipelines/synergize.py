@@ -46,7 +46,9 @@ class ReasonerConfig:
     max_topics: int = 3          # linked entities tried as the start of a path
     lm_weight: float = 0.005     # weight of the model's mean token log-likelihood of a plan
     class_bonus: float = 0.15    # for a plan ending in the class the question names
-    hop_penalty: float = 0.05    # per hop more or fewer than the relation words in the question (at least one)
+    hop_penalty: float = 0.05    # per hop more than the relation words in the question (at least one)
+    short_hop_penalty: float = 0.15  # per hop fewer: a plan that stops early answers another question
+    order_weight: float = 0.2    # for relations in the order of a possessive chain ("X's father's heir")
     relation_word_similarity: float = 0.5  # a question word this close to a relation name mentions it
     min_plan_similarity: float = 0.6  # below this the question is not about what the graph holds
     named_relation_allowance: float = 0.15  # ... lowered by this when the question names a relation
@@ -150,14 +152,16 @@ class PathReasoner:
         vectors = dict(zip(unique, self._encode_cached(unique)))
         query = self.retriever.encoder.encode_query(masked)
         wanted, named = self._question_classes(masked, {c for p in plans for c in p.classes if c})
-        mentions_count, hop_hint = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
+        mentions_count, hop_hint, chain = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
         bonus = self.config.class_bonus
         for plan, variants in zip(plans, phrases):
             plan.scores["encoder"] = max(float(vectors[t] @ query) for t in variants)
             plan.scores["link"] = 0.2 * (plan.link_score - 1.0)
-            plan.scores["hops"] = -self.config.hop_penalty * abs(len(plan.hops) - max(1, hop_hint))
+            plan.scores["hops"] = self._hop_score(len(plan.hops), max(1, hop_hint))
             if wanted:
                 plan.scores["answer class"] = bonus if plan.answer_class == wanted else -bonus
+            if len(chain) > 1:
+                plan.scores["order"] = self.config.order_weight * self._chain_order(chain, plan.hops)
             others = named - {wanted}
             if others:
                 passed = set(plan.classes[:-1])
@@ -165,6 +169,11 @@ class PathReasoner:
         if self.lm is not None and self.config.lm_weight:
             self._rank_with_model(question, plans)
         return mentions_count
+
+    def _hop_score(self, hops: int, hinted: int) -> float:
+        if hops < hinted:
+            return -self.config.short_hop_penalty * (hinted - hops)
+        return -self.config.hop_penalty * (hops - hinted)
 
     def describe(self, plan: Plan, topic: str | None = None, max_variants: int = 12) -> list[str]:
         """The plan as noun phrases for the encoder to compare with the question, one per way of
@@ -187,9 +196,18 @@ class PathReasoner:
         entity = self._describe(node)
         return [entity.label, *entity.aliases]
 
-    def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> tuple[int, int]:
+    def _chain_order(self, chain: list[str], hops: tuple[Hop, ...]) -> float:
+        """How well the plan's relations, taken forward, match the chained nouns in their order:
+        the mean similarity of the i-th noun from the entity to the i-th relation's closest name."""
+        pairs = list(zip(chain, hops))
+        similarities = [max(float(self._encode_cached([word])[0] @ v) for v in self._encode_cached(self._names(hop.relation)))
+                        if hop.forward else 0.0 for word, hop in pairs]
+        return sum(similarities) / len(pairs)
+
+    def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> tuple[int, int, list[str]]:
         """Hints of how many hops the question asks for: the words that name a relation, and those
-        together with the nouns chained to the entity by ``'s`` and ``of`` ("the sex of X's heir")."""
+        together with the nouns chained to the entity by ``'s`` and ``of`` ("the sex of X's heir");
+        and the chained nouns in order from the entity outwards."""
         skip = {name.lower() for c in classes for name in self._names(c)} | WH_WORDS | STOP_WORDS | {MASK.lower()}
         tokens = _TOKEN.findall(question.lower().replace("’", "'"))
         content = [i for i, w in enumerate(tokens) if w[0] != "'" and w not in skip and plural(w) not in skip]
@@ -198,7 +216,8 @@ class PathReasoner:
         if content and names:
             similarity = np.stack(self._encode_cached([tokens[i] for i in content])) @ np.stack(self._encode_cached(names)).T
             named = {i for i, best in zip(content, similarity.max(axis=1)) if best >= self.config.relation_word_similarity}
-        return len(named), len(named | (_chained_nouns(tokens) & set(content)))
+        chain = [i for i in _chained_nouns(tokens) if i in content]
+        return len(named), len(named | set(chain)), [tokens[i] for i in chain]
 
     def _question_classes(self, question: str, classes: set[str]) -> tuple[str | None, set[str]]:
         """The class the question asks for ("which countries ...") and every class it names."""
@@ -346,15 +365,17 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'s?")
 DETERMINERS = frozenset({"the", "a", "an"})
 
 
-def _chained_nouns(tokens: list[str]) -> set[int]:
-    """Positions of the words chained to the masked entity: ``X 's dad 's job``, ``the sex of son of X``."""
-    found = set()
+def _chained_nouns(tokens: list[str]) -> list[int]:
+    """Positions of the words chained to the masked entity, from the entity outwards:
+    ``X 's dad 's job`` and ``the job of the dad of X`` give dad, then job; in ``the job of X's dad``
+    the possessive comes first."""
+    found = []
     for i, token in enumerate(tokens):
         if token != MASK.lower():
             continue
         j = i + 1
         while j + 1 < len(tokens) and tokens[j] in ("'s", "'"):
-            found.add(j + 1)
+            found.append(j + 1)
             j += 2
         j = i - 1
         while j >= 1 and tokens[j] == "of":
@@ -363,7 +384,7 @@ def _chained_nouns(tokens: list[str]) -> set[int]:
                 k -= 1
             if k < 0:
                 break
-            found.add(k)
+            found.append(k)
             j = k - 1
             while j >= 0 and tokens[j] in DETERMINERS:
                 j -= 1
