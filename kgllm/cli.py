@@ -145,6 +145,29 @@ def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipeline
                   f"in {seconds:.1f} s -> {job.output}")
 
 
+@app.command()
+def serve(graph: GraphOption = None, store: StoreOption = None, no_model: NoModelOption = False,
+          host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+          load_if_empty: Annotated[Optional[Path], typer.Option("--load-if-empty", help="Load this graph file into the store first when it holds no triples.")] = None,
+          wait: Annotated[float, typer.Option("--wait", help="Seconds to keep trying while the store's server cannot be reached.")] = 0.0) -> None:
+    """Serve the HTTP API (/ask, graph browsing, OpenAI-compatible /v1), its docs (/docs) and the web page (/)."""
+    from kgllm.api import connect
+    from kgllm.server import create_app
+    from kgllm.server import serve as run_server
+    from kgllm.server.startup import load_if_empty as load_once
+    from kgllm.server.startup import open_store
+
+    settings = Settings()
+    kg = open_store(graph, store or settings.store, settings, wait_seconds=wait)
+    if load_if_empty is not None:
+        load_once(kg, load_if_empty)
+    session = connect(kg, use_model=not no_model, settings=settings)
+    console.print(f"serving {session.store.count_triples()} facts on http://{host}:{port} "
+                  f"(page: /, API docs: /docs{', API key required' if settings.api_key else ''})")
+    run_server(create_app(session, api_key=settings.api_key or None), host, port)
+
+
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 REPO = Path(__file__).resolve().parents[1]

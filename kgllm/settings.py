@@ -37,3 +37,9 @@ class Settings(BaseSettings):
     max_fanout: int = Field(2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities).")
     lm_weight: float = Field(0.005, ge=0, description="Weight of the language model's plan likelihood in ranking plans "
                              "(the default suits the small model trained here; raise it for a stronger model).")
+    api_key: str | None = Field(None, description="When set, `kgllm serve` requires the header 'Authorization: Bearer <key>' "
+                                "(the page and /health stay open).")
+    openai_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (e.g. http://host:8000/v1); "
+                                        "when set, the language model runs there instead of locally.")
+    openai_model: str | None = Field(None, description="Model name on that server; default: the first one it lists.")
+    openai_api_key: str | None = Field(None, description="Bearer key for that server.")
