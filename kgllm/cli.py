@@ -253,6 +253,35 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
         save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops}")
 
 
+@bench.command("serve")
+def bench_serve(requests: Annotated[int, typer.Option("--requests", help="Questions sent in one burst.")] = 50,
+                concurrency: Annotated[int, typer.Option("--concurrency", help="Most requests in flight at once.")] = 50,
+                modes: Annotated[str, typer.Option("--modes", help="Comma-separated: 'graph' (encoder and graph), 'model' (plus the language model).")] = "graph,model",
+                out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Concurrent POST /ask against the demo served on loopback: errors, p50/p95 latency, requests/s."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.serve import run_serve_benchmark
+
+    if requests < 1 or concurrency < 1:
+        raise typer.BadParameter("--requests and --concurrency must be at least 1")
+    rows = []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        if mode not in ("graph", "model"):
+            raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
+        session = connect(use_model=mode == "model")
+        label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
+        rows.append(run_serve_benchmark(session, QUESTION_SETS[0], label, requests, concurrency).row())
+    print_table(rows, f"kgllm serve: {requests} concurrent /ask requests")
+    if out:
+        save_markdown(rows, out, "serve: concurrent /ask requests on loopback",
+                      f"kgllm bench serve --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
+                      notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; the server answers one request at a time "
+                            "(one session behind a lock), so latency includes the time queued.")
+
+
 def _model_name(session) -> str:
     model = getattr(session.lm, "model", None)
     if model is None:

@@ -142,3 +142,13 @@ def test_an_api_key_guards_the_api_but_not_the_page_or_health(session):
         right = httpx.post(f"{url}/ask", json={"question": QUESTION}, headers={"Authorization": "Bearer s3cret"}, timeout=60)
         assert right.status_code == 200 and right.json()["entities"]
         assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
+
+
+def test_serve_benchmark_sends_every_request_and_counts_errors(session):
+    from kgllm.bench.serve import run_serve_benchmark
+    from kgllm.cli import QUESTION_SETS
+
+    result = run_serve_benchmark(session, QUESTION_SETS[0], "graph + encoder", requests=6, concurrency=3, progress=False)
+    assert len(result.seconds) == 6 and result.errors == 0 and result.wall_seconds > 0
+    row = result.row()
+    assert row["requests"] == "6" and row["errors"] == "0" and float(row["requests/s"]) > 0
