@@ -66,3 +66,12 @@ def test_clicking_a_node_adds_its_neighbourhood(page):
     page.screenshot(path=ARTIFACTS / "web-expanded.png")
     print(f"screenshot: {ARTIFACTS / 'web-expanded.png'}")
     assert page.errors == []
+
+
+def test_the_api_docs_render_from_the_packaged_swagger_ui(page):
+    page.goto(page.url.rstrip("/") + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert "/ask" in paths and "/v1/chat/completions" in paths
+    page.screenshot(path=ARTIFACTS / "web-docs.png")
+    assert page.errors == []

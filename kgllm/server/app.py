@@ -14,7 +14,9 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 API_ROUTERS = (graph.router, openai.router)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
+_BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
 
 
 class ServerState:
@@ -57,7 +60,7 @@ def create_app(session: Session, api_key: str | None = None) -> FastAPI:
     """The HTTP app over ``session``; with ``api_key``, API calls need ``Authorization: Bearer <key>``."""
     from kgllm import __version__
 
-    app = FastAPI(title="kgllm", version=__version__,
+    app = FastAPI(title="kgllm", version=__version__, docs_url=None, redoc_url=None,
                   description="Answers with evidence from a knowledge graph, graph browsing, and the "
                               "project's language model behind OpenAI-compatible endpoints.")
     app.state.kgllm = ServerState(session)
@@ -74,13 +77,18 @@ def create_app(session: Session, api_key: str | None = None) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="kgllm API", swagger_favicon_url="data:,",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css")
+
     return app
 
 
 def _bearer_key(expected: str):
-    def check(request: Request) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
             raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                                 headers={"WWW-Authenticate": "Bearer"})
     return check
