@@ -1,6 +1,8 @@
 """The OpenAI-compatible endpoints serving the default model, and OpenAICompatibleLM talking to them
 over real HTTP on loopback: the remote model must behave as the local one."""
 
+import json
+
 import httpx
 import pytest
 
@@ -83,7 +85,6 @@ def test_echoed_logprobs_cover_the_prompt_token_by_token(served):
 
 @pytest.mark.parametrize("body, status, words", [
     ({"prompt": "x", "model": "gpt-4"}, 404, "not served here"),
-    ({"prompt": "x", "stream": True}, 400, "streaming"),
     ({"prompt": "x", "max_tokens": 100_000}, 422, "max_tokens"),
     ({"prompt": ["x"] * 100}, 422, "prompt"),
 ])
@@ -107,3 +108,15 @@ def test_the_setting_makes_a_session_answer_with_the_remote_model(served, encode
         answer = session.ask(question)
         assert answer.metadata["model"] == local_session.lm.name
         assert answer.to_dict()["entities"] == local_session.ask(question).to_dict()["entities"]
+
+
+def test_a_streamed_reply_arrives_as_server_sent_events(served):
+    body = {"messages": [{"role": "user", "content": "Where is Kenya located?"}], "temperature": 0, "max_tokens": 16}
+    whole = httpx.post(f"{served[1]}/chat/completions", json=body, timeout=60).json()
+    with httpx.stream("POST", f"{served[1]}/chat/completions", json={**body, "stream": True}, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole["choices"][0]["message"]["content"]

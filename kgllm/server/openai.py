@@ -1,5 +1,8 @@
 """The session's language model behind OpenAI-compatible endpoints: ``/v1/models``,
-``/v1/completions`` and ``/v1/chat/completions`` (no streaming).
+``/v1/completions`` and ``/v1/chat/completions``.
+
+``stream=true`` is answered in the server-sent-events format clients expect, as one chunk
+holding the whole reply once it is generated, then ``[DONE]``.
 
 Beyond OpenAI's fields, ``top_k`` and ``repetition_penalty`` are understood (as vLLM does).
 ``temperature=0`` decodes greedily (``n > 1`` then returns the ``n`` best beams). With
@@ -11,11 +14,13 @@ model (``HFCausalLM``), the kind ``kgllm serve`` loads.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgllm.llm.base import GenerationConfig, LanguageModel
@@ -98,7 +103,8 @@ def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
                     choice["logprobs"] = text_logprobs(lm, prompt + text, 0 if body.echo else len(prompt), body.logprobs)
                 choices.append(choice)
                 generated.append(text)
-    return _response("text_completion", "cmpl", lm, choices, prompts, generated)
+    response = _response("text_completion", "cmpl", lm, choices, prompts, generated)
+    return _events(response, "text_completion", choices) if body.stream else response
 
 
 @router.post("/chat/completions", summary="Reply to a chat (OpenAI's chat completions API)")
@@ -111,17 +117,23 @@ def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
         texts = lm.generate(prompt, body.config(max_tokens, stops))[0]
         choices = [{"index": i, "message": {"role": "assistant", "content": text.strip()},
                     "finish_reason": _finish_reason(lm, text, max_tokens)} for i, text in enumerate(texts)]
-    return _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
+    response = _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
+    deltas = [{"index": c["index"], "delta": c["message"], "finish_reason": c["finish_reason"]} for c in choices]
+    return _events(response, "chat.completion.chunk", deltas) if body.stream else response
 
 
 def _served_model(lm: LanguageModel | None, body: Sampling) -> LanguageModel:
-    if body.stream:
-        raise HTTPException(400, "streaming is not supported; send stream=false")
     if lm is None:
         raise HTTPException(503, "this server runs without a language model (it was started with --no-model)")
     if body.model and body.model != lm.name:
         raise HTTPException(404, f"model {body.model!r} is not served here; this server serves {lm.name!r} (GET /v1/models)")
     return lm
+
+
+def _events(response: dict[str, Any], kind: str, choices: list[dict]) -> StreamingResponse:
+    """The whole reply as one server-sent event, then the end marker."""
+    chunk = {key: value for key, value in response.items() if key != "usage"} | {"object": kind, "choices": choices}
+    return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream")
 
 
 def _finish_reason(lm: LanguageModel, text: str, max_tokens: int) -> str:
