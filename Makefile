@@ -17,6 +17,7 @@ demo: $(BIN)/activate  ## set up, then answer the demo questions with their evid
 	$(BIN)/kgllm demo
 
 test: $(BIN)/activate  ## set up with the test extras, then run every test
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)  # the page's browser test
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(BIN)/pytest
 

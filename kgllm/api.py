@@ -130,6 +130,10 @@ def _index_dir(store: GraphStore, settings: Settings) -> Path:
 def _language_model(model, store: GraphStore, settings: Settings, progress: bool) -> LanguageModel:
     if isinstance(model, LanguageModel):
         return model
+    if model is None and settings.openai_base_url:
+        from kgllm.llm.openai_compat import OpenAICompatibleLM
+
+        return OpenAICompatibleLM.from_settings(settings)
     from kgllm.llm.default import ensure_default_model
     from kgllm.llm.hf import HFCausalLM
 

@@ -145,6 +145,29 @@ def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipeline
                   f"in {seconds:.1f} s -> {job.output}")
 
 
+@app.command()
+def serve(graph: GraphOption = None, store: StoreOption = None, no_model: NoModelOption = False,
+          host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+          load_if_empty: Annotated[Optional[Path], typer.Option("--load-if-empty", help="Load this graph file into the store first when it holds no triples.")] = None,
+          wait: Annotated[float, typer.Option("--wait", help="Seconds to keep trying while the store's server cannot be reached.")] = 0.0) -> None:
+    """Serve the HTTP API (/ask, graph browsing, OpenAI-compatible /v1), its docs (/docs) and the web page (/)."""
+    from kgllm.api import connect
+    from kgllm.server import create_app
+    from kgllm.server import serve as run_server
+    from kgllm.server.startup import load_if_empty as load_once
+    from kgllm.server.startup import open_store
+
+    settings = Settings()
+    kg = open_store(graph, store or settings.store, settings, wait_seconds=wait)
+    if load_if_empty is not None:
+        load_once(kg, load_if_empty)
+    session = connect(kg, use_model=not no_model, settings=settings)
+    console.print(f"serving {session.store.count_triples()} facts on http://{host}:{port} "
+                  f"(page: /, API docs: /docs{', API key required' if settings.api_key else ''})")
+    run_server(create_app(session, api_key=settings.api_key or None), host, port)
+
+
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -232,6 +255,35 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
         trained = f" --train {train} --minutes {minutes}" if train else ""
         save_markdown(rows, out, f"KGQA on {kb.name}",
                       f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops} --beam {beam}")
+
+
+@bench.command("serve")
+def bench_serve(requests: Annotated[int, typer.Option("--requests", help="Questions sent in one burst.")] = 50,
+                concurrency: Annotated[int, typer.Option("--concurrency", help="Most requests in flight at once.")] = 50,
+                modes: Annotated[str, typer.Option("--modes", help="Comma-separated: 'graph' (encoder and graph), 'model' (plus the language model).")] = "graph,model",
+                out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Concurrent POST /ask against the demo served on loopback: errors, p50/p95 latency, requests/s."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.serve import run_serve_benchmark
+
+    if requests < 1 or concurrency < 1:
+        raise typer.BadParameter("--requests and --concurrency must be at least 1")
+    rows = []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        if mode not in ("graph", "model"):
+            raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
+        session = connect(use_model=mode == "model")
+        label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
+        rows.append(run_serve_benchmark(session, QUESTION_SETS[0], label, requests, concurrency).row())
+    print_table(rows, f"kgllm serve: {requests} concurrent /ask requests")
+    if out:
+        save_markdown(rows, out, "serve: concurrent /ask requests on loopback",
+                      f"kgllm bench serve --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
+                      notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; the server answers one request at a time "
+                            "(one session behind a lock), so latency includes the time queued.")
 
 
 def _model_name(session) -> str:

@@ -38,3 +38,9 @@ class Settings(BaseSettings):
     beam_width: int = Field(0, ge=0, description="0: the reasoner ranks every relation path; N: it grows only the best N partial paths per hop.")
     lm_weight: float = Field(0.005, ge=0, description="Weight of the language model's plan likelihood in ranking plans "
                              "(the default suits the small model trained here; raise it for a stronger model).")
+    api_key: str | None = Field(None, description="When set, `kgllm serve` requires the header 'Authorization: Bearer <key>' "
+                                "(the page and /health stay open).")
+    openai_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (e.g. http://host:8000/v1); "
+                                        "when set, the language model runs there instead of locally.")
+    openai_model: str | None = Field(None, description="Model name on that server; default: the first one it lists.")
+    openai_api_key: str | None = Field(None, description="Bearer key for that server.")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 models: Registry[LanguageModel] = Registry("language model", LanguageModel)
 models.register("hf", "kgllm.llm.hf:HFCausalLM")
+models.register("openai", "kgllm.llm.openai_compat:OpenAICompatibleLM")
 
 _LAZY = {
     "HFCausalLM": "kgllm.llm.hf",

@@ -1,0 +1,1 @@
+"""kgllm inside other frameworks: ``kgllm.integrations.langchain`` (needs ``pip install "kgllm[langchain]"``)."""

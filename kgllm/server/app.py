@@ -1,0 +1,152 @@
+"""The FastAPI app: one session shared by every request, API-key check, bounded bodies, JSON errors.
+
+Each group of endpoints is a router in its own module, listed in ``API_ROUTERS``; a new group
+(KG completion, say) is one more module and one more entry there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import threading
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kgllm.api import Session
+from kgllm.exceptions import (ConfigurationError, EntityNotFoundError, InputError, KGLLMError,
+                              StoreUnavailableError)
+from kgllm.pipelines.synergize import PathReasoner
+from kgllm.server import graph, openai
+from kgllm.server.limits import MAX_BODY_BYTES
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+API_ROUTERS = (graph.router, openai.router)  # behind the API key when one is set
+OPEN_ROUTERS = (graph.health_router,)  # for container health checks
+_BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
+
+
+class ServerState:
+    """The session and the lock that serializes its use: stores, indexes and models are not all thread-safe."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.lock = threading.Lock()
+        self._reasoners: dict[tuple[bool, int], PathReasoner] = {}
+
+    def reasoner(self, use_model: bool, max_hops: int | None) -> PathReasoner:
+        """The session's reasoner, or one with other limits over the same store and indexes (kept for reuse)."""
+        base = self.session.reasoner
+        hops = max_hops or base.config.max_hops
+        if use_model == (base.lm is not None) and hops == base.config.max_hops:
+            return base
+        key = (use_model, hops)
+        if key not in self._reasoners:
+            config = dataclasses.replace(base.config, max_hops=hops)
+            self._reasoners[key] = PathReasoner(base.store, base.retriever, base.lm if use_model else None, config)
+        return self._reasoners[key]
+
+
+def create_app(session: Session, api_key: str | None = None) -> FastAPI:
+    """The HTTP app over ``session``; with ``api_key``, API calls need ``Authorization: Bearer <key>``."""
+    from kgllm import __version__
+
+    app = FastAPI(title="kgllm", version=__version__, docs_url=None, redoc_url=None,
+                  description="Answers with evidence from a knowledge graph, graph browsing, and the "
+                              "project's language model behind OpenAI-compatible endpoints.")
+    app.state.kgllm = ServerState(session)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    _add_error_handlers(app)
+    protected = [Depends(_bearer_key(api_key))] if api_key else []
+    for router in API_ROUTERS:
+        app.include_router(router, dependencies=protected)
+    for router in OPEN_ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="kgllm API", swagger_favicon_url="data:,",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css")
+
+    return app
+
+
+def _bearer_key(expected: str):
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+    return check
+
+
+def error_response(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    """Every error as ``{"error": {"message", "type"}}``, the shape OpenAI clients read too."""
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+
+
+_STATUS_OF = ((EntityNotFoundError, 404), (StoreUnavailableError, 503), (InputError, 400), (ConfigurationError, 400))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), "http_error", getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors())
+        return error_response(422, problems, "invalid_request")
+
+    @app.exception_handler(KGLLMError)
+    async def kgllm_error(request: Request, exc: KGLLMError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS_OF if isinstance(exc, cls)), 500)
+        if status == 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return error_response(status, " ".join(str(exc).split()), type(exc).__name__)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); the server log has the details", "internal_error")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``max_bytes`` gets 413, declared or streamed."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = error_response(413, f"request body larger than {self.max_bytes} bytes", "request_too_large")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # FastAPI re-raises an HTTPException met while reading the body
+                raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
