@@ -197,25 +197,28 @@ def injection(root: Path, minutes: float) -> list[dict[str, str]]:
 
 
 def throughput(repeats: int = 3, new_tokens: int = 32) -> list[dict[str, str]]:
-    from kgllm.llm.base import GenerationConfig
+    """Greedy decoding of exactly ``new_tokens`` per prompt (end-of-sequence suppressed until then),
+    through ``HFCausalLM``'s padding and the model's ``generate``."""
+    import torch
+
     from kgllm.llm.hf import HFCausalLM
     from kgllm.llm.tasks import build_task
 
     lm = HFCausalLM.from_pretrained(_base_dir(), threads=Settings().threads)
-    prompts = [e.prompt for e in build_task(_demo_store(), "tail", seed=0).train]
-    config = GenerationConfig(max_new_tokens=new_tokens, stop=())
+    prompts = [e.prompt for e in build_task(_demo_store(), "qa", seed=0).train]
     rows = []
     for batch in (1, 16):
         rates, latencies = [], []
         for i in range(repeats):
-            chunk = prompts[i * batch : (i + 1) * batch]
+            input_ids, attention_mask = lm._left_pad(lm._prompt_ids(prompts[i * batch : (i + 1) * batch]))
             started = time.perf_counter()
-            outputs = lm.generate(chunk, config)
+            with torch.inference_mode():
+                output = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                                           max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=lm._pad_id)
             seconds = time.perf_counter() - started
-            tokens = sum(len(lm.tokenizer(o[0], add_special_tokens=False)["input_ids"]) for o in outputs)
-            rates.append(tokens / seconds)
+            rates.append((output.shape[1] - input_ids.shape[1]) * batch / seconds)
             latencies.append(seconds)
-        rows.append({"batch": str(batch), "new tokens per prompt": f"up to {new_tokens}",
+        rows.append({"batch": str(batch), "new tokens per prompt": str(new_tokens), "prompt tokens (longest)": str(input_ids.shape[1]),
                      "tokens/s (median)": f"{statistics.median(rates):.0f}",
                      "s per batch (median)": f"{statistics.median(latencies):.2f}"})
     return rows

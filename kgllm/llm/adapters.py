@@ -224,6 +224,7 @@ class AdaptedLM(HFCausalLM):
                 wrapper.load_adapter(str(directory), adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"cannot load the adapter in {directory}: {exc}") from exc
+        wrapper.requires_grad_(False)  # served, not trained
         self._loaded[name] = manifest
         log.info("loaded %s adapter %r from %s", manifest.method, name, directory)
         return name
@@ -240,6 +241,7 @@ class AdaptedLM(HFCausalLM):
         method = self._loaded[task].method
         wrapper = self._wrappers[method]
         wrapper.set_adapter(task)
+        wrapper.requires_grad_(False)  # peft's set_adapter marks the adapter trainable again
         self.active, self.model = task, wrapper
         return self
 

@@ -74,7 +74,8 @@ def qa_examples(builder: CorpusBuilder, triples: list[Triple], facts_in_prompt: 
         builder.rng.shuffle(shown)
         facts = " ".join(fact_text(builder, t) + "." for t in shown)
         question = f"What is {builder.label(head)} {builder.label(relation)}?"
-        yield TaskExample(f"Facts: {facts}\nQuestion: {question}\nAnswer:", " " + ", ".join(answers), (", ".join(answers), *answers))
+        joined = ", ".join(answers)
+        yield TaskExample(f"Facts: {facts}\nQuestion: {question}\nAnswer:", " " + joined, tuple(dict.fromkeys((joined, *answers))))
 
 
 def path_examples(builder: CorpusBuilder, triples: list[Triple]) -> Iterator[TaskExample]:

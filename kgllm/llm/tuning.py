@@ -212,7 +212,7 @@ def _train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: lis
         output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=run.gradient_accumulation, learning_rate=run.learning_rate,
         warmup_steps=run.warmup_steps, weight_decay=run.weight_decay, lr_scheduler_type="linear",
-        logging_steps=run.logging_steps, save_strategy="steps", save_steps=run.save_steps, save_total_limit=2,
+        logging_steps=min(run.logging_steps, max_steps), save_strategy="steps", save_steps=run.save_steps, save_total_limit=2,
         report_to="none", use_cpu=not cuda, bf16=run.precision == "bf16", fp16=run.precision == "fp16",
         seed=run.seed, data_seed=run.seed, disable_tqdm=not progress, dataloader_num_workers=0,
         remove_unused_columns=False, **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
