@@ -31,7 +31,8 @@ console = Console()
 TASK = "tail"
 SECTIONS = ("lora-vs-full", "methods", "injection", "throughput")
 # Peak learning rates: virtual-token methods need larger steps than LoRA or full fine-tuning.
-LEARNING_RATES = {"full": 5e-4, "lora": 2e-3, "prefix": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}
+LEARNING_RATES = {"full": 5e-4, "lora": 2e-3, "lora-qv": 2e-3, "prefix": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}
+RUN_NAMES = {"full": "full fine-tuning", "lora": "LoRA r=8, all linear layers", "lora-qv": "LoRA r=8, q_proj and v_proj"}
 
 
 def run_llm_benchmarks(sections: list[str], minutes: float, out: Path | None) -> None:
@@ -84,7 +85,8 @@ def _finetune_job(base_dir: str, out_dir: str, method: str, minutes: float) -> d
     from kgllm.llm.tuning import RunConfig, finetune
 
     splits = build_task(_demo_store(), TASK, seed=0)
-    adapter = None if method == "full" else AdapterConfig(method=method)
+    adapters = {"full": None, "lora-qv": AdapterConfig(target_modules=["q_proj", "v_proj"])}
+    adapter = adapters[method] if method in adapters else AdapterConfig(method=method)
     run = RunConfig(learning_rate=LEARNING_RATES[method], batch_size=16, epochs=100, max_minutes=minutes,
                     threads=Settings().threads, save_steps=100_000)
     result = finetune(base_dir, splits, out_dir, adapter, run, progress=False)
@@ -109,12 +111,12 @@ def _base_accuracy() -> float:
 
 
 def lora_vs_full(root: Path, minutes: float, runs: dict[str, dict]) -> list[dict[str, str]]:
-    rows = [{"method": "none (base model)", "trainable": "0", "trainable %": "0", "peak RSS (MB)": "", "s/step": "",
+    rows = [{"method": "none (base model)", "lr": "", "trainable": "0", "trainable %": "0", "peak RSS (MB)": "", "s/step": "",
              "steps": "0", "dev accuracy": f"{100 * _base_accuracy():.1f}%"}]
-    for method in ("full", "lora"):
+    for method in ("full", "lora", "lora-qv"):
         job = _run(root, method, minutes, runs)
         r = job["result"]
-        rows.append({"method": "full fine-tuning" if method == "full" else "LoRA r=8, all linear layers",
+        rows.append({"method": RUN_NAMES[method], "lr": f"{LEARNING_RATES[method]:g}",
                      "trainable": f"{r.trainable_parameters:,}", "trainable %": f"{r.trainable_percent:.2f}",
                      "peak RSS (MB)": f"{job['peak_rss_mb']:.0f}", "s/step": f"{r.seconds_per_step:.3f}",
                      "steps": str(r.steps), "dev accuracy": f"{100 * r.metrics['dev_accuracy']:.1f}%"})
