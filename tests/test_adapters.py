@@ -26,6 +26,8 @@ TINY_BASE = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batc
                  warmup_steps=5, epochs=40, threads=1)
 SHORT = dict(max_steps=4, batch_size=8, save_steps=1000, logging_steps=1, threads=1)
 
+pytestmark = pytest.mark.slow  # every test here trains a base model and adapters (seconds each)
+
 
 def tiny_store(tmp_path: Path) -> RDFLibStore:
     facts = [(c, "located_in", r) for c, r in REGIONS.items()]

@@ -73,6 +73,7 @@ class _Interrupt(TrainerCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_pretraining_resumes_from_its_last_checkpoint(store, tmp_path):
     texts = knowledge_texts(store, held_out=0.2)
     run = RunConfig(max_steps=12, save_steps=5, batch_size=4, learning_rate=3e-3, warmup_steps=2, logging_steps=1)
@@ -88,6 +89,7 @@ def test_an_interrupted_pretraining_resumes_from_its_last_checkpoint(store, tmp_
     assert resumed.metrics["held_out_perplexity"] == pytest.approx(straight.metrics["held_out_perplexity"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_held_out_perplexity_and_draws_the_loss_curve(store, tmp_path):
     texts = knowledge_texts(store, held_out=0.2)
     result = pretrain(texts.train, tmp_path / "model", model_config=TINY, progress=False, held_out=texts.held_out,
@@ -101,6 +103,7 @@ def test_pretraining_lowers_held_out_perplexity_and_draws_the_loss_curve(store, 
     assert saved["steps"] == result.steps and saved["final_loss"] < 3.0
 
 
+@pytest.mark.slow
 def test_continued_pretraining_starts_from_the_base(store, tmp_path):
     texts = knowledge_texts(store, held_out=0.2)
     pretrain(texts.train, tmp_path / "base", model_config=TINY, run=RunConfig(max_steps=30, batch_size=8, learning_rate=5e-3),
