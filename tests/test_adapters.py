@@ -186,3 +186,17 @@ def test_cli_lists_adapters_and_rejects_unknown_methods(library, tmp_path):
     wrong = runner.invoke(app, ["train", "finetune", "--task", "tail", "--method", "adapterx"])
     assert isinstance(wrong.exception, ConfigurationError) and "lora, prefix, prompt, ptuning" in str(wrong.exception)
     assert json.loads((library / "tail-lora" / "tuning_result.json").read_text())["method"] == "lora"
+
+
+def test_cli_finetune_trains_an_adapter_and_prints_a_summary(base, tmp_path):
+    from kgllm.cli import app
+
+    tiny_store(tmp_path)
+    out = tmp_path / "library" / "kg2text"
+    result = CliRunner().invoke(app, ["train", "finetune", "--task", "kg2text", "--method", "prompt", "--graph",
+                                      str(tmp_path / "africa.tsv"), "--base", str(base), "--out", str(out),
+                                      "--steps", "2", "--batch-size", "4", "--virtual-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "finetune prompt on kg2text: 256 trainable parameters" in output and "2 steps" in output
+    assert AdapterManifest.load(out).method == "prompt"
