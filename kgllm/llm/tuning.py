@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -96,10 +97,8 @@ class RunConfig:
             if not cuda:
                 raise ConfigurationError(f"{self.quantization} quantization needs a CUDA device (bitsandbytes); "
                                          "train in fp32 or bf16 on CPU")
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError as exc:
-                raise MissingDependencyError(f'{self.quantization} quantization needs bitsandbytes: pip install "kgllm[gpu]"') from exc
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise MissingDependencyError(f'{self.quantization} quantization needs bitsandbytes: pip install "kgllm[gpu]"')
 
 
 # ---------------------------------------------------------------- data
