@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from kgllm.exceptions import KGLLMError
+from kgllm.llm.commands import list_adapters, train_app
 from kgllm.settings import Settings
 
 app = typer.Typer(help="Knowledge-graph-augmented language models: answers with evidence from your graph.",
@@ -97,24 +98,8 @@ def ask(question: Annotated[str, typer.Argument(help="The question, in plain lan
         errors.print(f"evidence picture saved to {save_picture(answer, picture)}")
 
 
-@app.command()
-def train(graph: GraphOption = None, store: StoreOption = None,
-          minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
-          out: Annotated[Optional[Path], typer.Option("--out", help="Save here instead of the cache.")] = None) -> None:
-    """Train the default language model from scratch on the graph's facts and questions."""
-    from kgllm.api import _open_store
-    from kgllm.llm.corpus import CorpusBuilder
-    from kgllm.llm.default import default_training_config, ensure_default_model
-    from kgllm.llm.training import train_causal_lm
-
-    settings = Settings(**({"train_minutes": minutes} if minutes else {}))
-    kg = _open_store(graph, store or settings.store, settings, {})
-    if out is None:
-        path = ensure_default_model(kg, settings)
-    else:
-        result = train_causal_lm(CorpusBuilder(kg).texts(), out, default_training_config(settings), overwrite=True)
-        path = result.out_dir
-    console.print(f"model ready in {path}")
+app.add_typer(train_app, name="train")
+app.command("adapters")(list_adapters)
 
 
 @app.command()
@@ -284,6 +269,16 @@ def bench_serve(requests: Annotated[int, typer.Option("--requests", help="Questi
                       f"kgllm bench serve --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
                       notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; the server answers one request at a time "
                             "(one session behind a lock), so latency includes the time queued.")
+
+
+@bench.command("llm")
+def bench_llm(sections: Annotated[str, typer.Option("--sections", help="Comma-separated: lora-vs-full, methods, injection, throughput.")] = "lora-vs-full,methods,injection,throughput",
+              minutes: Annotated[float, typer.Option("--minutes", help="Time budget of each training run.")] = 1.5,
+              out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None) -> None:
+    """The LLM module on the demo graph: LoRA vs full fine-tuning, the four PEFT methods, knowledge injection, throughput."""
+    from kgllm.bench.llm import run_llm_benchmarks
+
+    run_llm_benchmarks([s.strip() for s in sections.split(",") if s.strip()], minutes, out)
 
 
 def _model_name(session) -> str:

@@ -181,3 +181,33 @@ def test_interrupted_training_leaves_no_model_directory(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_causal_lm(["a b c."], tmp_path / "model", TrainingConfig(**TINY, epochs=1), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_constrained_generation_only_names_candidates(lm):
+    cities = [f" {city}" for city in CAPITALS.values()]
+    outputs = lm.generate([prompt(c) for c in CAPITALS], GenerationConfig(max_new_tokens=2), allowed=cities)
+    assert outputs == [[f" {city}"] for city in CAPITALS.values()]
+    # Forbid the memorized answer: the choice falls on the better-scored of the candidates left.
+    others = [" Rome", " Madrid"]
+    scores = lm.score(prompt("France"), others)
+    assert lm.generate(prompt("France"), allowed=others) == [[others[scores.index(max(scores))]]]
+
+
+def test_constrained_generation_handles_candidates_that_prefix_each_other(lm):
+    candidates = [" Lima", " Lima Peru", " Lisbon"]
+    [[choice]] = lm.generate(prompt("Peru"), allowed=candidates)
+    assert choice == " Lima"
+    [beams] = lm.generate(prompt("Peru"), GenerationConfig(num_beams=3, num_return_sequences=3), allowed=candidates)
+    assert sorted(beams) == sorted(candidates)
+    with pytest.raises(InputError):
+        lm.generate(prompt("Peru"), allowed=[])
+
+
+def test_token_trie_allows_only_continuations_of_candidates():
+    from kgllm.llm.constrained import TokenTrie
+
+    trie = TokenTrie([[5, 6], [5, 7, 8], [9]], eos_id=2)
+    assert sorted(trie.allowed([])) == [5, 9]
+    assert sorted(trie.allowed([5])) == [6, 7]
+    assert trie.allowed([5, 6]) == [2] and trie.allowed([5, 7]) == [8] and trie.allowed([9, 2, 0]) == [2]
+    assert trie.longest == 4

@@ -1,4 +1,5 @@
-"""The core LLM module: the ``LanguageModel`` protocol, the Hugging Face backend and training from scratch.
+"""The core LLM module: the ``LanguageModel`` protocol, the Hugging Face backend, training from scratch,
+knowledge-injection pre-training, PEFT adapters per task and task data built from a graph.
 
 ``HFCausalLM`` and the training functions import torch and transformers on first
 use, so ``import kgllm.llm`` stays cheap for code that only needs the protocol.
@@ -12,15 +13,24 @@ from kgllm.llm.base import GenerationConfig, LanguageModel
 from kgllm.registry import Registry
 
 if TYPE_CHECKING:
+    from kgllm.llm.adapters import AdaptedLM, AdapterConfig
     from kgllm.llm.hf import HFCausalLM
+    from kgllm.llm.tasks import build_task
     from kgllm.llm.training import TrainingConfig, TrainResult, train_causal_lm, train_tokenizer
+    from kgllm.llm.tuning import RunConfig, finetune, pretrain
 
 models: Registry[LanguageModel] = Registry("language model", LanguageModel)
 models.register("hf", "kgllm.llm.hf:HFCausalLM")
 models.register("openai", "kgllm.llm.openai_compat:OpenAICompatibleLM")
 
 _LAZY = {
+    "AdaptedLM": "kgllm.llm.adapters",
+    "AdapterConfig": "kgllm.llm.adapters",
     "HFCausalLM": "kgllm.llm.hf",
+    "RunConfig": "kgllm.llm.tuning",
+    "build_task": "kgllm.llm.tasks",
+    "finetune": "kgllm.llm.tuning",
+    "pretrain": "kgllm.llm.tuning",
     "TrainingConfig": "kgllm.llm.training",
     "TrainResult": "kgllm.llm.training",
     "train_causal_lm": "kgllm.llm.training",
@@ -37,12 +47,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdaptedLM",
+    "AdapterConfig",
     "GenerationConfig",
     "HFCausalLM",
     "LanguageModel",
+    "RunConfig",
     "TrainResult",
     "TrainingConfig",
+    "build_task",
+    "finetune",
     "models",
+    "pretrain",
     "train_causal_lm",
     "train_tokenizer",
 ]

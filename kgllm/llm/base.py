@@ -42,16 +42,27 @@ class LanguageModel(ABC):
 
     name: str = "model"
 
-    def generate(self, prompts: str | Sequence[str], config: GenerationConfig | None = None) -> list[list[str]]:
+    def generate(self, prompts: str | Sequence[str], config: GenerationConfig | None = None,
+                 allowed: Sequence[str] | None = None) -> list[list[str]]:
         """Continuations of each prompt: one list of ``num_return_sequences`` strings per prompt,
-        cut at the first stop string (which is not included)."""
+        cut at the first stop string (which is not included).
+
+        With ``allowed`` (entity labels, relation names, ...), every continuation is one of
+        those strings, decoded through a prefix trie; stop strings are not applied then and
+        ``max_new_tokens`` grows to fit the longest candidate. Give candidates their leading
+        space (``" Paris"``) as they would follow the prompt in text.
+        """
         batch = [prompts] if isinstance(prompts, str) else list(prompts)
         if not batch:
             return []
-        return self._generate(batch, config or GenerationConfig())
+        if allowed is not None:
+            allowed = list(allowed)
+            if not allowed or any(not a for a in allowed):
+                raise InputError("allowed must be a non-empty list of non-empty strings")
+        return self._generate(batch, config or GenerationConfig(), allowed)
 
     @abstractmethod
-    def _generate(self, prompts: list[str], config: GenerationConfig) -> list[list[str]]: ...
+    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]: ...
 
     def score(self, prompt: str, candidates: Sequence[str], normalize: bool = False) -> list[float]:
         """Log-likelihood of each candidate continuing ``prompt`` (summed over its tokens;

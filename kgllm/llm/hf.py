@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from transformers import (
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
 from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.constrained import TokenTrie, prefix_allowed_tokens_fn
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +122,13 @@ class HFCausalLM(LanguageModel):
             raise InputError("empty prompt, and the tokenizer has no BOS or EOS token to start from")
         return [ids or [start] for ids in encoded]
 
-    def _generate(self, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
+    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]:
         input_ids, attention_mask = self._left_pad(self._prompt_ids(prompts))
+        constraint = {}
+        if allowed is not None:
+            trie = TokenTrie(self.tokenizer(allowed, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id)
+            constraint["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn(trie, input_ids.shape[1])
+            config = replace(config, stop=(), max_new_tokens=max(config.max_new_tokens, trie.longest))
         hf_config = self._hf_generation_config(config)
         # transformers' own stop_strings rebuilds a table over the whole vocabulary on every call;
         # decoding the few generated tokens per step is far cheaper for short answers.
@@ -133,6 +140,7 @@ class HFCausalLM(LanguageModel):
                     attention_mask=attention_mask,
                     generation_config=hf_config,
                     stopping_criteria=stopping,
+                    **constraint,
                 )
             except (RuntimeError, IndexError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc

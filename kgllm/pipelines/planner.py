@@ -14,20 +14,20 @@ so a plan that stops early (a prefix of the gold path) is not as likely as the g
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from kgllm.exceptions import ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.rdflib_store import to_iri
+from kgllm.llm.adapters import LLAMA_LINEAR, AdapterConfig, merge_adapter
 from kgllm.llm.corpus import path_text, plan_prompt
 from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.tasks import TaskExample, TaskSplits
+from kgllm.llm.tuning import RunConfig, finetune
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,17 @@ END = "#<end>#"
 
 @dataclass
 class PlannerConfig:
-    """LoRA and training settings of the planner."""
+    """LoRA and training settings of the planner (trained by :func:`kgllm.llm.tuning.finetune`)."""
 
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
     learning_rate: float = 2e-3
     batch_size: int = 16
     epochs: float = 8
     max_minutes: float = 3.0
+    warmup_steps: int = 20
     threads: int = 2
     seed: int = 0
 
@@ -93,82 +93,27 @@ class PlannerLM(HFCausalLM):
 
 def load_planner(base_dir: str | Path, adapter_dir: str | Path, threads: int | None = None) -> PlannerLM:
     """The base model with the adapter merged into its weights (same scores, faster than unmerged)."""
-    from peft import PeftModel
-
-    base = HFCausalLM.from_pretrained(base_dir, threads=threads)
-    model = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
-    lm = PlannerLM(model.eval(), base.tokenizer)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    merged = merge_adapter(base_dir, adapter_dir)
+    lm = PlannerLM(merged.model, merged.tokenizer)
     lm.name = f"{Path(base_dir).name}+{Path(adapter_dir).name}"
     return lm
 
 
 def train_planner(base_dir: str | Path, examples: list[str], out_dir: str | Path,
                   config: PlannerConfig | None = None, progress: bool = True) -> dict[str, float]:
-    """Train a LoRA adapter over the frozen base model on ``examples`` (loss on the path only)
-    and save the adapter alone in ``out_dir``; returns steps, seconds, loss and trainable share."""
-    from peft import LoraConfig, get_peft_model
-
+    """Train a LoRA adapter over the frozen base model on ``examples`` (loss on the path and the end
+    token only) and save the adapter alone in ``out_dir``; returns steps, seconds, loss and trainable share."""
     config = config or PlannerConfig()
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
-    base = HFCausalLM.from_pretrained(base_dir)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(base.model, lora)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("planner: %d examples, %s trainable parameters (%.2f%% of %s)", len(examples), f"{trainable:,}",
-             100 * trainable / total, f"{total:,}")
-    encoded = [_encode(base.tokenizer, text) for text in examples]
-    stats = _train(model, encoded, base._pad_id, config, progress)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    return {**stats, "trainable_parameters": trainable, "trainable_percent": 100 * trainable / total}
-
-
-def _encode(tokenizer, text: str) -> tuple[list[int], int]:
-    """Ids of prompt and path tokenized apart, as scoring does, and where the path starts."""
-    prompt, path = text.split("\nPath:", 1)
-    prompt_ids = tokenizer(prompt + "\nPath:")["input_ids"]
-    path_ids = tokenizer(path + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return prompt_ids + path_ids, len(prompt_ids)
-
-
-def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for row, (ids, start) in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, start : len(ids)] = torch.tensor(ids[start:])
-    return input_ids, labels
-
-
-def _train(model, examples: list[tuple[list[int], int]], pad_id: int, config: PlannerConfig,
-           progress: bool) -> dict[str, float]:
-    """AdamW with a short warm-up, then a linear decay to zero at the end of the epochs or of the time budget."""
-    rng = random.Random(config.seed)
-    per_epoch = -(-len(examples) // config.batch_size)
-    total = max(1, int(config.epochs * per_epoch))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    model.train()
-    started, step, loss = time.perf_counter(), 0, torch.tensor(float("nan"))
-    bar = tqdm(total=total, desc="training planner", unit="step", disable=not progress, leave=False)
-    while (done := max(step / total, (time.perf_counter() - started) / (60 * config.max_minutes))) < 1:
-        if step % per_epoch == 0:
-            order = rng.sample(range(len(examples)), len(examples))
-        first = (step % per_epoch) * config.batch_size
-        input_ids, labels = _batch([examples[j] for j in order[first : first + config.batch_size]], pad_id)
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * min(1.0, (step + 1) / 20) * (1 - done)
-        loss = model(input_ids=input_ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    model.eval()
-    seconds = time.perf_counter() - started
-    log.info("planner trained: %d steps in %.0f s, last loss %.3f", step, seconds, loss.item())
-    return {"steps": step, "seconds": seconds, "loss": float(loss.item())}
+    adapter = AdapterConfig(method="lora", rank=config.rank, alpha=config.alpha, dropout=config.dropout,
+                            target_modules=list(config.target_modules))
+    run = RunConfig(learning_rate=config.learning_rate, batch_size=config.batch_size, epochs=config.epochs,
+                    max_minutes=config.max_minutes, warmup_steps=config.warmup_steps, threads=config.threads,
+                    seed=config.seed, save_steps=10_000)
+    split = [TaskExample(prompt + "\nPath:", path, (path.strip(),)) for prompt, path in
+             (text.split("\nPath:", 1) for text in examples)]
+    result = finetune(base_dir, TaskSplits("plan", split, [], []), out_dir, adapter, run, progress=progress)
+    log.info("planner: %s", result.summary())
+    return {"steps": result.steps, "seconds": result.seconds, "loss": result.final_loss,
+            "trainable_parameters": result.trainable_parameters, "trainable_percent": result.trainable_percent}

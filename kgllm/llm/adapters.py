@@ -1,0 +1,313 @@
+"""PEFT adapters per task over one frozen base model: configure, save with a manifest, list, load, switch, merge.
+
+An adapter folder holds peft's own files (``adapter_config.json``, ``adapter_model.safetensors``)
+and ``kgllm_adapter.json``: the base model's name and fingerprint, the method, the task and the
+metrics measured when it was trained. Loading refuses an adapter trained on another base.
+
+Example::
+
+    lm = AdaptedLM.from_pretrained("models/countries", library="adapters")
+    lm.use("qa").generate("Facts: ...\\nQuestion: Where is Kenya?\\nAnswer:")
+    lm.use("tail").score("Kenya | located in |", [" Eastern Africa", " Europe"])
+
+Prefix tuning, prompt tuning and P-tuning add virtual tokens in front of every forward
+pass (peft replaces any ``past_key_values`` given to a prefix-tuned model), so the
+cached two-pass ``score`` of :class:`HFCausalLM` would score candidates without their
+prompt; :class:`AdaptedLM` scores those methods with one full pass per candidate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgllm.exceptions import ConfigurationError, ModelError
+from kgllm.llm.base import GenerationConfig
+from kgllm.llm.hf import HFCausalLM
+
+log = logging.getLogger(__name__)
+
+METHODS = ("lora", "prefix", "prompt", "ptuning")
+MANIFEST = "kgllm_adapter.json"
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ConfigurationError(f"unknown adapter method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+@dataclass
+class AdapterConfig:
+    """One PEFT method and its settings; only the fields of the chosen method are used."""
+
+    method: str = "lora"
+    """``lora``, ``prefix`` (prefix tuning), ``prompt`` (prompt tuning) or ``ptuning`` (P-tuning)."""
+    rank: int = 8
+    """LoRA rank r."""
+    alpha: int = 16
+    """LoRA scaling alpha (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """LoRA dropout."""
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+    """Linear layers LoRA adapts (the Llama names by default)."""
+    num_virtual_tokens: int = 16
+    """Virtual tokens of prefix, prompt and P-tuning."""
+    encoder_hidden_size: int = 128
+    """Width of P-tuning's prompt encoder (an MLP)."""
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+        if self.rank < 1 or self.alpha <= 0 or self.num_virtual_tokens < 1 or self.encoder_hidden_size < 1:
+            raise ConfigurationError("rank, alpha, num_virtual_tokens and encoder_hidden_size must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigurationError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.method == "lora" and not self.target_modules:
+            raise ConfigurationError("LoRA needs at least one target module")
+
+    @property
+    def prompt_learning(self) -> bool:
+        return self.method != "lora"
+
+    def peft_config(self):
+        """The matching peft config object."""
+        from peft import LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+
+        if self.method == "lora":
+            return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                              target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+        virtual = {"num_virtual_tokens": self.num_virtual_tokens, "task_type": "CAUSAL_LM"}
+        if self.method == "prefix":
+            return PrefixTuningConfig(**virtual)
+        if self.method == "prompt":
+            return PromptTuningConfig(**virtual)
+        return PromptEncoderConfig(encoder_hidden_size=self.encoder_hidden_size, **virtual)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def base_fingerprint(base_dir: str | os.PathLike[str]) -> str:
+    """A short hash of a model directory's config and weight files: names the exact base an adapter needs."""
+    directory = Path(base_dir)
+    files = sorted(p for p in directory.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    if not files:
+        raise ModelError(f"no model files in {directory}")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class AdapterManifest:
+    """What ``kgllm_adapter.json`` records about an adapter."""
+
+    task: str
+    method: str
+    base_model: str
+    base_fingerprint: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        path = Path(directory) / MANIFEST
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> AdapterManifest:
+        """Read and check an adapter folder; a missing or corrupt file raises ``ModelError`` naming it."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ModelError(f"no adapter at {directory}")
+        for name in (MANIFEST, "adapter_config.json"):
+            if not (directory / name).is_file():
+                raise ModelError(f"{directory / name} is missing: not a kgllm adapter folder")
+        if not any((directory / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise ModelError(f"{directory / 'adapter_model.safetensors'} is missing: the adapter has no weights")
+        path = directory / MANIFEST
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            manifest = cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{path} is corrupt: {exc}") from exc
+        check_method(manifest.method)
+        return manifest
+
+
+class AdapterLibrary:
+    """A folder of adapters, one sub-folder per task (``<root>/<task>``)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def path(self, task: str) -> Path:
+        return self.root / task
+
+    def manifests(self) -> list[AdapterManifest]:
+        """Every adapter in the library, by task; folders that are not adapters are skipped."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in sorted(p for p in self.root.iterdir() if (p / MANIFEST).is_file()):
+            try:
+                found.append(AdapterManifest.load(folder))
+            except ModelError as exc:
+                log.warning("skipping %s", exc)
+        return found
+
+
+class AdaptedLM(HFCausalLM):
+    """One frozen base model with task adapters loaded on demand, kept, and switched per task.
+
+    ``use(task)`` loads the task's adapter from the library the first time and makes it the
+    active one; ``use(None)`` runs the bare base model. peft cannot hold LoRA and prompt-learning
+    adapters in one wrapper, so each method gets its own wrapper over the same base module, and
+    LoRA layers are switched off while a prompt-learning adapter runs.
+    """
+
+    name = "adapted"
+
+    def __init__(self, base: HFCausalLM, base_dir: str | os.PathLike[str], library: AdapterLibrary | None = None):
+        super().__init__(base.model, base.tokenizer, score_batch_size=base.score_batch_size)
+        self.base_model = base.model
+        self.base_dir = Path(base_dir)
+        self.base_fingerprint = base_fingerprint(base_dir)
+        self.library = library
+        self.name = base.name
+        self.active: str | None = None
+        self._wrappers: dict[str, Any] = {}  # method -> PeftModel
+        self._loaded: dict[str, AdapterManifest] = {}  # adapter name -> manifest
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], library: str | os.PathLike[str] | None = None,
+                        **kwargs) -> AdaptedLM:
+        base = HFCausalLM.from_pretrained(path, **kwargs)
+        for parameter in base.model.parameters():
+            parameter.requires_grad_(False)
+        return cls(base, path, AdapterLibrary(library) if library is not None else None)
+
+    def load(self, directory: str | os.PathLike[str], name: str | None = None) -> str:
+        """Load the adapter in ``directory`` under ``name`` (default: its task); returns the name."""
+        from peft import PeftModel
+
+        manifest = AdapterManifest.load(directory)
+        if manifest.base_fingerprint != self.base_fingerprint:
+            raise ModelError(f"{directory} was trained on base model {manifest.base_model} ({manifest.base_fingerprint}), "
+                             f"not on {self.base_dir.name} ({self.base_fingerprint})")
+        name = name or manifest.task
+        if name in self._loaded:
+            return name
+        wrapper = self._wrappers.get(manifest.method)
+        try:
+            if wrapper is None:
+                with self._lora_off(manifest.method):
+                    wrapper = PeftModel.from_pretrained(self.base_model, str(directory), adapter_name=name)
+                self._wrappers[manifest.method] = wrapper.eval()
+            else:
+                wrapper.load_adapter(str(directory), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load the adapter in {directory}: {exc}") from exc
+        wrapper.requires_grad_(False)  # served, not trained
+        self._loaded[name] = manifest
+        log.info("loaded %s adapter %r from %s", manifest.method, name, directory)
+        return name
+
+    def use(self, task: str | None) -> AdaptedLM:
+        """Make ``task``'s adapter active, loading it from the library once; ``None`` for the bare base."""
+        if task is None:
+            self.active, self.model = None, self.base_model
+            return self
+        if task not in self._loaded:
+            if self.library is None:
+                raise ConfigurationError(f"adapter {task!r} is not loaded and no adapter library was given")
+            self.load(self.library.path(task), task)
+        method = self._loaded[task].method
+        wrapper = self._wrappers[method]
+        wrapper.set_adapter(task)
+        wrapper.requires_grad_(False)  # peft's set_adapter marks the adapter trainable again
+        self.active, self.model = task, wrapper
+        return self
+
+    @property
+    def loaded(self) -> dict[str, AdapterManifest]:
+        return dict(self._loaded)
+
+    def _method(self) -> str | None:
+        return self._loaded[self.active].method if self.active else None
+
+    @contextlib.contextmanager
+    def _lora_off(self, method: str | None) -> Iterator[None]:
+        """Switch LoRA layers off unless a LoRA adapter is the one meant to run."""
+        lora = self._wrappers.get("lora")
+        if lora is None or method == "lora":
+            yield
+            return
+        with lora.disable_adapter():
+            yield
+
+    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]:
+        with self._lora_off(self._method()):
+            return super()._generate(prompts, config, allowed)
+
+    def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
+        with self._lora_off(self._method()):
+            return super()._score(prompt, candidates, normalize)
+
+    def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
+        if self._method() in (None, "lora"):
+            return super()._score_batch(prompt_ids, candidate_ids)
+        return self._score_batch_full(prompt_ids, candidate_ids)
+
+    def _score_batch_full(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
+        """Prompt and candidate in one right-padded pass per row: virtual tokens stay in front of both."""
+        rows = [prompt_ids + ids for ids in candidate_ids]
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        try:
+            logits = self.model(input_ids=input_ids.to(self.device)).logits[:, -width:].float()
+        except (RuntimeError, IndexError) as exc:
+            raise ModelError(f"scoring failed: {exc}") from exc
+        logp = torch.log_softmax(logits, dim=-1)
+        totals = []
+        start = len(prompt_ids)
+        for row, ids in enumerate(candidate_ids):
+            positions = torch.arange(start - 1, start - 1 + len(ids))
+            totals.append(float(logp[row, positions, torch.tensor(ids)].sum()))
+        return totals
+
+
+def merge_adapter(base_dir: str | os.PathLike[str], adapter_dir: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str] | None = None) -> HFCausalLM:
+    """The base model with a LoRA adapter merged into its weights (as fast as the bare base);
+    saved as a standalone model in ``out_dir`` when given. Prompt-learning methods cannot merge."""
+    lm = AdaptedLM.from_pretrained(base_dir)
+    task = lm.load(adapter_dir)
+    method = lm.loaded[task].method
+    if method != "lora":
+        raise ConfigurationError(f"only LoRA adapters can be merged into the base; {adapter_dir} is {method!r}, "
+                                 "which adds virtual tokens at run time (load it with AdaptedLM instead)")
+    merged = HFCausalLM(lm._wrappers["lora"].merge_and_unload().eval(), lm.tokenizer)
+    merged.name = f"{lm.name}+{task}"
+    if out_dir is not None:
+        merged.model.save_pretrained(out_dir)
+        merged.tokenizer.save_pretrained(out_dir)
+    return merged

@@ -1,0 +1,448 @@
+"""Knowledge-injection pre-training and PEFT fine-tuning, both on the transformers ``Trainer``.
+
+The ``Trainer`` gives checkpoints (``<out_dir>/checkpoints/checkpoint-<step>``), resuming
+from the last one, gradient accumulation, gradient checkpointing and mixed precision; this
+module adds the graph-side data, the time budget, the evaluation (perplexity on held-out
+facts, task accuracy on the dev split), the loss curve PNG and the adapter manifest.
+
+Example::
+
+    texts = knowledge_texts(store, hops=2)
+    pretrain(texts.train, "models/injected", held_out=texts.held_out, run=RunConfig(max_steps=400))
+    splits = build_task(store, "tail")
+    finetune("models/injected", splits, "adapters/tail", AdapterConfig(method="lora"), RunConfig(epochs=3))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from kgllm.exceptions import ConfigurationError, InputError, MissingDependencyError, ModelError
+from kgllm.graph.base import GraphStore
+from kgllm.llm.adapters import AdapterConfig, AdapterManifest, base_fingerprint
+from kgllm.llm.base import GenerationConfig
+from kgllm.llm.corpus import CorpusBuilder
+from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.tasks import TaskExample, TaskSplits, fact_text
+from kgllm.llm.training import TrainingConfig, _build_model, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+QUANTIZATIONS = ("8bit", "4bit")
+FULL = "full"
+RESULT_FILE = "tuning_result.json"
+
+
+@dataclass
+class RunConfig:
+    """Optimisation and memory settings of one training run; checked at construction."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    gradient_accumulation: int = 1
+    """Batches whose gradients add up before each optimiser step (effective batch = batch_size x this)."""
+    epochs: float = 3
+    max_steps: int | None = None
+    """Optimiser steps of the run; overrides ``epochs`` when set."""
+    max_minutes: float | None = None
+    """Stop early (and save) once this much time has passed."""
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` (autocast, CPU or CUDA) or ``fp16`` (CUDA only)."""
+    quantization: str | None = None
+    """``8bit`` or ``4bit`` weights through bitsandbytes (CUDA and ``kgllm[gpu]`` only), for adapter training."""
+    gradient_checkpointing: bool = False
+    device_map: str | None = None
+    """``auto``: accelerate spreads the layers over the GPUs and offloads the rest to CPU memory."""
+    save_steps: int = 100
+    logging_steps: int = 5
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ConfigurationError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        for name in ("learning_rate", "batch_size", "gradient_accumulation", "epochs", "save_steps", "logging_steps", "threads"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.max_steps is not None and self.max_steps < 1) or (self.max_minutes is not None and self.max_minutes <= 0):
+            raise ConfigurationError("max_steps and max_minutes must be positive when set")
+
+    def check_hardware(self) -> None:
+        """Refuse the options this machine cannot honour, instead of silently ignoring them."""
+        cuda = torch.device(self.device).type == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise ConfigurationError(f"device {self.device!r} requested but CUDA is not available; use device='cpu'")
+        if self.precision == "fp16" and not cuda:
+            raise ConfigurationError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+        if self.quantization:
+            if not cuda:
+                raise ConfigurationError(f"{self.quantization} quantization needs a CUDA device (bitsandbytes); "
+                                         "train in fp32 or bf16 on CPU")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise MissingDependencyError(f'{self.quantization} quantization needs bitsandbytes: pip install "kgllm[gpu]"')
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class KnowledgeTexts:
+    """Verbalized graph text for pre-training, and the facts held out of it for perplexity."""
+
+    train: list[str]
+    held_out: list[str]
+    held_out_triples: list[Any] = field(default_factory=list)
+
+
+def knowledge_texts(store: GraphStore, hops: int = 2, held_out: float = 0.1, seed: int = 0,
+                    passage_facts: int = 6) -> KnowledgeTexts:
+    """Facts, entity descriptions (class, aliases) and multi-fact passages from each entity's
+    ``hops``-hop neighbourhood; a ``held_out`` share of the facts appears in none of them."""
+    builder = CorpusBuilder(store, seed=seed)
+    rng = random.Random(seed)
+    triples = sorted(store.triples(), key=lambda t: (t.head, t.relation, t.tail))
+    if not triples:
+        raise InputError("the store holds no facts to pre-train on")
+    rng.shuffle(triples)
+    n_out = round(held_out * len(triples))
+    hidden, kept = set(triples[:n_out]), sorted(triples[n_out:], key=lambda t: (t.head, t.relation, t.tail))
+    texts = list(builder.facts(kept))  # one sentence per fact, plus classes and aliases of every entity
+    for head in sorted({t.head for t in kept}):
+        near = [t for t in store.subgraph([head], hops=hops, max_triples=200) if t not in hidden]
+        if len(near) > 1:
+            chosen = rng.sample(near, min(passage_facts, len(near)))
+            texts.append(" ".join(fact_text(builder, t) + "." for t in chosen))
+    rng.shuffle(texts)
+    held = sorted(triples[:n_out], key=lambda t: (t.head, t.relation, t.tail))
+    return KnowledgeTexts(texts, [fact_text(builder, t) + "." for t in held], held)
+
+
+def _encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int) -> list[dict[str, list[int]]]:
+    """Whole texts, loss on every token (``<s>`` text ``</s>``)."""
+    encoded = tokenizer(texts)["input_ids"]
+    rows = [(ids + [tokenizer.eos_token_id])[:max_len] for ids in encoded]
+    return [{"input_ids": ids, "labels": ids} for ids in rows]
+
+
+def _encode_examples(tokenizer: PreTrainedTokenizerBase, examples: list[TaskExample], max_len: int) -> list[dict[str, list[int]]]:
+    """Prompt and target tokenized apart, as ``score`` does; loss on the target and ``</s>`` only."""
+    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    rows, too_long = [], 0
+    for prompt, target in zip(prompts, targets, strict=True):
+        target = target + [tokenizer.eos_token_id]
+        if len(prompt) + len(target) > max_len:
+            too_long += 1
+            prompt = prompt[-max(1, max_len - len(target)) :]
+        ids = (prompt + target)[:max_len]
+        rows.append({"input_ids": ids, "labels": [-100] * len(prompt) + ids[len(prompt) :]})
+    if too_long:
+        log.warning("%d of %d examples are longer than %d tokens; their prompts were cut from the left", too_long, len(rows), max_len)
+    return rows
+
+
+class _Collator:
+    """Right-padded batches; no attention mask is needed for a causal model with right padding."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        return {"input_ids": input_ids, "labels": labels}
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _TimeBudget(TrainerCallback):
+    def __init__(self, minutes: float | None):
+        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            control.should_training_stop = True
+            control.should_save = True
+
+
+@dataclass
+class RunStats:
+    steps: int
+    seconds: float
+    seconds_per_step: float
+    final_loss: float
+    losses: list[tuple[int, float]]
+
+
+def _train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, list[int]]], out_dir: Path,
+           run: RunConfig, progress: bool, resume: bool, callbacks: list[TrainerCallback] | None) -> RunStats:
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    if not rows:
+        raise InputError("no training examples")
+    per_epoch = math.ceil(len(rows) / (run.batch_size * run.gradient_accumulation))
+    max_steps = run.max_steps or max(1, math.ceil(run.epochs * per_epoch))
+    cuda = torch.device(run.device).type == "cuda"
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
+        gradient_accumulation_steps=run.gradient_accumulation, learning_rate=run.learning_rate,
+        warmup_steps=run.warmup_steps, weight_decay=run.weight_decay, lr_scheduler_type="linear",
+        logging_steps=min(run.logging_steps, max_steps), save_strategy="steps", save_steps=run.save_steps, save_total_limit=2,
+        report_to="none", use_cpu=not cuda, bf16=run.precision == "bf16", fp16=run.precision == "fp16",
+        seed=run.seed, data_seed=run.seed, disable_tqdm=not progress, dataloader_num_workers=0,
+        remove_unused_columns=False, **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_Collator(tokenizer.pad_token_id),
+                      callbacks=[_TimeBudget(run.max_minutes), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no dict per log step
+    checkpoint = resume and any((out_dir / "checkpoints").glob("checkpoint-*"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(run.threads)
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    finally:
+        torch.set_num_threads(previous)
+    seconds = time.perf_counter() - started
+    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    steps = trainer.state.global_step
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete: nothing left to resume
+    model.eval()
+    return RunStats(steps, seconds, seconds / max(1, steps), losses[-1][1] if losses else float("nan"), losses)
+
+
+def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str) -> Path:
+    """The training loss by step as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([s for s, _ in losses], [v for _, v in losses])
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def perplexity(lm: HFCausalLM, texts: list[str], batch_size: int = 32) -> float:
+    """exp of the mean per-token negative log-likelihood of ``texts`` (each ``<s>`` text ``</s>``)."""
+    if not texts:
+        raise InputError("no texts to measure perplexity on")
+    rows = _encode_texts(lm.tokenizer, texts, _max_len(lm.model))
+    collate = _Collator(lm._pad_id)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size])
+            logits = lm.model(input_ids=batch["input_ids"].to(lm.device)).logits[:, -batch["input_ids"].shape[1] :].float()
+            targets = batch["labels"][:, 1:].to(lm.device)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+            total += float(nll)
+            count += int((targets != -100).sum())
+    return math.exp(total / count)
+
+
+def accuracy(lm: HFCausalLM, examples: list[TaskExample], batch_size: int = 16,
+             allowed: list[str] | None = None) -> float:
+    """Share of examples whose greedy continuation (up to the first newline) is a correct answer;
+    with ``allowed``, decoding is constrained to those candidates."""
+    if not examples:
+        return float("nan")
+    longest = max(len(lm.tokenizer(e.target, add_special_tokens=False)["input_ids"]) for e in examples)
+    config = GenerationConfig(max_new_tokens=longest + 4, stop=("\n",))
+    hits = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        outputs = lm.generate([e.prompt for e in batch], config, allowed=allowed)
+        hits += sum(e.is_correct(out[0]) for e, out in zip(batch, outputs, strict=True))
+    return hits / len(examples)
+
+
+def _max_len(model: PreTrainedModel) -> int:
+    config = getattr(model, "config", None) or model.get_base_model().config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
+
+
+# ---------------------------------------------------------------- pre-training
+
+
+@dataclass
+class TuningResult:
+    """What a pre-training or fine-tuning run produced; saved as ``tuning_result.json``."""
+
+    kind: str
+    out_dir: str
+    method: str
+    task: str | None
+    steps: int
+    seconds: float
+    seconds_per_step: float
+    final_loss: float
+    trainable_parameters: int
+    total_parameters: int
+    metrics: dict[str, float]
+    run: dict[str, Any]
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100 * self.trainable_parameters / self.total_parameters
+
+    def save(self) -> Path:
+        path = Path(self.out_dir) / RESULT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def summary(self) -> str:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
+        return (f"{self.kind} {self.method}{f' on {self.task}' if self.task else ''}: {self.trainable_parameters:,} trainable "
+                f"parameters ({self.trainable_percent:.2f}% of {self.total_parameters:,}), {self.steps} steps in "
+                f"{self.seconds:.0f} s, final loss {self.final_loss:.3f}" + (f", {metrics}" if metrics else ""))
+
+
+def pretrain(texts: list[str], out_dir: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None,
+             model_config: TrainingConfig | None = None, run: RunConfig | None = None, held_out: list[str] | None = None,
+             progress: bool = True, resume: bool = True, callbacks: list[TrainerCallback] | None = None) -> TuningResult:
+    """Continue training ``base_dir`` on ``texts``, or (without a base) train a tokenizer and a model of
+    ``model_config``'s size from scratch. Checkpoints go to ``out_dir/checkpoints``; with ``resume`` a
+    run interrupted there continues from its last checkpoint. The final model, its perplexity on
+    ``held_out`` and ``loss.png`` are saved in ``out_dir``."""
+    run = run or RunConfig()
+    run.check_hardware()
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise InputError("no non-empty pre-training texts")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(run.seed)
+    if base_dir is None:
+        model_config = model_config or TrainingConfig()
+        if (out_dir / "tokenizer.json").is_file() and resume:
+            tokenizer = _load_tokenizer(out_dir)  # the one the checkpoints were trained with
+        else:
+            tokenizer = train_tokenizer(texts, model_config.vocab_size, out_dir)
+        tokenizer.model_max_length = model_config.max_seq_len
+        model = _build_model(model_config, tokenizer)
+    else:
+        model, tokenizer = load_for_training(base_dir, run)
+    total = sum(p.numel() for p in model.parameters())
+    stats = _train(model, tokenizer, _encode_texts(tokenizer, texts, _max_len(model)), out_dir, run, progress, resume, callbacks)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    lm = HFCausalLM(model, tokenizer)
+    metrics = {"held_out_perplexity": perplexity(lm, held_out)} if held_out else {}
+    if stats.losses:
+        save_loss_curve(stats.losses, out_dir / "loss.png", f"pre-training on {len(texts)} graph texts")
+    result = TuningResult("pretrain", str(out_dir), "from scratch" if base_dir is None else "continued", None, stats.steps,
+                          stats.seconds, stats.seconds_per_step, stats.final_loss, total, total, metrics, asdict(run))
+    result.save()
+    return result
+
+
+def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+
+
+def load_for_training(model_dir: str | os.PathLike[str], run: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A local model and its tokenizer, loaded as ``run`` asks (quantized, placed by accelerate, ...)."""
+    directory = Path(model_dir)
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"no model at {directory} (config.json missing)")
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if run.quantization:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=run.quantization == "8bit",
+                                                           load_in_4bit=run.quantization == "4bit")
+    if run.device_map:
+        kwargs["device_map"] = run.device_map
+    try:
+        tokenizer = _load_tokenizer(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **kwargs)
+    except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
+        raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
+    if not run.device_map:
+        model.to(run.device)
+    if run.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.gradient_checkpointing)
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def finetune(base_dir: str | os.PathLike[str], splits: TaskSplits, out_dir: str | os.PathLike[str],
+             adapter: AdapterConfig | None = None, run: RunConfig | None = None, progress: bool = True,
+             resume: bool = False, callbacks: list[TrainerCallback] | None = None) -> TuningResult:
+    """Train ``adapter`` (a PEFT method over the frozen base) or, with ``adapter=None``, every weight
+    (full fine-tuning) on ``splits.train``; measure accuracy on ``splits.dev`` and save the adapter
+    alone with its manifest (or the whole model) in ``out_dir``."""
+    run = run or RunConfig()
+    run.check_hardware()
+    if adapter is None and run.quantization:
+        raise ConfigurationError("quantized weights cannot be trained in full; use an adapter method")
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    torch.manual_seed(run.seed)
+    model, tokenizer = load_for_training(base_dir, run)
+    if adapter is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, adapter.peft_config())
+        if run.gradient_checkpointing:
+            model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    virtual = adapter.num_virtual_tokens if adapter and adapter.prompt_learning else 0
+    rows = _encode_examples(tokenizer, splits.train, _max_len(model) - virtual)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = _train(model, tokenizer, rows, out_dir, run, progress, resume, callbacks)
+    metrics = {"dev_accuracy": accuracy(HFCausalLM(model, tokenizer), splits.dev)} if splits.dev else {}
+    method = adapter.method if adapter else FULL
+    model.save_pretrained(out_dir)
+    if adapter is None:
+        tokenizer.save_pretrained(out_dir)
+    else:
+        AdapterManifest(splits.task, method, base_dir.resolve().name, base_fingerprint(base_dir),
+                        asdict(adapter), {**metrics, "final_loss": stats.final_loss}).save(out_dir)
+    if stats.losses:
+        save_loss_curve(stats.losses, out_dir / "loss.png", f"{method} on {splits.task}")
+    result = TuningResult("finetune", str(out_dir), method, splits.task, stats.steps, stats.seconds, stats.seconds_per_step,
+                          stats.final_loss, trainable, total, metrics, asdict(run))
+    result.save()
+    return result

@@ -1,0 +1,202 @@
+"""PEFT adapters per task over one really trained tiny base model: every method trains, generates,
+scores and switches; manifests guard against the wrong base; LoRA merges."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kgllm.exceptions import ConfigurationError, ModelError
+from kgllm.graph.loaders import load
+from kgllm.graph.rdflib_store import RDFLibStore
+from kgllm.llm import GenerationConfig, HFCausalLM, TrainingConfig, train_causal_lm
+from kgllm.llm.adapters import METHODS, AdaptedLM, AdapterConfig, AdapterLibrary, AdapterManifest, merge_adapter
+from kgllm.llm.corpus import CorpusBuilder
+from kgllm.llm.tasks import build_task
+from kgllm.llm.tuning import RunConfig, accuracy, finetune
+
+REGIONS = {"kenya": "east", "uganda": "east", "tanzania": "east", "ghana": "west", "mali": "west", "niger": "west",
+           "chad": "central", "gabon": "central", "congo": "central", "egypt": "north", "libya": "north", "sudan": "north"}
+TINY_BASE = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3,
+                 warmup_steps=5, epochs=40, threads=1)
+SHORT = dict(max_steps=4, batch_size=8, save_steps=1000, logging_steps=1, threads=1)
+
+pytestmark = pytest.mark.slow  # every test here trains a base model and adapters (seconds each)
+
+
+def tiny_store(tmp_path: Path) -> RDFLibStore:
+    facts = [(c, "located_in", r) for c, r in REGIONS.items()]
+    facts += [(a, "neighbor_of", b) for a in REGIONS for b in REGIONS if a < b and REGIONS[a] == REGIONS[b]]
+    kb = tmp_path / "africa.tsv"
+    kb.write_text("".join(f"{h}\t{r}\t{t}\n" for h, r, t in facts), encoding="utf-8")
+    store = RDFLibStore()
+    load(store, kb)
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> RDFLibStore:
+    return tiny_store(tmp_path_factory.mktemp("kb"))
+
+
+@pytest.fixture(scope="module")
+def base(store, tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("base") / "model"
+    train_causal_lm(CorpusBuilder(store).texts(), out, TrainingConfig(**TINY_BASE), progress=False)
+    yield out
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def splits(store):
+    return build_task(store, "tail", seed=0, dev=0.25, test=0.0)
+
+
+@pytest.fixture(scope="module")
+def library(base, splits, tmp_path_factory) -> Path:
+    """One adapter per method, each saved as task ``tail-<method>`` after a few steps."""
+    root = tmp_path_factory.mktemp("adapters")
+    for method in METHODS:
+        config = AdapterConfig(method=method, rank=4, num_virtual_tokens=4, encoder_hidden_size=16)
+        task_splits = type(splits)(f"tail-{method}", splits.train, splits.dev, splits.test)
+        finetune(base, task_splits, root / f"tail-{method}", config, RunConfig(learning_rate=1e-2, **SHORT), progress=False)
+    return root
+
+
+def test_unknown_method_names_the_choices():
+    with pytest.raises(ConfigurationError, match="lora, prefix, prompt, ptuning"):
+        AdapterConfig(method="adapterx")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_saves_only_its_adapter_and_a_manifest(library, base, method):
+    folder = library / f"tail-{method}"
+    files = {p.name for p in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "kgllm_adapter.json", "loss.png"} <= files
+    assert not files & {"model.safetensors", "config.json", "checkpoints"}
+    manifest = AdapterManifest.load(folder)
+    assert (manifest.method, manifest.task, manifest.base_model) == (method, f"tail-{method}", base.name)
+    assert 0 <= manifest.metrics["dev_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_score_agrees_with_greedy_generation_for_every_method(library, base, method):
+    """The best-scored single token is the one greedy decoding emits: scoring keeps virtual tokens in front."""
+    lm = AdaptedLM.from_pretrained(base, library=library, threads=1).use(f"tail-{method}")
+    prompt = "Kenya | located in |"
+    first = lm.generate(prompt, GenerationConfig(max_new_tokens=1, stop=()))[0][0]
+    vocabulary = [lm.tokenizer.decode([i]) for i in range(5, 300)]
+    singles = [t for t in vocabulary if t and len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1]
+    scores = lm.score(prompt, singles)
+    assert singles[max(range(len(singles)), key=scores.__getitem__)] == first
+
+
+def test_adapters_switch_at_run_time_over_one_frozen_base(library, base):
+    bare = HFCausalLM.from_pretrained(base, threads=1)
+    prompt, candidates = "Ghana | neighbor of |", [" Mali", " Kenya", " Egypt"]
+    expected = bare.score(prompt, candidates)
+    lm = AdaptedLM.from_pretrained(base, library=library, threads=1)
+    first = {m: lm.use(f"tail-{m}").score(prompt, candidates) for m in METHODS}
+    assert set(lm.loaded) == {f"tail-{m}" for m in METHODS}
+    assert lm.use(None).score(prompt, candidates) == pytest.approx(expected, abs=1e-5)
+    for method in reversed(METHODS):
+        assert lm.use(f"tail-{method}").score(prompt, candidates) == pytest.approx(first[method], abs=1e-5)
+    assert len({tuple(round(s, 4) for s in v) for v in first.values()}) == len(METHODS)
+    assert all(not p.requires_grad for p in lm.base_model.parameters())
+
+
+def test_lora_merged_into_the_base_scores_as_the_adapter(library, base, tmp_path):
+    lm = AdaptedLM.from_pretrained(base, library=library, threads=1).use("tail-lora")
+    merged = merge_adapter(base, library / "tail-lora", tmp_path / "merged")
+    prompt, candidates = "Chad | located in |", [" Central", " North", " West"]
+    assert merged.score(prompt, candidates) == pytest.approx(lm.score(prompt, candidates), abs=1e-4)
+    assert HFCausalLM.from_pretrained(tmp_path / "merged").score(prompt, candidates) == pytest.approx(merged.score(prompt, candidates), abs=1e-4)
+    with pytest.raises(ConfigurationError, match="only LoRA"):
+        merge_adapter(base, library / "tail-prefix")
+
+
+def test_bad_adapters_give_one_clear_error(library, base, store, tmp_path):
+    lm = AdaptedLM.from_pretrained(base, threads=1)
+    with pytest.raises(ModelError, match="no adapter at"):
+        lm.load(tmp_path / "nothing")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(library / "tail-lora", corrupt)
+    (corrupt / "kgllm_adapter.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelError, match="kgllm_adapter.json is corrupt"):
+        lm.load(corrupt)
+    weightless = tmp_path / "weightless"
+    shutil.copytree(library / "tail-lora", weightless)
+    (weightless / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelError, match="adapter_model.safetensors is missing"):
+        lm.load(weightless)
+    other_base = tmp_path / "other"
+    train_causal_lm(CorpusBuilder(store).texts()[:20], other_base, TrainingConfig(**{**TINY_BASE, "epochs": 1}), progress=False)
+    with pytest.raises(ModelError, match="was trained on base model"):
+        AdaptedLM.from_pretrained(other_base, threads=1).load(library / "tail-lora")
+    with pytest.raises(ConfigurationError, match="not loaded"):
+        lm.use("tail-lora")
+
+
+def test_lora_learns_the_task(base, splits, tmp_path):
+    lm = HFCausalLM.from_pretrained(base, threads=1)
+    before = accuracy(lm, splits.train)
+    result = finetune(base, splits, tmp_path / "tail", AdapterConfig(rank=8),
+                      RunConfig(learning_rate=1e-2, epochs=60, batch_size=8, warmup_steps=5, save_steps=1000, threads=1),
+                      progress=False)
+    tuned = AdaptedLM.from_pretrained(base, threads=1)
+    tuned.use(tuned.load(tmp_path / "tail"))
+    assert accuracy(tuned, splits.train) >= before + 0.5
+    assert 0 < result.trainable_percent < 100 and result.steps == 60 * 2
+
+
+def test_full_fine_tuning_saves_a_whole_model(base, splits, tmp_path):
+    result = finetune(base, splits, tmp_path / "full", None, RunConfig(**SHORT), progress=False)
+    assert result.trainable_parameters == result.total_parameters and result.method == "full"
+    assert HFCausalLM.from_pretrained(tmp_path / "full").generate("Kenya | located in |")
+
+
+def test_memory_options_on_cpu(base, splits, tmp_path):
+    """Gradient accumulation, gradient checkpointing, bf16 autocast and accelerate placement train on CPU;
+    what needs CUDA says so."""
+    result = finetune(base, splits, tmp_path / "mem", AdapterConfig(rank=4),
+                      RunConfig(gradient_accumulation=2, gradient_checkpointing=True, precision="bf16",
+                                device_map="auto", epochs=1, batch_size=4, save_steps=1000, threads=1), progress=False)
+    assert result.steps == -(-len(splits.train) // 8)
+    for bad in (dict(precision="fp16"), dict(quantization="4bit"), dict(quantization="8bit")):
+        with pytest.raises(ConfigurationError, match="CUDA"):
+            finetune(base, splits, tmp_path / "bad", AdapterConfig(), RunConfig(**bad), progress=False)
+    with pytest.raises(ConfigurationError, match="choose one of"):
+        RunConfig(precision="fp8")
+
+
+def test_cli_lists_adapters_and_rejects_unknown_methods(library, tmp_path):
+    from kgllm.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["adapters", "--dir", str(library)])
+    assert listed.exit_code == 0, listed.output
+    assert all(f"tail-{m}" in listed.output for m in METHODS)
+    assert [m.task for m in AdapterLibrary(library).manifests()] == sorted(f"tail-{m}" for m in METHODS)
+    wrong = runner.invoke(app, ["train", "finetune", "--task", "tail", "--method", "adapterx"])
+    assert isinstance(wrong.exception, ConfigurationError) and "lora, prefix, prompt, ptuning" in str(wrong.exception)
+    assert json.loads((library / "tail-lora" / "tuning_result.json").read_text())["method"] == "lora"
+
+
+def test_cli_finetune_trains_an_adapter_and_prints_a_summary(base, tmp_path):
+    from kgllm.cli import app
+
+    tiny_store(tmp_path)
+    out = tmp_path / "library" / "kg2text"
+    result = CliRunner().invoke(app, ["train", "finetune", "--task", "kg2text", "--method", "prompt", "--graph",
+                                      str(tmp_path / "africa.tsv"), "--base", str(base), "--out", str(out),
+                                      "--steps", "2", "--batch-size", "4", "--virtual-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "finetune prompt on kg2text: 256 trainable parameters" in output and "2 steps" in output
+    assert AdapterManifest.load(out).method == "prompt"
