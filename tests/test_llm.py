@@ -211,3 +211,17 @@ def test_token_trie_allows_only_continuations_of_candidates():
     assert sorted(trie.allowed([5])) == [6, 7]
     assert trie.allowed([5, 6]) == [2] and trie.allowed([5, 7]) == [8] and trie.allowed([9, 2, 0]) == [2]
     assert trie.longest == 4
+
+
+def test_the_default_model_is_cached_by_what_it_learns_not_by_the_thread_count(tmp_path):
+    from dataclasses import replace
+
+    from kgllm.llm.default import default_model_dir, default_training_config
+    from kgllm.settings import Settings
+
+    settings = Settings(cache_dir=tmp_path)
+    config = default_training_config(settings)
+    texts = ["Chad borders Niger.", "Kenya is located in Eastern Africa."]
+    assert default_model_dir(texts, replace(config, threads=1), settings) == default_model_dir(texts, config, settings)
+    assert default_model_dir(texts, replace(config, hidden_size=128), settings) != default_model_dir(texts, config, settings)
+    assert default_model_dir(texts[:1], config, settings) != default_model_dir(texts, config, settings)

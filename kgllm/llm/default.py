@@ -27,11 +27,12 @@ def default_training_config(settings: Settings):
 
 
 def default_model_dir(texts: list[str], config, settings: Settings) -> Path:
-    """Cache folder named by a hash of the corpus and the training configuration."""
+    """Cache folder named by a hash of the corpus and the training configuration (but not of the
+    thread count, which changes how fast the model trains, not what it is)."""
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
-    digest.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    digest.update(json.dumps({**asdict(config), "threads": None}, sort_keys=True, default=str).encode())
     return settings.cache_dir / "models" / f"graph-lm-{digest.hexdigest()[:16]}"
 
 
