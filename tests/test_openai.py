@@ -54,6 +54,14 @@ def test_remote_scores_equal_local_scores(served, remote):
     assert len(set(remote_scores)) == 3
 
 
+def test_remote_constrained_generation_picks_the_likeliest_allowed_string(served, remote):
+    local = served[0].lm
+    allowed = [" Eastern Africa", " Europe", " Western Asia", " Polynesia"]
+    scores = local.score(PROMPTS[0], allowed)
+    chosen = remote.generate(PROMPTS[0], GenerationConfig(num_beams=2, num_return_sequences=2), allowed=allowed)
+    assert chosen == [sorted(allowed, key=lambda a: -scores[allowed.index(a)])[:2]]
+
+
 def test_seeded_sampling_is_repeatable_and_beams_are_refused(remote):
     config = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.0, num_return_sequences=3, seed=7)
     first = remote.generate(PROMPTS[0], config)

@@ -94,7 +94,10 @@ class OpenAICompatibleLM(LanguageModel):
     def close(self) -> None:
         self._client.close()
 
-    def _generate(self, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
+    def _generate(self, prompts: list[str], config: GenerationConfig,
+                  allowed: list[str] | None = None) -> list[list[str]]:
+        if allowed is not None:
+            return [self._choose(prompt, allowed, config.num_return_sequences) for prompt in prompts]
         if config.num_beams > 1:
             raise ConfigurationError("beam search (num_beams > 1) is not part of the OpenAI API; use sampling or num_beams=1")
         payload: dict[str, Any] = {
@@ -110,6 +113,12 @@ class OpenAICompatibleLM(LanguageModel):
         choices = self._choices(self._request("POST", "/completions", payload), len(prompts) * config.num_return_sequences)
         n = config.num_return_sequences
         return [[c["text"] for c in choices[i * n:(i + 1) * n]] for i in range(len(prompts))]
+
+    def _choose(self, prompt: str, allowed: list[str], n: int) -> list[str]:
+        """Constrained decoding over the API: the ``n`` candidates the server finds most likely
+        (the API has no trie, and scoring every candidate is the exact search a trie approximates)."""
+        scores = self._score(prompt, allowed, normalize=False)
+        return [allowed[i] for i in sorted(range(len(allowed)), key=lambda i: -scores[i])[:n]]
 
     def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
         payload = {"model": self.model, "prompt": [prompt + c for c in candidates], "max_tokens": 0,
