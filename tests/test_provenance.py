@@ -71,7 +71,10 @@ def test_remove_source_deletes_only_what_no_other_source_supports(store):
     shared, only_study = Triple(HOLMES, LIVES, BAKER), Triple(HOLMES, FRIEND, WATSON)
     store.add_derived([shared, only_study], [STUDY, STUDY])
     store.add_derived([shared], [SIGN])
+    assert store.sources() == ["sign.txt", "study.txt"]
+    assert store.sources("st") == ["study.txt"]
     assert store.remove_source(STUDY.source) == [only_study]
+    assert store.sources() == ["sign.txt"]
     assert set(store.triples()) == {shared, *ASSERTED}
     assert [r.source for r in store.provenance(shared)] == ["sign.txt"]
     assert store.entity(WATSON) is None  # no fact, label or type is left on it

@@ -81,6 +81,13 @@ class GraphStore(ABC):
             raise InputError(f"source must be a non-empty string, not {source!r}")
         return self._remove_source(source)
 
+    def sources(self, prefix: str = "") -> list[str]:
+        """The sources of the stored provenance records that start with ``prefix``, sorted."""
+        return sorted(s for s in self._sources() if s.startswith(prefix))
+
+    @abstractmethod
+    def _sources(self) -> set[str]: ...
+
     @abstractmethod
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int: ...
 

@@ -340,6 +340,9 @@ class Neo4jStore(GraphStore):
         records = self._records(_EXISTING_TRIPLES, rows=_triple_rows([triple]))
         return bool(records) and records[0]["derived"] is None
 
+    def _sources(self) -> set[str]:
+        return {r["source"] for r in self._records("MATCH (p:Provenance) RETURN DISTINCT p.source AS source")}
+
     def _remove_source(self, source: str) -> list[Triple]:
         self._ensure_schema()
         with self._session() as session, session.begin_transaction() as tx:

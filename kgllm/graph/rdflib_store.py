@@ -192,6 +192,9 @@ class RDFLibStore(GraphStore):
     def _is_asserted(self, triple: Triple) -> bool:
         return self._spo(triple) in self.graph and not self._statements(triple, KGLLM.Derived)
 
+    def _sources(self) -> set[str]:
+        return {str(s) for s in self.graph.objects(None, KGLLM.source)}
+
     def _remove_source(self, source: str) -> list[Triple]:
         g = self.graph
         nodes = list(g.subjects(KGLLM.source, Literal(source)))
