@@ -230,6 +230,18 @@ def bench_kgqa(kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, he
         save_markdown(rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops}")
 
 
+@bench.command("complete")
+def bench_complete(data: Annotated[Path, typer.Option("--data", help="Folder with train.txt, valid.txt and test.txt (head<TAB>relation<TAB>tail).")],
+                   budget: Annotated[float, typer.Option("--budget", help="Wall-clock training seconds, the same for every model.")] = 60.0,
+                   scorers: Annotated[str, typer.Option("--scorers", help="Re-rankers fused with the KGE score: rules, lm, encoder (comma-separated, or 'none').")] = "rules,lm,encoder",
+                   throughput_triples: Annotated[int, typer.Option("--throughput-triples", help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).")] = 0,
+                   out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None) -> None:
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
+    from kgllm.bench.completion import completion_benchmark_report
+
+    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+
+
 def _model_name(session) -> str:
     model = getattr(session.lm, "model", None)
     if model is None:
