@@ -137,12 +137,37 @@ def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipeline
     from kgllm.jobs import read_job, run_ask_job
 
     job = read_job(job_file)
+    if job.job == "complete":
+        from kgllm.pipelines.augment.completion_jobs import open_and_complete
+
+        console.print(open_and_complete(job, Settings()))
+        return
     started = time.perf_counter()
     session = connect(job.graph, store=job.store, use_model=job.use_model)
     counts = run_ask_job(job, session)
     seconds = time.perf_counter() - started
     console.print(f"{counts['answered']} questions answered, {counts['skipped']} already done, "
                   f"in {seconds:.1f} s -> {job.output}")
+
+
+@app.command()
+def complete(queries: Annotated[str, typer.Option("--queries", "-q", help="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' (ids or labels), or 'all'.")],
+             out: Annotated[Path, typer.Option("--out", help="JSON lines, one per query; an interrupted job resumes.")],
+             graph: GraphOption = None, store: StoreOption = None,
+             top_k: Annotated[int, typer.Option("--top-k", help="Predictions per query.")] = 10,
+             write_back: Annotated[bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")] = False,
+             min_score: Annotated[float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")] = 0.0,
+             scorers: Annotated[str, typer.Option("--scorers", help="Re-rankers fused with the KGE score (comma-separated; 'none' for the KGE alone).")] = "rules,lm,encoder",
+             kge_seconds: Annotated[float, typer.Option("--kge-seconds", help="Training budget of the structural model (cached per graph).")] = 60.0) -> None:
+    """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
+    from kgllm.jobs import CompleteJob
+    from kgllm.pipelines.augment.completion_jobs import open_and_complete
+
+    names = [s.strip() for s in scorers.split(",") if s.strip() and s.strip() != "none"]
+    job = CompleteJob(job="complete", queries=queries if queries == "all" else Path(queries), output=out, graph=graph,
+                      store=store, top_k=top_k, min_score=min_score, write_back=write_back, kge_seconds=kge_seconds,
+                      scorers=names)
+    console.print(open_and_complete(job, Settings()))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
