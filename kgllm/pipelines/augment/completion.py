@@ -300,7 +300,7 @@ class CompletionConfig:
     kge: KGEConfig = field(default_factory=KGEConfig)
     scorers: tuple[str, ...] = SCORERS      # any of "rules", "lm", "encoder"
     candidates: int = 20                    # KGE candidates re-ranked per query
-    max_rule_entities: int = 200            # rules use dense adjacency: skipped on larger graphs
+    max_rule_entities: int = 500            # rules use dense adjacency: skipped on larger graphs
     valid_fraction: float = 0.05            # of a store's triples, held out to choose epochs and weights
     max_valid: int = 1000
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +25,6 @@ from kgllm.exceptions import ConfigurationError, InputError, ModelError
 from kgllm.registry import Registry
 from kgllm.types import Triple
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -258,20 +256,9 @@ def _step(model: KGEModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, 
     optimizer.step()
 
 
-def triples_digest(triples: Sequence[Triple], config: KGEConfig) -> str:
-    """Cache key: the sorted triples and the configuration."""
+def triples_digest(triples: Sequence[Triple], config) -> str:
+    """Cache key: the sorted triples and a configuration dataclass."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     for t in sorted(triples, key=lambda t: (t.head, t.relation, t.tail)):
         digest.update(f"{t.head}\t{t.relation}\t{t.tail}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def cached_kge(triples: Sequence[Triple], config: KGEConfig, cache_dir: Path, progress: bool = True) -> TrainedKGE:
-    """The model trained on exactly these triples with this configuration, trained only when not cached."""
-    directory = cache_dir / "kge" / f"{config.model}-{triples_digest(triples, config)}"
-    if (directory / "kge.json").is_file():
-        return TrainedKGE.load(directory)
-    log.info("training %s on %d triples (at most %.0f s); cached in %s", config.model, len(triples), config.seconds, directory)
-    trained = train_kge(triples, config, progress=progress)
-    trained.save(directory)
-    return trained
