@@ -165,15 +165,16 @@ def job_config(job: CompleteJob) -> CompletionConfig:
                             candidates=job.candidates)
 
 
-def job_queries(job: CompleteJob, store: GraphStore, vocabulary: Vocabulary) -> Iterator[QueryLine]:
-    """The job's queries: each line of its file, or every (entity, relation) pair's tail query."""
+def job_queries(job: CompleteJob, store: GraphStore, vocabulary: Vocabulary,
+                lines: list[tuple[int, tuple[str, str, str]]]) -> Iterator[QueryLine]:
+    """The job's queries: each line read from its file, or every (entity, relation) pair's tail query."""
     if job.queries == "all":
         for e, entity in enumerate(vocabulary.entities):
             for r, relation in enumerate(vocabulary.relations):
                 yield QueryLine(f"{e}:{r}", (entity, relation, WILDCARD), Query(e, r, False))
         return
     resolver = NameResolver(store, vocabulary)
-    for number, fields in read_query_file(Path(job.queries)):
+    for number, fields in lines:
         yield resolver.query(number, fields)
 
 
@@ -196,13 +197,14 @@ class JobSummary:
 def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bool = True,
                      completer: Completer | None = None) -> JobSummary:
     """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes."""
+    lines = [] if job.queries == "all" else read_query_file(Path(job.queries))  # a malformed line stops the job before any work
     done = _resume(job.output, job.fingerprint())
     completer = completer or cached_completer(store, job_config(job), settings, progress)
     vocabulary = completer.kge.vocabulary
     known = vocabulary.encode(asserted_triples(store))
     known_tails, known_heads = answer_sets(known)
     self_loops = bool((known[:, 0] == known[:, 2]).any())
-    pending = [q for q in job_queries(job, store, vocabulary) if q.id not in done]
+    pending = [q for q in job_queries(job, store, vocabulary, lines) if q.id not in done]
     summary = JobSummary(already_done=len(done))
     started = time.perf_counter()
     with job.output.open("a", encoding="utf-8") as out, \

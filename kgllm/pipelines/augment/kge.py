@@ -221,7 +221,7 @@ def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple
     best_state, best_mrr = None, -1.0
     started = time.perf_counter()
     bar = tqdm(total=config.seconds, desc=f"training {config.model}", unit="s", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]")
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
     for epoch in range(1, config.max_epochs + 1):
         model.train()
         for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
