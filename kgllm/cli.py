@@ -319,3 +319,46 @@ def _print_answer(answer) -> None:
     if len(answer.evidence.paths) > 12:
         tree.add(f"[dim]… {len(answer.evidence.paths) - 12} more paths[/]")
     console.print(tree)
+
+
+# ---------------------------------------------------------------- documents <-> graph
+TrainDataOption = Annotated[Optional[Path], typer.Option("--train", help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: ../shared/benchmarks/webnlg/train.jsonl.")]
+BaseModelOption = Annotated[Optional[Path], typer.Option("--model", help="Local Hugging Face causal LM to put the adapter on (default: the project's own small model).")]
+
+
+def _augment_settings(model: Optional[Path]) -> Settings:
+    return Settings(**({"model": model} if model else {}))
+
+
+@app.command()
+def extract(files: Annotated[list[Path], typer.Argument(help="Text documents (UTF-8).")],
+            graph: Annotated[Optional[Path], typer.Option("--graph", "-g", help="RDF graph file to write (created if missing).")] = None,
+            store: StoreOption = None,
+            schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML/JSON schema: the relation names (and classes) to extract.")] = None,
+            write: Annotated[bool, typer.Option("--write/--dry-run", help="Write to the graph, or only print what would be added, merged and skipped.")] = True,
+            delete: Annotated[bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")] = False,
+            force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+            train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Extract triples from documents into the graph, resolved against it, with provenance."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_extract
+
+    run_extract(files, graph, store, schema, write, delete, force, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def unmerge(mention: Annotated[str, typer.Argument(help="A name that was merged into another entity by extraction.")],
+            graph: Annotated[Optional[Path], typer.Option("--graph", "-g", help="RDF graph file.")] = None,
+            store: StoreOption = None, train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Undo the logged merges of a name and re-extract the documents that made them."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_unmerge
+
+    run_unmerge(mention, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def describe(entity: Annotated[str, typer.Argument(help="Entity id or name.")], graph: GraphOption = None,
+             store: StoreOption = None, train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Say in plain text what the graph holds about an entity (a trained KG-to-text adapter)."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_describe
+
+    run_describe(entity, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
