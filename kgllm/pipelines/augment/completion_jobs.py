@@ -25,7 +25,8 @@ from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
 from kgllm.jobs import CompleteJob, _resume
-from kgllm.pipelines.augment.completion import CompletionConfig, Completer, Query, build_completer, make_scorers
+from kgllm.pipelines.augment.completion import (CompletionConfig, Completer, Query, RuleScorer, build_completer,
+                                                 make_scorers)
 from kgllm.pipelines.augment.completion_eval import answer_sets
 from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, triples_digest
 from kgllm.types import Provenance, Triple
@@ -155,6 +156,9 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     train, valid = split_valid(triples, config)
     completer = build_completer(store, train, valid, config, settings, vocabulary, progress)
     completer.model_name = directory.name
+    if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
+        every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
+        completer.scorers = [every_fact if s.name == "rules" else s for s in completer.scorers]
     completer.kge.save(directory)
     (directory / "weights.json").write_text(json.dumps(completer.weights))
     return completer
