@@ -150,7 +150,8 @@ class KGConstructor:
 
     def __init__(self, store: GraphStore, extractor: Extractor, encoder: Encoder | None = None,
                  schema: Schema | None = None, resolver_config: ResolverConfig | None = None,
-                 merge_log: Path | None = None, min_score: float = MIN_SCORE, max_bytes: int = MAX_BYTES):
+                 merge_log: Path | None = None, min_score: float = MIN_SCORE, max_bytes: int = MAX_BYTES,
+                 chunk_chars: int = CHUNK_CHARS):
         self.store = store
         self.extractor = extractor
         self.encoder = encoder
@@ -159,6 +160,7 @@ class KGConstructor:
         self.merge_log = merge_log
         self.min_score = min_score
         self.max_bytes = max_bytes
+        self.chunk_chars = chunk_chars
         if merge_log is not None:
             self.resolver_config.keep_apart |= kept_apart(merge_log)
 
@@ -187,7 +189,7 @@ class KGConstructor:
         result = DocumentResult(str(path), "would add")
         if not looks_english(text):
             result.skipped.append("the text does not look like English; the extraction adapter was trained on English")
-        spans = chunk_spans(text)
+        spans = chunk_spans(text, self.chunk_chars)
         result.chunks = len(spans)
         raws = self.extractor.extract([text[s:e] for s, e in spans])
         triples, records, entities = self._resolve(text, spans, raws, result)
