@@ -76,6 +76,31 @@ def test_filtered_ranks_equal_a_brute_force_computation(trained, demo_split):
     assert (brute_force_ranks(rounded, test, known) % 1 != 0).any()
 
 
+@pytest.mark.slow
+def test_evaluation_agrees_with_pykeens_evaluator(demo_split):
+    pytest.importorskip("pykeen")
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.models import RotatE
+    from pykeen.training import SLCWATrainingLoop
+    from pykeen.triples import TriplesFactory
+
+    from kgllm.bench.completion import _pykeen_scores
+
+    vocab = Vocabulary.from_triples([t for split in demo_split for t in split])
+    train, valid, test = (TriplesFactory.from_labeled_triples(np.array([(t.head, t.relation, t.tail) for t in split]),
+                                                              entity_to_id=vocab.entity_index, relation_to_id=vocab.relation_index)
+                          for split in demo_split)
+    model = RotatE(triples_factory=train, embedding_dim=16, random_seed=0)
+    SLCWATrainingLoop(model=model, triples_factory=train).train(train, num_epochs=2, use_tqdm=False)
+    theirs = RankBasedEvaluator().evaluate(model, test.mapped_triples, use_tqdm=False,
+                                           additional_filter_triples=[train.mapped_triples, valid.mapped_triples])
+    known = np.concatenate([vocab.encode(split) for split in demo_split])
+    ours = ranking_metrics(filtered_ranks(_pykeen_scores(model), vocab.encode(demo_split[2]), known))
+    assert ours["mrr"] == pytest.approx(theirs.get_metric("both.realistic.inverse_harmonic_mean_rank"), abs=1e-6)
+    for k in (1, 3, 10):
+        assert ours[f"hits@{k}"] == pytest.approx(theirs.get_metric(f"both.realistic.hits_at_{k}"), abs=1e-9)
+
+
 def test_kge_learns_held_out_facts_far_above_chance(trained, demo_split):
     vocab = trained.vocabulary
     known = np.concatenate([vocab.encode(s) for s in demo_split])

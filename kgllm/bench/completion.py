@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PYKEEN_MODELS = ("TransE", "ComplEx", "RotatE")
 PYKEEN_EPOCHS_PER_CHECK = 5
+MAX_PYKEEN_EPOCHS = 100_000  # the time budget ends training first
 
 
 @dataclass
@@ -77,10 +78,11 @@ def run_completion_benchmark(data: Path, budget: float, config: CompletionConfig
     kge = completer.kge
     rows = [CompletionRow(f"kgllm {kge.config.model} (1-N, reciprocal, N3)",
                           ranking_metrics(filtered_ranks(kge.tail_scores, test, known)), kge.seconds, kge.epochs)]
-    weights = ", ".join(f"{k} {v:g}" for k, v in completer.weights.items())
-    fused = ranking_metrics(filtered_ranks(completer.score_fn(), test, known))
-    rows.append(CompletionRow(f"kgllm {kge.config.model} + {weights} (weights chosen on valid)", fused,
-                              time.perf_counter() - started, kge.epochs))
+    if completer.scorers:
+        weights = ", ".join(f"{k} {v:g}" for k, v in completer.weights.items())
+        fused = ranking_metrics(filtered_ranks(completer.score_fn(), test, known))
+        rows.append(CompletionRow(f"kgllm {kge.config.model} + {weights} (weights chosen on valid)", fused,
+                                  time.perf_counter() - started, kge.epochs))
     for name in pykeen_models:
         rows.append(_pykeen_row(name, splits, vocabulary, known, budget, progress))
     return rows
@@ -95,7 +97,7 @@ def _pykeen_row(name: str, splits: Splits, vocabulary: Vocabulary, known: np.nda
         from pykeen.training import SLCWATrainingLoop
         from pykeen.triples import TriplesFactory
     except ImportError as exc:
-        raise MissingDependencyError('the completion benchmark compares with PyKEEN: pip install "kgllm[bench]"') from exc
+        raise MissingDependencyError('the completion benchmark compares with PyKEEN: pip install "kgllm[test]"') from exc
 
     labelled = np.array([(t.head, t.relation, t.tail) for t in splits.train])
     factory = TriplesFactory.from_labeled_triples(labelled, entity_to_id=vocabulary.entity_index,
@@ -103,24 +105,45 @@ def _pykeen_row(name: str, splits: Splits, vocabulary: Vocabulary, known: np.nda
     model = model_resolver.make(name, triples_factory=factory, random_seed=0)
     loop = SLCWATrainingLoop(model=model, triples_factory=factory,
                              optimizer=optimizer_resolver.make(None, params=model.get_grad_params()))
-    valid = vocabulary.encode(splits.valid)
-    seen = np.concatenate([vocabulary.encode(splits.train), valid])
-    best_mrr, best_state, epochs = -1.0, None, 0
+    budget_callback = _budget_callback(model, vocabulary.encode(splits.valid),
+                                       np.concatenate([vocabulary.encode(splits.train), vocabulary.encode(splits.valid)]),
+                                       budget, f"training PyKEEN {name}", progress)
     started = time.perf_counter()
-    with tqdm(total=budget, desc=f"training PyKEEN {name}", unit="s", disable=not progress,
-              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s") as bar:
-        while time.perf_counter() - started < budget:
-            epochs += PYKEEN_EPOCHS_PER_CHECK
-            loop.train(factory, num_epochs=epochs, continue_training=epochs > PYKEEN_EPOCHS_PER_CHECK, use_tqdm=False)
-            mrr = ranking_metrics(filtered_ranks(_pykeen_scores(model), valid, seen))["mrr"]
-            if mrr > best_mrr:
-                best_mrr, best_state = mrr, copy.deepcopy(model.state_dict())
-            bar.n = min(time.perf_counter() - started, budget)
-            bar.refresh()
+    loop.train(factory, num_epochs=MAX_PYKEEN_EPOCHS, use_tqdm=False, callbacks=budget_callback)
     seconds = time.perf_counter() - started
-    model.load_state_dict(best_state)
+    model.load_state_dict(budget_callback.best_state)
     metrics = ranking_metrics(filtered_ranks(_pykeen_scores(model), vocabulary.encode(splits.test), known))
-    return CompletionRow(f"PyKEEN {name} (pipeline defaults)", metrics, seconds, epochs)
+    return CompletionRow(f"PyKEEN {name} (pipeline defaults)", metrics, seconds, budget_callback.epochs)
+
+
+def _budget_callback(model, valid: np.ndarray, seen: np.ndarray, budget: float, description: str, progress: bool):
+    """A PyKEEN training callback: checks valid MRR every few epochs, keeps the best weights, stops at the budget."""
+    from pykeen.training.callbacks import TrainingCallback
+
+    class BudgetCallback(TrainingCallback):
+        def __init__(self):
+            super().__init__()
+            self.started = time.perf_counter()
+            self.best_mrr, self.best_state, self.epochs = -1.0, None, 0
+            self.bar = tqdm(total=budget, desc=description, unit="s", disable=not progress,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+
+        def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
+            self.epochs = epoch
+            elapsed = time.perf_counter() - self.started
+            if epoch % PYKEEN_EPOCHS_PER_CHECK == 0 or elapsed >= budget:
+                mrr = ranking_metrics(filtered_ranks(_pykeen_scores(model), valid, seen))["mrr"]
+                model.train()
+                if mrr > self.best_mrr:
+                    self.best_mrr, self.best_state = mrr, copy.deepcopy(model.state_dict())
+                self.bar.set_postfix_str(f"epoch {epoch}, valid MRR {mrr:.3f}")
+            self.bar.n = min(elapsed, budget)
+            self.bar.refresh()
+            if elapsed >= budget:
+                self.bar.close()
+                self.training_loop._should_stop = True  # how PyKEEN's own early-stopping callback ends training
+
+    return BudgetCallback()
 
 
 def _pykeen_scores(model):
