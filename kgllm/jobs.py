@@ -53,8 +53,8 @@ class CompleteJob(BaseModel):
     top_k: int = Field(10, ge=1, description="Predictions kept per query.")
     min_score: float = Field(0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back.")
     write_back: bool = Field(False, description="Add the predictions to the store, marked as predicted.")
-    kge_model: str = Field("complex", description="Structural model: 'complex' or 'distmult'.")
-    kge_seconds: float = Field(60.0, gt=0, description="Training time budget of the structural model (cached).")
+    kge_models: list[Literal["complex", "distmult"]] = Field(["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept.")
+    kge_seconds: float = Field(60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached).")
     scorers: list[Literal["rules", "lm", "encoder"]] = Field(["rules", "lm", "encoder"], description="Re-rankers fused with the structural score.")
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
 
