@@ -76,7 +76,8 @@ def run_completion_benchmark(data: Path, budget: float, config: CompletionConfig
     started = time.perf_counter()
     completer = build_completer(store, splits.train, splits.valid, config, settings, vocabulary, progress)
     kge = completer.kge
-    rows = [CompletionRow(f"kgllm {kge.config.model} (1-N, reciprocal, N3)",
+    tried = "/".join(config.kge_models)
+    rows = [CompletionRow(f"kgllm {kge.config.model} (best on valid of {tried}; 1-N, reciprocal, N3)",
                           ranking_metrics(filtered_ranks(kge.tail_scores, test, known)), kge.seconds, kge.epochs)]
     if completer.scorers:
         weights = ", ".join(f"{k} {v:g}" for k, v in completer.weights.items())

@@ -14,6 +14,7 @@ Each :class:`~kgllm.types.Prediction` carries the parts and weights that produce
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from kgllm.exceptions import ConfigurationError
 from kgllm.graph.base import GraphStore
 from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
-from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, train_kge
+from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, search_kge
 from kgllm.types import Prediction, Triple
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,8 @@ SCORERS = ("rules", "lm", "encoder")
 class CompletionConfig:
     """The structural model, the re-rankers used and how many candidates they see."""
 
-    kge: KGEConfig = field(default_factory=KGEConfig)
+    kge: KGEConfig = field(default_factory=KGEConfig)  # its ``seconds`` is shared by the models tried
+    kge_models: tuple[str, ...] = ("complex", "distmult")  # tried in turn; the best on valid is kept
     scorers: tuple[str, ...] = SCORERS      # any of "rules", "lm", "encoder"
     candidates: int = 20                    # KGE candidates re-ranked per query
     max_rule_entities: int = 500            # rules use dense adjacency: skipped on larger graphs
@@ -308,6 +310,8 @@ class CompletionConfig:
         unknown = sorted(set(self.scorers) - set(SCORERS))
         if unknown:
             raise ConfigurationError(f"unknown scorers {unknown}; choose from: {', '.join(SCORERS)}")
+        if not self.kge_models:
+            raise ConfigurationError("kge_models names no model to train")
         if self.candidates < 1 or not 0 < self.valid_fraction < 1 or self.max_valid < 1:
             raise ConfigurationError("candidates and max_valid must be at least 1, valid_fraction in (0, 1)")
 
@@ -343,12 +347,15 @@ def _project_lm(store: GraphStore, settings, progress: bool):
 
 def build_completer(store: GraphStore, train: Sequence[Triple], valid: Sequence[Triple], config: CompletionConfig,
                     settings, vocabulary: Vocabulary | None = None, progress: bool = True, **scorer_kwargs) -> Completer:
-    """Train the KGE model on ``train`` (epochs chosen on ``valid``), add the re-rankers, fit their weights on ``valid``."""
+    """Train the KGE models on ``train`` (model and epochs chosen on ``valid``), add the re-rankers,
+    fit their weights on ``valid``."""
     vocabulary = vocabulary or Vocabulary.from_triples(list(train) + list(valid))
-    kge = train_kge(train, config.kge, valid, progress=progress, vocabulary=vocabulary)
+    seconds = config.kge.seconds / len(config.kge_models)
+    tried = [dataclasses.replace(config.kge, model=name, seconds=seconds) for name in config.kge_models]
+    kge = search_kge(train, tried, valid, progress, vocabulary)
     train_ids, valid_ids = vocabulary.encode(train), vocabulary.encode(valid)
     scorers = make_scorers(config.scorers, store, kge, train_ids, settings, config, progress=progress, **scorer_kwargs)
-    completer = Completer(kge, scorers, config.candidates, model_name=config.kge.model)
+    completer = Completer(kge, scorers, config.candidates, model_name=kge.config.model)
     if scorers and len(valid_ids):
         completer.fit_weights(valid_ids, np.concatenate([train_ids, valid_ids]), progress=progress)
     return completer

@@ -146,16 +146,19 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     triples = asserted_triples(store)
     if not triples:
         raise InputError("the store holds no facts to learn from")
-    directory = settings.cache_dir / "completion" / f"{config.kge.model}-{triples_digest(triples, config)}"
+    digest = triples_digest(triples, config)
+    directory = settings.cache_dir / "completion" / f"kge-{digest}"
     vocabulary = Vocabulary.from_triples(triples)
     if (directory / "weights.json").is_file():
         kge = TrainedKGE.load(directory)
         scorers = make_scorers(config.scorers, store, kge, vocabulary.encode(triples), settings, config, progress=progress)
         weights = json.loads((directory / "weights.json").read_text())
-        return Completer(kge, [s for s in scorers if s.name in weights], config.candidates, weights, directory.name)
+        completer = Completer(kge, [s for s in scorers if s.name in weights], config.candidates, weights)
+        completer.model_name = _model_name(completer, digest)
+        return completer
     train, valid = split_valid(triples, config)
     completer = build_completer(store, train, valid, config, settings, vocabulary, progress)
-    completer.model_name = directory.name
+    completer.model_name = _model_name(completer, digest)
     if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
         every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
         completer.scorers = [every_fact if s.name == "rules" else s for s in completer.scorers]
@@ -164,9 +167,15 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     return completer
 
 
+def _model_name(completer: Completer, digest: str) -> str:
+    """``distmult-<digest> + rules + lm``: the structural model and the re-rankers that count."""
+    used = [s.name for s in completer.scorers if completer.weights.get(s.name)]
+    return " + ".join([f"{completer.kge.config.model}-{digest}", *used])
+
+
 def job_config(job: CompleteJob) -> CompletionConfig:
-    return CompletionConfig(kge=KGEConfig(model=job.kge_model, seconds=job.kge_seconds), scorers=tuple(job.scorers),
-                            candidates=job.candidates)
+    return CompletionConfig(kge=KGEConfig(seconds=job.kge_seconds), kge_models=tuple(job.kge_models),
+                            scorers=tuple(job.scorers), candidates=job.candidates)
 
 
 def job_queries(job: CompleteJob, store: GraphStore, vocabulary: Vocabulary,

@@ -262,3 +262,14 @@ def triples_digest(triples: Sequence[Triple], config) -> str:
     for t in sorted(triples, key=lambda t: (t.head, t.relation, t.tail)):
         digest.update(f"{t.head}\t{t.relation}\t{t.tail}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def search_kge(train: Sequence[Triple], configs: Sequence[KGEConfig], valid: Sequence[Triple], progress: bool = True,
+               vocabulary: Vocabulary | None = None) -> TrainedKGE:
+    """Train each configuration (each with its own ``seconds``) and keep the one with the best valid MRR."""
+    if not valid:
+        return train_kge(train, configs[0], valid, progress, vocabulary)
+    trained = [train_kge(train, config, valid, progress, vocabulary) for config in configs]
+    best = max(trained, key=lambda t: t.valid_mrr)
+    best.seconds = sum(t.seconds for t in trained)
+    return best
