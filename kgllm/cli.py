@@ -362,3 +362,34 @@ def describe(entity: Annotated[str, typer.Argument(help="Entity id or name.")], 
     from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_describe
 
     run_describe(entity, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@bench.command("webnlg")
+def bench_webnlg(dev: Annotated[Optional[Path], typer.Option("--dev", help="WebNLG dev, JSON lines.")] = None,
+                 train: TrainDataOption = None, model: BaseModelOption = None,
+                 size: Annotated[int, typer.Option("--size", help="Entries evenly spaced over dev (0: all).")] = 200,
+                 tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: extract (text -> triples), verbalize (triples -> text).")] = "extract,verbalize",
+                 out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None) -> None:
+    """Text -> triples P/R/F1 (strict, exact) and triples -> text BLEU / chrF++ on WebNLG dev."""
+    from kgllm.bench.construct import webnlg_report
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, WEBNLG_DIR
+
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not chosen or set(chosen) - {"extract", "verbalize"}:
+        raise typer.BadParameter(f"--tasks takes extract and/or verbalize, not {tasks!r}")
+    webnlg_report(dev or WEBNLG_DIR / "dev.jsonl", train or DEFAULT_TRAIN, size, chosen, _augment_settings(model), out)
+
+
+@bench.command("resolution")
+def bench_resolution(out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Merge precision and recall on perturbed demo-graph names (a fifth of the entities held out)."""
+    from kgllm.bench.construct import resolution_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_graph_path
+    from kgllm.graph.rdflib_store import RDFLibStore
+    from kgllm.retrieval.encoder import encoder_from_settings
+
+    rows = resolution_benchmark(RDFLibStore(demo_graph_path()), encoder_from_settings(Settings()))
+    print_table(rows, "entity resolution on perturbed demo-graph names")
+    if out:
+        save_markdown(rows, out, "entity resolution: perturbed demo-graph names", "kgllm bench resolution --out " + str(out))

@@ -5,7 +5,7 @@ the batch, by the first tier that decides, strictest first:
 
 1. ``exact`` - the label or an alias, ignoring case and separators (``sherlock_holmes``);
 2. ``acronym`` - an upper-case mention equal to the initials of one name (``USA``);
-3. ``fuzzy`` - one name a typo or two away (one edit per five letters) or in another word order;
+3. ``fuzzy`` - one name a typo away (one edit per five letters of each word) or in another word order;
 4. ``partial`` - the mention's words are part of exactly one longer name (``Holmes``);
 5. ``embedding`` - one name whose sentence vector is close enough, clearly closer than the next.
 
@@ -55,7 +55,7 @@ class ResolverConfig:
     min_fuzzy_length: int = 5  # shorter names differ by one letter too easily (Mali, Bali)
     letters_per_edit: int = 5  # one typo allowed per this many letters (Kenia -> Kenya, not Niger -> Nigeria)
     min_partial_length: int = 4
-    embedding_threshold: float = 0.88
+    embedding_threshold: float = 0.92
     embedding_margin: float = 0.03
     keep_apart: set[tuple[str, str]] = field(default_factory=set)  # (normalized mention, entity id)
 
@@ -81,6 +81,15 @@ def new_relation_id(name: str) -> str:
 
 def acronym(name: str) -> str:
     return "".join(w[0] for w in _NAME_WORDS.findall(name) if w.lower() not in _STOP).upper()
+
+
+def _typos_apart(key: str, name: str, letters_per_edit: int) -> bool:
+    """Word by word, each word at most one edit per ``letters_per_edit`` letters from the name's
+    (South Africa is not South America); names of other word counts may differ by one edit."""
+    words, name_words = key.split(), name.split()
+    if len(words) != len(name_words):
+        return OSA.distance(key, name) <= 1
+    return all(OSA.distance(w, n) <= len(n) // letters_per_edit for w, n in zip(words, name_words))
 
 
 class NameTable:
@@ -113,7 +122,7 @@ class NameTable:
         return {i: 1.0 for k, (_, i) in zip(self.keys, self.names) if k == key}
 
     def _acronym(self, mention, key, config) -> dict[str, float]:
-        if not (mention.isupper() and mention.isalpha() and 2 <= len(mention) <= 6):
+        if not (mention.isupper() and mention.isalpha() and 3 <= len(mention) <= 6):  # two letters say too little
             return {}
         return {i: 1.0 for n, i in self.names if len(n.split()) > 1 and acronym(n) == mention}
 
@@ -124,10 +133,8 @@ class NameTable:
         for k, (_, i) in zip(self.keys, self.names):
             if len(k) < config.min_fuzzy_length:
                 continue
-            edits = OSA.distance(key, k)
-            if edits <= min(len(key), len(k)) // config.letters_per_edit or \
-                    fuzz.token_sort_ratio(key, k) >= config.reorder_threshold:
-                found[i] = max(found.get(i, 0.0), 1 - edits / max(len(key), len(k)))
+            if _typos_apart(key, k, config.letters_per_edit) or fuzz.token_sort_ratio(key, k) >= config.reorder_threshold:
+                found[i] = max(found.get(i, 0.0), 1 - OSA.distance(key, k) / max(len(key), len(k)))
         return found
 
     def _partial(self, mention, key, config) -> dict[str, float]:
