@@ -12,7 +12,7 @@ from kgllm.exceptions import InputError, ParseError
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.pipelines.augment.adapters import AdapterConfig, train_adapter
-from kgllm.pipelines.augment.construct import KGConstructor, chunk_spans, read_document, read_schema
+from kgllm.pipelines.augment.construct import KGConstructor, chunk_spans, delete_document, read_document, read_schema
 from kgllm.pipelines.augment.extractor import Extractor, extraction_pairs, extraction_prompt
 from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids, text_spans
 
@@ -142,7 +142,7 @@ def test_documents_are_written_versioned_and_deleted_with_provenance(store, extr
     other = tmp_path / "other.txt"
     other.write_text("Alice Smith was born in Paris.")
     constructor.extract_document(other)
-    deleted = constructor.delete_document(doc)
+    deleted = delete_document(store, doc)
     assert {store.label(t.head) for t in deleted.removed} == {"Carol Jones"}
     assert list(store.triples()) == [alice]  # still supported by the other document
 

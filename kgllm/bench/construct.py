@@ -167,10 +167,9 @@ def _model_description(lm) -> str:
 def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], settings, out: Path | None) -> None:
     """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
-    from kgllm.pipelines.augment.adapters import training_info
+    from kgllm.pipelines.augment.adapters import load_adapted, training_info
     from kgllm.pipelines.augment.extractor import Extractor, train_extractor
     from kgllm.pipelines.augment.kg2text import Verbalizer, train_verbalizer
-    from kgllm.pipelines.augment.adapters import load_adapted
     from kgllm.pipelines.augment.webnlg import relation_vocabulary
 
     examples = spaced_subset(read_webnlg(dev), size)

@@ -39,15 +39,14 @@ def merge_log_path(store: GraphStore, settings: Settings) -> Path:
 def run_extract(files: list[Path], graph: Path | None, store: str | None, schema: Path | None, write: bool,
                 delete: bool, force: bool, train: Path, settings: Settings) -> None:
     from kgllm.api import connect
-    from kgllm.pipelines.augment.construct import KGConstructor, read_schema
+    from kgllm.pipelines.augment.construct import KGConstructor, delete_document, read_schema
     from kgllm.pipelines.augment.extractor import load_extractor
     from kgllm.retrieval.encoder import encoder_from_settings
 
     kg = open_writable_store(graph, store, settings)
     rules = read_schema(schema) if schema is not None else None
     if delete:
-        constructor = KGConstructor(kg, extractor=None)
-        results = [constructor.delete_document(f) for f in files]
+        results = [delete_document(kg, f) for f in files]
     else:
         if not train.is_file():
             raise ConfigurationError(f"{train}: no training data for the extraction adapter; pass --train FILE")
@@ -109,14 +108,14 @@ def run_describe(entity: str, graph: Path | None, store: str | None, train: Path
     from kgllm.pipelines.augment.kg2text import entity_facts, load_verbalizer
 
     kg = _open_store(graph, store or settings.store, settings, {})
-    found = [e for e in ([kg.entity(entity)] if kg.entity(entity) else kg.find_by_label(entity) or kg.search(entity, 3))]
-    if not found:
+    found = kg.entity(entity) or next(iter(kg.find_by_label(entity) or kg.search(entity, 1)), None)
+    if found is None:
         raise EntityNotFoundError(f"no entity is named {entity!r} in the graph")
-    facts = entity_facts(kg, found[0].id)
+    facts = entity_facts(kg, found.id)
     if not facts:
-        console.print(f"{found[0].label}: the graph holds no facts about it")
+        console.print(f"{found.label}: the graph holds no facts about it")
         return
     text = load_verbalizer(settings, train).verbalize([facts])[0]
-    console.print(f"[bold]{found[0].label}[/]: {text}", highlight=False)
+    console.print(f"[bold]{found.label}[/]: {text}", highlight=False)
     for s, r, o in facts:
         console.print(f"  [dim]{s} [cyan]{r}[/] {o}[/]", highlight=False)

@@ -205,12 +205,6 @@ class KGConstructor:
             self._log_merges(result)
         return result
 
-    def delete_document(self, path: str | Path) -> DocumentResult:
-        """Remove every version of a document and the triples only it supported."""
-        doc_id = document_id(path)
-        removed = [t for source in self.store.sources(doc_id + "@") for t in self.store.remove_source(source)]
-        return DocumentResult(str(path), "deleted", removed=removed)
-
     # ------------------------------------------------------------ resolution
     def _resolve(self, text: str, spans: list[tuple[int, int]], raws: list[list[RawTriple]],
                  result: DocumentResult) -> tuple[list[Triple], list[Provenance], list[Entity]]:
@@ -262,6 +256,12 @@ class KGConstructor:
 
 def document_id(path: str | Path) -> str:
     return str(Path(path).resolve())
+
+
+def delete_document(store: GraphStore, path: str | Path) -> DocumentResult:
+    """Remove every version of a document and the triples only it supported (the file may be gone)."""
+    removed = [t for source in store.sources(document_id(path) + "@") for t in store.remove_source(source)]
+    return DocumentResult(str(path), "deleted", removed=removed)
 
 
 def kept_apart(merge_log: Path) -> set[tuple[str, str]]:
