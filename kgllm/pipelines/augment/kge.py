@@ -226,6 +226,8 @@ def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple
         model.train()
         for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
             _step(model, optimizer, loss_fn, batch, config.n3_weight)
+            if time.perf_counter() - started >= config.seconds:  # large graphs: the budget may end mid-epoch
+                break
         elapsed = time.perf_counter() - started
         result.epochs = epoch
         bar.n = min(elapsed, config.seconds)
