@@ -85,6 +85,7 @@ class TripleGrammar:
         self.relations = _trie(piece_ids(tokenizer, r) + self.mid for r in relations) if relations else None
         special = set(tokenizer.all_special_ids)
         self.free_tokens = [i for i in range(len(tokenizer)) if i not in special and i != self.mid[-1]]
+        self.blank = {i for i in self.free_tokens if not tokenizer.decode([i]).strip()}
         self.tokenizer = tokenizer
 
     # The output is walked from its start at every step: outputs are short, and a walk
@@ -129,7 +130,10 @@ class TripleGrammar:
     def _free(self, relation: list[int]) -> list[int]:
         """Next tokens of a free relation: any text, ended by the separator (which it cannot contain)."""
         opened = self.mid[:-1]  # the separator's tokens but its last, which free text never holds
-        can_close = len(relation) > len(opened) and relation[len(relation) - len(opened):] == opened
+        words = relation[:len(relation) - len(opened)]
+        can_close = relation[len(words):] == opened and any(t not in self.blank for t in words)
+        if len(relation) >= MAX_RELATION_TOKENS and not any(t not in self.blank for t in relation):
+            return [t for t in self.free_tokens if t not in self.blank]
         if len(relation) >= MAX_RELATION_TOKENS:  # long enough: write the separator out
             done = next(k for k in range(len(opened), -1, -1) if relation[len(relation) - k:] == opened[:k] or k == 0)
             return [self.mid[-1]] if can_close else [opened[done]]
