@@ -170,6 +170,21 @@ def test_unknown_names_are_reported_and_skipped_labels_and_ids_resolve(demo_stor
     assert all(p["head"] != "https://kgllm.dev/countries/africa" for p in records[1]["predictions"])
 
 
+def test_all_pairs_job_asks_every_entity_and_relation_and_keeps_only_confident_new_facts(demo_store, trained, tmp_path):
+    from kgllm.pipelines.augment.completion import Completer
+
+    job = CompleteJob(job="complete", queries="all", output=tmp_path / "all.jsonl", top_k=5, min_score=0.5)
+    summary = run_complete_job(job, demo_store, Settings(cache_dir=tmp_path), progress=False,
+                               completer=Completer(trained, [], 10))
+    vocab = trained.vocabulary
+    records = [json.loads(line) for line in job.output.read_text().splitlines()]
+    assert summary.queries == len(records) == len(vocab.entities) * len(vocab.relations)
+    predictions = [p for r in records for p in r["predictions"]]
+    assert predictions and summary.predictions == len(predictions) and all(p["score"] >= 0.5 for p in predictions)
+    known = {(t.head, t.relation, t.tail) for t in demo_store.triples()}
+    assert not {(p["head"], p["relation"], p["tail"]) for p in predictions} & known
+
+
 def _write_back_job(tmp_path, name):
     queries = tmp_path / "q.tsv"
     queries.write_text("Chad\tneighbor of\t?\n?\tneighbor of\tKenya\nNepal\tlocated in\t?\n")
