@@ -160,13 +160,11 @@ def complete(queries: Annotated[str, typer.Option("--queries", "-q", help="TSV o
              scorers: Annotated[str, typer.Option("--scorers", help="Re-rankers fused with the KGE score (comma-separated; 'none' for the KGE alone).")] = "rules,lm,encoder",
              kge_seconds: Annotated[float, typer.Option("--kge-seconds", help="Training budget of the structural model (cached per graph).")] = 60.0) -> None:
     """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
-    from kgllm.jobs import CompleteJob
-    from kgllm.pipelines.augment.completion_jobs import open_and_complete
+    from kgllm.pipelines.augment.completion_jobs import job_from_options, open_and_complete
 
     names = [s.strip() for s in scorers.split(",") if s.strip() and s.strip() != "none"]
-    job = CompleteJob(job="complete", queries=queries if queries == "all" else Path(queries), output=out, graph=graph,
-                      store=store, top_k=top_k, min_score=min_score, write_back=write_back, kge_seconds=kge_seconds,
-                      scorers=names)
+    job = job_from_options(queries=queries if queries == "all" else Path(queries), output=out, graph=graph, store=store,
+                           top_k=top_k, min_score=min_score, write_back=write_back, kge_seconds=kge_seconds, scorers=names)
     console.print(open_and_complete(job, Settings()))
 
 
