@@ -16,7 +16,7 @@ from kgllm.graph.demo import demo_graph_path
 from kgllm.jobs import CompleteJob, read_job
 from kgllm.pipelines.augment.completion import CompletionConfig, RuleScorer, build_completer, triple_queries
 from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
-from kgllm.pipelines.augment.completion_jobs import SOURCE, read_query_file, run_complete_job, split_valid
+from kgllm.pipelines.augment.completion_jobs import SOURCE, job_from_options, read_query_file, run_complete_job, split_valid
 from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, train_kge
 from kgllm.settings import Settings
 from kgllm.types import Triple
@@ -277,3 +277,5 @@ def test_job_spec_errors(tmp_path):
         read_job(tmp_path / "job.yaml")
     with pytest.raises(ConfigurationError, match="unknown KGE model 'transx'"):
         KGEConfig(model="transx")
+    with pytest.raises(ConfigurationError, match=r"--top-k: .*greater than or equal to 1; --scorers.1: .*'rules', 'lm' or 'encoder'"):
+        job_from_options(queries=tmp_path / "q.tsv", output=tmp_path / "o.jsonl", top_k=0, scorers=["rules", "oracle"])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from kgllm.exceptions import ConfigurationError, InputError, ParseError
@@ -165,6 +166,15 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     completer.kge.save(directory)
     (directory / "weights.json").write_text(json.dumps(completer.weights))
     return completer
+
+
+def job_from_options(**options) -> CompleteJob:
+    """A complete job from command-line options; a bad value is one ``ConfigurationError`` naming the option."""
+    try:
+        return CompleteJob(job="complete", **options)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(problems) from exc
 
 
 def _model_name(completer: Completer, digest: str) -> str:
