@@ -76,6 +76,8 @@ def test_training_targets_parse_back_to_their_triples(extractor):
     ids = target_ids(tokenizer, triples)
     assert [t for t, _, _ in grammar.parse(ids)] == triples
     assert all(t in grammar.allowed(ids[:i]) for i, t in enumerate(ids))
+    itself = target_ids(tokenizer, [("Carol Jones", "birthPlace", "Carol Jones")])[:-1]  # without EOS
+    assert tokenizer.eos_token_id not in grammar.allowed(itself)  # no fact about itself
 
 
 def test_trained_adapter_extracts_the_sentences_it_learned(extractor):

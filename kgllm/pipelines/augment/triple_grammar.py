@@ -90,8 +90,8 @@ class TripleGrammar:
 
     # The output is walked from its start at every step: outputs are short, and a walk
     # from scratch cannot drift out of step with what generate() did.
-    def _walk(self, generated: Sequence[int]) -> tuple[int, object, list[Piece], bool]:
-        """(slot 0/1/2, trie node or free-text tokens, complete pieces, finished) after ``generated``."""
+    def _walk(self, generated: Sequence[int]) -> tuple[int, object, list[Piece], bool, int]:
+        """(slot 0/1/2, trie node or free-text tokens, complete pieces, finished, where the slot began)."""
         slot, node, pieces, start = 0, self.subjects, [], 0
         for position, token in enumerate(generated):
             if slot == 1 and self.relations is None:
@@ -102,29 +102,34 @@ class TripleGrammar:
                 continue
             node = node.get(token)
             if node is None:  # generate() only picks allowed tokens; anything else ends the walk
-                return slot, {}, pieces, True
+                return slot, {}, pieces, True, start
             if _END in node and len(node) == 1:
                 sep = len(self.mid) if slot < 2 else (len(self.next) if token != self.eos else 1)
                 pieces.append(Piece(self._text(generated[start:position + 1 - sep]), start, position + 1))
                 if token == self.eos:
-                    return slot, {}, pieces, True
+                    return slot, {}, pieces, True, start
                 slot, start = (slot + 1) % 3, position + 1
                 node = [self.subjects, [] if self.relations is None else self.relations, self.objects][slot]
-        return slot, node, pieces, False
+        return slot, node, pieces, False, start
 
     def _text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids)).strip()
 
     def allowed(self, generated: Sequence[int]) -> list[int]:
         """Token ids that may come next after ``generated`` (never empty)."""
-        slot, node, pieces, finished = self._walk(generated)
+        slot, node, pieces, finished, start = self._walk(generated)
         if finished:
             return [self.eos]
         if isinstance(node, list):
             return self._free(node)
         options = [t for t in node if t != _END]
-        if slot == 2 and len(pieces) // 3 + 1 >= self.max_triples:
-            options = [t for t in options if t != self.next[0]] or options
+        if slot == 2:
+            if len(pieces) // 3 + 1 >= self.max_triples:
+                options = [t for t in options if t != self.next[0]] or options
+            subject = pieces[-2]
+            if list(generated[start:]) == list(generated[subject.start:subject.end - len(self.mid)]):
+                # the object has spelt out the subject: it may go on, not stop (no fact about itself)
+                options = [t for t in options if t not in (self.next[0], self.eos)] or options
         return options or [self.eos]
 
     def _free(self, relation: list[int]) -> list[int]:
@@ -141,6 +146,6 @@ class TripleGrammar:
 
     def parse(self, generated: Sequence[int]) -> list[tuple[tuple[str, str, str], int, int]]:
         """The complete triples of an output, each with the token range it spans."""
-        _, _, pieces, _ = self._walk(generated)
+        pieces = self._walk(generated)[2]
         return [((s.text, r.text, o.text), s.start, o.end)
                 for s, r, o in zip(pieces[0::3], pieces[1::3], pieces[2::3])]
