@@ -25,7 +25,7 @@ from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_CONFIG = AdapterConfig(max_minutes=8.0, epochs=1.0, max_tokens=192)
+EXTRACTION_CONFIG = AdapterConfig(max_minutes=15.0, epochs=1.0, max_tokens=128, learning_rate=5e-3)
 MAX_NEW_TOKENS = 160
 
 
