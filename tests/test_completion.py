@@ -131,7 +131,7 @@ def test_fusion_weights_are_chosen_on_valid_and_recorded_in_predictions(demo_sto
     vocab = Vocabulary.from_triples(train + valid + test)
     config = CompletionConfig(kge=FAST_KGE, scorers=("rules", "encoder"), candidates=10)
     completer = build_completer(demo_store, train, valid, config, Settings(cache_dir=tmp_path), vocab,
-                                progress=False, encoder=encoder)
+                                progress=False, encoder=encoder, vectors_dir=tmp_path / "vectors")
     known = np.concatenate([vocab.encode(s) for s in demo_split])
     valid_ids = vocab.encode(valid)
     fused = ranking_metrics(filtered_ranks(completer.score_fn(), valid_ids, known))["mrr"]
@@ -140,6 +140,9 @@ def test_fusion_weights_are_chosen_on_valid_and_recorded_in_predictions(demo_sto
     prediction = completer.predict(triple_queries(vocab.encode(test[:1])), top_k=3)[0][0]
     assert set(prediction.provenance["scores"]) == {"kge", "rules", "encoder"}
     assert prediction.provenance["weights"] == completer.weights and 0 < prediction.score <= 1
+    [saved] = (tmp_path / "vectors").glob("entities-*.npy")  # the next job reads the entity vectors back
+    [scorer] = [s for s in completer.scorers if s.name == "encoder"]
+    assert np.array_equal(np.load(saved), scorer.entity_vectors)
 
 
 def test_query_file_errors_name_the_line(tmp_path):

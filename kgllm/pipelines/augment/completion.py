@@ -15,10 +15,12 @@ Each :class:`~kgllm.types.Prediction` carries the parts and weights that produce
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -139,12 +141,25 @@ class EncoderScorer(CandidateScorer):
     name = "encoder"
 
     def __init__(self, encoder, store: GraphStore, entity_ids: Sequence[str], labels: Sequence[str],
-                 relation_labels: Sequence[str]):
+                 relation_labels: Sequence[str], vectors_dir: Path | None = None):
         self.encoder = encoder
         self.labels = labels
         self.relation_labels = relation_labels
-        texts = [_neighbourhood_text(store, e, label) for e, label in zip(entity_ids, labels)]
-        self.entity_vectors = encoder.encode(texts)
+        self.entity_vectors = self._entity_vectors(store, entity_ids, vectors_dir)
+
+    def _entity_vectors(self, store: GraphStore, entity_ids: Sequence[str], vectors_dir: Path | None) -> np.ndarray:
+        """Encoded once per completer: kept in ``vectors_dir`` (named by the encoder) when given."""
+        path = vectors_dir / f"entities-{hashlib.sha256(self.encoder.name.encode()).hexdigest()[:12]}.npy" if vectors_dir else None
+        if path is not None and path.is_file():
+            vectors = np.load(path)
+            if vectors.shape == (len(entity_ids), self.encoder.dim):
+                return vectors
+        texts = [_neighbourhood_text(store, e, label) for e, label in zip(entity_ids, self.labels)]
+        vectors = self.encoder.encode(texts)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, vectors)
+        return vectors
 
     def score(self, queries, candidates):
         texts = [f"{self.relation_labels[q.relation]} {self.labels[q.anchor]}" if q.inverse
@@ -317,8 +332,10 @@ class CompletionConfig:
 
 
 def make_scorers(names: Sequence[str], store: GraphStore, kge: TrainedKGE, train_ids: np.ndarray,
-                 settings, config: CompletionConfig, lm=None, encoder=None, progress: bool = True) -> list[CandidateScorer]:
-    """The re-rankers named, built for this store; the LM is the project's model trained on the store."""
+                 settings, config: CompletionConfig, lm=None, encoder=None, progress: bool = True,
+                 vectors_dir: Path | None = None) -> list[CandidateScorer]:
+    """The re-rankers named, built for this store; the LM is the project's model trained on the store.
+    ``vectors_dir`` keeps the encoder's entity vectors for the next job."""
     vocab = kge.vocabulary
     labels, relation_labels = query_labels(store, kge)
     scorers: list[CandidateScorer] = []
@@ -333,7 +350,8 @@ def make_scorers(names: Sequence[str], store: GraphStore, kge: TrainedKGE, train
         elif name == "encoder":
             from kgllm.retrieval.encoder import encoder_from_settings
 
-            scorers.append(EncoderScorer(encoder or encoder_from_settings(settings), store, vocab.entities, labels, relation_labels))
+            scorers.append(EncoderScorer(encoder or encoder_from_settings(settings), store, vocab.entities, labels,
+                                         relation_labels, vectors_dir))
     return scorers
 
 

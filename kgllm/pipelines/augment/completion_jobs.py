@@ -152,13 +152,14 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     vocabulary = Vocabulary.from_triples(triples)
     if (directory / "weights.json").is_file():
         kge = TrainedKGE.load(directory)
-        scorers = make_scorers(config.scorers, store, kge, vocabulary.encode(triples), settings, config, progress=progress)
+        scorers = make_scorers(config.scorers, store, kge, vocabulary.encode(triples), settings, config, progress=progress,
+                               vectors_dir=directory)
         weights = json.loads((directory / "weights.json").read_text())
         completer = Completer(kge, [s for s in scorers if s.name in weights], config.candidates, weights)
         completer.model_name = _model_name(completer, digest)
         return completer
     train, valid = split_valid(triples, config)
-    completer = build_completer(store, train, valid, config, settings, vocabulary, progress)
+    completer = build_completer(store, train, valid, config, settings, vocabulary, progress, vectors_dir=directory)
     completer.model_name = _model_name(completer, digest)
     if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
         every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
