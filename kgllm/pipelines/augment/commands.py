@@ -68,7 +68,8 @@ def run_extract(files: list[Path], graph: Path | None, store: str | None, schema
 
 def print_result(kg: GraphStore, result, verbose: bool) -> None:
     if result.status == "failed":
-        console.print(f"[red]{result.path}: {result.error}[/]", highlight=False)
+        console.print(f"[red]{result.error if result.path in result.error else f'{result.path}: {result.error}'}[/]",
+                      highlight=False)
         return
     console.print(f"[bold]{result.path}[/]: {result.status}, {len(result.added)} new triples, "
                   f"{len(result.removed)} removed, {len(result.merges)} merges, {len(result.skipped)} skipped"

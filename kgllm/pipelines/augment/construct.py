@@ -226,6 +226,9 @@ class KGConstructor:
         triples, records, entities = [], [], {}
         for raw, span in kept:
             head, tail = where[raw.subject], where[raw.object]
+            if head.entity == tail.entity:
+                result.skipped.append(f"subject and object resolve to one entity: {_show(raw)}")
+                continue
             relation = relations[raw.relation][0]
             triples.append(Triple(head.entity, relation, tail.entity))
             records.append(Provenance("", "extracted", self.extractor.name, round(raw.score, 4), span=span))
