@@ -53,7 +53,7 @@ class DocumentResult:
     """What happened to one document: written (or would be), unchanged, deleted or failed."""
 
     path: str
-    status: str  # "added" | "would add" | "unchanged" | "deleted" | "failed"
+    status: str  # "added" | "would add" | "no triples" | "unchanged" | "deleted" | "failed"
     source: str = ""
     added: list[Triple] = field(default_factory=list)
     removed: list[Triple] = field(default_factory=list)
@@ -201,7 +201,7 @@ class KGConstructor:
             for old in versions:
                 if old != result.source:
                     result.removed += self.store.remove_source(old)
-            result.status = "added"
+            result.status = "added" if triples else "no triples"
             self._log_merges(result)
         return result
 
@@ -221,8 +221,7 @@ class KGConstructor:
         where = resolver.resolve([m for raw, _ in kept for m in (raw.subject, raw.object)])
         normalizer = RelationNormalizer(self.store, self.encoder)
         relations = {r: normalizer.normalize(r) for r in dict.fromkeys(raw.relation for raw, _ in kept)}
-        result.new_relations = sorted({rid for rid, method, _ in relations.values() if method == "new"})
-        result.merges = list(dict.fromkeys(r.merge for r in where.values() if r.merge is not None))
+        minted = {rid for rid, method, _ in relations.values() if method == "new"}
         triples, records, entities = [], [], {}
         for raw, span in kept:
             head, tail = where[raw.subject], where[raw.object]
@@ -230,6 +229,7 @@ class KGConstructor:
                 result.skipped.append(f"subject and object resolve to one entity: {_show(raw)}")
                 continue
             relation = relations[raw.relation][0]
+            result.merges += [n.merge for n in (head, tail) if n.merge is not None and n.merge not in result.merges]
             triples.append(Triple(head.entity, relation, tail.entity))
             records.append(Provenance("", "extracted", self.extractor.name, round(raw.score, 4), span=span))
             for node, mention, cls in ((head, raw.subject, self._class(raw.relation, self.schema and self.schema.domains)),
@@ -237,6 +237,7 @@ class KGConstructor:
                 label, aliases, types = entities.setdefault(node.entity, (node.label, set(), set()))
                 aliases.add(mention)
                 types.update([cls] if cls else [])
+        result.new_relations = sorted(minted & {t.relation for t in triples})
         described = [Entity(i, label, tuple(sorted(aliases - {label})), tuple(sorted(types)))
                      for i, (label, aliases, types) in entities.items()]
         return triples, records, [e for e in described if self.store.entity(e.id) is None]
