@@ -53,17 +53,17 @@ class AdapterConfig:
     seed: int = 0
 
 
-def base_model_dir(settings: Settings, progress: bool = True) -> Path:
-    """The base model the adapters sit on: ``settings.model`` (a local HF directory) or the project's own."""
+def base_model_dir(settings: Settings, train_path: str | Path, progress: bool = True) -> Path:
+    """The base model the adapters sit on: ``settings.model`` (a local HF directory) or the project's own
+    default model trained on the graph of the training data (its tokenizer and facts speak that domain)."""
     if settings.model is not None:
         if not (Path(settings.model) / "config.json").is_file():
             raise ModelError(f"{settings.model}: not a Hugging Face model directory (no config.json)")
         return Path(settings.model)
-    from kgllm.graph.demo import demo_graph_path
-    from kgllm.graph.rdflib_store import RDFLibStore
     from kgllm.llm.default import ensure_default_model
+    from kgllm.pipelines.augment.webnlg import webnlg_graph
 
-    return ensure_default_model(RDFLibStore(demo_graph_path()), settings, progress=progress)
+    return ensure_default_model(webnlg_graph(train_path), settings, progress=progress)
 
 
 def ensure_adapter(kind: str, base_dir: Path, make_pairs: Callable[[], list[Pair]], data_digest: str,

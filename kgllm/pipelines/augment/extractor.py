@@ -25,7 +25,7 @@ from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_CONFIG = AdapterConfig(max_minutes=15.0, epochs=1.0, max_tokens=128, learning_rate=5e-3)
+EXTRACTION_CONFIG = AdapterConfig(max_minutes=12.0, epochs=1.0, max_tokens=128, learning_rate=5e-3)
 MAX_NEW_TOKENS = 160
 
 
@@ -59,7 +59,7 @@ def train_extractor(train_path: str | Path, settings: Settings, config: AdapterC
     """(base model dir, adapter dir) of the extraction adapter trained on ``train_path`` (cached)."""
     from transformers import AutoTokenizer
 
-    base = base_model_dir(settings, progress)
+    base = base_model_dir(settings, train_path, progress)
     tokenizer = AutoTokenizer.from_pretrained(base)
     adapter = ensure_adapter("extract", base, lambda: extraction_pairs(tokenizer, train_path),
                              file_digest(train_path), config, settings, progress)

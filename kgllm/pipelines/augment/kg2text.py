@@ -27,7 +27,7 @@ from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERBALIZE_CONFIG = AdapterConfig(max_minutes=6.0, epochs=1.0, max_tokens=192)
+VERBALIZE_CONFIG = AdapterConfig(max_minutes=6.0, epochs=1.0, max_tokens=128, learning_rate=5e-3)
 MAX_NEW_TOKENS = 120
 MAX_FACTS = 6  # an entity's facts verbalized at once; more are left out of the prompt
 
@@ -53,7 +53,7 @@ def train_verbalizer(train_path: str | Path, settings: Settings, config: Adapter
     """(base model dir, adapter dir) of the verbalization adapter trained on ``train_path`` (cached)."""
     from transformers import AutoTokenizer
 
-    base = base_model_dir(settings, progress)
+    base = base_model_dir(settings, train_path, progress)
     tokenizer = AutoTokenizer.from_pretrained(base)
     adapter = ensure_adapter("verbalize", base, lambda: verbalize_pairs(tokenizer, train_path),
                              file_digest(train_path), config, settings, progress)

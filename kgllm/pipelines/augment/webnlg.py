@@ -53,6 +53,19 @@ def read_webnlg(path: str | Path, limit: int | None = None) -> list[Example]:
     return examples
 
 
+def webnlg_graph(path: str | Path):
+    """The triples of a WebNLG file as an in-memory graph (ids minted from the names, labels readable)."""
+    from kgllm.graph.rdflib_store import RDFLibStore, to_iri
+    from kgllm.types import Entity, Triple
+
+    examples = read_webnlg(path)
+    names = {n for e in examples for s, _, o in e.triples for n in (s, o)}
+    store = RDFLibStore()
+    store.add({Triple(str(to_iri(s)), str(to_iri(r)), str(to_iri(o))) for e in examples for s, r, o in e.triples},
+              [Entity(str(to_iri(n)), n) for n in sorted(names)])
+    return store
+
+
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
