@@ -160,6 +160,10 @@ def test_a_bad_file_fails_alone_and_dry_run_writes_nothing(extractor, tmp_path):
     assert len(dry[1].added) == 1 and store.count_triples() == 0
     assert [r.status for r in constructor.run([empty, good], progress=False)] == ["failed", "added"]
     assert store.count_triples() == 1
+    german = tmp_path / "de.txt"
+    german.write_text("Der Hund läuft schnell über die Straße und bellt laut, weil er die Katze gesehen hat "
+                      "und nicht warten will, bis sie wieder kommt.")
+    assert any("does not look like English" in s for s in constructor.extract_document(german, write=False).skipped)
 
 
 def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, encoder, tmp_path):
