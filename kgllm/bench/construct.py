@@ -56,6 +56,7 @@ class ExtractionResult:
     entries: int
     strict: tuple[float, float, float]
     exact: tuple[float, float, float]
+    subject: tuple[float, float, float]  # subjects alone, exact matching: where a weak model starts
     seconds: float
     train_minutes: float
 
@@ -63,6 +64,7 @@ class ExtractionResult:
         return {"mode": self.label, "entries": str(self.entries),
                 "strict P / R / F1": " / ".join(f"{x:.3f}" for x in self.strict),
                 "exact P / R / F1": " / ".join(f"{x:.3f}" for x in self.exact),
+                "subjects F1 (exact)": f"{self.subject[2]:.3f}",
                 "sentences/s": f"{self.entries / self.seconds:.2f}", "model": self.model,
                 "adapter training (min)": f"{self.train_minutes:.1f}"}
 
@@ -81,8 +83,11 @@ def run_extraction_benchmark(extractor, examples: list[Example], label: str, tra
     def folded(sets: list[set]) -> list[set]:
         return [{tuple(fold(x) for x in t) for t in s} for s in sets]
 
+    def subjects(sets: list[set]) -> list[set]:
+        return [{fold(t[0]) for t in s} for s in sets]
+
     return ExtractionResult(label, model, len(examples), prf(predicted, gold), prf(folded(predicted), folded(gold)),
-                            seconds, train_minutes)
+                            prf(subjects(predicted), subjects(gold)), seconds, train_minutes)
 
 
 def run_verbalization_benchmark(verbalizer, examples: list[Example], train_minutes: float, model: str) -> dict[str, str]:
