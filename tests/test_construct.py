@@ -12,7 +12,14 @@ from kgllm.exceptions import InputError, ParseError
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.pipelines.augment.adapters import AdapterConfig, train_adapter
-from kgllm.pipelines.augment.construct import KGConstructor, chunk_spans, delete_document, read_document, read_schema
+from kgllm.pipelines.augment.construct import (
+    KGConstructor,
+    chunk_spans,
+    delete_document,
+    read_document,
+    read_schema,
+    undo_merges,
+)
 from kgllm.pipelines.augment.extractor import Extractor, extraction_pairs, extraction_prompt
 from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids, text_spans
 
@@ -181,3 +188,9 @@ def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, enc
     assert added.head == acme and store.label(added.tail) == "Berlin"
     assert [(m.mention, m.entity, m.method) for m in result.merges] == [("Acme Corp", acme, "exact")]
     assert json.loads(log.read_text())["mention"] == "Acme Corp"
+
+    assert [e["entity"] for e in undo_merges(log, "Acme Corp")] == [acme]  # kgllm unmerge "Acme Corp"
+    again = KGConstructor(store, extractor, encoder, merge_log=log).extract_document(doc, force=True)
+    [split] = set(store.triples(relation=added.relation))
+    assert split.head != acme and store.label(split.head) == "Acme Corp" and again.merges == []
+    assert store.sources(str(doc.resolve())) == [again.source]
