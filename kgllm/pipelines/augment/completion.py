@@ -235,7 +235,8 @@ class Completer:
         return scores - _logsumexp(scores)
 
     def fit_weights(self, valid: np.ndarray, known: np.ndarray, progress: bool = True) -> dict[str, float]:
-        """Choose each re-ranker's weight by filtered MRR on ``valid`` (a grid; ties keep the smaller weights)."""
+        """Choose each re-ranker's weight by filtered MRR on ``valid`` (a grid; ties keep the smaller weights).
+        Re-rankers given weight 0 are dropped, so predictions do not pay for them."""
         queries = triple_queries(valid)
         cache = self.parts(queries)
         names = [s.name for s in self.scorers]
@@ -247,9 +248,10 @@ class Completer:
             mrr = ranking_metrics(filtered_ranks(_lookup(queries, fused), valid, known))["mrr"]
             if mrr > best_mrr + 1e-9:
                 best, best_mrr = weights, mrr
-        self.weights = best
         log.info("fusion weights %s: valid MRR %.4f", best, best_mrr)
-        return best
+        self.weights = {name: weight for name, weight in best.items() if weight}
+        self.scorers = [s for s in self.scorers if s.name in self.weights]
+        return self.weights
 
     def score_fn(self):
         """A :data:`~kgllm.pipelines.augment.completion_eval.ScoreFn` of the fused model, for evaluation."""

@@ -152,10 +152,10 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     vocabulary = Vocabulary.from_triples(triples)
     if (directory / "weights.json").is_file():
         kge = TrainedKGE.load(directory)
-        scorers = make_scorers(config.scorers, store, kge, vocabulary.encode(triples), settings, config, progress=progress,
-                               vectors_dir=directory)
         weights = json.loads((directory / "weights.json").read_text())
-        completer = Completer(kge, [s for s in scorers if s.name in weights], config.candidates, weights)
+        scorers = make_scorers([n for n in config.scorers if n in weights], store, kge, vocabulary.encode(triples),
+                               settings, config, progress=progress, vectors_dir=directory)
+        completer = Completer(kge, scorers, config.candidates, weights)
         completer.model_name = _model_name(completer, digest)
         return completer
     train, valid = split_valid(triples, config)
