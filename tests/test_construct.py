@@ -194,3 +194,16 @@ def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, enc
     [split] = set(store.triples(relation=added.relation))
     assert split.head != acme and store.label(split.head) == "Acme Corp" and again.merges == []
     assert store.sources(str(doc.resolve())) == [again.source]
+
+
+def test_schema_classes_type_the_new_entities(extractor, tmp_path):
+    from kgllm.pipelines.augment.construct import Schema
+    from kgllm.pipelines.augment.resolution import new_entity_id
+
+    store = RDFLibStore()
+    doc = tmp_path / "alice.txt"
+    doc.write_text("Alice Smith was born in Paris.")
+    schema = Schema(RELATIONS, domains={"birthPlace": "Person"}, ranges={"birthPlace": "City"})
+    KGConstructor(store, extractor, schema=schema).extract_document(doc)
+    assert store.entity(new_entity_id("Alice Smith")).types == (new_entity_id("Person"),)
+    assert store.entity(new_entity_id("Paris")).types == (new_entity_id("City"),)

@@ -195,7 +195,7 @@ class KGConstructor:
         triples, records, entities = self._resolve(text, spans, raws, result)
         result.source = f"{doc_id}@{digest}-{_output_digest(triples)}"
         records = [Provenance(result.source, r.method, r.model, r.score, r.created, r.span) for r in records]
-        result.added = [t for t in dict.fromkeys(triples) if not any(True for _ in self.store.triples(t.head, t.relation, t.tail))]
+        result.added = [t for t in dict.fromkeys(triples) if not self._stored(t)]
         if write:
             self.store.add_derived(triples, records, entities)
             for old in versions:
@@ -204,6 +204,9 @@ class KGConstructor:
             result.status = "added" if triples else "no triples"
             self._log_merges(result)
         return result
+
+    def _stored(self, triple: Triple) -> bool:
+        return any(True for _ in self.store.triples(triple.head, triple.relation, triple.tail))
 
     # ------------------------------------------------------------ resolution
     def _resolve(self, text: str, spans: list[tuple[int, int]], raws: list[list[RawTriple]],
@@ -232,8 +235,9 @@ class KGConstructor:
             result.merges += [n.merge for n in (head, tail) if n.merge is not None and n.merge not in result.merges]
             triples.append(Triple(head.entity, relation, tail.entity))
             records.append(Provenance("", "extracted", self.extractor.name, round(raw.score, 4), span=span))
-            for node, mention, cls in ((head, raw.subject, self._class(raw.relation, self.schema and self.schema.domains)),
-                                       (tail, raw.object, self._class(raw.relation, self.schema and self.schema.ranges))):
+            domains, ranges = (self.schema.domains, self.schema.ranges) if self.schema else ({}, {})
+            for node, mention, cls in ((head, raw.subject, self._class(raw.relation, domains)),
+                                       (tail, raw.object, self._class(raw.relation, ranges))):
                 label, aliases, types = entities.setdefault(node.entity, (node.label, set(), set()))
                 aliases.add(mention)
                 types.update([cls] if cls else [])
@@ -243,9 +247,9 @@ class KGConstructor:
         return triples, records, [e for e in described if self.store.entity(e.id) is None]
 
     @staticmethod
-    def _class(relation: str, classes: dict[str, str] | None) -> str | None:
+    def _class(relation: str, classes: dict[str, str]) -> str | None:
         """The schema's class for one end of a relation (None without a schema or class)."""
-        name = (classes or {}).get(relation)
+        name = classes.get(relation)
         return _class_id(name) if name else None
 
     def _log_merges(self, result: DocumentResult) -> None:
@@ -303,7 +307,8 @@ def _class_id(name: str) -> str:
 
 
 def _output_digest(triples: Iterable[Triple]) -> str:
-    return hashlib.sha256("\n".join(sorted(f"{t.head}\t{t.relation}\t{t.tail}" for t in triples)).encode()).hexdigest()[:8]
+    lines = sorted(f"{t.head}\t{t.relation}\t{t.tail}" for t in triples)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
 
 
 def _show(raw: RawTriple) -> str:
