@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PQ ?= ../shared/benchmarks/pathquestion
+NATIONS ?= ../shared/benchmarks/nations
 
 .PHONY: demo test bench clean
 
@@ -28,6 +29,10 @@ bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
 	$(BIN)/kgllm bench kgqa --kb $(PQ)/2H-kb.txt --test $(PQ)/PQ-2H.test.txt --hops 2 --out benchmarks/results/kgqa-pq2h.md
 	$(BIN)/kgllm bench kgqa --kb $(PQ)/3H-kb.txt --test $(PQ)/PQ-3H.test.txt --hops 3 --out benchmarks/results/kgqa-pq3h.md
 	$(BIN)/kgllm bench llm --minutes 1.5 --out benchmarks/results/llm.md
+	$(BIN)/kgllm bench complete --data $(NATIONS) --budget 60 --throughput-triples 100000 --out benchmarks/results/completion-nations.md
+	$(BIN)/kgllm bench resolution --out benchmarks/results/resolution.md
+	$(BIN)/kgllm bench webnlg --size 100 --tasks extract --out benchmarks/results/webnlg-extract.md
+	$(BIN)/kgllm bench webnlg --size 100 --tasks verbalize --out benchmarks/results/webnlg-verbalize.md
 
 clean:
 	rm -rf $(VENV) graph/demo/*.index

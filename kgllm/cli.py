@@ -122,6 +122,11 @@ def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipeline
     from kgllm.jobs import read_job, run_ask_job
 
     job = read_job(job_file)
+    if job.job == "complete":
+        from kgllm.pipelines.augment.completion_jobs import open_and_complete
+
+        console.print(open_and_complete(job, Settings()))
+        return
     started = time.perf_counter()
     session = connect(job.graph, store=job.store, use_model=job.use_model)
     counts = run_ask_job(job, session)
@@ -151,6 +156,24 @@ def serve(graph: GraphOption = None, store: StoreOption = None, no_model: NoMode
     console.print(f"serving {session.store.count_triples()} facts on http://{host}:{port} "
                   f"(page: /, API docs: /docs{', API key required' if settings.api_key else ''})")
     run_server(create_app(session, api_key=settings.api_key or None), host, port)
+
+
+@app.command()
+def complete(queries: Annotated[str, typer.Option("--queries", "-q", help="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' (ids or labels), or 'all'.")],
+             out: Annotated[Path, typer.Option("--out", help="JSON lines, one per query; an interrupted job resumes.")],
+             graph: GraphOption = None, store: StoreOption = None,
+             top_k: Annotated[int, typer.Option("--top-k", help="Predictions per query.")] = 10,
+             write_back: Annotated[bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")] = False,
+             min_score: Annotated[float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")] = 0.0,
+             scorers: Annotated[str, typer.Option("--scorers", help="Re-rankers fused with the KGE score (comma-separated; 'none' for the KGE alone).")] = "rules,lm,encoder",
+             kge_seconds: Annotated[float, typer.Option("--kge-seconds", help="Training budget of the structural model (cached per graph).")] = 60.0) -> None:
+    """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
+    from kgllm.pipelines.augment.completion_jobs import job_from_options, open_and_complete
+
+    names = [s.strip() for s in scorers.split(",") if s.strip() and s.strip() != "none"]
+    job = job_from_options(queries=queries if queries == "all" else Path(queries), output=out, graph=graph, store=store,
+                           top_k=top_k, min_score=min_score, write_back=write_back, kge_seconds=kge_seconds, scorers=names)
+    console.print(open_and_complete(job, Settings()))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
@@ -281,6 +304,18 @@ def bench_llm(sections: Annotated[str, typer.Option("--sections", help="Comma-se
     run_llm_benchmarks([s.strip() for s in sections.split(",") if s.strip()], minutes, out)
 
 
+@bench.command("complete")
+def bench_complete(data: Annotated[Path, typer.Option("--data", help="Folder with train.txt, valid.txt and test.txt (head<TAB>relation<TAB>tail).")],
+                   budget: Annotated[float, typer.Option("--budget", help="Wall-clock training seconds, the same for every model.")] = 60.0,
+                   scorers: Annotated[str, typer.Option("--scorers", help="Re-rankers fused with the KGE score: rules, lm, encoder (comma-separated, or 'none').")] = "rules,lm,encoder",
+                   throughput_triples: Annotated[int, typer.Option("--throughput-triples", help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).")] = 0,
+                   out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None) -> None:
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
+    from kgllm.bench.completion import completion_benchmark_report
+
+    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+
+
 def _model_name(session) -> str:
     model = getattr(session.lm, "model", None)
     if model is None:
@@ -333,3 +368,77 @@ def _print_answer(answer) -> None:
     if len(answer.evidence.paths) > 12:
         tree.add(f"[dim]… {len(answer.evidence.paths) - 12} more paths[/]")
     console.print(tree)
+
+
+# ---------------------------------------------------------------- documents <-> graph
+TrainDataOption = Annotated[Optional[Path], typer.Option("--train", help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: ../shared/benchmarks/webnlg/train.jsonl.")]
+BaseModelOption = Annotated[Optional[Path], typer.Option("--model", help="Local Hugging Face causal LM to put the adapter on (default: the project's own small model).")]
+
+
+def _augment_settings(model: Optional[Path]) -> Settings:
+    return Settings(**({"model": model} if model else {}))
+
+
+@app.command()
+def extract(files: Annotated[list[Path], typer.Argument(help="Text documents (UTF-8).")],
+            graph: Annotated[Optional[Path], typer.Option("--graph", "-g", help="RDF graph file to write (created if missing).")] = None,
+            store: StoreOption = None,
+            schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML/JSON schema: the relation names (and classes) to extract.")] = None,
+            write: Annotated[bool, typer.Option("--write/--dry-run", help="Write to the graph, or only print what would be added, merged and skipped.")] = True,
+            delete: Annotated[bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")] = False,
+            force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+            train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Extract triples from documents into the graph, resolved against it, with provenance."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_extract
+
+    run_extract(files, graph, store, schema, write, delete, force, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def unmerge(mention: Annotated[str, typer.Argument(help="A name that was merged into another entity by extraction.")],
+            graph: Annotated[Optional[Path], typer.Option("--graph", "-g", help="RDF graph file.")] = None,
+            store: StoreOption = None, train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Undo the logged merges of a name and re-extract the documents that made them."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_unmerge
+
+    run_unmerge(mention, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def describe(entity: Annotated[str, typer.Argument(help="Entity id or name.")], graph: GraphOption = None,
+             store: StoreOption = None, train: TrainDataOption = None, model: BaseModelOption = None) -> None:
+    """Say in plain text what the graph holds about an entity (a trained KG-to-text adapter)."""
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, run_describe
+
+    run_describe(entity, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@bench.command("webnlg")
+def bench_webnlg(dev: Annotated[Optional[Path], typer.Option("--dev", help="WebNLG dev, JSON lines.")] = None,
+                 train: TrainDataOption = None, model: BaseModelOption = None,
+                 size: Annotated[int, typer.Option("--size", help="Entries evenly spaced over dev (0: all).")] = 200,
+                 tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: extract (text -> triples), verbalize (triples -> text).")] = "extract,verbalize",
+                 out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None) -> None:
+    """Text -> triples P/R/F1 (strict, exact) and triples -> text BLEU / chrF++ on WebNLG dev."""
+    from kgllm.bench.construct import webnlg_report
+    from kgllm.pipelines.augment.commands import DEFAULT_TRAIN, WEBNLG_DIR
+
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not chosen or set(chosen) - {"extract", "verbalize"}:
+        raise typer.BadParameter(f"--tasks takes extract and/or verbalize, not {tasks!r}")
+    webnlg_report(dev or WEBNLG_DIR / "dev.jsonl", train or DEFAULT_TRAIN, size, chosen, _augment_settings(model), out)
+
+
+@bench.command("resolution")
+def bench_resolution(out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None) -> None:
+    """Merge precision and recall on perturbed demo-graph names (a fifth of the entities held out)."""
+    from kgllm.bench.construct import resolution_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_graph_path
+    from kgllm.graph.rdflib_store import RDFLibStore
+    from kgllm.retrieval.encoder import encoder_from_settings
+
+    rows = resolution_benchmark(RDFLibStore(demo_graph_path()), encoder_from_settings(Settings()))
+    print_table(rows, "entity resolution on perturbed demo-graph names")
+    if out:
+        save_markdown(rows, out, "entity resolution: perturbed demo-graph names", "kgllm bench resolution --out " + str(out))

@@ -39,14 +39,44 @@ class AskJob(BaseModel):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_job(path: str | os.PathLike) -> AskJob:
+class CompleteJob(BaseModel):
+    """Predict the missing heads or tails of queries (or of every entity and relation) and write them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["complete"]
+    queries: Path | Literal["all"] = Field(description="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' "
+                                           "(ids or labels), or 'all': every (entity, relation) pair's missing tails.")
+    output: Path = Field(description="JSON lines, one per query, written as they come.")
+    graph: Path | None = Field(None, description="Graph file for the embedded store; default: the demo graph.")
+    store: Literal["rdflib", "neo4j"] | None = Field(None, description="Store back-end; default: from the settings.")
+    top_k: int = Field(10, ge=1, description="Predictions kept per query.")
+    min_score: float = Field(0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back.")
+    write_back: bool = Field(False, description="Add the predictions to the store, marked as predicted.")
+    kge_models: list[Literal["complex", "distmult"]] = Field(["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept.")
+    kge_seconds: float = Field(60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached).")
+    scorers: list[Literal["rules", "lm", "encoder"]] = Field(["rules", "lm", "encoder"], description="Re-rankers fused with the structural score.")
+    candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
+
+    def fingerprint(self) -> str:
+        spec = self.model_dump(mode="json", exclude={"output"})
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+JOB_KINDS = {"ask": AskJob, "complete": CompleteJob}
+
+
+def read_job(path: str | os.PathLike) -> AskJob | CompleteJob:
     """Parse and check a job file; paths in it are relative to the working directory."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such job file")
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return AskJob.model_validate(spec)
+        kind = spec.get("job") if isinstance(spec, dict) else None
+        if kind not in JOB_KINDS:
+            raise ConfigurationError(f"{path}: job must be one of: {', '.join(JOB_KINDS)}; got {kind!r}")
+        return JOB_KINDS[kind].model_validate(spec)
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML: {exc}") from exc
     except ValidationError as exc:

@@ -104,3 +104,15 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where one derived fact came from: a document or a job, how, by which model, when."""
+
+    source: str  # a document id/path, or a job ("kgllm complete")
+    method: str  # "predicted" | "extracted"
+    model: str = ""  # model and adapter that produced the fact
+    score: float | None = None
+    created: str = ""  # ISO-8601 UTC; the store fills it when empty
+    span: tuple[int, int] | None = None  # character span in the source document

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path as FilePath
 from typing import ClassVar, Literal
 
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import normalize
-from kgllm.types import Entity, Path, Triple
+from kgllm.types import Entity, Path, Provenance, Triple
 
 Direction = Literal["out", "in", "both"]
 DEFAULT_BATCH_SIZE = 1000
+PROVENANCE_METHODS = ("predicted", "extracted")
 
 
 class GraphStore(ABC):
@@ -42,6 +45,60 @@ class GraphStore(ABC):
 
     @abstractmethod
     def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int: ...
+
+    # ------------------------------------------------------------ provenance
+    def add_derived(self, triples: Sequence[Triple], records: Sequence[Provenance],
+                    entities: Iterable[Entity] = ()) -> int:
+        """Add predicted or extracted facts, one provenance record per triple, in one atomic write.
+
+        A triple not in the store yet is added as derived; an asserted triple stays
+        asserted (its record is still kept, so the source is traceable). The same
+        (triple, source, method, span) twice is stored once. Returns the number of new records.
+        """
+        triples = [check_triple(t) for t in triples]
+        if len(triples) != len(records):
+            raise InputError(f"add_derived needs one provenance record per triple, got {len(triples)} triples "
+                             f"and {len(records)} records")
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records = [check_provenance(r, created) for r in records]
+        return self._write_derived(triples, records, [check_entity(e) for e in entities])
+
+    def provenance(self, triple: Triple) -> list[Provenance]:
+        """Every provenance record of a fact, oldest first ([] for a fact with none)."""
+        records = self._provenance(check_triple(triple))
+        return sorted(records, key=lambda r: (r.created, r.source, r.method, r.span or (-1, -1), r.model))
+
+    def is_asserted(self, triple: Triple) -> bool:
+        """True for a fact added by :meth:`add` or a loader, False for a derived or absent one."""
+        return self._is_asserted(check_triple(triple))
+
+    def remove_source(self, source: str) -> list[Triple]:
+        """Drop every record of ``source`` and delete the derived triples left with none; atomic.
+
+        Returns the deleted triples.
+        """
+        if not isinstance(source, str) or not source.strip():
+            raise InputError(f"source must be a non-empty string, not {source!r}")
+        return self._remove_source(source)
+
+    def sources(self, prefix: str = "") -> list[str]:
+        """The sources of the stored provenance records that start with ``prefix``, sorted."""
+        return sorted(s for s in self._sources() if s.startswith(prefix))
+
+    @abstractmethod
+    def _sources(self) -> set[str]: ...
+
+    @abstractmethod
+    def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int: ...
+
+    @abstractmethod
+    def _provenance(self, triple: Triple) -> list[Provenance]: ...
+
+    @abstractmethod
+    def _is_asserted(self, triple: Triple) -> bool: ...
+
+    @abstractmethod
+    def _remove_source(self, source: str) -> list[Triple]: ...
 
     # ---------------------------------------------------------------- reads
     @abstractmethod
@@ -173,6 +230,20 @@ def check_triple(t: object) -> Triple:
     if not all(isinstance(x, str) and x.strip() for x in (t.head, t.relation, t.tail)):
         raise InputError(f"triple has an empty or non-text part: {t!r}")
     return t
+
+
+def check_provenance(record: object, created: str) -> Provenance:
+    """A valid record, its time set to ``created`` when empty."""
+    if not isinstance(record, Provenance) or not (isinstance(record.source, str) and record.source.strip()):
+        raise InputError(f"not a provenance record with a source: {record!r}")
+    if record.method not in PROVENANCE_METHODS:
+        raise InputError(f"provenance method must be one of {list(PROVENANCE_METHODS)}, not {record.method!r}")
+    span = record.span
+    if span is not None and not (len(span) == 2 and all(isinstance(x, int) for x in span) and 0 <= span[0] <= span[1]):
+        raise InputError(f"provenance span must be (start, end) with 0 <= start <= end, not {span!r}")
+    if span is not None:
+        record = replace(record, span=(int(span[0]), int(span[1])))
+    return record if record.created else replace(record, created=created)
 
 
 def check_entity(e: object) -> Entity:

@@ -20,10 +20,17 @@ Data model (all Cypher is parameterized; query text is built only from constants
 * ``(:Entity)-[:ALIAS]->(:Name {key})`` - one unique ``Name`` node per normalized
   alias, so alias lookups are index seeks too (list properties cannot be indexed
   for membership on Neo4j).
+* Provenance: a derived fact is an ordinary ``REL`` flagged ``derived`` (``add``
+  clears the flag: the fact is then asserted), and each record is a
+  ``(:Provenance {key, h, r, t, source, method, model, score, created, span_start,
+  span_end})`` node, unique by ``key`` (triple, source, method, span) and indexed
+  by source. Records are not linked to the fact: a relationship cannot be an
+  endpoint, and the three ids find it by index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -37,11 +44,11 @@ from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
 from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
-from kgllm.graph.base import Direction, GraphStore, check_triple
+from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
 from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
-from kgllm.types import Entity, Triple
+from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,10 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
     ("CREATE INDEX kgllm_entity_key IF NOT EXISTS FOR (e:Entity) ON (e.key)", None),
     ("CREATE INDEX kgllm_entity_relation IF NOT EXISTS FOR (e:Entity) ON (e.is_relation)", None),
     ("CREATE INDEX kgllm_rel_id IF NOT EXISTS FOR ()-[r:REL]-() ON (r.id)", None),
+    ("CREATE CONSTRAINT kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) REQUIRE p.key IS UNIQUE",
+     "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)"),
+    ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
+    ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
 )
 
 _DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
@@ -89,7 +100,36 @@ _MERGE_TRIPLES = """
 UNWIND $rows AS row
 MATCH (h:Entity {id: row.h})
 MATCH (t:Entity {id: row.t})
-MERGE (h)-[:REL {id: row.r}]->(t)
+MERGE (h)-[r:REL {id: row.r}]->(t)
+WITH r WHERE r.derived IS NOT NULL
+SET r.derived = null
+"""
+_MATCH_TRIPLE = "MATCH (h:Entity {id: row.h})-[r:REL {id: row.r}]->(t:Entity {id: row.t})"
+_EXISTING_TRIPLES = f"UNWIND $rows AS row {_MATCH_TRIPLE} RETURN row.h AS h, row.r AS r, row.t AS t, r.derived AS derived"
+_MARK_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} SET r.derived = true"
+_MERGE_RECORDS = """
+UNWIND $rows AS row
+MERGE (p:Provenance {key: row.key})
+ON CREATE SET p.h = row.h, p.r = row.r, p.t = row.t, p.source = row.source, p.method = row.method,
+              p.model = row.model, p.score = row.score, p.created = row.created,
+              p.span_start = row.span_start, p.span_end = row.span_end
+"""
+_RECORD_FIELDS = ("p.source AS source, p.method AS method, p.model AS model, p.score AS score, "
+                  "p.created AS created, p.span_start AS span_start, p.span_end AS span_end")
+_READ_RECORDS = f"MATCH (p:Provenance {{h: $h, r: $r, t: $t}}) RETURN {_RECORD_FIELDS}"
+_SOURCE_TRIPLES = "MATCH (p:Provenance {source: $source}) RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t"
+_DELETE_SOURCE = "MATCH (p:Provenance {source: $source}) DELETE p"
+_STILL_RECORDED = ("UNWIND $rows AS row MATCH (p:Provenance {h: row.h, r: row.r, t: row.t}) "
+                   "RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t")
+_DELETE_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} WHERE r.derived = true DELETE r RETURN row.h AS h, row.r AS r, row.t AS t"
+# endpoints left bare by a deletion (no edge, name or flag) go too, as they would in an RDF graph
+_DELETE_BARE_NODES = """
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})
+WHERE e.label IS NULL AND e.is_relation IS NULL AND e.is_class IS NULL AND size(coalesce(e.types, [])) = 0
+OPTIONAL MATCH (e)-[x]-()
+WITH e, count(x) AS edges WHERE edges = 0
+DELETE e
 """
 _MERGE_ONE_TRIPLE = """
 MERGE (h:Entity {id: $h}) ON CREATE SET h.key = $h_key
@@ -279,6 +319,43 @@ class Neo4jStore(GraphStore):
         classes = list(dict.fromkeys(c for e in described for c in e.types))
         _run_batches(tx, _MERGE_CLASS_NODES, classes, batch_size, "ids")
 
+    # ------------------------------------------------------------ provenance
+    def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
+        self._ensure_schema()
+        unique = list(dict.fromkeys(triples))
+        with self._session() as session, session.begin_transaction() as tx:
+            stored = {_triple(r) for r in tx.run(_EXISTING_TRIPLES, rows=_triple_rows(unique))}
+            fresh = [t for t in unique if t not in stored]
+            self._write_in(tx, fresh, entities, DEFAULT_BATCH_SIZE)
+            _run_batches(tx, _MARK_DERIVED, _triple_rows(fresh), DEFAULT_BATCH_SIZE)
+            rows = list({row["key"]: row for row in map(_record_row, triples, records)}.values())
+            new = sum(c.nodes_created for c in _run_batches(tx, _MERGE_RECORDS, rows, DEFAULT_BATCH_SIZE))
+            tx.commit()
+        return new
+
+    def _provenance(self, triple: Triple) -> list[Provenance]:
+        return [_provenance(r) for r in self._records(_READ_RECORDS, h=triple.head, r=triple.relation, t=triple.tail)]
+
+    def _is_asserted(self, triple: Triple) -> bool:
+        records = self._records(_EXISTING_TRIPLES, rows=_triple_rows([triple]))
+        return bool(records) and records[0]["derived"] is None
+
+    def _sources(self) -> set[str]:
+        return {r["source"] for r in self._records("MATCH (p:Provenance) RETURN DISTINCT p.source AS source")}
+
+    def _remove_source(self, source: str) -> list[Triple]:
+        self._ensure_schema()
+        with self._session() as session, session.begin_transaction() as tx:
+            touched = [_triple(r) for r in tx.run(_SOURCE_TRIPLES, source=source)]
+            tx.run(_DELETE_SOURCE, source=source).consume()
+            kept = {_triple(r) for r in tx.run(_STILL_RECORDED, rows=_triple_rows(touched))}
+            orphans = [t for t in touched if t not in kept]
+            deleted = [_triple(r) for r in tx.run(_DELETE_DERIVED, rows=_triple_rows(orphans))]
+            ends = list(dict.fromkeys(x for t in deleted for x in (t.head, t.tail)))
+            tx.run(_DELETE_BARE_NODES, ids=ends).consume()
+            tx.commit()
+        return deleted
+
     # ----------------------------------------------------------------- reads
     def entity(self, entity_id: str) -> Entity | None:
         records = self._records(f"MATCH (e:Entity {{id: $id}}) WHERE {_IS_ENTITY} RETURN {_ENTITY_FIELDS}",
@@ -418,6 +495,26 @@ def _run_batches(tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int
     """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
     return [tx.run(cypher, {name: rows[i:i + batch_size]}).consume().counters
             for i in range(0, len(rows), batch_size)]
+
+
+def _triple_rows(triples: Iterable[Triple]) -> list[dict[str, str]]:
+    return [{"h": t.head, "r": t.relation, "t": t.tail} for t in triples]
+
+
+def _record_row(triple: Triple, record: Provenance) -> dict[str, Any]:
+    start, end = record.span if record.span is not None else (None, None)
+    identity = (triple.head, triple.relation, triple.tail, record.source, record.method, start, end)
+    return {"key": hashlib.sha256(repr(identity).encode()).hexdigest(), "h": triple.head, "r": triple.relation,
+            "t": triple.tail, "source": record.source, "method": record.method, "model": record.model,
+            "score": None if record.score is None else float(record.score), "created": record.created,
+            "span_start": start, "span_end": end}
+
+
+def _provenance(record: neo4j.Record) -> Provenance:
+    start, end = record["span_start"], record["span_end"]
+    return Provenance(source=record["source"], method=record["method"], model=record["model"] or "",
+                      score=record["score"], created=record["created"],
+                      span=(start, end) if start is not None else None)
 
 
 def _node_row(node_id: str) -> dict[str, str]:

@@ -4,6 +4,12 @@ Relations are RDF properties between IRIs. Labels are ``rdfs:label`` (or
 ``skos:prefLabel``), aliases ``skos:altLabel``, classes ``rdf:type``; these and
 literal-valued statements are not relation triples. Ids that are not absolute
 IRIs are minted in ``base``.
+
+Provenance: a derived fact is a plain triple like any other (every reader sees
+it), plus a blank node per record, reified rdf:Statement-style (``rdf:subject``,
+``rdf:predicate``, ``rdf:object``) with ``kgllm:`` properties, and one
+``kgllm:Derived`` marker node per fact that is not asserted. ``add`` of a
+derived fact drops its marker, which makes it asserted.
 """
 
 from __future__ import annotations
@@ -15,19 +21,23 @@ from collections.abc import Iterator
 from pathlib import Path as FilePath
 from urllib.parse import quote
 
-from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
+from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
 from rdflib.term import Node
 
 from kgllm.exceptions import GraphStoreError, ParseError
 from kgllm.graph.base import Direction, GraphStore
 from kgllm.graph.labels import normalize, readable
-from kgllm.types import Entity, Triple
+from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "https://kgllm.dev/kg/"
+KGLLM = Namespace("https://kgllm.dev/ns#")
 LABEL_PREDICATES = (RDFS.label, SKOS.prefLabel)
-NON_RELATIONS = frozenset({RDF.type, RDFS.label, SKOS.prefLabel, SKOS.altLabel, RDFS.comment})
+REIFICATION = (RDF.subject, RDF.predicate, RDF.object)
+RECORD_FIELDS = (KGLLM.source, KGLLM.method, KGLLM.model, KGLLM.score, KGLLM.created, KGLLM.spanStart, KGLLM.spanEnd)
+NON_RELATIONS = frozenset({RDF.type, RDFS.label, SKOS.prefLabel, SKOS.altLabel, RDFS.comment,
+                           *REIFICATION, *RECORD_FIELDS})
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 RDF_FORMATS = {".ttl": "turtle", ".nt": "nt", ".n3": "n3", ".jsonld": "json-ld", ".json": "json-ld",
                ".rdf": "xml", ".xml": "xml", ".owl": "xml", ".trig": "trig", ".nq": "nquads"}
@@ -104,6 +114,22 @@ class RDFLibStore(GraphStore):
     # ---------------------------------------------------------------- writes
     def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
         staged = Graph()
+        self._stage_entities(staged, entities)
+        new = 0
+        for t in triples:
+            spo = self._spo(t)
+            if spo not in self.graph and spo not in staged:
+                new += 1
+            staged.add(spo)
+        self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
+        if (None, RDF.type, KGLLM.Derived) in self.graph:  # asserting a derived fact drops its marker
+            for t in triples:
+                for marker in self._statements(t, KGLLM.Derived):
+                    self.graph.remove((marker, None, None))
+        self._changed()
+        return new
+
+    def _stage_entities(self, staged: Graph, entities: list[Entity]) -> None:
         for e in entities:
             node = self._iri(e.id)
             if e.label:
@@ -112,17 +138,80 @@ class RDFLibStore(GraphStore):
                 staged.add((node, SKOS.altLabel, Literal(alias)))
             for cls in e.types:
                 staged.add((node, RDF.type, self._iri(cls)))
-        new = 0
-        for t in triples:
-            spo = (self._iri(t.head), self._iri(t.relation), self._iri(t.tail))
-            if spo not in self.graph and spo not in staged:
-                new += 1
-            staged.add(spo)
-        self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
+
+    def _changed(self) -> None:
         self._cache.clear()
         if self.path is not None:
             self._save()
+
+    # ------------------------------------------------------------ provenance
+    def _spo(self, t: Triple) -> tuple[URIRef, URIRef, URIRef]:
+        return self._iri(t.head), self._iri(t.relation), self._iri(t.tail)
+
+    def _statements(self, t: Triple, kind: URIRef) -> list[Node]:
+        """The reified nodes of ``kind`` (a record or the derived marker) about a triple."""
+        s, p, o = self._spo(t)
+        g = self.graph
+        return [n for n in g.subjects(RDF.subject, s)
+                if (n, RDF.type, kind) in g and (n, RDF.predicate, p) in g and (n, RDF.object, o) in g]
+
+    def _record(self, node: Node) -> Provenance:
+        g = self.graph
+        score, start, end = (g.value(node, f) for f in (KGLLM.score, KGLLM.spanStart, KGLLM.spanEnd))
+        return Provenance(source=str(g.value(node, KGLLM.source)), method=str(g.value(node, KGLLM.method)),
+                          model=str(g.value(node, KGLLM.model) or ""),
+                          score=float(score) if score is not None else None,
+                          created=str(g.value(node, KGLLM.created)),
+                          span=(int(start), int(end)) if start is not None else None)
+
+    def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
+        staged = Graph()
+        self._stage_entities(staged, entities)
+        stored: dict[Triple, set[tuple]] = {}
+        new = 0
+        for t, record in zip(triples, records):
+            if t not in stored:
+                stored[t] = {_record_key(self._record(n)) for n in self._statements(t, KGLLM.Record)}
+                if self._spo(t) not in self.graph:
+                    staged.add(self._spo(t))
+                    _reify(staged, BNode(), KGLLM.Derived, self._spo(t))
+            if _record_key(record) not in stored[t]:
+                stored[t].add(_record_key(record))
+                node = BNode()
+                _reify(staged, node, KGLLM.Record, self._spo(t))
+                for field, value in _record_values(record):
+                    staged.add((node, field, value))
+                new += 1
+        self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
+        self._changed()
         return new
+
+    def _provenance(self, triple: Triple) -> list[Provenance]:
+        return [self._record(n) for n in self._statements(triple, KGLLM.Record)]
+
+    def _is_asserted(self, triple: Triple) -> bool:
+        return self._spo(triple) in self.graph and not self._statements(triple, KGLLM.Derived)
+
+    def _sources(self) -> set[str]:
+        return {str(s) for s in self.graph.objects(None, KGLLM.source)}
+
+    def _remove_source(self, source: str) -> list[Triple]:
+        g = self.graph
+        nodes = list(g.subjects(KGLLM.source, Literal(source)))
+        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes)
+        for n in nodes:
+            g.remove((n, None, None))
+        deleted = []
+        for t in touched:
+            markers = self._statements(t, KGLLM.Derived)
+            if markers and not self._statements(t, KGLLM.Record):
+                g.remove(self._spo(t))
+                for marker in markers:
+                    g.remove((marker, None, None))
+                deleted.append(t)
+        if nodes:
+            self._changed()
+        return deleted
 
     # ----------------------------------------------------------------- reads
     def _label_of(self, node: URIRef) -> str | None:
@@ -243,3 +332,26 @@ class RDFLibStore(GraphStore):
         self.graph.serialize(tmp, format=rdf_format(path, format))
         os.replace(tmp, path)
         return path
+
+
+def _reify(graph: Graph, node: Node, kind: URIRef, spo: tuple[URIRef, URIRef, URIRef]) -> None:
+    graph.add((node, RDF.type, kind))
+    for predicate, value in zip(REIFICATION, spo):
+        graph.add((node, predicate, value))
+
+
+def _record_values(record: Provenance) -> list[tuple[URIRef, Literal]]:
+    values = [(KGLLM.source, Literal(record.source)), (KGLLM.method, Literal(record.method)),
+              (KGLLM.created, Literal(record.created))]
+    if record.model:
+        values.append((KGLLM.model, Literal(record.model)))
+    if record.score is not None:
+        values.append((KGLLM.score, Literal(float(record.score), datatype=XSD.double)))
+    if record.span is not None:
+        values += [(KGLLM.spanStart, Literal(record.span[0])), (KGLLM.spanEnd, Literal(record.span[1]))]
+    return values
+
+
+def _record_key(record: Provenance) -> tuple:
+    """What makes two records the same: their source, method and span."""
+    return record.source, record.method, record.span

@@ -1,0 +1,1 @@
+"""Augmenting the graph: completing it with predicted facts and building it from documents."""

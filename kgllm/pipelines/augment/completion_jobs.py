@@ -1,0 +1,287 @@
+"""Batch completion jobs: ``kgllm complete`` and ``job: complete`` files for ``kgllm run``.
+
+A query file has one ``head<TAB>relation<TAB>?`` or ``?<TAB>relation<TAB>tail`` a line,
+naming entities and relations by id or label. Malformed lines stop the job before any
+work, naming their line number; unknown names are reported on their line and skipped.
+Output is one JSON line per query, written as it goes and resumed like every job
+(:mod:`kgllm.jobs`). The trained completer is cached by a hash of the store's asserted
+triples and the configuration, so a second job does not train again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from kgllm.exceptions import ConfigurationError, InputError, ParseError
+from kgllm.graph.base import GraphStore
+from kgllm.graph.labels import normalize
+from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
+from kgllm.jobs import CompleteJob, _resume
+from kgllm.pipelines.augment.completion import (CompletionConfig, Completer, Query, RuleScorer, build_completer,
+                                                 make_scorers)
+from kgllm.pipelines.augment.completion_eval import answer_sets
+from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, triples_digest
+from kgllm.types import Provenance, Triple
+
+log = logging.getLogger(__name__)
+
+SOURCE = "kgllm complete"
+BATCH = 64
+WILDCARD = "?"
+
+
+@dataclass(frozen=True)
+class QueryLine:
+    """One line of a query file: its id (line number), the three fields and the query or why it was skipped."""
+
+    id: str
+    fields: tuple[str, str, str]
+    query: Query | None = None
+    error: str = ""
+
+
+def read_query_file(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
+    """``(line number, (head, relation, tail))`` with exactly one of head and tail ``?``; blank and ``#`` lines skipped."""
+    if not path.is_file():
+        raise ParseError("no such queries file", str(path))
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = tuple(part.strip() for part in line.split("\t"))
+        if len(fields) != 3 or not all(fields):
+            raise ParseError(f"expected head<TAB>relation<TAB>? or ?<TAB>relation<TAB>tail, got {line!r}", str(path), number)
+        if (fields[0] == WILDCARD) == (fields[2] == WILDCARD) or fields[1] == WILDCARD:
+            raise ParseError(f"exactly one of head and tail must be '?', got {line!r}", str(path), number)
+        rows.append((number, fields))
+    return rows
+
+
+class NameResolver:
+    """Entity and relation names -> the model's rows: an id, a plain name minted as the loaders do, or a label."""
+
+    def __init__(self, store: GraphStore, vocabulary: Vocabulary):
+        self.store = store
+        self.vocabulary = vocabulary
+        self.relation_labels = {}
+        for row, relation in enumerate(vocabulary.relations):
+            self.relation_labels.setdefault(normalize(store.label(relation)), row)
+
+    def entity(self, name: str) -> int:
+        index = self.vocabulary.entity_index
+        for candidate in (name, str(to_iri(name, DEFAULT_BASE))):
+            if candidate in index:
+                return index[candidate]
+        matches = {e.id for e in self.store.find_by_label(name)} & index.keys()
+        if len(matches) == 1:
+            return index[matches.pop()]
+        if matches:
+            raise LookupError(f"entity {name!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+        raise LookupError(f"unknown entity {name!r}")
+
+    def relation(self, name: str) -> int:
+        index = self.vocabulary.relation_index
+        for candidate in (name, str(to_iri(name, DEFAULT_BASE))):
+            if candidate in index:
+                return index[candidate]
+        if normalize(name) in self.relation_labels:
+            return self.relation_labels[normalize(name)]
+        raise LookupError(f"unknown relation {name!r}")
+
+    def query(self, number: int, fields: tuple[str, str, str]) -> QueryLine:
+        head, relation, tail = fields
+        inverse = head == WILDCARD
+        try:
+            query = Query(self.entity(tail if inverse else head), self.relation(relation), inverse)
+        except LookupError as exc:
+            return QueryLine(str(number), fields, error=str(exc.args[0]))
+        return QueryLine(str(number), fields, query)
+
+
+def asserted_triples(store: GraphStore) -> list[Triple]:
+    """The store's asserted facts, sorted: predictions written back never feed the next training."""
+    triples = list(store.triples())
+    if store.sources():
+        triples = [t for t in triples if store.is_asserted(t)]
+    return sorted(triples, key=lambda t: (t.head, t.relation, t.tail))
+
+
+def split_valid(triples: Sequence[Triple], config: CompletionConfig) -> tuple[list[Triple], list[Triple]]:
+    """A deterministic valid sample whose entities and relations all stay in the training part."""
+    rng = np.random.default_rng(config.kge.seed)
+    size = min(config.max_valid, int(len(triples) * config.valid_fraction))
+    order = rng.permutation(len(triples))
+    train, valid = [], []
+    entity_counts: dict[str, int] = {}
+    relation_counts: dict[str, int] = {}
+    for t in triples:
+        for e in (t.head, t.tail):
+            entity_counts[e] = entity_counts.get(e, 0) + 1
+        relation_counts[t.relation] = relation_counts.get(t.relation, 0) + 1
+    chosen = set()
+    for i in order.tolist():
+        t = triples[i]
+        if len(chosen) >= size:
+            break
+        if min(entity_counts[t.head], entity_counts[t.tail], relation_counts[t.relation]) > 1 and t.head != t.tail:
+            chosen.add(i)
+            for e in (t.head, t.tail):
+                entity_counts[e] -= 1
+            relation_counts[t.relation] -= 1
+    for i, t in enumerate(triples):
+        (valid if i in chosen else train).append(t)
+    return train, valid
+
+
+def cached_completer(store: GraphStore, config: CompletionConfig, settings, progress: bool = True) -> Completer:
+    """The completer for this store: trained (KGE, then fusion weights on a valid sample) or loaded from the cache."""
+    triples = asserted_triples(store)
+    if not triples:
+        raise InputError("the store holds no facts to learn from")
+    digest = triples_digest(triples, config)
+    directory = settings.cache_dir / "completion" / f"kge-{digest}"
+    vocabulary = Vocabulary.from_triples(triples)
+    if (directory / "weights.json").is_file():
+        kge = TrainedKGE.load(directory)
+        weights = json.loads((directory / "weights.json").read_text())
+        scorers = make_scorers([n for n in config.scorers if n in weights], store, kge, vocabulary.encode(triples),
+                               settings, config, progress=progress, vectors_dir=directory)
+        completer = Completer(kge, scorers, config.candidates, weights)
+        completer.model_name = _model_name(completer, digest)
+        return completer
+    train, valid = split_valid(triples, config)
+    completer = build_completer(store, train, valid, config, settings, vocabulary, progress, vectors_dir=directory)
+    completer.model_name = _model_name(completer, digest)
+    if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
+        every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
+        completer.scorers = [every_fact if s.name == "rules" else s for s in completer.scorers]
+    completer.kge.save(directory)
+    (directory / "weights.json").write_text(json.dumps(completer.weights))
+    return completer
+
+
+def job_from_options(**options) -> CompleteJob:
+    """A complete job from command-line options; a bad value is one ``ConfigurationError`` naming the option."""
+    try:
+        return CompleteJob(job="complete", **options)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(problems) from exc
+
+
+def _model_name(completer: Completer, digest: str) -> str:
+    """``distmult-<digest> + rules + lm``: the structural model and the re-rankers that count."""
+    used = [s.name for s in completer.scorers if completer.weights.get(s.name)]
+    return " + ".join([f"{completer.kge.config.model}-{digest}", *used])
+
+
+def job_config(job: CompleteJob) -> CompletionConfig:
+    return CompletionConfig(kge=KGEConfig(seconds=job.kge_seconds), kge_models=tuple(job.kge_models),
+                            scorers=tuple(job.scorers), candidates=job.candidates)
+
+
+def job_queries(job: CompleteJob, store: GraphStore, vocabulary: Vocabulary,
+                lines: list[tuple[int, tuple[str, str, str]]]) -> Iterator[QueryLine]:
+    """The job's queries: each line read from its file, or every (entity, relation) pair's tail query."""
+    if job.queries == "all":
+        for e, entity in enumerate(vocabulary.entities):
+            for r, relation in enumerate(vocabulary.relations):
+                yield QueryLine(f"{e}:{r}", (entity, relation, WILDCARD), Query(e, r, False))
+        return
+    resolver = NameResolver(store, vocabulary)
+    for number, fields in lines:
+        yield resolver.query(number, fields)
+
+
+@dataclass
+class JobSummary:
+    queries: int = 0
+    predictions: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    written_back: int = 0
+    seconds: float = 0.0
+
+    def line(self, output: Path) -> str:
+        rate = self.queries / self.seconds if self.seconds else 0.0
+        back = f", {self.written_back} new facts written back" if self.written_back else ""
+        return (f"{self.queries} queries, {self.predictions} predictions, {self.skipped} skipped, "
+                f"{self.already_done} already done{back}, in {self.seconds:.1f} s ({rate:.1f} queries/s) -> {output}")
+
+
+def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bool = True,
+                     completer: Completer | None = None) -> JobSummary:
+    """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes."""
+    lines = [] if job.queries == "all" else read_query_file(Path(job.queries))  # a malformed line stops the job before any work
+    done = _resume(job.output, job.fingerprint())
+    completer = completer or cached_completer(store, job_config(job), settings, progress)
+    vocabulary = completer.kge.vocabulary
+    known = vocabulary.encode(asserted_triples(store))
+    known_tails, known_heads = answer_sets(known)
+    self_loops = bool((known[:, 0] == known[:, 2]).any())
+    pending = [q for q in job_queries(job, store, vocabulary, lines) if q.id not in done]
+    summary = JobSummary(already_done=len(done))
+    started = time.perf_counter()
+    with job.output.open("a", encoding="utf-8") as out, \
+            tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar:
+        for start in range(0, len(pending), BATCH):
+            batch = pending[start : start + BATCH]
+            records = _predict_batch(batch, completer, job, store, known_tails, known_heads, self_loops, summary)
+            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            out.flush()
+            bar.update(len(batch))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _predict_batch(batch: list[QueryLine], completer: Completer, job: CompleteJob, store: GraphStore,
+                   known_tails: dict, known_heads: dict, self_loops: bool, summary: JobSummary) -> list[dict]:
+    """Predictions of one batch (known answers never proposed, nor the anchor itself when the graph has no
+    self-loops), written back when asked; one output record per query."""
+    valid = [q for q in batch if q.query is not None]
+    exclude = [(known_heads if q.query.inverse else known_tails).get((q.query.anchor, q.query.relation), [])
+               + ([] if self_loops else [q.query.anchor]) for q in valid]
+    predicted = dict(zip((q.id for q in valid), completer.predict([q.query for q in valid], job.top_k, exclude)))
+    records, derived = [], []
+    for q in batch:
+        if q.query is None:
+            log.warning("%s line %s skipped: %s", job.queries, q.id, q.error)
+            summary.skipped += 1
+            records.append({"id": q.id, "query": list(q.fields), "error": q.error, "predictions": []})
+            continue
+        kept = [p for p in predicted[q.id] if p.score >= job.min_score]
+        summary.queries += 1
+        summary.predictions += len(kept)
+        derived += kept
+        records.append({"id": q.id, "query": list(q.fields), "predictions": [_prediction_record(p, store) for p in kept]})
+    if job.write_back and derived:
+        summary.written_back += store.add_derived(
+            [Triple(p.head, p.relation, p.tail) for p in derived],
+            [Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score) for p in derived])
+    return records
+
+
+def _prediction_record(prediction, store: GraphStore) -> dict:
+    return {**prediction.to_dict(), "labels": [store.label(prediction.head), store.label(prediction.relation),
+                                               store.label(prediction.tail)]}
+
+
+def open_and_complete(job: CompleteJob, settings, progress: bool = True) -> str:
+    """Open the job's store, run the job, close the store; returns the summary line."""
+    from kgllm.api import _open_store
+
+    if job.write_back and job.store != "neo4j" and (job.graph is None or job.graph.suffix.lower() in (".tsv", ".txt", ".csv")):
+        raise ConfigurationError("--write-back needs a store that keeps what is written: an RDF graph file "
+                                 "(e.g. .ttl, loaded with `kgllm load --into`) or --store neo4j")
+    with _open_store(job.graph, job.store or settings.store, settings, {}) as store:
+        summary = run_complete_job(job, store, settings, progress)
+    return summary.line(job.output)

@@ -1,0 +1,277 @@
+"""Structural knowledge-graph embeddings: compact 1-N models trained on a store's triples.
+
+Every query ``(head, relation, ?)`` is scored against all entities at once and
+trained with cross-entropy; head queries are answered as tail queries of the
+reciprocal relation (``relation + R``). ComplEx with N3 regularization (Lacroix
+et al., 2018) is the default; DistMult is kept for comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.registry import Registry
+from kgllm.types import Triple
+
+
+
+@dataclass(frozen=True)
+class KGEConfig:
+    """How the structural model is built and trained. Every field is part of the cache key."""
+
+    model: str = "complex"          # a name in ``kge_models``
+    dim: int = 256                  # embedding size (complex numbers for ComplEx)
+    learning_rate: float = 0.1      # Adagrad, as in the N3 recipe
+    n3_weight: float = 0.01         # weight of the N3 (nuclear 3-norm) regularizer
+    dropout: float = 0.0            # on the query embedding
+    batch_size: int = 256
+    max_epochs: int = 400
+    seconds: float = 60.0           # wall-clock training budget
+    eval_every: int = 5             # epochs between checks on the valid split (best check kept)
+    init_scale: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model.lower() not in kge_models.names():
+            raise ConfigurationError(f"unknown KGE model {self.model!r}; choose one of: {', '.join(kge_models.names())}")
+        for name in ("dim", "batch_size", "max_epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"KGEConfig.{name} must be at least 1")
+        if self.seconds <= 0 or self.learning_rate <= 0 or self.n3_weight < 0 or not 0 <= self.dropout < 1:
+            raise ConfigurationError("KGEConfig: seconds and learning_rate must be positive, n3_weight >= 0, 0 <= dropout < 1")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> KGEConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown KGE settings {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+class KGEModel(nn.Module):
+    """Scores ``(head, relation, every entity)``; relations ``R..2R-1`` are the reciprocals."""
+
+    def __init__(self, num_entities: int, num_relations: int, config: KGEConfig):
+        super().__init__()
+        self.num_entities = num_entities
+        self.num_relations = num_relations
+        self.dropout = nn.Dropout(config.dropout)
+
+    def score_tails(self, heads: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        """Scores of shape ``(batch, num_entities)``; ``relations`` may be reciprocal ids."""
+        raise NotImplementedError
+
+    def regularizer(self, heads: torch.Tensor, relations: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        """The weighted penalty's unweighted value for a batch."""
+        raise NotImplementedError
+
+
+class ComplEx(KGEModel):
+    """``Re(<h, r, conj(t)>)`` with real and imaginary parts in separate tables."""
+
+    def __init__(self, num_entities: int, num_relations: int, config: KGEConfig):
+        super().__init__(num_entities, num_relations, config)
+        self.entity = nn.Embedding(num_entities, 2 * config.dim)
+        self.relation = nn.Embedding(2 * num_relations, 2 * config.dim)
+        for table in (self.entity, self.relation):
+            nn.init.normal_(table.weight, std=config.init_scale)
+        self.dim = config.dim
+
+    def _parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., : self.dim], x[..., self.dim :]
+
+    def score_tails(self, heads: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        h_re, h_im = self._parts(self.entity(heads))
+        r_re, r_im = self._parts(self.relation(relations))
+        query = torch.cat([h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re], dim=-1)
+        return self.dropout(query) @ self.entity.weight.T
+
+    def regularizer(self, heads, relations, tails):
+        total = 0.0
+        for x in (self.entity(heads), self.relation(relations), self.entity(tails)):
+            re, im = self._parts(x)
+            total = total + torch.sqrt(re**2 + im**2 + 1e-12).pow(3).sum()
+        return total / len(heads)
+
+
+class DistMult(KGEModel):
+    """``<h, r, t>`` with real vectors."""
+
+    def __init__(self, num_entities: int, num_relations: int, config: KGEConfig):
+        super().__init__(num_entities, num_relations, config)
+        self.entity = nn.Embedding(num_entities, config.dim)
+        self.relation = nn.Embedding(2 * num_relations, config.dim)
+        for table in (self.entity, self.relation):
+            nn.init.normal_(table.weight, std=config.init_scale)
+
+    def score_tails(self, heads, relations):
+        return self.dropout(self.entity(heads) * self.relation(relations)) @ self.entity.weight.T
+
+    def regularizer(self, heads, relations, tails):
+        parts = (self.entity(heads), self.relation(relations), self.entity(tails))
+        return sum(x.abs().pow(3).sum() for x in parts) / len(heads)
+
+
+kge_models: Registry[KGEModel] = Registry("KGE model", KGEModel)
+kge_models.register("complex", ComplEx)
+kge_models.register("distmult", DistMult)
+
+
+class Vocabulary:
+    """Entity and relation ids <-> row numbers, in sorted order so a cache stays valid across processes."""
+
+    def __init__(self, entities: Sequence[str], relations: Sequence[str]):
+        self.entities = list(entities)
+        self.relations = list(relations)
+        self.entity_index = {e: i for i, e in enumerate(self.entities)}
+        self.relation_index = {r: i for i, r in enumerate(self.relations)}
+
+    @classmethod
+    def from_triples(cls, triples: Sequence[Triple]) -> Vocabulary:
+        entities = sorted({t.head for t in triples} | {t.tail for t in triples})
+        return cls(entities, sorted({t.relation for t in triples}))
+
+    def encode(self, triples: Sequence[Triple]) -> np.ndarray:
+        """``(n, 3)`` int64 rows of head, relation, tail; every id must be known."""
+        try:
+            rows = [(self.entity_index[t.head], self.relation_index[t.relation], self.entity_index[t.tail]) for t in triples]
+        except KeyError as exc:
+            raise InputError(f"{exc.args[0]!r} is not an entity or relation the model was trained on") from exc
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+@dataclass
+class TrainedKGE:
+    """A trained model with its vocabulary, configuration and training record."""
+
+    model: KGEModel
+    vocabulary: Vocabulary
+    config: KGEConfig
+    epochs: int = 0
+    seconds: float = 0.0
+    valid_mrr: float | None = None
+
+    @torch.inference_mode()
+    def tail_scores(self, heads: np.ndarray, relations: np.ndarray, inverse: bool = False) -> np.ndarray:
+        """``(batch, num_entities)`` scores of ``(head, relation, ?)``; with ``inverse`` of ``(?, relation, head)``."""
+        self.model.eval()
+        r = torch.as_tensor(relations) + (self.model.num_relations if inverse else 0)
+        return self.model.score_tails(torch.as_tensor(heads), r).numpy()
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), directory / "model.pt")
+        meta = {"config": asdict(self.config), "entities": self.vocabulary.entities, "relations": self.vocabulary.relations,
+                "epochs": self.epochs, "seconds": self.seconds, "valid_mrr": self.valid_mrr}
+        (directory / "kge.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedKGE:
+        try:
+            meta = json.loads((directory / "kge.json").read_text())
+            config = KGEConfig.from_dict(meta["config"])
+            vocabulary = Vocabulary(meta["entities"], meta["relations"])
+            model = _build(config, vocabulary)
+            model.load_state_dict(torch.load(directory / "model.pt"))
+        except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot load the KGE model in {directory}: {exc}") from exc
+        return cls(model, vocabulary, config, meta["epochs"], meta["seconds"], meta["valid_mrr"])
+
+
+def _build(config: KGEConfig, vocabulary: Vocabulary) -> KGEModel:
+    return kge_models.get(config.model)(len(vocabulary.entities), len(vocabulary.relations), config)
+
+
+def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple] = (),
+              progress: bool = True, vocabulary: Vocabulary | None = None) -> TrainedKGE:
+    """Train on ``train`` for ``config.seconds`` (or ``max_epochs``).
+
+    With ``valid`` triples the filtered MRR on them is checked every ``eval_every``
+    epochs and the best check's weights are kept (early stopping on valid).
+    """
+    from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
+
+    if not train:
+        raise InputError("no triples to train the KGE model on")
+    torch.manual_seed(config.seed)
+    vocabulary = vocabulary or Vocabulary.from_triples(list(train) + list(valid))
+    model = _build(config, vocabulary)
+    data = torch.as_tensor(vocabulary.encode(train))
+    num_rel = len(vocabulary.relations)
+    # both directions: (h, r, t) and (t, r + R, h)
+    queries = torch.cat([data, torch.stack([data[:, 2], data[:, 1] + num_rel, data[:, 0]], dim=1)])
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    result = TrainedKGE(model, vocabulary, config)
+    valid_ids = vocabulary.encode(valid) if len(valid) else None
+    known = np.concatenate([vocabulary.encode(train), valid_ids]) if valid_ids is not None else None
+    best_state, best_mrr = None, -1.0
+    started = time.perf_counter()
+    bar = tqdm(total=config.seconds, desc=f"training {config.model}", unit="s", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
+            _step(model, optimizer, loss_fn, batch, config.n3_weight)
+            if time.perf_counter() - started >= config.seconds:  # large graphs: the budget may end mid-epoch
+                break
+        elapsed = time.perf_counter() - started
+        result.epochs = epoch
+        bar.n = min(elapsed, config.seconds)
+        if valid_ids is not None and (epoch % config.eval_every == 0 or elapsed >= config.seconds):
+            mrr = ranking_metrics(filtered_ranks(result.tail_scores, valid_ids, known))["mrr"]
+            bar.set_postfix_str(f"epoch {epoch}, valid MRR {mrr:.3f}")
+            if mrr > best_mrr:
+                best_mrr, best_state = mrr, copy.deepcopy(model.state_dict())
+        bar.refresh()
+        if elapsed >= config.seconds:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.valid_mrr = best_mrr
+    result.seconds = time.perf_counter() - started
+    model.eval()
+    return result
+
+
+def _step(model: KGEModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, batch: torch.Tensor, n3_weight: float) -> None:
+    heads, relations, tails = batch[:, 0], batch[:, 1], batch[:, 2]
+    loss = loss_fn(model.score_tails(heads, relations), tails)
+    if n3_weight:
+        loss = loss + n3_weight * model.regularizer(heads, relations, tails)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def triples_digest(triples: Sequence[Triple], config) -> str:
+    """Cache key: the sorted triples and a configuration dataclass."""
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for t in sorted(triples, key=lambda t: (t.head, t.relation, t.tail)):
+        digest.update(f"{t.head}\t{t.relation}\t{t.tail}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def search_kge(train: Sequence[Triple], configs: Sequence[KGEConfig], valid: Sequence[Triple], progress: bool = True,
+               vocabulary: Vocabulary | None = None) -> TrainedKGE:
+    """Train each configuration (each with its own ``seconds``) and keep the one with the best valid MRR."""
+    if not valid:
+        return train_kge(train, configs[0], valid, progress, vocabulary)
+    trained = [train_kge(train, config, valid, progress, vocabulary) for config in configs]
+    best = max(trained, key=lambda t: t.valid_mrr)
+    best.seconds = sum(t.seconds for t in trained)
+    return best

@@ -1,0 +1,209 @@
+"""Document extraction end to end: the triple grammar, a really trained tiny adapter, and the store writes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from kgllm.exceptions import InputError, ParseError
+from kgllm.graph.rdflib_store import RDFLibStore
+from kgllm.llm import TrainingConfig, train_causal_lm
+from kgllm.pipelines.augment.adapters import AdapterConfig, train_adapter
+from kgllm.pipelines.augment.construct import (
+    KGConstructor,
+    chunk_spans,
+    delete_document,
+    read_document,
+    read_schema,
+    undo_merges,
+)
+from kgllm.pipelines.augment.extractor import Extractor, extraction_pairs, extraction_prompt
+from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids, text_spans
+
+SENTENCES = {
+    "Alice Smith was born in Paris.": [("Alice_Smith", "birthPlace", "Paris")],
+    "Bob Stone works for Acme Corp.": [("Bob_Stone", "employer", "Acme_Corp")],
+    "Acme Corp is located in Berlin.": [("Acme_Corp", "location", "Berlin")],
+    "Carol Jones was born in Rome and works for Globex.": [("Carol_Jones", "birthPlace", "Rome"),
+                                                           ("Carol_Jones", "employer", "Globex")],
+}
+RELATIONS = ["birthPlace", "employer", "location"]
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("webnlg") / "train.jsonl"
+    path.write_text("".join(json.dumps({"eid": f"Id{i}", "triples": triples, "texts": [text]}) + "\n"
+                            for i, (text, triples) in enumerate(SENTENCES.items())))
+    return path
+
+
+@pytest.fixture(scope="module")
+def extractor(train_file, tmp_path_factory):
+    """A tiny base model and an extraction adapter trained on four sentences (about 20 s)."""
+    threads = torch.get_num_threads()
+    base = tmp_path_factory.mktemp("base") / "model"
+    texts = [extraction_prompt(t) + " " + " ; ".join(" | ".join(x.replace("_", " ") for x in tr) for tr in triples)
+             for t, triples in SENTENCES.items()]
+    config = TrainingConfig(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=4,
+                            learning_rate=3e-3, warmup_steps=5, epochs=20, threads=1, max_seq_len=128)
+    train_causal_lm(texts, base, config, progress=False)
+    from transformers import AutoTokenizer
+
+    pairs = extraction_pairs(AutoTokenizer.from_pretrained(base), train_file)
+    adapter = tmp_path_factory.mktemp("adapter") / "extract"
+    train_adapter(base, pairs, adapter, AdapterConfig(rank=8, alpha=16, learning_rate=1e-2, batch_size=4,
+                                                      epochs=150, max_minutes=0.75, threads=1), progress=False)
+    yield Extractor.load(base, adapter, threads=1, relations=RELATIONS)
+    torch.set_num_threads(threads)
+
+
+def test_every_output_the_grammar_allows_is_a_triple_list_of_text_spans(extractor):
+    tokenizer = extractor.lm.tokenizer
+    text = "Carol Jones was born in Rome and works for Globex."
+    for relations in (RELATIONS, None):
+        grammar = TripleGrammar(tokenizer, text, relations, max_triples=3)
+        rng = random.Random(0)
+        for _ in range(30):
+            ids = []
+            while not ids or ids[-1] != tokenizer.eos_token_id and len(ids) < 200:
+                ids.append(rng.choice(grammar.allowed(ids)))
+            for (s, r, o), _, _ in grammar.parse(ids):
+                assert s in text_spans(text) and o in text_spans(text)
+                assert r in RELATIONS if relations else r.strip()
+
+
+def test_training_targets_parse_back_to_their_triples(extractor):
+    tokenizer = extractor.lm.tokenizer
+    triples = [("Carol Jones", "birthPlace", "Rome"), ("Carol Jones", "employer", "Globex")]
+    grammar = TripleGrammar(tokenizer, "Carol Jones was born in Rome and works for Globex.", RELATIONS)
+    ids = target_ids(tokenizer, triples)
+    assert [t for t, _, _ in grammar.parse(ids)] == triples
+    assert all(t in grammar.allowed(ids[:i]) for i, t in enumerate(ids))
+    itself = target_ids(tokenizer, [("Carol Jones", "birthPlace", "Carol Jones")])[:-1]  # without EOS
+    assert tokenizer.eos_token_id not in grammar.allowed(itself)  # no fact about itself
+
+
+def test_trained_adapter_extracts_the_sentences_it_learned(extractor):
+    found = extractor.extract(list(SENTENCES))
+    for (text, gold), triples in zip(SENTENCES.items(), found):
+        expected = {(s.replace("_", " "), r, o.replace("_", " ")) for s, r, o in gold}
+        assert {(t.subject, t.relation, t.object) for t in triples} == expected, text
+        assert all(0 < t.score <= 1 for t in triples)
+
+
+def test_chunks_are_whole_sentences_within_the_limit():
+    text = "One two. Three four five!  Six?\n\nSeven eight nine ten eleven."
+    spans = chunk_spans(text, max_chars=30)
+    assert [text[s:e] for s, e in spans] == ["One two. Three four five!", "Six?", "Seven eight nine ten eleven."]
+
+
+def test_bad_documents_and_schemas_get_one_line_reasons(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "binary.bin").write_bytes(b"\x89PNG\0\0\x01")
+    (tmp_path / "big.txt").write_text("word " * 100)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    for name, reason in (("empty.txt", "empty"), ("binary.bin", "binary"), ("big.txt", "too large"),
+                         ("latin1.txt", "not UTF-8"), ("missing.txt", "cannot read")):
+        with pytest.raises(InputError, match=reason):
+            read_document(tmp_path / name, max_bytes=100)
+    (tmp_path / "bad.yaml").write_text("relations: [birthPlace\n  employer: {")
+    with pytest.raises(ParseError, match="bad.yaml:.*does not parse"):
+        read_schema(tmp_path / "bad.yaml")
+    (tmp_path / "none.yaml").write_text("types: [Person]\n")
+    with pytest.raises(ParseError, match="non-empty list 'relations'"):
+        read_schema(tmp_path / "none.yaml")
+    (tmp_path / "ok.yaml").write_text("relations:\n  - employer\n  - {name: birthPlace, head: Person, tail: City}\n")
+    schema = read_schema(tmp_path / "ok.yaml")
+    assert schema.relations == ["employer", "birthPlace"] and schema.ranges == {"birthPlace": "City"}
+
+
+BACKENDS = ["rdflib", pytest.param("neo4j", marks=pytest.mark.neo4j)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request):
+    return request.getfixturevalue("neo4j_store") if request.param == "neo4j" else RDFLibStore()
+
+
+def test_documents_are_written_versioned_and_deleted_with_provenance(store, extractor, encoder, tmp_path):
+    doc = tmp_path / "people.txt"
+    doc.write_text("Alice Smith was born in Paris. Bob Stone works for Acme Corp.")  # one sentence a chunk
+    constructor = KGConstructor(store, extractor, encoder, merge_log=tmp_path / "merges.jsonl", chunk_chars=40)
+    first = constructor.extract_document(doc)
+    assert first.status == "added" and len(first.added) == 2
+    alice = next(t for t in store.triples() if store.label(t.head) == "Alice Smith")
+    [record] = store.provenance(alice)
+    assert record.source == first.source and record.source.startswith(str(doc.resolve()) + "@")
+    assert record.method == "extracted" and record.model == extractor.name
+    assert doc.read_text()[slice(*record.span)] == "Alice Smith was born in Paris"
+    assert constructor.extract_document(doc).status == "unchanged"
+
+    doc.write_text("Alice Smith was born in Paris. Carol Jones was born in Rome and works for Globex.")
+    second = constructor.extract_document(doc)
+    assert {store.label(t.head) for t in store.triples()} == {"Alice Smith", "Carol Jones"}
+    assert [store.label(t.head) for t in second.removed] == ["Bob Stone"]
+    assert [r.source for r in store.provenance(alice)] == [second.source]  # the old version is gone
+
+    other = tmp_path / "other.txt"
+    other.write_text("Alice Smith was born in Paris.")
+    constructor.extract_document(other)
+    deleted = delete_document(store, doc)
+    assert {store.label(t.head) for t in deleted.removed} == {"Carol Jones"}
+    assert list(store.triples()) == [alice]  # still supported by the other document
+
+
+def test_a_bad_file_fails_alone_and_dry_run_writes_nothing(extractor, tmp_path):
+    store = RDFLibStore()
+    good, empty = tmp_path / "good.txt", tmp_path / "empty.txt"
+    good.write_text("Acme Corp is located in Berlin.")
+    empty.write_text("")
+    constructor = KGConstructor(store, extractor)
+    dry = constructor.run([empty, good], write=False, progress=False)
+    assert [r.status for r in dry] == ["failed", "would add"] and "empty document" in dry[0].error
+    assert len(dry[1].added) == 1 and store.count_triples() == 0
+    assert [r.status for r in constructor.run([empty, good], progress=False)] == ["failed", "added"]
+    assert store.count_triples() == 1
+    german = tmp_path / "de.txt"
+    german.write_text("Der Hund läuft schnell über die Straße und bellt laut, weil er die Katze gesehen hat "
+                      "und nicht warten will, bis sie wieder kommt.")
+    assert any("does not look like English" in s for s in constructor.extract_document(german, write=False).skipped)
+
+
+def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, encoder, tmp_path):
+    store = RDFLibStore()
+    acme = "http://example.org/acme"
+    from kgllm.types import Entity, Triple
+
+    store.add([Triple(acme, "http://example.org/industry", "http://example.org/rockets")],
+              [Entity(acme, "ACME Corporation", aliases=("Acme Corp",))])
+    doc = tmp_path / "acme.txt"
+    doc.write_text("Acme Corp is located in Berlin.")
+    log = tmp_path / "merges.jsonl"
+    result = KGConstructor(store, extractor, encoder, merge_log=log).extract_document(doc)
+    [added] = result.added
+    assert added.head == acme and store.label(added.tail) == "Berlin"
+    assert [(m.mention, m.entity, m.method) for m in result.merges] == [("Acme Corp", acme, "exact")]
+    assert json.loads(log.read_text())["mention"] == "Acme Corp"
+
+    assert [e["entity"] for e in undo_merges(log, "Acme Corp")] == [acme]  # kgllm unmerge "Acme Corp"
+    again = KGConstructor(store, extractor, encoder, merge_log=log).extract_document(doc, force=True)
+    [split] = set(store.triples(relation=added.relation))
+    assert split.head != acme and store.label(split.head) == "Acme Corp" and again.merges == []
+    assert store.sources(str(doc.resolve())) == [again.source]
+
+
+def test_schema_classes_type_the_new_entities(extractor, tmp_path):
+    from kgllm.pipelines.augment.construct import Schema
+    from kgllm.pipelines.augment.resolution import new_entity_id
+
+    store = RDFLibStore()
+    doc = tmp_path / "alice.txt"
+    doc.write_text("Alice Smith was born in Paris.")
+    schema = Schema(RELATIONS, domains={"birthPlace": "Person"}, ranges={"birthPlace": "City"})
+    KGConstructor(store, extractor, schema=schema).extract_document(doc)
+    assert store.entity(new_entity_id("Alice Smith")).types == (new_entity_id("Person"),)
+    assert store.entity(new_entity_id("Paris")).types == (new_entity_id("City"),)
