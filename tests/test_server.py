@@ -162,3 +162,26 @@ def test_serve_benchmark_sends_every_request_and_counts_errors(session):
     assert len(result.seconds) == 6 and result.errors == 0 and result.wall_seconds > 0
     row = result.row()
     assert row["requests"] == "6" and row["errors"] == "0" and float(row["requests/s"]) > 0
+
+
+def test_complete_predicts_new_facts_and_reports_unknown_names(session):
+    from kgllm.pipelines.augment.completion import CompletionConfig
+    from kgllm.pipelines.augment.kge import KGEConfig
+
+    config = CompletionConfig(kge=KGEConfig(dim=64, max_epochs=40, seconds=30), kge_models=("distmult",), scorers=("rules",))
+    queries = [{"head": "Chad", "relation": "neighbor of", "tail": "?"},
+               {"head": "Atlantis", "relation": "neighbor of", "tail": "?"}]
+    with running_server(create_app(session, completion_config=config)) as url, httpx.Client(base_url=url, timeout=600) as api:
+        response = api.post("/complete", json={"queries": queries, "top_k": 3})
+        assert response.status_code == 200, response.text
+        chad, atlantis = response.json()["results"]
+        known = {t.tail for t in session.store.triples(head=CHAD, relation="https://kgllm.dev/countries/neighborOf")}
+        predicted = [p["tail"] for p in chad["predictions"]]
+        assert len(predicted) == 3 and not set(predicted) & known and CHAD not in predicted
+        assert all(session.store.entity(t) for t in predicted)
+        scores = [p["score"] for p in chad["predictions"]]
+        assert scores == sorted(scores, reverse=True)
+        assert atlantis["predictions"] == [] and "Atlantis" in atlantis["error"]
+        bad = api.post("/complete", json={"queries": [{"head": "?", "relation": "neighbor of", "tail": "?"}]})
+        assert bad.status_code == 422 and "exactly one" in error_message(bad)
+    assert session.store.count_triples() == 1165  # nothing written

@@ -24,13 +24,13 @@ from kgllm.api import Session
 from kgllm.exceptions import (ConfigurationError, EntityNotFoundError, InputError, KGLLMError,
                               StoreUnavailableError)
 from kgllm.pipelines.synergize import PathReasoner
-from kgllm.server import graph, openai
+from kgllm.server import complete, graph, openai
 from kgllm.server.limits import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-API_ROUTERS = (graph.router, openai.router)  # behind the API key when one is set
+API_ROUTERS = (graph.router, complete.router, openai.router)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
 
@@ -38,10 +38,25 @@ _BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_
 class ServerState:
     """The session and the lock that serializes its use: stores, indexes and models are not all thread-safe."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, completion_config=None):
         self.session = session
         self.lock = threading.Lock()
         self._reasoners: dict[tuple[bool, int], PathReasoner] = {}
+        self._completion_config = completion_config
+        self._completion = None
+
+    def completion(self):
+        """The store's completer, the answers it already holds and a name resolver (built once)."""
+        from kgllm.pipelines.augment.completion import CompletionConfig
+        from kgllm.pipelines.augment.completion_jobs import KnownAnswers, NameResolver, cached_completer
+
+        if self._completion is None:
+            store = self.session.store
+            completer = cached_completer(store, self._completion_config or CompletionConfig(), self.session.settings,
+                                         progress=False)
+            vocabulary = completer.kge.vocabulary
+            self._completion = completer, KnownAnswers(store, vocabulary), NameResolver(store, vocabulary)
+        return self._completion
 
     def reasoner(self, use_model: bool, max_hops: int | None) -> PathReasoner:
         """The session's reasoner, or one with other limits over the same store and indexes (kept for reuse)."""
@@ -56,14 +71,15 @@ class ServerState:
         return self._reasoners[key]
 
 
-def create_app(session: Session, api_key: str | None = None) -> FastAPI:
-    """The HTTP app over ``session``; with ``api_key``, API calls need ``Authorization: Bearer <key>``."""
+def create_app(session: Session, api_key: str | None = None, completion_config=None) -> FastAPI:
+    """The HTTP app over ``session``; with ``api_key``, API calls need ``Authorization: Bearer <key>``.
+    ``completion_config`` (a ``CompletionConfig``) sets how ``/complete`` trains its model."""
     from kgllm import __version__
 
     app = FastAPI(title="kgllm", version=__version__, docs_url=None, redoc_url=None,
                   description="Answers with evidence from a knowledge graph, graph browsing, and the "
                               "project's language model behind OpenAI-compatible endpoints.")
-    app.state.kgllm = ServerState(session)
+    app.state.kgllm = ServerState(session, completion_config)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _add_error_handlers(app)
     protected = [Depends(_bearer_key(api_key))] if api_key else []

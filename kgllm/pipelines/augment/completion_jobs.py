@@ -224,18 +224,15 @@ def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bo
     lines = [] if job.queries == "all" else read_query_file(Path(job.queries))  # a malformed line stops the job before any work
     done = _resume(job.output, job.fingerprint())
     completer = completer or cached_completer(store, job_config(job), settings, progress)
-    vocabulary = completer.kge.vocabulary
-    known = vocabulary.encode(asserted_triples(store))
-    known_tails, known_heads = answer_sets(known)
-    self_loops = bool((known[:, 0] == known[:, 2]).any())
-    pending = [q for q in job_queries(job, store, vocabulary, lines) if q.id not in done]
+    known = KnownAnswers(store, completer.kge.vocabulary)
+    pending = [q for q in job_queries(job, store, completer.kge.vocabulary, lines) if q.id not in done]
     summary = JobSummary(already_done=len(done))
     started = time.perf_counter()
     with job.output.open("a", encoding="utf-8") as out, \
             tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar:
         for start in range(0, len(pending), BATCH):
             batch = pending[start : start + BATCH]
-            records = _predict_batch(batch, completer, job, store, known_tails, known_heads, self_loops, summary)
+            records = predict_batch(batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back)
             out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             out.flush()
             bar.update(len(batch))
@@ -243,27 +240,39 @@ def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bo
     return summary
 
 
-def _predict_batch(batch: list[QueryLine], completer: Completer, job: CompleteJob, store: GraphStore,
-                   known_tails: dict, known_heads: dict, self_loops: bool, summary: JobSummary) -> list[dict]:
-    """Predictions of one batch (known answers never proposed, nor the anchor itself when the graph has no
-    self-loops), written back when asked; one output record per query."""
+class KnownAnswers:
+    """The answers a store already asserts, per query: never proposed again; nor the anchor itself
+    when the graph has no self-loops."""
+
+    def __init__(self, store: GraphStore, vocabulary: Vocabulary):
+        known = vocabulary.encode(asserted_triples(store))
+        self.tails, self.heads = answer_sets(known)
+        self.self_loops = bool((known[:, 0] == known[:, 2]).any())
+
+    def excluded(self, query: Query) -> list[int]:
+        found = (self.heads if query.inverse else self.tails).get((query.anchor, query.relation), [])
+        return found + ([] if self.self_loops else [query.anchor])
+
+
+def predict_batch(batch: list[QueryLine], completer: Completer, store: GraphStore, known: KnownAnswers,
+                  summary: JobSummary, top_k: int, min_score: float = 0.0, write_back: bool = False) -> list[dict]:
+    """Predictions of one batch, written back when asked; one output record per query."""
     valid = [q for q in batch if q.query is not None]
-    exclude = [(known_heads if q.query.inverse else known_tails).get((q.query.anchor, q.query.relation), [])
-               + ([] if self_loops else [q.query.anchor]) for q in valid]
-    predicted = dict(zip((q.id for q in valid), completer.predict([q.query for q in valid], job.top_k, exclude)))
+    exclude = [known.excluded(q.query) for q in valid]
+    predicted = dict(zip((q.id for q in valid), completer.predict([q.query for q in valid], top_k, exclude)))
     records, derived = [], []
     for q in batch:
         if q.query is None:
-            log.warning("%s line %s skipped: %s", job.queries, q.id, q.error)
+            log.warning("line %s skipped: %s", q.id, q.error)
             summary.skipped += 1
             records.append({"id": q.id, "query": list(q.fields), "error": q.error, "predictions": []})
             continue
-        kept = [p for p in predicted[q.id] if p.score >= job.min_score]
+        kept = [p for p in predicted[q.id] if p.score >= min_score]
         summary.queries += 1
         summary.predictions += len(kept)
         derived += kept
         records.append({"id": q.id, "query": list(q.fields), "predictions": [_prediction_record(p, store) for p in kept]})
-    if job.write_back and derived:
+    if write_back and derived:
         summary.written_back += store.add_derived(
             [Triple(p.head, p.relation, p.tail) for p in derived],
             [Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score) for p in derived])
