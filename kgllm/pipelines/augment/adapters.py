@@ -87,6 +87,21 @@ def ensure_adapter(kind: str, base_dir: Path, make_pairs: Callable[[], list[Pair
     return out_dir
 
 
+def trained_adapter(kind: str, train_path: str | Path, make_pairs: Callable[..., list[Pair]], config: AdapterConfig,
+                    settings: Settings, progress: bool = True) -> tuple[Path, Path]:
+    """(base model dir, adapter dir) of the ``kind`` adapter trained on ``train_path`` (cached);
+    ``make_pairs(tokenizer, train_path)`` builds its training examples."""
+    from transformers import AutoTokenizer
+
+    from kgllm.pipelines.augment.webnlg import file_digest
+
+    base = base_model_dir(settings, train_path, progress)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    adapter = ensure_adapter(kind, base, lambda: make_pairs(tokenizer, train_path), file_digest(train_path),
+                             config, settings, progress)
+    return base, adapter
+
+
 def training_info(adapter_dir: Path) -> dict:
     """What :func:`ensure_adapter` recorded: steps, seconds, loss, examples and config."""
     return json.loads((Path(adapter_dir) / TRAIN_INFO).read_text())

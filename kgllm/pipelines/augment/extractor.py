@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from kgllm.llm.hf import HFCausalLM
-from kgllm.pipelines.augment.adapters import AdapterConfig, Pair, base_model_dir, ensure_adapter, load_adapted
+from kgllm.pipelines.augment.adapters import AdapterConfig, Pair, load_adapted, trained_adapter
 from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids
-from kgllm.pipelines.augment.webnlg import aligned_triples, file_digest, read_webnlg
+from kgllm.pipelines.augment.webnlg import aligned_triples, read_webnlg
 from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,7 @@ def extraction_pairs(tokenizer, train_path: str | Path) -> list[Pair]:
 def train_extractor(train_path: str | Path, settings: Settings, config: AdapterConfig = EXTRACTION_CONFIG,
                     progress: bool = True) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the extraction adapter trained on ``train_path`` (cached)."""
-    from transformers import AutoTokenizer
-
-    base = base_model_dir(settings, train_path, progress)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    adapter = ensure_adapter("extract", base, lambda: extraction_pairs(tokenizer, train_path),
-                             file_digest(train_path), config, settings, progress)
-    return base, adapter
+    return trained_adapter("extract", train_path, extraction_pairs, config, settings, progress)
 
 
 class Extractor:

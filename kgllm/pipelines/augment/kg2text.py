@@ -21,8 +21,8 @@ import torch
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import readable
 from kgllm.llm.hf import HFCausalLM
-from kgllm.pipelines.augment.adapters import AdapterConfig, Pair, base_model_dir, ensure_adapter, load_adapted
-from kgllm.pipelines.augment.webnlg import file_digest, read_webnlg
+from kgllm.pipelines.augment.adapters import AdapterConfig, Pair, load_adapted, trained_adapter
+from kgllm.pipelines.augment.webnlg import read_webnlg
 from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,7 @@ def verbalize_pairs(tokenizer, train_path: str | Path) -> list[Pair]:
 def train_verbalizer(train_path: str | Path, settings: Settings, config: AdapterConfig = VERBALIZE_CONFIG,
                      progress: bool = True) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the verbalization adapter trained on ``train_path`` (cached)."""
-    from transformers import AutoTokenizer
-
-    base = base_model_dir(settings, train_path, progress)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    adapter = ensure_adapter("verbalize", base, lambda: verbalize_pairs(tokenizer, train_path),
-                             file_digest(train_path), config, settings, progress)
-    return base, adapter
+    return trained_adapter("verbalize", train_path, verbalize_pairs, config, settings, progress)
 
 
 class Verbalizer:
