@@ -21,10 +21,19 @@ from tqdm.auto import tqdm
 from kgllm.exceptions import ConfigurationError, InputError
 
 
-class AskJob(BaseModel):
-    """Answer every question of a file and write the answers with their evidence."""
+class Job(BaseModel):
+    """What every job spec shares: strict fields, and a fingerprint of everything but its output."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def fingerprint(self) -> str:
+        """Identifies what the output holds results of, so another job's output is never appended to."""
+        spec = self.model_dump(mode="json", exclude={"output"})
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class AskJob(Job):
+    """Answer every question of a file and write the answers with their evidence."""
 
     job: Literal["ask"]
     questions: Path = Field(description="JSON lines with a 'question' (and optional 'id'), or text with one question a line.")
@@ -33,16 +42,9 @@ class AskJob(BaseModel):
     store: Literal["rdflib", "neo4j"] | None = Field(None, description="Store back-end; default: from the settings.")
     use_model: bool = Field(True, description="Rank plans with the language model too.")
 
-    def fingerprint(self) -> str:
-        """Identifies what the output holds answers of, so another job's output is never appended to."""
-        spec = self.model_dump(mode="json", exclude={"output"})
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
-
-class CompleteJob(BaseModel):
+class CompleteJob(Job):
     """Predict the missing heads or tails of queries (or of every entity and relation) and write them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     job: Literal["complete"]
     queries: Path | Literal["all"] = Field(description="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' "
@@ -57,10 +59,6 @@ class CompleteJob(BaseModel):
     kge_seconds: float = Field(60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached).")
     scorers: list[Literal["rules", "lm", "encoder"]] = Field(["rules", "lm", "encoder"], description="Re-rankers fused with the structural score.")
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
-
-    def fingerprint(self) -> str:
-        spec = self.model_dump(mode="json", exclude={"output"})
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 JOB_KINDS = {"ask": AskJob, "complete": CompleteJob}
@@ -103,7 +101,7 @@ def read_questions(path: Path) -> Iterator[tuple[str, str]]:
 
 def run_ask_job(job: AskJob, session, progress: bool = True) -> dict[str, int]:
     """Answer the questions not yet in ``job.output``; returns counts of answered and skipped."""
-    done = _resume(job.output, job.fingerprint())
+    done = resume_output(job.output, job.fingerprint())
     pending = [(i, q) for i, q in read_questions(job.questions) if i not in done]
     with job.output.open("a", encoding="utf-8") as out:
         for item_id, question in tqdm(pending, desc="answering", unit="question", disable=not progress):
@@ -113,7 +111,7 @@ def run_ask_job(job: AskJob, session, progress: bool = True) -> dict[str, int]:
     return {"answered": len(pending), "skipped": len(done)}
 
 
-def _resume(output: Path, fingerprint: str) -> set[str]:
+def resume_output(output: Path, fingerprint: str) -> set[str]:
     """Ids already answered in ``output``, after checking it belongs to this job and dropping a cut-off line."""
     meta = output.with_name(output.name + ".job.json")
     if output.exists() and output.stat().st_size:

@@ -25,7 +25,7 @@ from kgllm.exceptions import ConfigurationError, InputError, ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
-from kgllm.jobs import CompleteJob, _resume
+from kgllm.jobs import CompleteJob, resume_output
 from kgllm.pipelines.augment.completion import (CompletionConfig, Completer, Query, RuleScorer, build_completer,
                                                  make_scorers)
 from kgllm.pipelines.augment.completion_eval import answer_sets
@@ -222,7 +222,7 @@ def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bo
                      completer: Completer | None = None) -> JobSummary:
     """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes."""
     lines = [] if job.queries == "all" else read_query_file(Path(job.queries))  # a malformed line stops the job before any work
-    done = _resume(job.output, job.fingerprint())
+    done = resume_output(job.output, job.fingerprint())
     completer = completer or cached_completer(store, job_config(job), settings, progress)
     known = KnownAnswers(store, completer.kge.vocabulary)
     pending = [q for q in job_queries(job, store, completer.kge.vocabulary, lines) if q.id not in done]
