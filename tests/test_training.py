@@ -131,3 +131,23 @@ def test_cli_pretrain_prints_a_summary(tmp_path):
     assert (out / "loss.png").is_file()
     fp16 = CliRunner().invoke(app, ["train", "pretrain", "--graph", str(kb), "--out", str(out), "--precision", "fp16"])
     assert isinstance(fp16.exception, ConfigurationError) and "CUDA" in str(fp16.exception)
+
+
+def test_a_run_that_time_ends_decays_its_rate_to_zero_at_the_deadline():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from kgllm.llm.tuning import _TimeBudget
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    budget = _TimeBudget(minutes=1.0)
+    args, control = SimpleNamespace(warmup_steps=5), TrainerControl()
+    state = SimpleNamespace(global_step=25, max_steps=100)
+    budget.started -= 45  # three quarters of the time gone, a quarter of the steps
+    budget.on_step_end(args, state, control, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25 / 0.75, rel=0.01)
+    assert not control.should_training_stop
+    budget.started -= 15
+    budget.on_step_end(args, state, control, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == 0.0 and control.should_training_stop and control.should_save

@@ -62,6 +62,8 @@ class RunConfig:
     """Stop early (and save) once this much time has passed."""
     warmup_steps: int = 20
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this norm; 0 turns clipping off."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (autocast, CPU or CUDA) or ``fp16`` (CUDA only)."""
     quantization: str | None = None
@@ -83,6 +85,8 @@ class RunConfig:
         for name in ("learning_rate", "batch_size", "gradient_accumulation", "epochs", "save_steps", "logging_steps", "threads"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ConfigurationError("max_grad_norm and weight_decay cannot be negative")
         if (self.max_steps is not None and self.max_steps < 1) or (self.max_minutes is not None and self.max_minutes <= 0):
             raise ConfigurationError("max_steps and max_minutes must be positive when set")
 
@@ -180,13 +184,27 @@ class _Collator:
 
 
 class _TimeBudget(TrainerCallback):
-    def __init__(self, minutes: float | None):
-        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+    """Stops the run at its deadline. When time, not the step count, will end the run, the
+    linear decay is stretched to reach zero at the deadline instead of at an unreached step."""
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+    def __init__(self, minutes: float | None):
+        self.seconds = 60 * minutes if minutes else None
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        if self.seconds is None:
+            return
+        time_done = (time.monotonic() - self.started) / self.seconds
+        if time_done >= 1:
             control.should_training_stop = True
             control.should_save = True
+        steps_done = state.global_step / max(1, state.max_steps)
+        if optimizer is not None and state.global_step > args.warmup_steps and time_done > steps_done:
+            for group in optimizer.param_groups:  # the scheduler sets the rate afresh every step
+                group["lr"] *= max(0.0, 1 - time_done) / max(1e-9, 1 - steps_done)
 
 
 @dataclass
@@ -210,7 +228,8 @@ def _train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: lis
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=run.gradient_accumulation, learning_rate=run.learning_rate,
-        warmup_steps=run.warmup_steps, weight_decay=run.weight_decay, lr_scheduler_type="linear",
+        warmup_steps=run.warmup_steps, weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm,
+        lr_scheduler_type="linear",
         logging_steps=min(run.logging_steps, max_steps), save_strategy="steps", save_steps=run.save_steps, save_total_limit=2,
         report_to="none", use_cpu=not cuda, bf16=run.precision == "bf16", fp16=run.precision == "fp16",
         seed=run.seed, data_seed=run.seed, disable_tqdm=not progress, dataloader_num_workers=0,
