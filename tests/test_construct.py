@@ -11,7 +11,9 @@ import torch
 from kgllm.exceptions import InputError, ParseError
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
-from kgllm.pipelines.augment.adapters import AdapterConfig, train_adapter
+from kgllm.llm.adapters import AdapterConfig
+from kgllm.llm.tasks import TaskSplits
+from kgllm.llm.tuning import RunConfig, finetune
 from kgllm.pipelines.augment.construct import (
     KGConstructor,
     chunk_spans,
@@ -20,8 +22,8 @@ from kgllm.pipelines.augment.construct import (
     read_schema,
     undo_merges,
 )
-from kgllm.pipelines.augment.extractor import Extractor, extraction_pairs, extraction_prompt
-from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids, text_spans
+from kgllm.pipelines.augment.extractor import Extractor, extraction_examples, extraction_prompt
+from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_text, text_spans
 
 SENTENCES = {
     "Alice Smith was born in Paris.": [("Alice_Smith", "birthPlace", "Paris")],
@@ -51,12 +53,10 @@ def extractor(train_file, tmp_path_factory):
     config = TrainingConfig(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=4,
                             learning_rate=3e-3, warmup_steps=5, epochs=20, threads=1, max_seq_len=128)
     train_causal_lm(texts, base, config, progress=False)
-    from transformers import AutoTokenizer
-
-    pairs = extraction_pairs(AutoTokenizer.from_pretrained(base), train_file)
     adapter = tmp_path_factory.mktemp("adapter") / "extract"
-    train_adapter(base, pairs, adapter, AdapterConfig(rank=8, alpha=16, learning_rate=1e-2, batch_size=4,
-                                                      epochs=150, max_minutes=0.75, threads=1), progress=False)
+    finetune(base, TaskSplits("extract", extraction_examples(train_file), [], []), adapter,
+             AdapterConfig(rank=8, alpha=16), RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=0.75,
+                                                        warmup_steps=5, save_steps=10_000), progress=False)
     yield Extractor.load(base, adapter, threads=1, relations=RELATIONS)
     torch.set_num_threads(threads)
 
@@ -80,10 +80,10 @@ def test_training_targets_parse_back_to_their_triples(extractor):
     tokenizer = extractor.lm.tokenizer
     triples = [("Carol Jones", "birthPlace", "Rome"), ("Carol Jones", "employer", "Globex")]
     grammar = TripleGrammar(tokenizer, "Carol Jones was born in Rome and works for Globex.", RELATIONS)
-    ids = target_ids(tokenizer, triples)
+    ids = tokenizer(target_text(triples), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert [t for t, _, _ in grammar.parse(ids)] == triples
-    assert all(t in grammar.allowed(ids[:i]) for i, t in enumerate(ids))
-    itself = target_ids(tokenizer, [("Carol Jones", "birthPlace", "Carol Jones")])[:-1]  # without EOS
+    assert all(t in grammar.allowed(ids[:i]) for i, t in enumerate(ids))  # the target is a path through the grammar
+    itself = tokenizer(target_text([("Carol Jones", "birthPlace", "Carol Jones")]), add_special_tokens=False)["input_ids"]
     assert tokenizer.eos_token_id not in grammar.allowed(itself)  # no fact about itself
 
 

@@ -172,7 +172,7 @@ def _model_description(lm) -> str:
 def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], settings, out: Path | None) -> None:
     """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
-    from kgllm.pipelines.augment.adapters import load_adapted, training_info
+    from kgllm.pipelines.augment.adapters import load_adapted, training_record
     from kgllm.pipelines.augment.extractor import Extractor, train_extractor
     from kgllm.pipelines.augment.kg2text import Verbalizer, train_verbalizer
     from kgllm.pipelines.augment.webnlg import relation_vocabulary
@@ -183,7 +183,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     if "extract" in tasks:
         base, adapter = train_extractor(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        minutes = training_info(adapter)["seconds"] / 60
+        minutes = training_record(adapter).seconds / 60
         relations = relation_vocabulary(read_webnlg(train))
         rows = [run_extraction_benchmark(Extractor(lm), examples, "free relations", minutes,
                                          _model_description(lm)).row(),
@@ -195,7 +195,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     if "verbalize" in tasks:
         base, adapter = train_verbalizer(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        row = run_verbalization_benchmark(Verbalizer(lm), examples, training_info(adapter)["seconds"] / 60,
+        row = run_verbalization_benchmark(Verbalizer(lm), examples, training_record(adapter).seconds / 60,
                                           _model_description(lm))
         print_table([row], "WebNLG triples -> text")
         sections.append(("WebNLG triples -> text", [row]))

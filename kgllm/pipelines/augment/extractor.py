@@ -17,15 +17,20 @@ from pathlib import Path
 
 import torch
 
+from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.hf import HFCausalLM
-from kgllm.pipelines.augment.adapters import AdapterConfig, Pair, load_adapted, trained_adapter
-from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_ids
+from kgllm.llm.tasks import TaskExample
+from kgllm.llm.tuning import RunConfig
+from kgllm.pipelines.augment.adapters import TaskTraining, load_adapted, trained_adapter
+from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_text
 from kgllm.pipelines.augment.webnlg import aligned_triples, read_webnlg
 from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_CONFIG = AdapterConfig(max_minutes=12.0, epochs=1.0, max_tokens=128, learning_rate=5e-3)
+EXTRACTION_TRAINING = TaskTraining(AdapterConfig(method="lora", rank=16, alpha=32),
+                                   RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=20.0,
+                                             warmup_steps=50, save_steps=500))
 MAX_NEW_TOKENS = 160
 
 
@@ -43,21 +48,21 @@ def extraction_prompt(text: str) -> str:
     return f"Text: {' '.join(text.split())}\nTriples:"
 
 
-def extraction_pairs(tokenizer, train_path: str | Path) -> list[Pair]:
-    """(prompt, target) ids of every (entry, reference text) of WebNLG train with an aligned target."""
-    pairs = []
+def extraction_examples(train_path: str | Path) -> list[TaskExample]:
+    """(text, its triples as the grammar writes them) of every WebNLG entry and reference text with an aligned triple."""
+    examples = []
     for example in read_webnlg(train_path):
         for text in example.texts:
-            triples = aligned_triples(example, text)
-            if triples:
-                pairs.append((tokenizer(extraction_prompt(text))["input_ids"], target_ids(tokenizer, triples)))
-    return pairs
+            if triples := aligned_triples(example, text):
+                target = target_text(triples)
+                examples.append(TaskExample(extraction_prompt(text), target, (target.strip(),)))
+    return examples
 
 
-def train_extractor(train_path: str | Path, settings: Settings, config: AdapterConfig = EXTRACTION_CONFIG,
+def train_extractor(train_path: str | Path, settings: Settings, training: TaskTraining = EXTRACTION_TRAINING,
                     progress: bool = True) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the extraction adapter trained on ``train_path`` (cached)."""
-    return trained_adapter("extract", train_path, extraction_pairs, config, settings, progress)
+    return trained_adapter("extract", train_path, extraction_examples, training, settings, progress)
 
 
 class Extractor:

@@ -5,9 +5,9 @@ and followed by a separator: subject ``" |"``, relation ``" |"``, object ``" ;"`
 EOS. Subjects and objects are spans of the source text (a prefix trie of every
 word n-gram), relations are the schema's names (a trie) or, without a schema, any
 short text. ``allowed`` is what ``prefix_allowed_tokens_fn`` needs; ``parse``
-reads a finished output back into triples. Training targets are built by
-``target_ids`` from the same pieces, so what the model learns is exactly what
-the grammar lets it write.
+reads a finished output back into triples. Training targets are written by
+``target_text`` in the same pieces, so what the model learns is what the grammar
+lets it write.
 """
 
 from __future__ import annotations
@@ -50,15 +50,9 @@ def piece_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
 
 
-def target_ids(tokenizer, triples: Sequence[tuple[str, str, str]]) -> list[int]:
-    """The training target for ``triples``: pieces and separators as the grammar reads them, then EOS."""
-    mid, nxt = (tokenizer(s, add_special_tokens=False)["input_ids"] for s in (MID_SEP, TRIPLE_SEP))
-    ids: list[int] = []
-    for n, (s, r, o) in enumerate(triples):
-        if n:
-            ids += nxt
-        ids += piece_ids(tokenizer, s) + mid + piece_ids(tokenizer, r) + mid + piece_ids(tokenizer, o)
-    return ids + [tokenizer.eos_token_id]
+def target_text(triples: Sequence[tuple[str, str, str]]) -> str:
+    """The training target for ``triples``: pieces and separators as the grammar reads them."""
+    return TRIPLE_SEP.join(f" {s.strip()}{MID_SEP} {r.strip()}{MID_SEP} {o.strip()}" for s, r, o in triples)
 
 
 def _trie(sequences: Iterable[list[int]]) -> dict:

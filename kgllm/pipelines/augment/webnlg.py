@@ -5,12 +5,19 @@ spaces for underscores. For extraction training the subject and object of each
 triple are aligned to the text the example pairs them with (the closest span,
 fuzzy), because the decoder only writes spans of the text; a triple whose
 entities cannot be found there is left out of that example's target.
+
+For verbalization the texts are delexicalized: each entity's mention becomes a
+placeholder (``ENT1``, ``ENT2``, ... in order of first appearance in the triples), so
+a small model learns how relations are phrased and copies no names; the names go
+back in after generation (:func:`relexicalize`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +27,7 @@ from kgllm.exceptions import ParseError
 from kgllm.pipelines.augment.triple_grammar import text_spans
 
 ALIGN_MIN_SCORE = 85
+_PLACEHOLDER = re.compile(r"ENT(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +101,46 @@ def aligned_triples(example: Example, text: str) -> list[tuple[str, str, str]]:
         if subject and obj:
             found.append((subject, r, obj))
     return found
+
+
+def placeholder(index: int) -> str:
+    return f"ENT{index + 1}"
+
+
+def entity_order(triples: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The entities of ``triples`` in order of first appearance (placeholder ``i`` stands for item ``i``)."""
+    return list(dict.fromkeys(name for s, _, o in triples for name in (s, o)))
+
+
+def delexicalized_triples(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    index = {name: placeholder(i) for i, name in enumerate(entity_order(triples))}
+    return [(index[s], r, index[o]) for s, r, o in triples]
+
+
+def delexicalize(triples: Sequence[tuple[str, str, str]], text: str) -> str | None:
+    """``text`` with every entity's mention replaced by its placeholder; None when one is not
+    found (a partly delexicalized text would teach the model to write names it never sees)."""
+    names = entity_order(triples)
+    for i in sorted(range(len(names)), key=lambda i: -len(names[i])):  # "Battle of X" before "X"
+        mention = align(names[i], text)
+        if mention is None or _PLACEHOLDER.search(mention):
+            return None
+        text = text.replace(mention, placeholder(i))
+    return text
+
+
+def relexicalize(text: str, triples: Sequence[tuple[str, str, str]]) -> str:
+    """The placeholders of a generated ``text`` replaced by the names of ``triples``' entities."""
+    names = entity_order(triples)
+    return _PLACEHOLDER.sub(lambda m: names[int(m[1]) - 1] if 0 < int(m[1]) <= len(names) else m[0], text)
+
+
+def pretraining_texts(path: str | Path) -> list[str]:
+    """The base model's corpus: every reference text of the file, and its delexicalized form when it has one."""
+    texts = []
+    for example in read_webnlg(path):
+        for text in example.texts:
+            texts.append(text)
+            if (delexicalized := delexicalize(example.triples, text)) is not None:
+                texts.append(delexicalized)
+    return texts
