@@ -78,7 +78,8 @@ def ask(question: Annotated[str, typer.Argument(help="The question, in plain lan
         graph: GraphOption = None, store: StoreOption = None, no_model: NoModelOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
         explain: Annotated[bool, typer.Option("--explain", help="Also show the relation paths considered and their scores.")] = False,
-        picture: Annotated[Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")] = None) -> None:
+        picture: Annotated[Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")] = None,
+        verbalize: Annotated[bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")] = False) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
 
@@ -92,6 +93,13 @@ def ask(question: Annotated[str, typer.Argument(help="The question, in plain lan
         _print_answer(answer)
     if explain and not as_json:
         _print_plans(answer)
+    if verbalize and not as_json:
+        from kgllm.pipelines.augment.commands import DEFAULT_TRAIN
+        from kgllm.pipelines.augment.kg2text import answer_facts, load_verbalizer
+
+        if facts := answer_facts(answer):
+            console.print(f"[bold]In words:[/] {load_verbalizer(Settings(), DEFAULT_TRAIN).verbalize([facts])[0]}",
+                          highlight=False)
     if picture is not None:
         from kgllm.explain import save_picture
 
