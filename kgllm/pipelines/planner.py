@@ -44,9 +44,12 @@ class PlannerConfig:
     target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
     learning_rate: float = 2e-3
     batch_size: int = 16
-    epochs: float = 8
+    epochs: float = 16
     max_minutes: float = 3.0
     warmup_steps: int = 20
+    weight_decay: float = 0.01
+    max_grad_norm: float = 0.0
+    """AdamW's usual decay and no clipping (the gradient norms stay under 1 here)."""
     threads: int = 2
     seed: int = 0
 
@@ -109,7 +112,8 @@ def train_planner(base_dir: str | Path, examples: list[str], out_dir: str | Path
     adapter = AdapterConfig(method="lora", rank=config.rank, alpha=config.alpha, dropout=config.dropout,
                             target_modules=list(config.target_modules))
     run = RunConfig(learning_rate=config.learning_rate, batch_size=config.batch_size, epochs=config.epochs,
-                    max_minutes=config.max_minutes, warmup_steps=config.warmup_steps, threads=config.threads,
+                    max_minutes=config.max_minutes, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                    max_grad_norm=config.max_grad_norm, threads=config.threads,
                     seed=config.seed, save_steps=10_000)
     split = [TaskExample(prompt + "\nPath:", path, (path.strip(),)) for prompt, path in
              (text.split("\nPath:", 1) for text in examples)]
