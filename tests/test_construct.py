@@ -146,6 +146,7 @@ def test_documents_are_written_versioned_and_deleted_with_provenance(store, extr
     second = constructor.extract_document(doc)
     assert {store.label(t.head) for t in store.triples()} == {"Alice Smith", "Carol Jones"}
     assert [store.label(t.head) for t in second.removed] == ["Bob Stone"]
+    assert store.find_by_label("Bob Stone") == [] and store.find_by_label("Acme Corp") == []  # went with the fact
     assert [r.source for r in store.provenance(alice)] == [second.source]  # the old version is gone
 
     other = tmp_path / "other.txt"

@@ -35,7 +35,8 @@ class GraphStore(ABC):
         """Add entities (labels, aliases, types) and triples in one atomic write.
 
         Input is checked in full before anything is written. Adding a triple or
-        entity that is already there changes nothing. Returns the number of new triples.
+        entity that is already there changes nothing, except that a derived one
+        (see :meth:`add_derived`) becomes asserted. Returns the number of new triples.
         """
         triples = [check_triple(t) for t in triples]
         entities = [check_entity(e) for e in entities]
@@ -52,8 +53,9 @@ class GraphStore(ABC):
         """Add predicted or extracted facts, one provenance record per triple, in one atomic write.
 
         A triple not in the store yet is added as derived; an asserted triple stays
-        asserted (its record is still kept, so the source is traceable). The same
-        (triple, source, method, span) twice is stored once. Returns the number of new records.
+        asserted (its record is still kept, so the source is traceable). Likewise an
+        entity the store did not hold is described as derived, until ``add`` asserts it.
+        The same (triple, source, method, span) twice is stored once. Returns the number of new records.
         """
         triples = [check_triple(t) for t in triples]
         if len(triples) != len(records):
@@ -75,6 +77,8 @@ class GraphStore(ABC):
     def remove_source(self, source: str) -> list[Triple]:
         """Drop every record of ``source`` and delete the derived triples left with none; atomic.
 
+        Entities that ``add_derived`` introduced (and ``add`` never asserted) go too, with
+        their labels, aliases and types, once no triple is left with them at either end.
         Returns the deleted triples.
         """
         if not isinstance(source, str) or not source.strip():
@@ -244,6 +248,11 @@ def check_provenance(record: object, created: str) -> Provenance:
     if span is not None:
         record = replace(record, span=(int(span[0]), int(span[1])))
     return record if record.created else replace(record, created=created)
+
+
+def is_described(e: Entity) -> bool:
+    """True for an entity that brings a label, an alias or a type (the rest writes nothing)."""
+    return bool(e.label or e.aliases or e.types)
 
 
 def check_entity(e: object) -> Entity:
