@@ -121,6 +121,27 @@ def test_adding_a_derived_entity_asserts_it(store):
     assert store.entity(WATSON) is None
 
 
+def test_a_source_recorded_without_facts_is_listed_until_removed(store):
+    fact = Triple(HOLMES, FRIEND, WATSON)
+    store.add_derived([fact], [STUDY])
+    store.record_source("empty.txt")
+    store.record_source("empty.txt")
+    store.record_source(STUDY.source)
+    assert store.sources() == ["empty.txt", "study.txt"]
+    assert store.sources("em") == ["empty.txt"]
+    assert set(store.triples()) == {fact, *ASSERTED}
+    assert [e.id for e in store.entities()] == sorted([BAKER, HOLMES, LONDON, WATSON])
+    assert store.relations() == sorted([FRIEND, IN])
+    assert [r.source for r in store.provenance(fact)] == ["study.txt"]
+    assert store.subgraph([HOLMES], hops=3) == [fact]
+    assert store.remove_source("empty.txt") == []
+    assert store.sources() == ["study.txt"]
+    assert store.remove_source(STUDY.source) == [fact]
+    assert store.sources() == []
+    with pytest.raises(InputError):
+        store.record_source(" ")
+
+
 def test_bad_records_write_nothing(store):
     fact = Triple(HOLMES, FRIEND, WATSON)
     with pytest.raises(InputError, match="one provenance record per triple"):
@@ -139,13 +160,16 @@ def test_records_survive_a_file_round_trip(tmp_path):
     path = tmp_path / "graph.ttl"
     fact = Triple(HOLMES, FRIEND, WATSON)
     RDFLibStore(path).add_derived([fact], [STUDY], [Entity(HOLMES, "Sherlock Holmes")])
+    RDFLibStore(path).record_source("empty.txt")
     again = RDFLibStore(path)
     assert list(again.triples()) == [fact]
     assert again.relations() == [FRIEND]
     assert [(r.source, r.span) for r in again.provenance(fact)] == [("study.txt", (0, 40))]
+    assert again.sources() == ["empty.txt", "study.txt"]
     assert again.remove_source("study.txt") == [fact]
+    assert again.remove_source("empty.txt") == []
     final = RDFLibStore(path)
-    assert final.count_triples() == 0 and final.entity(HOLMES) is None
+    assert final.count_triples() == 0 and final.entity(HOLMES) is None and final.sources() == []
 
 
 def test_retriever_refresh_drops_removed_facts(store, encoder):

@@ -81,16 +81,24 @@ class GraphStore(ABC):
         their labels, aliases and types, once no triple is left with them at either end.
         Returns the deleted triples.
         """
-        if not isinstance(source, str) or not source.strip():
-            raise InputError(f"source must be a non-empty string, not {source!r}")
-        return self._remove_source(source)
+        return self._remove_source(check_source(source))
+
+    def record_source(self, source: str) -> None:
+        """Record that ``source`` was read even when it yielded no fact; ``remove_source`` drops it.
+
+        The mark is seen only by :meth:`sources`: it is no fact and no provenance record.
+        """
+        self._record_source(check_source(source))
 
     def sources(self, prefix: str = "") -> list[str]:
-        """The sources of the stored provenance records that start with ``prefix``, sorted."""
+        """The sources of the stored provenance records and marks that start with ``prefix``, sorted."""
         return sorted(s for s in self._sources() if s.startswith(prefix))
 
     @abstractmethod
     def _sources(self) -> set[str]: ...
+
+    @abstractmethod
+    def _record_source(self, source: str) -> None: ...
 
     @abstractmethod
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int: ...
@@ -248,6 +256,12 @@ def check_provenance(record: object, created: str) -> Provenance:
     if span is not None:
         record = replace(record, span=(int(span[0]), int(span[1])))
     return record if record.created else replace(record, created=created)
+
+
+def check_source(source: object) -> str:
+    if not isinstance(source, str) or not source.strip():
+        raise InputError(f"source must be a non-empty string, not {source!r}")
+    return source
 
 
 def is_described(e: Entity) -> bool:

@@ -26,7 +26,8 @@ Data model (all Cypher is parameterized; query text is built only from constants
   span_end})`` node, unique by ``key`` (triple, source, method, span) and indexed
   by source. Records are not linked to the fact: a relationship cannot be an
   endpoint, and the three ids find it by index. An entity node that ``add_derived``
-  created is flagged ``derived`` until ``add`` asserts it.
+  created is flagged ``derived`` until ``add`` asserts it; a source recorded without
+  facts is a ``(:Source {source})`` node.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
      "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)"),
     ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
     ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
+    ("CREATE CONSTRAINT kgllm_source IF NOT EXISTS FOR (s:Source) REQUIRE s.source IS UNIQUE",
+     "CREATE INDEX kgllm_source IF NOT EXISTS FOR (s:Source) ON (s.source)"),
 )
 
 _DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
@@ -123,7 +126,10 @@ _RECORD_FIELDS = ("p.source AS source, p.method AS method, p.model AS model, p.s
                   "p.created AS created, p.span_start AS span_start, p.span_end AS span_end")
 _READ_RECORDS = f"MATCH (p:Provenance {{h: $h, r: $r, t: $t}}) RETURN {_RECORD_FIELDS}"
 _SOURCE_TRIPLES = "MATCH (p:Provenance {source: $source}) RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t"
-_DELETE_SOURCE = "MATCH (p:Provenance {source: $source}) DELETE p"
+_DELETE_SOURCE = ("MATCH (p:Provenance {source: $source}) DELETE p",
+                  "MATCH (s:Source {source: $source}) DELETE s")
+_MERGE_SOURCE = "MERGE (s:Source {source: $source})"
+_SOURCES = ("MATCH (p:Provenance) RETURN DISTINCT p.source AS source", "MATCH (s:Source) RETURN s.source AS source")
 _STILL_RECORDED = ("UNWIND $rows AS row MATCH (p:Provenance {h: row.h, r: row.r, t: row.t}) "
                    "RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t")
 _DELETE_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} WHERE r.derived = true DELETE r RETURN row.h AS h, row.r AS r, row.t AS t"
@@ -365,13 +371,18 @@ class Neo4jStore(GraphStore):
         return bool(records) and records[0]["derived"] is None
 
     def _sources(self) -> set[str]:
-        return {r["source"] for r in self._records("MATCH (p:Provenance) RETURN DISTINCT p.source AS source")}
+        return {r["source"] for cypher in _SOURCES for r in self._records(cypher)}
+
+    def _record_source(self, source: str) -> None:
+        self._ensure_schema()
+        self._records(_MERGE_SOURCE, source=source)
 
     def _remove_source(self, source: str) -> list[Triple]:
         self._ensure_schema()
         with self._session() as session, session.begin_transaction() as tx:
             touched = [_triple(r) for r in tx.run(_SOURCE_TRIPLES, source=source)]
-            tx.run(_DELETE_SOURCE, source=source).consume()
+            for cypher in _DELETE_SOURCE:
+                tx.run(cypher, source=source).consume()
             kept = {_triple(r) for r in tx.run(_STILL_RECORDED, rows=_triple_rows(touched))}
             orphans = [t for t in touched if t not in kept]
             deleted = [_triple(r) for r in tx.run(_DELETE_DERIVED, rows=_triple_rows(orphans))]

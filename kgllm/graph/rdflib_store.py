@@ -11,7 +11,8 @@ it), plus a blank node per record, reified rdf:Statement-style (``rdf:subject``,
 ``kgllm:Derived`` marker node per fact that is not asserted. ``add`` of a
 derived fact drops its marker, which makes it asserted. Likewise an entity that
 ``add_derived`` introduced carries ``kgllm:origin kgllm:DerivedEntity`` until ``add``
-asserts it.
+asserts it, and a source recorded without facts is a ``kgllm:Source`` blank node
+with its ``kgllm:source``.
 """
 
 from __future__ import annotations
@@ -213,10 +214,20 @@ class RDFLibStore(GraphStore):
     def _sources(self) -> set[str]:
         return {str(s) for s in self.graph.objects(None, KGLLM.source)}
 
+    def _record_source(self, source: str) -> None:
+        g = self.graph
+        if any((n, RDF.type, KGLLM.Source) in g for n in g.subjects(KGLLM.source, Literal(source))):
+            return
+        node = BNode()
+        g.add((node, RDF.type, KGLLM.Source))
+        g.add((node, KGLLM.source, Literal(source)))
+        self._changed()
+
     def _remove_source(self, source: str) -> list[Triple]:
         g = self.graph
-        nodes = list(g.subjects(KGLLM.source, Literal(source)))
-        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes)
+        nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
+        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION))
+                                for n in nodes if (n, RDF.type, KGLLM.Record) in g)
         for n in nodes:
             g.remove((n, None, None))
         deleted = [t for t in touched if self._delete_unsupported(t)]
