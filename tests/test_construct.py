@@ -157,6 +157,21 @@ def test_documents_are_written_versioned_and_deleted_with_provenance(store, extr
     assert list(store.triples()) == [alice]  # still supported by the other document
 
 
+def test_a_document_without_triples_is_not_read_again(store, extractor, tmp_path):
+    doc = tmp_path / "people.txt"
+    doc.write_text("Bob Stone works for Acme Corp.")
+    added = KGConstructor(store, extractor).extract_document(doc)
+    assert added.status == "added"
+    doc.write_text("Alice Smith was born in Paris.")
+    strict = KGConstructor(store, extractor, min_score=1.01)  # skips every triple the extractor finds
+    empty = strict.extract_document(doc)
+    assert empty.status == "no triples" and empty.removed == added.added
+    assert store.sources() == [empty.source] and store.count_triples() == 0 and list(store.entities()) == []
+    again = strict.extract_document(doc)
+    assert (again.status, again.source) == ("unchanged", empty.source)
+    assert delete_document(store, doc).removed == [] and store.sources() == []
+
+
 def test_a_bad_file_fails_alone_and_dry_run_writes_nothing(extractor, tmp_path):
     store = RDFLibStore()
     good, empty = tmp_path / "good.txt", tmp_path / "empty.txt"
