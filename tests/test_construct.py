@@ -146,6 +146,7 @@ def test_documents_are_written_versioned_and_deleted_with_provenance(store, extr
     second = constructor.extract_document(doc)
     assert {store.label(t.head) for t in store.triples()} == {"Alice Smith", "Carol Jones"}
     assert [store.label(t.head) for t in second.removed] == ["Bob Stone"]
+    assert store.find_by_label("Bob Stone") == [] and store.find_by_label("Acme Corp") == []  # went with the fact
     assert [r.source for r in store.provenance(alice)] == [second.source]  # the old version is gone
 
     other = tmp_path / "other.txt"
@@ -154,6 +155,21 @@ def test_documents_are_written_versioned_and_deleted_with_provenance(store, extr
     deleted = delete_document(store, doc)
     assert {store.label(t.head) for t in deleted.removed} == {"Carol Jones"}
     assert list(store.triples()) == [alice]  # still supported by the other document
+
+
+def test_a_document_without_triples_is_not_read_again(store, extractor, tmp_path):
+    doc = tmp_path / "people.txt"
+    doc.write_text("Bob Stone works for Acme Corp.")
+    added = KGConstructor(store, extractor).extract_document(doc)
+    assert added.status == "added"
+    doc.write_text("Alice Smith was born in Paris.")
+    strict = KGConstructor(store, extractor, min_score=1.01)  # skips every triple the extractor finds
+    empty = strict.extract_document(doc)
+    assert empty.status == "no triples" and empty.removed == added.added
+    assert store.sources() == [empty.source] and store.count_triples() == 0 and list(store.entities()) == []
+    again = strict.extract_document(doc)
+    assert (again.status, again.source) == ("unchanged", empty.source)
+    assert delete_document(store, doc).removed == [] and store.sources() == []
 
 
 def test_a_bad_file_fails_alone_and_dry_run_writes_nothing(extractor, tmp_path):

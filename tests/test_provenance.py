@@ -9,6 +9,7 @@ from kgllm.types import Entity, Provenance, Triple
 EX = "http://example.org/"
 HOLMES, WATSON, BAKER, LONDON = (EX + n for n in ("holmes", "watson", "baker_street", "london"))
 FRIEND, LIVES, IN = EX + "friendOf", EX + "livesAt", EX + "locatedIn"
+PERSON = EX + "Person"
 ASSERTED = [Triple(BAKER, IN, LONDON)]
 STUDY = Provenance("study.txt", "extracted", model="lora-extract", score=0.9, span=(0, 40))
 SIGN = Provenance("sign.txt", "extracted", model="lora-extract", score=0.7, span=(10, 52))
@@ -83,6 +84,64 @@ def test_remove_source_deletes_only_what_no_other_source_supports(store):
     assert set(store.triples()) == set(ASSERTED)
 
 
+def test_entities_derivation_introduced_go_with_their_last_fact(store):
+    fact = Triple(HOLMES, FRIEND, WATSON)
+    store.add_derived([fact], [STUDY], [Entity(HOLMES, "Sherlock Holmes", ("Holmes",), (PERSON,)),
+                                        Entity(WATSON, "John Watson", ("Watson",), (PERSON,))])
+    assert store.entity(HOLMES) == Entity(HOLMES, "Sherlock Holmes", ("Holmes",), (PERSON,))
+    assert store.remove_source(STUDY.source) == [fact]
+    assert store.entity(HOLMES) is None and store.entity(WATSON) is None
+    assert store.describe(HOLMES) == Entity(HOLMES, "Holmes")  # the readable local name: no label is left
+    assert store.find_by_label("Holmes") == [] and store.search("Watson") == []
+    assert [e.id for e in store.entities()] == [BAKER, LONDON]
+    assert set(store.triples()) == set(ASSERTED)
+
+
+def test_entities_still_in_a_fact_or_asserted_keep_their_description(store):
+    store.add([], [Entity(HOLMES, "Sherlock Holmes")])  # asserted, though in no fact
+    friend, lives = Triple(HOLMES, FRIEND, WATSON), Triple(WATSON, LIVES, BAKER)
+    store.add_derived([friend], [STUDY], [Entity(HOLMES, "Sherlock Holmes", ("Holmes",)),
+                                          Entity(WATSON, "John Watson")])
+    store.add_derived([lives], [SIGN], [Entity(BAKER, "Baker Street")])
+    assert store.remove_source(STUDY.source) == [friend]
+    assert store.entity(HOLMES) == Entity(HOLMES, "Sherlock Holmes", ("Holmes",))
+    assert store.entity(WATSON).label == "John Watson"  # still in the fact from sign.txt
+    assert store.remove_source(SIGN.source) == [lives]
+    assert store.entity(WATSON) is None
+    assert store.entity(HOLMES).label == "Sherlock Holmes"
+    assert store.entity(BAKER).label == "Baker Street"  # was in the store (an asserted fact) before
+
+
+def test_adding_a_derived_entity_asserts_it(store):
+    fact = Triple(HOLMES, FRIEND, WATSON)
+    store.add_derived([fact], [STUDY], [Entity(HOLMES, "Sherlock Holmes"), Entity(WATSON, "John Watson")])
+    store.add([], [Entity(HOLMES, "Sherlock Holmes")])
+    assert store.remove_source(STUDY.source) == [fact]
+    assert store.entity(HOLMES) == Entity(HOLMES, "Sherlock Holmes")
+    assert store.entity(WATSON) is None
+
+
+def test_a_source_recorded_without_facts_is_listed_until_removed(store):
+    fact = Triple(HOLMES, FRIEND, WATSON)
+    store.add_derived([fact], [STUDY])
+    store.record_source("empty.txt")
+    store.record_source("empty.txt")
+    store.record_source(STUDY.source)
+    assert store.sources() == ["empty.txt", "study.txt"]
+    assert store.sources("em") == ["empty.txt"]
+    assert set(store.triples()) == {fact, *ASSERTED}
+    assert [e.id for e in store.entities()] == sorted([BAKER, HOLMES, LONDON, WATSON])
+    assert store.relations() == sorted([FRIEND, IN])
+    assert [r.source for r in store.provenance(fact)] == ["study.txt"]
+    assert store.subgraph([HOLMES], hops=3) == [fact]
+    assert store.remove_source("empty.txt") == []
+    assert store.sources() == ["study.txt"]
+    assert store.remove_source(STUDY.source) == [fact]
+    assert store.sources() == []
+    with pytest.raises(InputError):
+        store.record_source(" ")
+
+
 def test_bad_records_write_nothing(store):
     fact = Triple(HOLMES, FRIEND, WATSON)
     with pytest.raises(InputError, match="one provenance record per triple"):
@@ -100,13 +159,17 @@ def test_bad_records_write_nothing(store):
 def test_records_survive_a_file_round_trip(tmp_path):
     path = tmp_path / "graph.ttl"
     fact = Triple(HOLMES, FRIEND, WATSON)
-    RDFLibStore(path).add_derived([fact], [STUDY])
+    RDFLibStore(path).add_derived([fact], [STUDY], [Entity(HOLMES, "Sherlock Holmes")])
+    RDFLibStore(path).record_source("empty.txt")
     again = RDFLibStore(path)
     assert list(again.triples()) == [fact]
     assert again.relations() == [FRIEND]
     assert [(r.source, r.span) for r in again.provenance(fact)] == [("study.txt", (0, 40))]
+    assert again.sources() == ["empty.txt", "study.txt"]
     assert again.remove_source("study.txt") == [fact]
-    assert RDFLibStore(path).count_triples() == 0
+    assert again.remove_source("empty.txt") == []
+    final = RDFLibStore(path)
+    assert final.count_triples() == 0 and final.entity(HOLMES) is None and final.sources() == []
 
 
 def test_retriever_refresh_drops_removed_facts(store, encoder):
@@ -119,5 +182,5 @@ def test_retriever_refresh_drops_removed_facts(store, encoder):
     assert retriever.search_facts("Who is the friend of Sherlock Holmes?", k=1)[0][0] == fact
     store.remove_source(STUDY.source)
     stats = retriever.refresh()
-    assert stats.facts_removed == 1
+    assert (stats.facts_removed, stats.labels_removed) == (1, 2)  # the two entities went with the fact
     assert [t for t, _ in retriever.search_facts("Who is the friend of Sherlock Holmes?", k=5)] == ASSERTED

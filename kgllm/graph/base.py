@@ -35,7 +35,8 @@ class GraphStore(ABC):
         """Add entities (labels, aliases, types) and triples in one atomic write.
 
         Input is checked in full before anything is written. Adding a triple or
-        entity that is already there changes nothing. Returns the number of new triples.
+        entity that is already there changes nothing, except that a derived one
+        (see :meth:`add_derived`) becomes asserted. Returns the number of new triples.
         """
         triples = [check_triple(t) for t in triples]
         entities = [check_entity(e) for e in entities]
@@ -52,8 +53,9 @@ class GraphStore(ABC):
         """Add predicted or extracted facts, one provenance record per triple, in one atomic write.
 
         A triple not in the store yet is added as derived; an asserted triple stays
-        asserted (its record is still kept, so the source is traceable). The same
-        (triple, source, method, span) twice is stored once. Returns the number of new records.
+        asserted (its record is still kept, so the source is traceable). Likewise an
+        entity the store did not hold is described as derived, until ``add`` asserts it.
+        The same (triple, source, method, span) twice is stored once. Returns the number of new records.
         """
         triples = [check_triple(t) for t in triples]
         if len(triples) != len(records):
@@ -75,18 +77,28 @@ class GraphStore(ABC):
     def remove_source(self, source: str) -> list[Triple]:
         """Drop every record of ``source`` and delete the derived triples left with none; atomic.
 
+        Entities that ``add_derived`` introduced (and ``add`` never asserted) go too, with
+        their labels, aliases and types, once no triple is left with them at either end.
         Returns the deleted triples.
         """
-        if not isinstance(source, str) or not source.strip():
-            raise InputError(f"source must be a non-empty string, not {source!r}")
-        return self._remove_source(source)
+        return self._remove_source(check_source(source))
+
+    def record_source(self, source: str) -> None:
+        """Record that ``source`` was read even when it yielded no fact; ``remove_source`` drops it.
+
+        The mark is seen only by :meth:`sources`: it is no fact and no provenance record.
+        """
+        self._record_source(check_source(source))
 
     def sources(self, prefix: str = "") -> list[str]:
-        """The sources of the stored provenance records that start with ``prefix``, sorted."""
+        """The sources of the stored provenance records and marks that start with ``prefix``, sorted."""
         return sorted(s for s in self._sources() if s.startswith(prefix))
 
     @abstractmethod
     def _sources(self) -> set[str]: ...
+
+    @abstractmethod
+    def _record_source(self, source: str) -> None: ...
 
     @abstractmethod
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int: ...
@@ -244,6 +256,17 @@ def check_provenance(record: object, created: str) -> Provenance:
     if span is not None:
         record = replace(record, span=(int(span[0]), int(span[1])))
     return record if record.created else replace(record, created=created)
+
+
+def check_source(source: object) -> str:
+    if not isinstance(source, str) or not source.strip():
+        raise InputError(f"source must be a non-empty string, not {source!r}")
+    return source
+
+
+def is_described(e: Entity) -> bool:
+    """True for an entity that brings a label, an alias or a type (the rest writes nothing)."""
+    return bool(e.label or e.aliases or e.types)
 
 
 def check_entity(e: object) -> Entity:

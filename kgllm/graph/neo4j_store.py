@@ -25,7 +25,9 @@ Data model (all Cypher is parameterized; query text is built only from constants
   ``(:Provenance {key, h, r, t, source, method, model, score, created, span_start,
   span_end})`` node, unique by ``key`` (triple, source, method, span) and indexed
   by source. Records are not linked to the fact: a relationship cannot be an
-  endpoint, and the three ids find it by index.
+  endpoint, and the three ids find it by index. An entity node that ``add_derived``
+  created is flagged ``derived`` until ``add`` asserts it; a source recorded without
+  facts is a ``(:Source {source})`` node.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
 from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
-from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple
+from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
 from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
@@ -72,6 +74,8 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
      "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)"),
     ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
     ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
+    ("CREATE CONSTRAINT kgllm_source IF NOT EXISTS FOR (s:Source) REQUIRE s.source IS UNIQUE",
+     "CREATE INDEX kgllm_source IF NOT EXISTS FOR (s:Source) ON (s.source)"),
 )
 
 _DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
@@ -104,6 +108,10 @@ MERGE (h)-[r:REL {id: row.r}]->(t)
 WITH r WHERE r.derived IS NOT NULL
 SET r.derived = null
 """
+_ASSERT_ENTITIES = "UNWIND $ids AS id MATCH (e:Entity {id: id}) WITH e WHERE e.derived IS NOT NULL SET e.derived = null"
+# only a node created here is derived: an entity the store already had keeps its status
+_MERGE_DERIVED_NODES = ("UNWIND $rows AS row MERGE (e:Entity {id: row.id}) "
+                        "ON CREATE SET e.key = row.key, e.derived = true")
 _MATCH_TRIPLE = "MATCH (h:Entity {id: row.h})-[r:REL {id: row.r}]->(t:Entity {id: row.t})"
 _EXISTING_TRIPLES = f"UNWIND $rows AS row {_MATCH_TRIPLE} RETURN row.h AS h, row.r AS r, row.t AS t, r.derived AS derived"
 _MARK_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} SET r.derived = true"
@@ -118,10 +126,29 @@ _RECORD_FIELDS = ("p.source AS source, p.method AS method, p.model AS model, p.s
                   "p.created AS created, p.span_start AS span_start, p.span_end AS span_end")
 _READ_RECORDS = f"MATCH (p:Provenance {{h: $h, r: $r, t: $t}}) RETURN {_RECORD_FIELDS}"
 _SOURCE_TRIPLES = "MATCH (p:Provenance {source: $source}) RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t"
-_DELETE_SOURCE = "MATCH (p:Provenance {source: $source}) DELETE p"
+_DELETE_SOURCE = ("MATCH (p:Provenance {source: $source}) DELETE p",
+                  "MATCH (s:Source {source: $source}) DELETE s")
+_MERGE_SOURCE = "MERGE (s:Source {source: $source})"
+_SOURCES = ("MATCH (p:Provenance) RETURN DISTINCT p.source AS source", "MATCH (s:Source) RETURN s.source AS source")
 _STILL_RECORDED = ("UNWIND $rows AS row MATCH (p:Provenance {h: row.h, r: row.r, t: row.t}) "
                    "RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t")
 _DELETE_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} WHERE r.derived = true DELETE r RETURN row.h AS h, row.r AS r, row.t AS t"
+_UNUSED_DERIVED_ENTITIES = """
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})
+WHERE e.derived = true AND e.is_relation IS NULL AND e.is_class IS NULL
+OPTIONAL MATCH (e)-[x:REL]-()
+WITH e, count(x) AS facts WHERE facts = 0
+RETURN e.id AS id, e.alias_keys AS names
+"""
+_DELETE_ENTITIES = "UNWIND $ids AS id MATCH (e:Entity {id: id}) DETACH DELETE e"
+_DELETE_UNUSED_NAMES = """
+UNWIND $keys AS key
+MATCH (n:Name {key: key})
+OPTIONAL MATCH (n)<-[a:ALIAS]-()
+WITH n, count(a) AS uses WHERE uses = 0
+DELETE n
+"""
 # endpoints left bare by a deletion (no edge, name or flag) go too, as they would in an RDF graph
 _DELETE_BARE_NODES = """
 UNWIND $ids AS id
@@ -286,6 +313,7 @@ class Neo4jStore(GraphStore):
         with self._session() as session, session.begin_transaction() as tx:
             # one transaction: a failure anywhere rolls back every batch before it
             new = self._write_in(tx, triples, entities, batch_size)
+            _run_batches(tx, _ASSERT_ENTITIES, list(dict.fromkeys(e.id for e in entities)), batch_size, "ids")
             tx.commit()
         log.debug("added %d new triples to %s", new, self.uri)
         return new
@@ -326,6 +354,8 @@ class Neo4jStore(GraphStore):
         with self._session() as session, session.begin_transaction() as tx:
             stored = {_triple(r) for r in tx.run(_EXISTING_TRIPLES, rows=_triple_rows(unique))}
             fresh = [t for t in unique if t not in stored]
+            described = [_node_row(e.id) for e in entities if is_described(e)]
+            _run_batches(tx, _MERGE_DERIVED_NODES, described, DEFAULT_BATCH_SIZE)
             self._write_in(tx, fresh, entities, DEFAULT_BATCH_SIZE)
             _run_batches(tx, _MARK_DERIVED, _triple_rows(fresh), DEFAULT_BATCH_SIZE)
             rows = list({row["key"]: row for row in map(_record_row, triples, records)}.values())
@@ -341,17 +371,23 @@ class Neo4jStore(GraphStore):
         return bool(records) and records[0]["derived"] is None
 
     def _sources(self) -> set[str]:
-        return {r["source"] for r in self._records("MATCH (p:Provenance) RETURN DISTINCT p.source AS source")}
+        return {r["source"] for cypher in _SOURCES for r in self._records(cypher)}
+
+    def _record_source(self, source: str) -> None:
+        self._ensure_schema()
+        self._records(_MERGE_SOURCE, source=source)
 
     def _remove_source(self, source: str) -> list[Triple]:
         self._ensure_schema()
         with self._session() as session, session.begin_transaction() as tx:
             touched = [_triple(r) for r in tx.run(_SOURCE_TRIPLES, source=source)]
-            tx.run(_DELETE_SOURCE, source=source).consume()
+            for cypher in _DELETE_SOURCE:
+                tx.run(cypher, source=source).consume()
             kept = {_triple(r) for r in tx.run(_STILL_RECORDED, rows=_triple_rows(touched))}
             orphans = [t for t in touched if t not in kept]
             deleted = [_triple(r) for r in tx.run(_DELETE_DERIVED, rows=_triple_rows(orphans))]
             ends = list(dict.fromkeys(x for t in deleted for x in (t.head, t.tail)))
+            _delete_unused_derived_entities(tx, ends)
             tx.run(_DELETE_BARE_NODES, ids=ends).consume()
             tx.commit()
         return deleted
@@ -495,6 +531,13 @@ def _run_batches(tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int
     """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
     return [tx.run(cypher, {name: rows[i:i + batch_size]}).consume().counters
             for i in range(0, len(rows), batch_size)]
+
+
+def _delete_unused_derived_entities(tx: neo4j.Transaction, ids: list[str]) -> None:
+    """Delete the derived entities among ``ids`` that no triple touches any more, and names only they had."""
+    unused = list(tx.run(_UNUSED_DERIVED_ENTITIES, ids=ids))
+    tx.run(_DELETE_ENTITIES, ids=[r["id"] for r in unused]).consume()
+    tx.run(_DELETE_UNUSED_NAMES, keys=list({k for r in unused for k in r["names"] or ()})).consume()
 
 
 def _triple_rows(triples: Iterable[Triple]) -> list[dict[str, str]]:

@@ -9,7 +9,10 @@ Provenance: a derived fact is a plain triple like any other (every reader sees
 it), plus a blank node per record, reified rdf:Statement-style (``rdf:subject``,
 ``rdf:predicate``, ``rdf:object``) with ``kgllm:`` properties, and one
 ``kgllm:Derived`` marker node per fact that is not asserted. ``add`` of a
-derived fact drops its marker, which makes it asserted.
+derived fact drops its marker, which makes it asserted. Likewise an entity that
+``add_derived`` introduced carries ``kgllm:origin kgllm:DerivedEntity`` until ``add``
+asserts it, and a source recorded without facts is a ``kgllm:Source`` blank node
+with its ``kgllm:source``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRe
 from rdflib.term import Node
 
 from kgllm.exceptions import GraphStoreError, ParseError
-from kgllm.graph.base import Direction, GraphStore
+from kgllm.graph.base import Direction, GraphStore, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.types import Entity, Provenance, Triple
 
@@ -35,9 +38,10 @@ DEFAULT_BASE = "https://kgllm.dev/kg/"
 KGLLM = Namespace("https://kgllm.dev/ns#")
 LABEL_PREDICATES = (RDFS.label, SKOS.prefLabel)
 REIFICATION = (RDF.subject, RDF.predicate, RDF.object)
+DERIVED_ENTITY = (KGLLM.origin, KGLLM.DerivedEntity)
 RECORD_FIELDS = (KGLLM.source, KGLLM.method, KGLLM.model, KGLLM.score, KGLLM.created, KGLLM.spanStart, KGLLM.spanEnd)
 NON_RELATIONS = frozenset({RDF.type, RDFS.label, SKOS.prefLabel, SKOS.altLabel, RDFS.comment,
-                           *REIFICATION, *RECORD_FIELDS})
+                           KGLLM.origin, *REIFICATION, *RECORD_FIELDS})
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 RDF_FORMATS = {".ttl": "turtle", ".nt": "nt", ".n3": "n3", ".jsonld": "json-ld", ".json": "json-ld",
                ".rdf": "xml", ".xml": "xml", ".owl": "xml", ".trig": "trig", ".nq": "nquads"}
@@ -122,12 +126,20 @@ class RDFLibStore(GraphStore):
                 new += 1
             staged.add(spo)
         self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
-        if (None, RDF.type, KGLLM.Derived) in self.graph:  # asserting a derived fact drops its marker
-            for t in triples:
-                for marker in self._statements(t, KGLLM.Derived):
-                    self.graph.remove((marker, None, None))
+        self._assert(triples, entities)
         self._changed()
         return new
+
+    def _assert(self, triples: list[Triple], entities: list[Entity]) -> None:
+        """Drop the derived markers of the triples and entities being added."""
+        g = self.graph
+        if (None, RDF.type, KGLLM.Derived) in g:
+            for t in triples:
+                for marker in self._statements(t, KGLLM.Derived):
+                    g.remove((marker, None, None))
+        if (None, *DERIVED_ENTITY) in g:
+            for e in entities:
+                g.remove((self._iri(e.id), *DERIVED_ENTITY))
 
     def _stage_entities(self, staged: Graph, entities: list[Entity]) -> None:
         for e in entities:
@@ -167,6 +179,9 @@ class RDFLibStore(GraphStore):
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
         staged = Graph()
         self._stage_entities(staged, entities)
+        for e in entities:
+            if is_described(e) and self._is_new(self._iri(e.id)):
+                staged.add((self._iri(e.id), *DERIVED_ENTITY))
         stored: dict[Triple, set[tuple]] = {}
         new = 0
         for t, record in zip(triples, records):
@@ -186,6 +201,10 @@ class RDFLibStore(GraphStore):
         self._changed()
         return new
 
+    def _is_new(self, node: URIRef) -> bool:
+        g = self.graph
+        return (node, None, None) not in g and (None, None, node) not in g and (None, node, None) not in g
+
     def _provenance(self, triple: Triple) -> list[Provenance]:
         return [self._record(n) for n in self._statements(triple, KGLLM.Record)]
 
@@ -195,23 +214,46 @@ class RDFLibStore(GraphStore):
     def _sources(self) -> set[str]:
         return {str(s) for s in self.graph.objects(None, KGLLM.source)}
 
+    def _record_source(self, source: str) -> None:
+        g = self.graph
+        if any((n, RDF.type, KGLLM.Source) in g for n in g.subjects(KGLLM.source, Literal(source))):
+            return
+        node = BNode()
+        g.add((node, RDF.type, KGLLM.Source))
+        g.add((node, KGLLM.source, Literal(source)))
+        self._changed()
+
     def _remove_source(self, source: str) -> list[Triple]:
         g = self.graph
-        nodes = list(g.subjects(KGLLM.source, Literal(source)))
-        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes)
+        nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
+        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION))
+                                for n in nodes if (n, RDF.type, KGLLM.Record) in g)
         for n in nodes:
             g.remove((n, None, None))
-        deleted = []
-        for t in touched:
-            markers = self._statements(t, KGLLM.Derived)
-            if markers and not self._statements(t, KGLLM.Record):
-                g.remove(self._spo(t))
-                for marker in markers:
-                    g.remove((marker, None, None))
-                deleted.append(t)
+        deleted = [t for t in touched if self._delete_unsupported(t)]
+        for node in dict.fromkeys(self._iri(x) for t in deleted for x in (t.head, t.tail)):
+            if (node, *DERIVED_ENTITY) in g and not self._in_use(node):
+                g.remove((node, None, None))
         if nodes:
             self._changed()
         return deleted
+
+    def _delete_unsupported(self, t: Triple) -> bool:
+        """Delete ``t`` if it is derived and no record is left for it; True when deleted."""
+        markers = self._statements(t, KGLLM.Derived)
+        if not markers or self._statements(t, KGLLM.Record):
+            return False
+        self.graph.remove(self._spo(t))
+        for marker in markers:
+            self.graph.remove((marker, None, None))
+        return True
+
+    def _in_use(self, node: URIRef) -> bool:
+        """True for a node at either end of a triple, or used as a relation or a class."""
+        g = self.graph
+        return (any(self._is_relation_triple(p, o) for p, o in g.predicate_objects(node))
+                or any(p not in NON_RELATIONS for p in g.predicates(None, node))
+                or (None, node, None) in g or (None, RDF.type, node) in g)
 
     # ----------------------------------------------------------------- reads
     def _label_of(self, node: URIRef) -> str | None:

@@ -7,7 +7,9 @@ extractor, resolved (entities and relations) and written with
 
     /abs/path/report.txt@<content hash>-<output hash>
 
-A document whose content is already stored is skipped. A changed document (or a
+A version that yields no triple is kept as a bare source mark
+(:meth:`GraphStore.record_source`), so a document whose content is already
+stored is skipped whether it gave facts or not. A changed document (or a
 changed resolution) is written as a new version first, then its older versions
 are removed with :meth:`GraphStore.remove_source`, which deletes the triples only
 they supported; each step is atomic, so the store never holds half of a document.
@@ -198,6 +200,8 @@ class KGConstructor:
         result.added = [t for t in dict.fromkeys(triples) if not self._stored(t)]
         if write:
             self.store.add_derived(triples, records, entities)
+            if not triples:  # no record would name the source, and the next run would read it again
+                self.store.record_source(result.source)
             for old in versions:
                 if old != result.source:
                     result.removed += self.store.remove_source(old)
