@@ -12,7 +12,16 @@ from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tuning import RunConfig
 from kgllm.pipelines.augment.adapters import TaskTraining, ensure_adapter, load_adapted, training_record
-from kgllm.pipelines.augment.kg2text import Verbalizer, answer_facts, entity_facts, verbalize_examples, verbalize_prompt
+from kgllm.pipelines.augment.kg2text import (
+    Verbalizer,
+    answer_facts,
+    entity_facts,
+    fact_sentence,
+    grouped,
+    verbalize_examples,
+    verbalize_prompt,
+    with_missing_facts,
+)
 from kgllm.pipelines.augment.webnlg import delexicalize, read_webnlg, relexicalize
 from kgllm.settings import Settings
 from kgllm.types import Answer, Entity, Evidence, Path, Triple
@@ -99,3 +108,29 @@ def test_an_answer_is_verbalized_from_its_best_path_in_walking_order():
     answer = Answer("?", "Niamey", [], Evidence([first, second], [best, other]), 0.9, labels)
     assert answer_facts(answer) == [("Chad", "neighbor of", "Niger"), ("Niger", "capital", "Niamey")]
     assert answer_facts(Answer("?", "not found", [], Evidence(), 0.0)) == []
+
+
+def test_plain_sentences_read_the_relation_as_written():
+    assert fact_sentence("Chad", "located in", "Africa") == "Chad is located in Africa."
+    assert fact_sentence("Bob", "knows", "Alice") == "Bob knows Alice."
+    assert fact_sentence("Chad", "http://example.org/capital", "N'Djamena") == "The capital of Chad is N'Djamena."
+
+
+def test_objects_of_one_relation_are_listed_in_one_fact():
+    facts = [("Chad", "neighbor of", "Niger"), ("Chad", "capital", "N'Djamena"), ("Chad", "neighbor of", "Libya"),
+             ("Chad", "neighbor of", "Sudan")]
+    assert grouped(facts) == [("Chad", "neighbor of", "Niger, Libya and Sudan"), ("Chad", "capital", "N'Djamena")]
+
+
+def test_a_fact_the_model_left_out_is_said_plainly():
+    facts = [("Alice Smith", "birthPlace", "Paris"), ("Alice Smith", "employer", "Acme Corp")]
+    assert with_missing_facts("ENT1 was born in ENT2.", facts) == "ENT1 was born in ENT2. The employer of ENT1 is ENT3."
+    complete = "ENT1 was born in ENT2 and works for ENT3."
+    assert with_missing_facts(complete, facts) == complete
+
+
+def test_relations_the_adapter_never_saw_are_said_plainly(trained):
+    verbalizer = Verbalizer(load_adapted(*trained, threads=1), known_relations=["birthPlace", "employer", "location"])
+    text = verbalizer.verbalize([[("Alice Smith", "birthPlace", "Paris"), ("Alice Smith", "neighbor of", "Bob Stone")]])
+    assert text == ["Alice Smith was born in Paris. Alice Smith is neighbor of Bob Stone."]
+    assert verbalizer.knows("http://dbpedia.org/ontology/birthPlace") and not verbalizer.knows("neighbor of")

@@ -14,19 +14,28 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
 from kgllm.graph.base import GraphStore
-from kgllm.graph.labels import readable
+from kgllm.graph.labels import normalize, readable
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
 from kgllm.pipelines.augment.adapters import TaskTraining, load_adapted, trained_adapter
-from kgllm.pipelines.augment.webnlg import delexicalize, delexicalized_triples, read_webnlg, relexicalize
+from kgllm.pipelines.augment.webnlg import (
+    delexicalize,
+    delexicalized_triples,
+    entity_order,
+    placeholder,
+    read_webnlg,
+    relation_vocabulary,
+    relexicalize,
+)
 from kgllm.settings import Settings
 from kgllm.types import Answer
 
@@ -37,6 +46,8 @@ VERBALIZE_TRAINING = TaskTraining(AdapterConfig(method="lora", rank=16, alpha=32
                                             warmup_steps=50, save_steps=500))
 MAX_NEW_TOKENS = 120
 NO_REPEAT_NGRAM = 4  # a repetition penalty would punish every placeholder after the first
+_LINKING_WORDS = frozenset("of in to by with from for on at as than into".split())
+_VERBS = frozenset("is was has had have knows borders contains owns uses speaks includes".split())
 MAX_FACTS = 6  # an entity's facts verbalized at once; more are left out of the prompt
 
 
@@ -63,10 +74,16 @@ def train_verbalizer(train_path: str | Path, settings: Settings, training: TaskT
 
 
 class Verbalizer:
-    """The adapted model that turns triple sets into text."""
+    """The adapted model that turns triple sets into text.
 
-    def __init__(self, lm: HFCausalLM, batch_size: int = 8):
+    Facts whose relation the adapter never saw in training (``known_relations``; None:
+    trust it with all) are said by :func:`fact_sentence` instead: a small model
+    phrases an unseen relation as some relation it knows, which reads well and is false.
+    """
+
+    def __init__(self, lm: HFCausalLM, known_relations: Iterable[str] | None = None, batch_size: int = 8):
         self.lm = lm
+        self.known = None if known_relations is None else {_relation_key(r) for r in known_relations}
         self.batch_size = batch_size
 
     @property
@@ -74,12 +91,25 @@ class Verbalizer:
         return self.lm.name
 
     def verbalize(self, triple_sets: Sequence[Sequence[tuple[str, str, str]]]) -> list[str]:
-        """One text per triple set."""
+        """One text per triple set. Objects of one subject and relation are listed in one fact,
+        and a fact whose entity the model left out is added as a plain sentence."""
+        sets = [grouped(t) for t in triple_sets]
+        learned = [[t for t in facts if self.knows(t[1])] for facts in sets]
+        texts = iter(self._generate([facts for facts in learned if facts]))
+        return [" ".join([*([next(texts)] if model_facts else []),
+                          *(fact_sentence(*t) for t in facts if t not in model_facts)])
+                for facts, model_facts in zip(sets, learned, strict=True)]
+
+    def knows(self, relation: str) -> bool:
+        return self.known is None or _relation_key(relation) in self.known
+
+    def _generate(self, triple_sets: list[list[tuple[str, str, str]]]) -> list[str]:
         texts = []
         for start in range(0, len(triple_sets), self.batch_size):
             batch = triple_sets[start:start + self.batch_size]
             generated = self._batch([verbalize_prompt(t) for t in batch])
-            texts += [relexicalize(text, triples) for text, triples in zip(generated, batch, strict=True)]
+            texts += [relexicalize(with_missing_facts(text, triples), triples)
+                      for text, triples in zip(generated, batch, strict=True)]
         return texts
 
     @torch.inference_mode()
@@ -95,9 +125,41 @@ class Verbalizer:
         return [" ".join(tokenizer.decode(row[width:], skip_special_tokens=True).split()) for row in out]
 
 
+def grouped(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Facts of one subject and relation as one, objects listed ("A, B and C"), in first-seen order."""
+    objects: dict[tuple[str, str], list[str]] = {}
+    for s, r, o in triples:
+        objects.setdefault((s, r), []).append(o)
+    return [(s, r, o[0] if len(o) == 1 else ", ".join(o[:-1]) + " and " + o[-1]) for (s, r), o in objects.items()]
+
+
+def fact_sentence(subject: str, relation: str, obj: str) -> str:
+    """A plain, faithful sentence: "Chad is located in Africa.", "Bob knows Alice." or
+    "The capital of Chad is N'Djamena." """
+    words = readable(relation, relation=True)
+    if words.split()[:1] and words.split()[0] in _VERBS:
+        return f"{subject} {words} {obj}."
+    if words.split()[-1:] and words.split()[-1] in _LINKING_WORDS:
+        return f"{subject} is {words} {obj}."
+    return f"The {words} of {subject} is {obj}."
+
+
+def _relation_key(relation: str) -> str:
+    return normalize(readable(relation, relation=True))
+
+
+def with_missing_facts(text: str, triples: Sequence[tuple[str, str, str]]) -> str:
+    """The delexicalized ``text`` with a plain sentence for each fact whose entity it never wrote."""
+    order = {name: placeholder(i) for i, name in enumerate(entity_order(triples))}
+    written = set(re.findall(r"ENT\d+", text))
+    missing = [fact_sentence(order[s], r, order[o]) for s, r, o in triples if not {order[s], order[o]} <= written]
+    return " ".join([text, *missing]) if missing else text
+
+
 def load_verbalizer(settings: Settings, train_path: str | Path, progress: bool = True) -> Verbalizer:
     base, adapter = train_verbalizer(train_path, settings, progress=progress)
-    return Verbalizer(load_adapted(base, adapter, threads=settings.threads))
+    known = relation_vocabulary(read_webnlg(train_path))
+    return Verbalizer(load_adapted(base, adapter, threads=settings.threads), known)
 
 
 def entity_facts(store: GraphStore, entity_id: str, limit: int = MAX_FACTS) -> list[tuple[str, str, str]]:
