@@ -34,3 +34,15 @@ def test_hits_at_one_counts_only_gold_answers(tmp_path):
     result = run_kgqa_benchmark(FixedReasoner("http://x/b"), questions, "fixed", progress=False)
     assert (result.total, result.hits, result.with_path) == (2, 1, 2)
     assert result.row()["Hits@1"] == "50.0%"
+
+
+def test_verbalization_scores_against_every_reference():
+    from kgllm.bench.construct import TemplateVerbalizer, run_verbalization_benchmark
+    from kgllm.pipelines.augment.webnlg import Example
+
+    matching = Example("1", (("Alice Smith", "birthPlace", "Paris"),), ("Nobody wrote this.", "The birth place of Alice Smith is Paris."))
+    other = Example("2", (("Acme Corp", "locatedIn", "Berlin"),), ("Acme Corp is located in Berlin.",))
+    row = run_verbalization_benchmark(TemplateVerbalizer(), [matching, other], "-", "template")
+    assert float(row["BLEU"]) == 100.0 and float(row["chrF++"]) == 100.0
+    mismatched = Example("3", (("Bob", "employer", "Globex"),), ("Globex pays Bob.",))
+    assert float(run_verbalization_benchmark(TemplateVerbalizer(), [mismatched], "-", "template")["BLEU"]) < 50

@@ -58,7 +58,7 @@ class ExtractionResult:
     exact: tuple[float, float, float]
     subject: tuple[float, float, float]  # subjects alone, exact matching: where a weak model starts
     seconds: float
-    train_minutes: float
+    training: str
 
     def row(self) -> dict[str, str]:
         return {"mode": self.label, "entries": str(self.entries),
@@ -66,10 +66,10 @@ class ExtractionResult:
                 "exact P / R / F1": " / ".join(f"{x:.3f}" for x in self.exact),
                 "subjects F1 (exact)": f"{self.subject[2]:.3f}",
                 "sentences/s": f"{self.entries / self.seconds:.2f}", "model": self.model,
-                "adapter training (min)": f"{self.train_minutes:.1f}"}
+                "training (min)": self.training}
 
 
-def run_extraction_benchmark(extractor, examples: list[Example], label: str, train_minutes: float,
+def run_extraction_benchmark(extractor, examples: list[Example], label: str, training: str,
                              model: str) -> ExtractionResult:
     texts = [e.texts[0] for e in examples]
     started = time.perf_counter()
@@ -87,10 +87,21 @@ def run_extraction_benchmark(extractor, examples: list[Example], label: str, tra
         return [{fold(t[0]) for t in s} for s in sets]
 
     return ExtractionResult(label, model, len(examples), prf(predicted, gold), prf(folded(predicted), folded(gold)),
-                            prf(subjects(predicted), subjects(gold)), seconds, train_minutes)
+                            prf(subjects(predicted), subjects(gold)), seconds, training)
 
 
-def run_verbalization_benchmark(verbalizer, examples: list[Example], train_minutes: float, model: str) -> dict[str, str]:
+class TemplateVerbalizer:
+    """The reference point: one plain sentence per triple (``kg2text.fact_sentence``)."""
+
+    batch_size = 64
+
+    def verbalize(self, triple_sets) -> list[str]:
+        from kgllm.pipelines.augment.kg2text import fact_sentence
+
+        return [" ".join(fact_sentence(*t) for t in triples) for triples in triple_sets]
+
+
+def run_verbalization_benchmark(verbalizer, examples: list[Example], training: str, model: str) -> dict[str, str]:
     from sacrebleu.metrics import BLEU, CHRF
 
     started = time.perf_counter()
@@ -103,7 +114,7 @@ def run_verbalization_benchmark(verbalizer, examples: list[Example], train_minut
     return {"entries": str(len(examples)), "BLEU": f"{BLEU().corpus_score(hypotheses, references).score:.2f}",
             "chrF++": f"{CHRF(word_order=2).corpus_score(hypotheses, references).score:.2f}",
             "entries/s": f"{len(examples) / seconds:.2f}", "model": model,
-            "adapter training (min)": f"{train_minutes:.1f}", "example": hypotheses[0]}
+            "training (min)": training, "example": hypotheses[0]}
 
 
 # ------------------------------------------------------------------ resolution
@@ -169,10 +180,21 @@ def _model_description(lm) -> str:
     return f"{lm.model.config.model_type} {lm.model.num_parameters() / 1e6:.1f} M + LoRA"
 
 
+def _training_minutes(base: Path, adapter: Path) -> str:
+    """Minutes of pre-training the base (when kgllm trained it) and of training the adapter."""
+    from kgllm.llm.tuning import RESULT_FILE
+    from kgllm.pipelines.augment.adapters import training_record
+
+    adapter_minutes = f"{training_record(adapter).seconds / 60:.1f} adapter"
+    if not (Path(base) / RESULT_FILE).is_file():
+        return adapter_minutes
+    return f"{training_record(base).seconds / 60:.1f} base + {adapter_minutes}"
+
+
 def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], settings, out: Path | None) -> None:
     """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
-    from kgllm.pipelines.augment.adapters import load_adapted, training_record
+    from kgllm.pipelines.augment.adapters import load_adapted
     from kgllm.pipelines.augment.extractor import Extractor, train_extractor
     from kgllm.pipelines.augment.kg2text import Verbalizer, train_verbalizer
     from kgllm.pipelines.augment.webnlg import relation_vocabulary
@@ -183,7 +205,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     if "extract" in tasks:
         base, adapter = train_extractor(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        minutes = training_record(adapter).seconds / 60
+        minutes = _training_minutes(base, adapter)
         relations = relation_vocabulary(read_webnlg(train))
         rows = [run_extraction_benchmark(Extractor(lm), examples, "free relations", minutes,
                                          _model_description(lm)).row(),
@@ -195,10 +217,12 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     if "verbalize" in tasks:
         base, adapter = train_verbalizer(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        row = run_verbalization_benchmark(Verbalizer(lm), examples, training_record(adapter).seconds / 60,
-                                          _model_description(lm))
-        print_table([row], "WebNLG triples -> text")
-        sections.append(("WebNLG triples -> text", [row]))
+        known = relation_vocabulary(read_webnlg(train))
+        rows = [run_verbalization_benchmark(Verbalizer(lm, known), examples, _training_minutes(base, adapter),
+                                            _model_description(lm)),
+                run_verbalization_benchmark(TemplateVerbalizer(), examples, "-", "template: one sentence per triple")]
+        print_table(rows, "WebNLG triples -> text")
+        sections.append(("WebNLG triples -> text", rows))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         command = f"kgllm bench webnlg --dev {dev} --size {size or 0} --tasks {','.join(tasks)}"
