@@ -29,8 +29,8 @@ from kgllm.settings import Settings
 log = logging.getLogger(__name__)
 
 EXTRACTION_TRAINING = TaskTraining(AdapterConfig(method="lora", rank=16, alpha=32),
-                                   RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=20.0,
-                                             warmup_steps=50, save_steps=500))
+                                   RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=45.0,
+                                             warmup_steps=50, save_steps=500, group_by_length=True))
 MAX_NEW_TOKENS = 160
 
 
