@@ -200,13 +200,13 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     from kgllm.pipelines.augment.webnlg import relation_vocabulary
 
     examples = spaced_subset(read_webnlg(dev), size)
+    relations = relation_vocabulary(read_webnlg(train))
     subset = f"{len(examples)} of the dev entries, evenly spaced" if size else "every dev entry"
     sections = []
     if "extract" in tasks:
         base, adapter = train_extractor(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
         minutes = _training_minutes(base, adapter)
-        relations = relation_vocabulary(read_webnlg(train))
         rows = [run_extraction_benchmark(Extractor(lm), examples, "free relations", minutes,
                                          _model_description(lm)).row(),
                 run_extraction_benchmark(Extractor(lm, relations), examples,
@@ -217,8 +217,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     if "verbalize" in tasks:
         base, adapter = train_verbalizer(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        known = relation_vocabulary(read_webnlg(train))
-        rows = [run_verbalization_benchmark(Verbalizer(lm, known), examples, _training_minutes(base, adapter),
+        rows = [run_verbalization_benchmark(Verbalizer(lm, relations), examples, _training_minutes(base, adapter),
                                             _model_description(lm)),
                 run_verbalization_benchmark(TemplateVerbalizer(), examples, "-", "template: one sentence per triple")]
         print_table(rows, "WebNLG triples -> text")

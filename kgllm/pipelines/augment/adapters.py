@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -37,8 +37,8 @@ BASE_RUN = RunConfig(learning_rate=2e-3, batch_size=32, epochs=4, max_minutes=15
 class TaskTraining:
     """The adapter of a task and the run that trains it."""
 
-    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(method="lora", rank=16, alpha=32))
-    run: RunConfig = field(default_factory=RunConfig)
+    adapter: AdapterConfig
+    run: RunConfig
 
     def key(self) -> dict:
         """What the trained adapter depends on (the thread count changes speed, not the result)."""

@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from kgllm.pipelines.augment.adapters import TaskTraining, load_adapted, trained
 from kgllm.pipelines.augment.webnlg import (
     delexicalize,
     delexicalized_triples,
-    entity_order,
-    placeholder,
+    placeholders_in,
     read_webnlg,
     relation_vocabulary,
     relexicalize,
@@ -95,10 +93,12 @@ class Verbalizer:
         and a fact whose entity the model left out is added as a plain sentence."""
         sets = [grouped(t) for t in triple_sets]
         learned = [[t for t in facts if self.knows(t[1])] for facts in sets]
-        texts = iter(self._generate([facts for facts in learned if facts]))
-        return [" ".join([*([next(texts)] if model_facts else []),
-                          *(fact_sentence(*t) for t in facts if t not in model_facts)])
-                for facts, model_facts in zip(sets, learned, strict=True)]
+        generated = iter(self._generate([facts for facts in learned if facts]))
+        texts = []
+        for facts, model_facts in zip(sets, learned, strict=True):
+            plain = [fact_sentence(*t) for t in facts if not self.knows(t[1])]
+            texts.append(" ".join([next(generated)] + plain if model_facts else plain))
+        return texts
 
     def knows(self, relation: str) -> bool:
         return self.known is None or _relation_key(relation) in self.known
@@ -150,9 +150,8 @@ def _relation_key(relation: str) -> str:
 
 def with_missing_facts(text: str, triples: Sequence[tuple[str, str, str]]) -> str:
     """The delexicalized ``text`` with a plain sentence for each fact whose entity it never wrote."""
-    order = {name: placeholder(i) for i, name in enumerate(entity_order(triples))}
-    written = set(re.findall(r"ENT\d+", text))
-    missing = [fact_sentence(order[s], r, order[o]) for s, r, o in triples if not {order[s], order[o]} <= written]
+    written = placeholders_in(text)
+    missing = [fact_sentence(s, r, o) for s, r, o in delexicalized_triples(triples) if not {s, o} <= written]
     return " ".join([text, *missing]) if missing else text
 
 

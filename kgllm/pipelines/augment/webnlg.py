@@ -129,6 +129,10 @@ def delexicalize(triples: Sequence[tuple[str, str, str]], text: str) -> str | No
     return text
 
 
+def placeholders_in(text: str) -> set[str]:
+    return {m[0] for m in _PLACEHOLDER.finditer(text)}
+
+
 def relexicalize(text: str, triples: Sequence[tuple[str, str, str]]) -> str:
     """The placeholders of a generated ``text`` replaced by the names of ``triples``' entities."""
     names = entity_order(triples)
