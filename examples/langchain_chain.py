@@ -15,10 +15,12 @@ from langchain_core.runnables import RunnablePassthrough
 import kgllm
 from kgllm.integrations.langchain import KGLLMChatModel, KGLLMRetriever
 
-PROMPT = ChatPromptTemplate.from_messages([
-    ("system", "Facts: {evidence}"),
-    ("human", "{question}"),
-])
+PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", "Facts: {evidence}"),
+        ("human", "{question}"),
+    ]
+)
 
 
 def format_evidence(documents) -> str:
@@ -28,8 +30,12 @@ def format_evidence(documents) -> str:
 def build_chain(session: kgllm.Session):
     """question -> {evidence from the graph, question} -> prompt -> chat model -> text."""
     retriever = KGLLMRetriever(session=session, max_documents=8)
-    return ({"evidence": retriever | format_evidence, "question": RunnablePassthrough()}
-            | PROMPT | KGLLMChatModel(lm=session.lm) | StrOutputParser())
+    return (
+        {"evidence": retriever | format_evidence, "question": RunnablePassthrough()}
+        | PROMPT
+        | KGLLMChatModel(lm=session.lm)
+        | StrOutputParser()
+    )
 
 
 if __name__ == "__main__":

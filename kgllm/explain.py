@@ -46,20 +46,31 @@ def save_picture(answer: Answer, path: str | os.PathLike) -> Path:
 
     graph = evidence_graph(answer)
     colors = {"question": TOPIC_COLOR, "answer": ANSWER_COLOR, "via": OTHER_COLOR}
-    widest = max(sum(1 for n in graph.nodes if graph.nodes[n]["layer"] == d) for d in {graph.nodes[n]["layer"] for n in graph.nodes})
+    widest = max(
+        sum(1 for n in graph.nodes if graph.nodes[n]["layer"] == d)
+        for d in {graph.nodes[n]["layer"] for n in graph.nodes}
+    )
     layers = 1 + max(graph.nodes[n]["layer"] for n in graph.nodes)
     figure, axes = plt.subplots(figsize=(min(18.0, 3.5 + 3.5 * layers), min(14.0, 2.0 + 0.6 * widest)))
     layout = nx.multipartite_layout(graph, subset_key="layer")  # one column per hop from the question
-    nx.draw_networkx_nodes(graph, layout, ax=axes, node_size=900,
-                           node_color=[colors[graph.nodes[n]["role"]] for n in graph.nodes])
-    nx.draw_networkx_labels(graph, layout, ax=axes, font_size=8,
-                            labels={n: graph.nodes[n]["label"] for n in graph.nodes})
+    nx.draw_networkx_nodes(
+        graph, layout, ax=axes, node_size=900, node_color=[colors[graph.nodes[n]["role"]] for n in graph.nodes]
+    )
+    nx.draw_networkx_labels(
+        graph, layout, ax=axes, font_size=8, labels={n: graph.nodes[n]["label"] for n in graph.nodes}
+    )
     nx.draw_networkx_edges(graph, layout, ax=axes, arrows=True, arrowsize=12, node_size=900, edge_color="#666666")
     edge_labels = {(h, t): data["label"] for h, t, data in graph.edges(data=True)}
     nx.draw_networkx_edge_labels(graph, layout, edge_labels=edge_labels, ax=axes, font_size=7)
     axes.set_title(f"{answer.question}\n{answer.text}", fontsize=10)
     for role, color in colors.items():
-        axes.scatter([], [], color=color, s=80, label={"question": "in the question", "answer": "answer", "via": "on the way"}[role])
+        axes.scatter(
+            [],
+            [],
+            color=color,
+            s=80,
+            label={"question": "in the question", "answer": "answer", "via": "on the way"}[role],
+        )
     axes.legend(loc="lower right", fontsize=8, frameon=False)
     axes.axis("off")
     figure.tight_layout()

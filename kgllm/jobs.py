@@ -8,14 +8,15 @@ dropped, and an output written by a different job is refused rather than appende
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from kgllm.exceptions import ConfigurationError, InputError
@@ -32,14 +33,33 @@ class Job(BaseModel):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _registered(registry_path: str):
+    """A validator that admits the names a registry knows (as a ValueError, so pydantic says which field)."""
+
+    def check(name: str) -> str:
+        module, _, attribute = registry_path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), attribute).check(name)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(check)
+
+
+StoreName = Annotated[str, _registered("kgllm.graph.stores")]
+KGEModelName = Annotated[str, _registered("kgllm.pipelines.completion.kge.kge_models")]
+
+
 class AskJob(Job):
     """Answer every question of a file and write the answers with their evidence."""
 
     job: Literal["ask"]
-    questions: Path = Field(description="JSON lines with a 'question' (and optional 'id'), or text with one question a line.")
+    questions: Path = Field(
+        description="JSON lines with a 'question' (and optional 'id'), or text with one question a line."
+    )
     output: Path = Field(description="JSON lines, one answer per question, written as they come.")
     graph: Path | None = Field(None, description="Graph file for the embedded store; default: the demo graph.")
-    store: Literal["rdflib", "neo4j"] | None = Field(None, description="Store back-end; default: from the settings.")
+    store: StoreName | None = Field(None, description="A registered store back-end; default: from the settings.")
     use_model: bool = Field(True, description="Rank plans with the language model too.")
 
 
@@ -47,17 +67,27 @@ class CompleteJob(Job):
     """Predict the missing heads or tails of queries (or of every entity and relation) and write them."""
 
     job: Literal["complete"]
-    queries: Path | Literal["all"] = Field(description="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' "
-                                           "(ids or labels), or 'all': every (entity, relation) pair's missing tails.")
+    queries: Path | Literal["all"] = Field(
+        description="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' "
+        "(ids or labels), or 'all': every (entity, relation) pair's missing tails."
+    )
     output: Path = Field(description="JSON lines, one per query, written as they come.")
     graph: Path | None = Field(None, description="Graph file for the embedded store; default: the demo graph.")
-    store: Literal["rdflib", "neo4j"] | None = Field(None, description="Store back-end; default: from the settings.")
+    store: StoreName | None = Field(None, description="A registered store back-end; default: from the settings.")
     top_k: int = Field(10, ge=1, description="Predictions kept per query.")
-    min_score: float = Field(0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back.")
+    min_score: float = Field(
+        0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back."
+    )
     write_back: bool = Field(False, description="Add the predictions to the store, marked as predicted.")
-    kge_models: list[Literal["complex", "distmult"]] = Field(["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept.")
-    kge_seconds: float = Field(60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached).")
-    scorers: list[Literal["rules", "lm", "encoder"]] = Field(["rules", "lm", "encoder"], description="Re-rankers fused with the structural score.")
+    kge_models: list[KGEModelName] = Field(
+        ["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept."
+    )
+    kge_seconds: float = Field(
+        60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached)."
+    )
+    scorers: list[Literal["rules", "lm", "encoder"]] = Field(
+        ["rules", "lm", "encoder"], description="Re-rankers fused with the structural score."
+    )
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
 
 

@@ -47,8 +47,10 @@ class BoltServer:
         # ArcadeDB's HTTP server API; Bolt has no way to create a database
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/v1/server", data=json.dumps({"command": command}).encode(),
-            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+            f"http://127.0.0.1:{self.http_port}/api/v1/server",
+            data=json.dumps({"command": command}).encode(),
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
 
@@ -70,17 +72,33 @@ def arcadedb_bolt_server(root: str | os.PathLike, database: str = "kgllm") -> It
     started = time.perf_counter()
     # ArcadeDB writes its logs to ./log: keep them in the server's root, not the working directory
     with contextlib.chdir(root):
-        server = arcadedb_embedded.ArcadeDBServer(str(root), PASSWORD, config={
-            "server_plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
-            "bolt_port": bolt_port, "http_port": http_port})
+        server = arcadedb_embedded.ArcadeDBServer(
+            str(root),
+            PASSWORD,
+            config={
+                "server_plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
+                "bolt_port": bolt_port,
+                "http_port": http_port,
+            },
+        )
         server.start()
     try:
-        info = BoltServer(uri=f"bolt://127.0.0.1:{bolt_port}", user=USER, password=PASSWORD, database=database,
-                          http_port=http_port, start_seconds=time.perf_counter() - started)
+        info = BoltServer(
+            uri=f"bolt://127.0.0.1:{bolt_port}",
+            user=USER,
+            password=PASSWORD,
+            database=database,
+            http_port=http_port,
+            start_seconds=time.perf_counter() - started,
+        )
         info.create_database(database)
         info = BoltServer(**{**info.__dict__, "warm_up_seconds": _warm_up(info)})
-        log.info("ArcadeDB Bolt server on port %d started in %.2f s, first query %.2f s",
-                 bolt_port, info.start_seconds, info.warm_up_seconds)
+        log.info(
+            "ArcadeDB Bolt server on port %d started in %.2f s, first query %.2f s",
+            bolt_port,
+            info.start_seconds,
+            info.warm_up_seconds,
+        )
         yield info
     finally:
         server.stop()
@@ -92,6 +110,7 @@ def _warm_up(server: BoltServer) -> float:
 
     started = time.perf_counter()
     with neo4j.GraphDatabase.driver(server.uri, auth=(server.user, server.password)) as driver:
-        driver.execute_query("UNWIND range(1, 10) AS i MERGE (n:WarmUp {i: i}) RETURN count(n)",
-                             database_=server.database)
+        driver.execute_query(
+            "UNWIND range(1, 10) AS i MERGE (n:WarmUp {i: i}) RETURN count(n)", database_=server.database
+        )
     return time.perf_counter() - started

@@ -26,7 +26,7 @@ class Entity:
 
 
 @dataclass(frozen=True, slots=True)
-class Path:
+class GraphPath:
     """A walk through the graph as the triples it follows, in walking order.
 
     A triple may be walked against its direction; ``start`` says where the walk
@@ -54,7 +54,7 @@ class Evidence:
     """What supports an answer: facts, the paths through them, and where they came from."""
 
     triples: list[Triple] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
+    paths: list[GraphPath] = field(default_factory=list)
     score: float = 0.0
     source: str = ""
 

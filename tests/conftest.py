@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 # Sentence encoder: the real MiniLM, loaded once
 # =========================================================================
 
+
 @pytest.fixture(scope="session")
 def encoder():
     from kgllm.retrieval.encoder import SentenceTransformerEncoder
@@ -70,5 +71,6 @@ def pytest_collection_modifyitems(items):
 
 def pytest_terminal_summary(terminalreporter):
     if _bolt_timings:
-        terminalreporter.write_line("ArcadeDB Bolt server started in {start:.2f} s, first query took {warm_up:.2f} s"
-                                    .format(**_bolt_timings))
+        terminalreporter.write_line(
+            "ArcadeDB Bolt server started in {start:.2f} s, first query took {warm_up:.2f} s".format(**_bolt_timings)
+        )

@@ -20,10 +20,31 @@ from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.tasks import build_task
 from kgllm.llm.tuning import RunConfig, accuracy, finetune
 
-REGIONS = {"kenya": "east", "uganda": "east", "tanzania": "east", "ghana": "west", "mali": "west", "niger": "west",
-           "chad": "central", "gabon": "central", "congo": "central", "egypt": "north", "libya": "north", "sudan": "north"}
-TINY_BASE = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3,
-                 warmup_steps=5, epochs=40, threads=1)
+REGIONS = {
+    "kenya": "east",
+    "uganda": "east",
+    "tanzania": "east",
+    "ghana": "west",
+    "mali": "west",
+    "niger": "west",
+    "chad": "central",
+    "gabon": "central",
+    "congo": "central",
+    "egypt": "north",
+    "libya": "north",
+    "sudan": "north",
+}
+TINY_BASE = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    vocab_size=300,
+    batch_size=8,
+    learning_rate=3e-3,
+    warmup_steps=5,
+    epochs=40,
+    threads=1,
+)
 SHORT = dict(max_steps=4, batch_size=8, save_steps=1000, logging_steps=1, threads=1)
 
 pytestmark = pytest.mark.slow  # every test here trains a base model and adapters (seconds each)
@@ -65,7 +86,9 @@ def library(base, splits, tmp_path_factory) -> Path:
     for method in METHODS:
         config = AdapterConfig(method=method, rank=4, num_virtual_tokens=4, encoder_hidden_size=16)
         task_splits = type(splits)(f"tail-{method}", splits.train, splits.dev, splits.test)
-        finetune(base, task_splits, root / f"tail-{method}", config, RunConfig(learning_rate=1e-2, **SHORT), progress=False)
+        finetune(
+            base, task_splits, root / f"tail-{method}", config, RunConfig(learning_rate=1e-2, **SHORT), progress=False
+        )
     return root
 
 
@@ -116,7 +139,9 @@ def test_lora_merged_into_the_base_scores_as_the_adapter(library, base, tmp_path
     merged = merge_adapter(base, library / "tail-lora", tmp_path / "merged")
     prompt, candidates = "Chad | located in |", [" Central", " North", " West"]
     assert merged.score(prompt, candidates) == pytest.approx(lm.score(prompt, candidates), abs=1e-4)
-    assert HFCausalLM.from_pretrained(tmp_path / "merged").score(prompt, candidates) == pytest.approx(merged.score(prompt, candidates), abs=1e-4)
+    assert HFCausalLM.from_pretrained(tmp_path / "merged").score(prompt, candidates) == pytest.approx(
+        merged.score(prompt, candidates), abs=1e-4
+    )
     with pytest.raises(ConfigurationError, match="only LoRA"):
         merge_adapter(base, library / "tail-prefix")
 
@@ -136,7 +161,9 @@ def test_bad_adapters_give_one_clear_error(library, base, store, tmp_path):
     with pytest.raises(ModelError, match="adapter_model.safetensors is missing"):
         lm.load(weightless)
     other_base = tmp_path / "other"
-    train_causal_lm(CorpusBuilder(store).texts()[:20], other_base, TrainingConfig(**{**TINY_BASE, "epochs": 1}), progress=False)
+    train_causal_lm(
+        CorpusBuilder(store).texts()[:20], other_base, TrainingConfig(**{**TINY_BASE, "epochs": 1}), progress=False
+    )
     with pytest.raises(ModelError, match="was trained on base model"):
         AdaptedLM.from_pretrained(other_base, threads=1).load(library / "tail-lora")
     with pytest.raises(ConfigurationError, match="not loaded"):
@@ -146,9 +173,14 @@ def test_bad_adapters_give_one_clear_error(library, base, store, tmp_path):
 def test_lora_learns_the_task(base, splits, tmp_path):
     lm = HFCausalLM.from_pretrained(base, threads=1)
     before = accuracy(lm, splits.train)
-    result = finetune(base, splits, tmp_path / "tail", AdapterConfig(rank=8),
-                      RunConfig(learning_rate=1e-2, epochs=60, batch_size=8, warmup_steps=5, save_steps=1000, threads=1),
-                      progress=False)
+    result = finetune(
+        base,
+        splits,
+        tmp_path / "tail",
+        AdapterConfig(rank=8),
+        RunConfig(learning_rate=1e-2, epochs=60, batch_size=8, warmup_steps=5, save_steps=1000, threads=1),
+        progress=False,
+    )
     tuned = AdaptedLM.from_pretrained(base, threads=1)
     tuned.use(tuned.load(tmp_path / "tail"))
     assert accuracy(tuned, splits.train) >= before + 0.5
@@ -164,9 +196,23 @@ def test_full_fine_tuning_saves_a_whole_model(base, splits, tmp_path):
 def test_memory_options_on_cpu(base, splits, tmp_path):
     """Gradient accumulation, gradient checkpointing, bf16 autocast and accelerate placement train on CPU;
     what needs CUDA says so."""
-    result = finetune(base, splits, tmp_path / "mem", AdapterConfig(rank=4),
-                      RunConfig(gradient_accumulation=2, gradient_checkpointing=True, precision="bf16",
-                                device_map="auto", epochs=1, batch_size=4, save_steps=1000, threads=1), progress=False)
+    result = finetune(
+        base,
+        splits,
+        tmp_path / "mem",
+        AdapterConfig(rank=4),
+        RunConfig(
+            gradient_accumulation=2,
+            gradient_checkpointing=True,
+            precision="bf16",
+            device_map="auto",
+            epochs=1,
+            batch_size=4,
+            save_steps=1000,
+            threads=1,
+        ),
+        progress=False,
+    )
     assert result.steps == -(-len(splits.train) // 8)
     for bad in (dict(precision="fp16"), dict(quantization="4bit"), dict(quantization="8bit")):
         with pytest.raises(ConfigurationError, match="CUDA"):
@@ -193,9 +239,29 @@ def test_cli_finetune_trains_an_adapter_and_prints_a_summary(base, tmp_path):
 
     tiny_store(tmp_path)
     out = tmp_path / "library" / "kg2text"
-    result = CliRunner().invoke(app, ["train", "finetune", "--task", "kg2text", "--method", "prompt", "--graph",
-                                      str(tmp_path / "africa.tsv"), "--base", str(base), "--out", str(out),
-                                      "--steps", "2", "--batch-size", "4", "--virtual-tokens", "4"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "finetune",
+            "--task",
+            "kg2text",
+            "--method",
+            "prompt",
+            "--graph",
+            str(tmp_path / "africa.tsv"),
+            "--base",
+            str(base),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--virtual-tokens",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert "finetune prompt on kg2text: 256 trainable parameters" in output and "2 steps" in output

@@ -52,7 +52,9 @@ def test_bad_connect_arguments_fail_clearly(tmp_path, settings):
 
 
 def test_ask_keeps_its_session(graph_file, settings, encoder):
-    first = kgllm.ask("What are the neighbors of Chad?", graph_file, encoder=encoder, use_model=False, settings=settings)
+    first = kgllm.ask(
+        "What are the neighbors of Chad?", graph_file, encoder=encoder, use_model=False, settings=settings
+    )
     assert len(kgllm.api._sessions) >= 1
     again = kgllm.ask("What is Niger located in?", graph_file, encoder=encoder, use_model=False, settings=settings)
     assert [e.label for e in first.entities] == ["Niger"] and [e.label for e in again.entities] == ["Africa"]

@@ -26,7 +26,9 @@ def test_every_command_explains_itself(command, tmp_path):
 def test_ask_json_has_answer_entities_evidence_and_confidence(tmp_path):
     graph = tmp_path / "mini.tsv"
     graph.write_text(TSV)
-    result = run("ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model", "--json", tmp_path=tmp_path)
+    result = run(
+        "ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model", "--json", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["answer"] == "Niger."
@@ -41,7 +43,9 @@ def test_load_reports_a_malformed_line_in_one_line_and_writes_nothing(tmp_path):
     target = tmp_path / "kg.ttl"
     result = run("load", str(bad), "--into", str(target), "--no-index", tmp_path=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: {bad}:4: expected 3 non-empty tab-separated fields, found 2: 'niger\\tlocatedIn'"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}:4: expected 3 non-empty tab-separated fields, found 2: 'niger\\tlocatedIn'"
+    ]
     assert not target.exists()
 
 
@@ -54,15 +58,24 @@ def test_load_into_a_file_store(tmp_path):
 
 
 def test_missing_file_and_empty_question_are_one_line_errors(tmp_path):
-    missing = run("ask", "Which countries border Chad?", "--graph", str(tmp_path / "nope.ttl"), "--no-model", tmp_path=tmp_path)
+    missing = run(
+        "ask", "Which countries border Chad?", "--graph", str(tmp_path / "nope.ttl"), "--no-model", tmp_path=tmp_path
+    )
     assert missing.returncode == 1 and missing.stderr.strip().startswith("error:") and "Traceback" not in missing.stderr
     empty = run("ask", "  ", "--no-model", tmp_path=tmp_path)
     assert empty.returncode == 2 and "the question is empty" in empty.stderr
 
 
 def test_unreachable_bolt_server_is_one_line(tmp_path):
-    result = run("ask", "Which countries border Chad?", "--store", "neo4j", "--no-model", tmp_path=tmp_path,
-                 KGLLM_NEO4J_URI="bolt://127.0.0.1:9")
+    result = run(
+        "ask",
+        "Which countries border Chad?",
+        "--store",
+        "neo4j",
+        "--no-model",
+        tmp_path=tmp_path,
+        KGLLM_NEO4J_URI="bolt://127.0.0.1:9",
+    )
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bolt://127.0.0.1:9" in lines[0] and "Traceback" not in result.stderr
@@ -70,8 +83,13 @@ def test_unreachable_bolt_server_is_one_line(tmp_path):
 
 def test_load_into_a_bolt_server_then_ask_it(tmp_path, bolt_server):
     bolt_server.create_database("clitest")
-    env = {"KGLLM_STORE": "neo4j", "KGLLM_NEO4J_URI": bolt_server.uri, "KGLLM_NEO4J_USER": bolt_server.user,
-           "KGLLM_NEO4J_PASSWORD": bolt_server.password, "KGLLM_NEO4J_DATABASE": "clitest"}
+    env = {
+        "KGLLM_STORE": "neo4j",
+        "KGLLM_NEO4J_URI": bolt_server.uri,
+        "KGLLM_NEO4J_USER": bolt_server.user,
+        "KGLLM_NEO4J_PASSWORD": bolt_server.password,
+        "KGLLM_NEO4J_DATABASE": "clitest",
+    }
     good = tmp_path / "good.tsv"
     good.write_text(TSV)
     first = run("load", str(good), tmp_path=tmp_path, **env)
@@ -88,8 +106,17 @@ def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
     graph = tmp_path / "mini.tsv"
     graph.write_text(TSV)
     picture = tmp_path / "evidence.svg"
-    result = run("ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model", "--explain",
-                 "--picture", str(picture), tmp_path=tmp_path)
+    result = run(
+        "ask",
+        "What are the neighbors of Chad?",
+        "--graph",
+        str(graph),
+        "--no-model",
+        "--explain",
+        "--picture",
+        str(picture),
+        tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "relation paths considered" in result.stdout and "Chad —neighbor of→ Niger" in result.stdout
     assert picture.is_file() and "<svg" in picture.read_text()
@@ -97,13 +124,31 @@ def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
 
 def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     kb = tmp_path / "kb.txt"
-    kb.write_text("ann\tchildren\tbob\nbob\tparents\tann\nbob\tgender\tmale\nann\tgender\tfemale\n"
-                  "cid\tchildren\tdan\ndan\tparents\tcid\ndan\tgender\tmale\ncid\tgender\tmale\n")
+    kb.write_text(
+        "ann\tchildren\tbob\nbob\tparents\tann\nbob\tgender\tmale\nann\tgender\tfemale\n"
+        "cid\tchildren\tdan\ndan\tparents\tcid\ndan\tgender\tmale\ncid\tgender\tmale\n"
+    )
     line = "what is the gender of {p} 's child ?\tmale(male/)\t{p}#children#{c}#gender#male#<end>#male\n"
     for split in ("train", "dev", "test"):
         (tmp_path / f"q.{split}.txt").write_text(line.format(p="ann", c="bob") + line.format(p="cid", c="dan"))
-    result = run("bench", "kgqa", "--kb", str(kb), "--test", str(tmp_path / "q.test.txt"), "--train", str(tmp_path / "q.train.txt"),
-                 "--minutes", "0.05", "--hops", "2", "--beam", "3", tmp_path=tmp_path, KGLLM_TRAIN_MINUTES="0.05")
+    result = run(
+        "bench",
+        "kgqa",
+        "--kb",
+        str(kb),
+        "--test",
+        str(tmp_path / "q.test.txt"),
+        "--train",
+        str(tmp_path / "q.train.txt"),
+        "--minutes",
+        "0.05",
+        "--hops",
+        "2",
+        "--beam",
+        "3",
+        tmp_path=tmp_path,
+        KGLLM_TRAIN_MINUTES="0.05",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zero-shot graph search (encoder, beam 3)" in result.stdout
     assert "trained planner (LoRA, beam 3)" in result.stdout

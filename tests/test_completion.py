@@ -14,10 +14,10 @@ from kgllm.exceptions import ConfigurationError, ParseError
 from kgllm.graph import stores
 from kgllm.graph.demo import demo_graph_path
 from kgllm.jobs import CompleteJob, read_job
-from kgllm.pipelines.augment.completion import CompletionConfig, RuleScorer, build_completer, triple_queries
-from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
-from kgllm.pipelines.augment.completion_jobs import SOURCE, job_from_options, read_query_file, run_complete_job, split_valid
-from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, train_kge
+from kgllm.pipelines.completion.completer import CompletionConfig, RuleScorer, build_completer, triple_queries
+from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
+from kgllm.pipelines.completion.jobs import SOURCE, job_from_options, read_query_file, run_complete_job, split_valid
+from kgllm.pipelines.completion.kge import KGEConfig, TrainedKGE, Vocabulary, train_kge
 from kgllm.settings import Settings
 from kgllm.types import Triple
 
@@ -44,7 +44,9 @@ def demo_split(demo_store):
 @pytest.fixture(scope="module")
 def trained(demo_split):
     train, valid, _ = demo_split
-    return train_kge(train, FAST_KGE, valid, progress=False, vocabulary=Vocabulary.from_triples(train + valid + demo_split[2]))
+    return train_kge(
+        train, FAST_KGE, valid, progress=False, vocabulary=Vocabulary.from_triples(train + valid + demo_split[2])
+    )
 
 
 def brute_force_ranks(score, triples, known):
@@ -55,8 +57,7 @@ def brute_force_ranks(score, triples, known):
         for h, r, t in triples.tolist():
             anchor, target = (t, h) if inverse else (h, t)
             row = score(np.array([anchor]), np.array([r]), inverse)[0]
-            others = [e for e in range(len(row)) if e != target
-                      and ((e, r, t) if inverse else (h, r, e)) not in known]
+            others = [e for e in range(len(row)) if e != target and ((e, r, t) if inverse else (h, r, e)) not in known]
             higher = sum(row[e] > row[target] for e in others)
             ties = sum(row[e] == row[target] for e in others)
             ranks.append(1 + higher + ties / 2)
@@ -87,13 +88,22 @@ def test_evaluation_agrees_with_pykeens_evaluator(demo_split):
     from kgllm.bench.completion import _pykeen_scores
 
     vocab = Vocabulary.from_triples([t for split in demo_split for t in split])
-    train, valid, test = (TriplesFactory.from_labeled_triples(np.array([(t.head, t.relation, t.tail) for t in split]),
-                                                              entity_to_id=vocab.entity_index, relation_to_id=vocab.relation_index)
-                          for split in demo_split)
+    train, valid, test = (
+        TriplesFactory.from_labeled_triples(
+            np.array([(t.head, t.relation, t.tail) for t in split]),
+            entity_to_id=vocab.entity_index,
+            relation_to_id=vocab.relation_index,
+        )
+        for split in demo_split
+    )
     model = RotatE(triples_factory=train, embedding_dim=16, random_seed=0)
     SLCWATrainingLoop(model=model, triples_factory=train).train(train, num_epochs=2, use_tqdm=False)
-    theirs = RankBasedEvaluator().evaluate(model, test.mapped_triples, use_tqdm=False,
-                                           additional_filter_triples=[train.mapped_triples, valid.mapped_triples])
+    theirs = RankBasedEvaluator().evaluate(
+        model,
+        test.mapped_triples,
+        use_tqdm=False,
+        additional_filter_triples=[train.mapped_triples, valid.mapped_triples],
+    )
     known = np.concatenate([vocab.encode(split) for split in demo_split])
     ours = ranking_metrics(filtered_ranks(_pykeen_scores(model), vocab.encode(demo_split[2]), known))
     assert ours["mrr"] == pytest.approx(theirs.get_metric("both.realistic.inverse_harmonic_mean_rank"), abs=1e-6)
@@ -130,8 +140,17 @@ def test_fusion_weights_are_chosen_on_valid_and_recorded_in_predictions(demo_sto
     train, valid, test = demo_split
     vocab = Vocabulary.from_triples(train + valid + test)
     config = CompletionConfig(kge=FAST_KGE, scorers=("rules", "encoder"), candidates=10)
-    completer = build_completer(demo_store, train, valid, config, Settings(cache_dir=tmp_path), vocab,
-                                progress=False, encoder=encoder, vectors_dir=tmp_path / "vectors")
+    completer = build_completer(
+        demo_store,
+        train,
+        valid,
+        config,
+        Settings(cache_dir=tmp_path),
+        vocab,
+        progress=False,
+        encoder=encoder,
+        vectors_dir=tmp_path / "vectors",
+    )
     known = np.concatenate([vocab.encode(s) for s in demo_split])
     valid_ids = vocab.encode(valid)
     fused = ranking_metrics(filtered_ranks(completer.score_fn(), valid_ids, known))["mrr"]
@@ -142,7 +161,9 @@ def test_fusion_weights_are_chosen_on_valid_and_recorded_in_predictions(demo_sto
     assert set(prediction.provenance["scores"]) == {"kge", *completer.weights}
     assert prediction.provenance["weights"] == completer.weights and 0 < prediction.score <= 1
     [saved] = (tmp_path / "vectors").glob("entities-*.npy")  # the next job reads the entity vectors back
-    assert np.allclose(np.linalg.norm(np.load(saved), axis=1), 1, atol=1e-5) and len(np.load(saved)) == len(vocab.entities)
+    assert np.allclose(np.linalg.norm(np.load(saved), axis=1), 1, atol=1e-5) and len(np.load(saved)) == len(
+        vocab.entities
+    )
 
 
 def test_query_file_errors_name_the_line(tmp_path):
@@ -156,29 +177,33 @@ def test_query_file_errors_name_the_line(tmp_path):
 
 
 def test_unknown_names_are_reported_and_skipped_labels_and_ids_resolve(demo_store, trained, tmp_path):
-    from kgllm.pipelines.augment.completion import Completer
+    from kgllm.pipelines.completion.completer import Completer
 
     queries = tmp_path / "q.tsv"
     queries.write_text(f"Chad\tneighbor of\t?\n?\t{LOCATED}\tAfrica\nAtlantis\tneighbor of\t?\nChad\tflies to\t?\n")
     job = CompleteJob(job="complete", queries=queries, output=tmp_path / "out.jsonl", top_k=3)
-    summary = run_complete_job(job, demo_store, Settings(cache_dir=tmp_path), progress=False,
-                               completer=Completer(trained, [], 10))
+    summary = run_complete_job(
+        job, demo_store, Settings(cache_dir=tmp_path), progress=False, completer=Completer(trained, [], 10)
+    )
     records = [json.loads(line) for line in job.output.read_text().splitlines()]
     assert [r["id"] for r in records] == ["1", "2", "3", "4"]
     assert records[2]["error"] == "unknown entity 'Atlantis'" and records[3]["error"] == "unknown relation 'flies to'"
     assert summary.queries == 2 and summary.skipped == 2 and summary.predictions == 6
     chad_neighbors = {t.tail for t in demo_store.triples("https://kgllm.dev/countries/chad", NEIGHBOR)}
     predicted = {p["tail"] for p in records[0]["predictions"]}
-    assert not predicted & chad_neighbors and "https://kgllm.dev/countries/chad" not in predicted  # known facts excluded
+    assert (
+        not predicted & chad_neighbors and "https://kgllm.dev/countries/chad" not in predicted
+    )  # known facts excluded
     assert all(p["head"] != "https://kgllm.dev/countries/africa" for p in records[1]["predictions"])
 
 
 def test_all_pairs_job_asks_every_entity_and_relation_and_keeps_only_confident_new_facts(demo_store, trained, tmp_path):
-    from kgllm.pipelines.augment.completion import Completer
+    from kgllm.pipelines.completion.completer import Completer
 
     job = CompleteJob(job="complete", queries="all", output=tmp_path / "all.jsonl", top_k=5, min_score=0.5)
-    summary = run_complete_job(job, demo_store, Settings(cache_dir=tmp_path), progress=False,
-                               completer=Completer(trained, [], 10))
+    summary = run_complete_job(
+        job, demo_store, Settings(cache_dir=tmp_path), progress=False, completer=Completer(trained, [], 10)
+    )
     vocab = trained.vocabulary
     records = [json.loads(line) for line in job.output.read_text().splitlines()]
     assert summary.queries == len(records) == len(vocab.entities) * len(vocab.relations)
@@ -191,18 +216,25 @@ def test_all_pairs_job_asks_every_entity_and_relation_and_keeps_only_confident_n
 def _write_back_job(tmp_path, name):
     queries = tmp_path / "q.tsv"
     queries.write_text("Chad\tneighbor of\t?\n?\tneighbor of\tKenya\nNepal\tlocated in\t?\n")
-    return CompleteJob(job="complete", queries=queries, output=tmp_path / name, top_k=3, min_score=0.05, write_back=True)
+    return CompleteJob(
+        job="complete", queries=queries, output=tmp_path / name, top_k=3, min_score=0.05, write_back=True
+    )
 
 
 def _check_write_back(store, trained, tmp_path):
-    from kgllm.pipelines.augment.completion import Completer
+    from kgllm.pipelines.completion.completer import Completer
 
     asserted = sorted(store.triples(), key=lambda t: (t.head, t.relation, t.tail))
     completer = Completer(trained, [], 10, model_name="complex-test")
-    first = run_complete_job(_write_back_job(tmp_path, "a.jsonl"), store, Settings(cache_dir=tmp_path), False, completer)
+    first = run_complete_job(
+        _write_back_job(tmp_path, "a.jsonl"), store, Settings(cache_dir=tmp_path), False, completer
+    )
     assert first.written_back == first.predictions > 0
-    predicted = [Triple(p["head"], p["relation"], p["tail"]) for line in (tmp_path / "a.jsonl").read_text().splitlines()
-                 for p in json.loads(line)["predictions"]]
+    predicted = [
+        Triple(p["head"], p["relation"], p["tail"])
+        for line in (tmp_path / "a.jsonl").read_text().splitlines()
+        for p in json.loads(line)["predictions"]
+    ]
     for triple in predicted:
         assert not store.is_asserted(triple)
         [record] = store.provenance(triple)
@@ -210,7 +242,9 @@ def _check_write_back(store, trained, tmp_path):
         assert record.score >= 0.05 and record.created
     assert all(store.is_asserted(t) and not store.provenance(t) for t in asserted)
     count = store.count_triples()
-    again = run_complete_job(_write_back_job(tmp_path, "b.jsonl"), store, Settings(cache_dir=tmp_path), False, completer)
+    again = run_complete_job(
+        _write_back_job(tmp_path, "b.jsonl"), store, Settings(cache_dir=tmp_path), False, completer
+    )
     assert again.predictions == first.predictions and again.written_back == 0 and store.count_triples() == count
 
 
@@ -236,9 +270,24 @@ def run_cli(*args, tmp_path):
 @pytest.mark.slow
 def test_cli_complete_resumes_refuses_other_output_and_reuses_the_trained_model(tmp_path):
     graph = shutil.copy(demo_graph_path(), tmp_path / "kg.ttl")
-    (tmp_path / "q.tsv").write_text("Chad\tneighbor of\t?\n?\tlocated in\tAfrica\nAtlantis\tneighbor of\t?\nKenya\tlocated in\t?\n")
-    args = ["complete", "--graph", str(graph), "--queries", "q.tsv", "--out", "out.jsonl", "--top-k", "2",
-            "--scorers", "rules", "--kge-seconds", "5"]
+    (tmp_path / "q.tsv").write_text(
+        "Chad\tneighbor of\t?\n?\tlocated in\tAfrica\nAtlantis\tneighbor of\t?\nKenya\tlocated in\t?\n"
+    )
+    args = [
+        "complete",
+        "--graph",
+        str(graph),
+        "--queries",
+        "q.tsv",
+        "--out",
+        "out.jsonl",
+        "--top-k",
+        "2",
+        "--scorers",
+        "rules",
+        "--kge-seconds",
+        "5",
+    ]
     first = run_cli(*args, tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "3 queries, 6 predictions, 1 skipped" in first.stdout and "queries/s" in first.stdout
@@ -262,8 +311,10 @@ def test_cli_complete_resumes_refuses_other_output_and_reuses_the_trained_model(
 def test_yaml_complete_job_runs(tmp_path):
     shutil.copy(demo_graph_path(), tmp_path / "kg.ttl")
     (tmp_path / "q.tsv").write_text("Chad\tneighbor of\t?\n")
-    (tmp_path / "job.yaml").write_text("job: complete\nqueries: q.tsv\noutput: out/c.jsonl\ngraph: kg.ttl\n"
-                                       "top_k: 2\nscorers: [rules]\nkge_seconds: 5\n")
+    (tmp_path / "job.yaml").write_text(
+        "job: complete\nqueries: q.tsv\noutput: out/c.jsonl\ngraph: kg.ttl\n"
+        "top_k: 2\nscorers: [rules]\nkge_seconds: 5\n"
+    )
     assert isinstance(read_job(tmp_path / "job.yaml"), CompleteJob)
     result = run_cli("run", "job.yaml", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -280,5 +331,7 @@ def test_job_spec_errors(tmp_path):
         read_job(tmp_path / "job.yaml")
     with pytest.raises(ConfigurationError, match="unknown KGE model 'transx'"):
         KGEConfig(model="transx")
-    with pytest.raises(ConfigurationError, match=r"--top-k: .*greater than or equal to 1; --scorers.1: .*'rules', 'lm' or 'encoder'"):
+    with pytest.raises(
+        ConfigurationError, match=r"--top-k: .*greater than or equal to 1; --scorers.1: .*'rules', 'lm' or 'encoder'"
+    ):
         job_from_options(queries=tmp_path / "q.tsv", output=tmp_path / "o.jsonl", top_k=0, scorers=["rules", "oracle"])

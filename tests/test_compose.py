@@ -39,7 +39,7 @@ def dockerfile():
 
 def cmd_args(dockerfile: str) -> list[str]:
     line = next(line for line in dockerfile.splitlines() if line.startswith("CMD "))
-    return json.loads(line[len("CMD "):])
+    return json.loads(line[len("CMD ") :])
 
 
 def serve_options(args: list[str]) -> dict:
@@ -98,20 +98,38 @@ def test_the_container_start_up_runs_against_a_bolt_server(bolt_server, compose,
     """The image's CMD with the compose environment, pointed at ArcadeDB; without the model, which is not the point."""
     database = "composesmoke"
     bolt_server.create_database(database)
-    environment = {**os.environ, **compose["services"]["kgllm"]["environment"],
-                   "KGLLM_NEO4J_URI": bolt_server.uri, "KGLLM_NEO4J_USER": bolt_server.user,
-                   "KGLLM_NEO4J_PASSWORD": bolt_server.password, "KGLLM_NEO4J_DATABASE": database,
-                   "KGLLM_API_KEY": "", "KGLLM_CACHE_DIR": str(tmp_path / "cache")}
+    environment = {
+        **os.environ,
+        **compose["services"]["kgllm"]["environment"],
+        "KGLLM_NEO4J_URI": bolt_server.uri,
+        "KGLLM_NEO4J_USER": bolt_server.user,
+        "KGLLM_NEO4J_PASSWORD": bolt_server.password,
+        "KGLLM_NEO4J_DATABASE": database,
+        "KGLLM_API_KEY": "",
+        "KGLLM_CACHE_DIR": str(tmp_path / "cache"),
+    }
     port = free_port()
     args = cmd_args(dockerfile)[1:]
     args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([KGLLM, *args, "--no-model"], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [KGLLM, *args, "--no-model"], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         health = wait_for_health(f"http://127.0.0.1:{port}", server, tmp_path / "serve.log")
         assert health["store"] == "neo4j" and health["triples"] == 1165
-        answer = httpx.post(f"http://127.0.0.1:{port}/ask", json={"question": "Which countries border Chad?"}, timeout=60).json()
-        assert set(answer["entities"]) == {"Cameroon", "Central African Republic", "Libya", "Niger", "Nigeria", "South Sudan", "Sudan"}
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/ask", json={"question": "Which countries border Chad?"}, timeout=60
+        ).json()
+        assert set(answer["entities"]) == {
+            "Cameroon",
+            "Central African Republic",
+            "Libya",
+            "Niger",
+            "Nigeria",
+            "South Sudan",
+            "Sudan",
+        }
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
     finally:
         server.terminate()

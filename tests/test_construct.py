@@ -14,7 +14,7 @@ from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tasks import TaskSplits
 from kgllm.llm.tuning import RunConfig, finetune
-from kgllm.pipelines.augment.construct import (
+from kgllm.pipelines.construction.constructor import (
     KGConstructor,
     chunk_spans,
     delete_document,
@@ -22,15 +22,17 @@ from kgllm.pipelines.augment.construct import (
     read_schema,
     undo_merges,
 )
-from kgllm.pipelines.augment.extractor import Extractor, extraction_examples, extraction_prompt
-from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_text, text_spans
+from kgllm.pipelines.construction.extraction import Extractor, extraction_examples, extraction_prompt
+from kgllm.pipelines.construction.grammar import TripleGrammar, target_text, text_spans
 
 SENTENCES = {
     "Alice Smith was born in Paris.": [("Alice_Smith", "birthPlace", "Paris")],
     "Bob Stone works for Acme Corp.": [("Bob_Stone", "employer", "Acme_Corp")],
     "Acme Corp is located in Berlin.": [("Acme_Corp", "location", "Berlin")],
-    "Carol Jones was born in Rome and works for Globex.": [("Carol_Jones", "birthPlace", "Rome"),
-                                                           ("Carol_Jones", "employer", "Globex")],
+    "Carol Jones was born in Rome and works for Globex.": [
+        ("Carol_Jones", "birthPlace", "Rome"),
+        ("Carol_Jones", "employer", "Globex"),
+    ],
 }
 RELATIONS = ["birthPlace", "employer", "location"]
 
@@ -38,8 +40,12 @@ RELATIONS = ["birthPlace", "employer", "location"]
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("webnlg") / "train.jsonl"
-    path.write_text("".join(json.dumps({"eid": f"Id{i}", "triples": triples, "texts": [text]}) + "\n"
-                            for i, (text, triples) in enumerate(SENTENCES.items())))
+    path.write_text(
+        "".join(
+            json.dumps({"eid": f"Id{i}", "triples": triples, "texts": [text]}) + "\n"
+            for i, (text, triples) in enumerate(SENTENCES.items())
+        )
+    )
     return path
 
 
@@ -48,15 +54,32 @@ def extractor(train_file, tmp_path_factory):
     """A tiny base model and an extraction adapter trained on four sentences (about 20 s)."""
     threads = torch.get_num_threads()
     base = tmp_path_factory.mktemp("base") / "model"
-    texts = [extraction_prompt(t) + " " + " ; ".join(" | ".join(x.replace("_", " ") for x in tr) for tr in triples)
-             for t, triples in SENTENCES.items()]
-    config = TrainingConfig(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=4,
-                            learning_rate=3e-3, warmup_steps=5, epochs=20, threads=1, max_seq_len=128)
+    texts = [
+        extraction_prompt(t) + " " + " ; ".join(" | ".join(x.replace("_", " ") for x in tr) for tr in triples)
+        for t, triples in SENTENCES.items()
+    ]
+    config = TrainingConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        vocab_size=300,
+        batch_size=4,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        epochs=20,
+        threads=1,
+        max_seq_len=128,
+    )
     train_causal_lm(texts, base, config, progress=False)
     adapter = tmp_path_factory.mktemp("adapter") / "extract"
-    finetune(base, TaskSplits("extract", extraction_examples(train_file), [], []), adapter,
-             AdapterConfig(rank=8, alpha=16), RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=0.75,
-                                                        warmup_steps=5, save_steps=10_000), progress=False)
+    finetune(
+        base,
+        TaskSplits("extract", extraction_examples(train_file), [], []),
+        adapter,
+        AdapterConfig(rank=8, alpha=16),
+        RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=0.75, warmup_steps=5, save_steps=10_000),
+        progress=False,
+    )
     yield Extractor.load(base, adapter, threads=1, relations=RELATIONS)
     torch.set_num_threads(threads)
 
@@ -69,7 +92,7 @@ def test_every_output_the_grammar_allows_is_a_triple_list_of_text_spans(extracto
         rng = random.Random(0)
         for _ in range(30):
             ids = []
-            while not ids or ids[-1] != tokenizer.eos_token_id and len(ids) < 200:
+            while not ids or (ids[-1] != tokenizer.eos_token_id and len(ids) < 200):
                 ids.append(rng.choice(grammar.allowed(ids)))
             for (s, r, o), _, _ in grammar.parse(ids):
                 assert s in text_spans(text) and o in text_spans(text)
@@ -83,7 +106,9 @@ def test_training_targets_parse_back_to_their_triples(extractor):
     ids = tokenizer(target_text(triples), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert [t for t, _, _ in grammar.parse(ids)] == triples
     assert all(t in grammar.allowed(ids[:i]) for i, t in enumerate(ids))  # the target is a path through the grammar
-    itself = tokenizer(target_text([("Carol Jones", "birthPlace", "Carol Jones")]), add_special_tokens=False)["input_ids"]
+    itself = tokenizer(target_text([("Carol Jones", "birthPlace", "Carol Jones")]), add_special_tokens=False)[
+        "input_ids"
+    ]
     assert tokenizer.eos_token_id not in grammar.allowed(itself)  # no fact about itself
 
 
@@ -106,8 +131,13 @@ def test_bad_documents_and_schemas_get_one_line_reasons(tmp_path):
     (tmp_path / "binary.bin").write_bytes(b"\x89PNG\0\0\x01")
     (tmp_path / "big.txt").write_text("word " * 100)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    for name, reason in (("empty.txt", "empty"), ("binary.bin", "binary"), ("big.txt", "too large"),
-                         ("latin1.txt", "not UTF-8"), ("missing.txt", "cannot read")):
+    for name, reason in (
+        ("empty.txt", "empty"),
+        ("binary.bin", "binary"),
+        ("big.txt", "too large"),
+        ("latin1.txt", "not UTF-8"),
+        ("missing.txt", "cannot read"),
+    ):
         with pytest.raises(InputError, match=reason):
             read_document(tmp_path / name, max_bytes=100)
     (tmp_path / "bad.yaml").write_text("relations: [birthPlace\n  employer: {")
@@ -184,8 +214,10 @@ def test_a_bad_file_fails_alone_and_dry_run_writes_nothing(extractor, tmp_path):
     assert [r.status for r in constructor.run([empty, good], progress=False)] == ["failed", "added"]
     assert store.count_triples() == 1
     german = tmp_path / "de.txt"
-    german.write_text("Der Hund läuft schnell über die Straße und bellt laut, weil er die Katze gesehen hat "
-                      "und nicht warten will, bis sie wieder kommt.")
+    german.write_text(
+        "Der Hund läuft schnell über die Straße und bellt laut, weil er die Katze gesehen hat "
+        "und nicht warten will, bis sie wieder kommt."
+    )
     assert any("does not look like English" in s for s in constructor.extract_document(german, write=False).skipped)
 
 
@@ -194,8 +226,10 @@ def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, enc
     acme = "http://example.org/acme"
     from kgllm.types import Entity, Triple
 
-    store.add([Triple(acme, "http://example.org/industry", "http://example.org/rockets")],
-              [Entity(acme, "ACME Corporation", aliases=("Acme Corp",))])
+    store.add(
+        [Triple(acme, "http://example.org/industry", "http://example.org/rockets")],
+        [Entity(acme, "ACME Corporation", aliases=("Acme Corp",))],
+    )
     doc = tmp_path / "acme.txt"
     doc.write_text("Acme Corp is located in Berlin.")
     log = tmp_path / "merges.jsonl"
@@ -213,8 +247,8 @@ def test_extracted_mentions_resolve_to_the_entities_the_store_has(extractor, enc
 
 
 def test_schema_classes_type_the_new_entities(extractor, tmp_path):
-    from kgllm.pipelines.augment.construct import Schema
-    from kgllm.pipelines.augment.resolution import new_entity_id
+    from kgllm.pipelines.construction.constructor import Schema
+    from kgllm.pipelines.construction.resolution import new_entity_id
 
     store = RDFLibStore()
     doc = tmp_path / "alice.txt"

@@ -24,7 +24,10 @@ def test_corpus_holds_facts_and_plans_of_one_and_two_steps_both_ways():
 
 def test_plan_format_and_phrases():
     assert plan_prompt(" Which? ") == "Question: Which?\nPath:"
-    assert path_text(["neighbor of", "located in"], [False, True], ["country", None]) == " ^neighbor of > country > located in > thing"
+    assert (
+        path_text(["neighbor of", "located in"], [False, True], ["country", None])
+        == " ^neighbor of > country > located in > thing"
+    )
     assert clause("Chad", "regions", "located in", True, False) == "the regions that Chad is located in"
     assert clause("Chad", "countries", "borders", False, False) == "the countries that borders Chad"
     assert noun_chain("Chad", ["neighbor of", "neighbor of"]) == "the neighbors of the neighbors of Chad"

@@ -4,7 +4,7 @@ import pytest
 
 from kgllm.exceptions import InputError
 from kgllm.explain import evidence_graph, save_picture
-from kgllm.types import Answer, Entity, Evidence, Path, Triple
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 EX = "http://example.org/"
 
@@ -12,20 +12,34 @@ EX = "http://example.org/"
 @pytest.fixture
 def answer():
     first = (Triple(EX + "chad", EX + "neighborOf", EX + "niger"), Triple(EX + "niger", EX + "locatedIn", EX + "west"))
-    second = (Triple(EX + "libya", EX + "neighborOf", EX + "chad"), Triple(EX + "libya", EX + "locatedIn", EX + "north"))
-    paths = [Path(EX + "chad", first, 0.9), Path(EX + "chad", second, 0.9)]
+    second = (
+        Triple(EX + "libya", EX + "neighborOf", EX + "chad"),
+        Triple(EX + "libya", EX + "locatedIn", EX + "north"),
+    )
+    paths = [GraphPath(EX + "chad", first, 0.9), GraphPath(EX + "chad", second, 0.9)]
     labels = {EX + n: n.title() for n in ("chad", "niger", "west", "libya", "north")}
     labels |= {EX + "neighborOf": "neighbor of", EX + "locatedIn": "located in"}
-    return Answer("Where are Chad's neighbours?", "North and West.", [Entity(EX + "west", "West"), Entity(EX + "north", "North")],
-                  Evidence(list(first + second), paths, 0.9), 0.8, labels)
+    return Answer(
+        "Where are Chad's neighbours?",
+        "North and West.",
+        [Entity(EX + "west", "West"), Entity(EX + "north", "North")],
+        Evidence(list(first + second), paths, 0.9),
+        0.8,
+        labels,
+    )
 
 
 def test_evidence_graph_marks_roles_and_hop_layers(answer):
     graph = evidence_graph(answer)
     assert graph.number_of_edges() == 4
     roles = {graph.nodes[n]["label"]: (graph.nodes[n]["role"], graph.nodes[n]["layer"]) for n in graph.nodes}
-    assert roles == {"Chad": ("question", 0), "Niger": ("via", 1), "Libya": ("via", 1),
-                     "West": ("answer", 2), "North": ("answer", 2)}
+    assert roles == {
+        "Chad": ("question", 0),
+        "Niger": ("via", 1),
+        "Libya": ("via", 1),
+        "West": ("answer", 2),
+        "North": ("answer", 2),
+    }
     assert graph.has_edge(EX + "libya", EX + "chad")  # drawn in the fact's own direction
 
 

@@ -18,8 +18,10 @@ def job_file(tmp_path):
     (tmp_path / "kg.tsv").write_text(TSV)
     (tmp_path / "questions.txt").write_text("\n".join(QUESTIONS) + "\n")
     spec = tmp_path / "job.yaml"
-    spec.write_text(f"job: ask\nquestions: {tmp_path / 'questions.txt'}\noutput: {tmp_path / 'out' / 'answers.jsonl'}\n"
-                    f"graph: {tmp_path / 'kg.tsv'}\nuse_model: false\n")
+    spec.write_text(
+        f"job: ask\nquestions: {tmp_path / 'questions.txt'}\noutput: {tmp_path / 'out' / 'answers.jsonl'}\n"
+        f"graph: {tmp_path / 'kg.tsv'}\nuse_model: false\n"
+    )
     return spec
 
 

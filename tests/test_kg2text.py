@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
+from kgllm.datasets.webnlg import delexicalize, read_webnlg, relexicalize
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.augment.adapters import TaskTraining, ensure_adapter, load_adapted, training_record
-from kgllm.pipelines.augment.kg2text import (
+from kgllm.pipelines.construction.adapters import TaskTraining, ensure_adapter, load_adapted, training_record
+from kgllm.pipelines.construction.kg2text import (
     Verbalizer,
     answer_facts,
     entity_facts,
@@ -22,15 +23,16 @@ from kgllm.pipelines.augment.kg2text import (
     verbalize_prompt,
     with_missing_facts,
 )
-from kgllm.pipelines.augment.webnlg import delexicalize, read_webnlg, relexicalize
 from kgllm.settings import Settings
-from kgllm.types import Answer, Entity, Evidence, Path, Triple
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 ENTRIES = [
     ([["Alice_Smith", "birthPlace", "Paris"]], "Alice Smith was born in Paris."),
     ([["Acme_Corp", "location", "Berlin"]], "Acme Corp is in Berlin."),
-    ([["Bob_Stone", "employer", "Acme_Corp"], ["Bob_Stone", "birthPlace", "Rome"]],
-     "Bob Stone, born in Rome, works for Acme Corp."),
+    (
+        [["Bob_Stone", "employer", "Acme_Corp"], ["Bob_Stone", "birthPlace", "Rome"]],
+        "Bob Stone, born in Rome, works for Acme Corp.",
+    ),
 ]
 
 
@@ -44,12 +46,28 @@ def trained(tmp_path_factory):
     base = root / "base"
     examples = verbalize_examples(train)
     texts = [e.prompt + e.target for e in examples]
-    train_causal_lm(texts, base, TrainingConfig(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300,
-                                                batch_size=3, learning_rate=3e-3, warmup_steps=5, epochs=20,
-                                                threads=1, max_seq_len=128), progress=False)
+    train_causal_lm(
+        texts,
+        base,
+        TrainingConfig(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=2,
+            vocab_size=300,
+            batch_size=3,
+            learning_rate=3e-3,
+            warmup_steps=5,
+            epochs=20,
+            threads=1,
+            max_seq_len=128,
+        ),
+        progress=False,
+    )
     settings = Settings(cache_dir=root / "cache")
-    training = TaskTraining(AdapterConfig(rank=8, alpha=16),
-                            RunConfig(learning_rate=1e-2, batch_size=3, epochs=150, max_minutes=2, warmup_steps=5))
+    training = TaskTraining(
+        AdapterConfig(rank=8, alpha=16),
+        RunConfig(learning_rate=1e-2, batch_size=3, epochs=150, max_minutes=2, warmup_steps=5),
+    )
     adapter = ensure_adapter("verbalize", base, lambda: examples, "tiny", training, settings, progress=False)
     again = ensure_adapter("verbalize", base, lambda: pytest.fail("trained twice"), "tiny", training, settings)
     assert again == adapter
@@ -71,21 +89,32 @@ def test_trained_adapter_verbalizes_the_triple_sets_it_learned(trained):
 
 
 def test_texts_are_delexicalized_in_the_order_of_the_triples_and_names_go_back():
-    triples = [("Battle of Fredericksburg", "commander", "Robert E. Lee"), ("Aaron S. Daggett", "battle", "Battle of Fredericksburg")]
+    triples = [
+        ("Battle of Fredericksburg", "commander", "Robert E. Lee"),
+        ("Aaron S. Daggett", "battle", "Battle of Fredericksburg"),
+    ]
     text = "Aaron S. Daggett fought in the Battle of Fredericksburg, where Robert E Lee was a commander."
     delexicalized = delexicalize(triples, text)
     assert delexicalized == "ENT3 fought in the ENT1, where ENT2 was a commander."  # "Robert E Lee" matched fuzzily
     assert verbalize_prompt(triples) == "Facts: ENT1 | commander | ENT2 ; ENT3 | battle | ENT1\nText:"
-    assert relexicalize(delexicalized, triples) == ("Aaron S. Daggett fought in the Battle of Fredericksburg, "
-                                                     "where Robert E. Lee was a commander.")
+    assert relexicalize(delexicalized, triples) == (
+        "Aaron S. Daggett fought in the Battle of Fredericksburg, where Robert E. Lee was a commander."
+    )
     assert relexicalize("ENT9 and ENT0", triples) == "ENT9 and ENT0"  # no such entity: left as written
     assert delexicalize(triples, "A battle in Virginia.") is None  # names missing: not a training target
 
 
 def test_training_examples_need_every_entity_in_the_text(tmp_path):
     train = tmp_path / "train.jsonl"
-    train.write_text(json.dumps({"triples": [["Alice_Smith", "birthPlace", "Paris"]],
-                                 "texts": ["Alice Smith was born in Paris.", "She was born in France."]}) + "\n")
+    train.write_text(
+        json.dumps(
+            {
+                "triples": [["Alice_Smith", "birthPlace", "Paris"]],
+                "texts": ["Alice Smith was born in Paris.", "She was born in France."],
+            }
+        )
+        + "\n"
+    )
     (example,) = verbalize_examples(train)
     assert read_webnlg(train)[0].texts[1] == "She was born in France."
     assert (example.prompt, example.target) == ("Facts: ENT1 | birth place | ENT2\nText:", " ENT1 was born in ENT2.")
@@ -94,17 +123,24 @@ def test_training_examples_need_every_entity_in_the_text(tmp_path):
 def test_entity_facts_are_labelled_and_bounded():
     store = RDFLibStore()
     alice, paris, bob = "http://example.org/alice", "http://example.org/paris", "http://example.org/bob"
-    store.add([Triple(alice, "http://example.org/birthPlace", paris), Triple(bob, "http://example.org/knows", alice)],
-              [Entity(alice, "Alice Smith")])
+    store.add(
+        [Triple(alice, "http://example.org/birthPlace", paris), Triple(bob, "http://example.org/knows", alice)],
+        [Entity(alice, "Alice Smith")],
+    )
     assert entity_facts(store, alice) == [("Alice Smith", "birth place", "Paris"), ("Bob", "knows", "Alice Smith")]
     assert entity_facts(store, alice, limit=1) == [("Alice Smith", "birth place", "Paris")]
 
 
 def test_an_answer_is_verbalized_from_its_best_path_in_walking_order():
     first, second = Triple("ex:chad", "ex:neighbor", "ex:niger"), Triple("ex:niger", "ex:capital", "ex:niamey")
-    labels = {"ex:chad": "Chad", "ex:neighbor": "neighbor of", "ex:niger": "Niger", "ex:capital": "capital",
-              "ex:niamey": "Niamey"}
-    best, other = Path("ex:chad", (first, second), 0.9), Path("ex:chad", (first,), 0.5)
+    labels = {
+        "ex:chad": "Chad",
+        "ex:neighbor": "neighbor of",
+        "ex:niger": "Niger",
+        "ex:capital": "capital",
+        "ex:niamey": "Niamey",
+    }
+    best, other = GraphPath("ex:chad", (first, second), 0.9), GraphPath("ex:chad", (first,), 0.5)
     answer = Answer("?", "Niamey", [], Evidence([first, second], [best, other]), 0.9, labels)
     assert answer_facts(answer) == [("Chad", "neighbor of", "Niger"), ("Niger", "capital", "Niamey")]
     assert answer_facts(Answer("?", "not found", [], Evidence(), 0.0)) == []
@@ -117,8 +153,12 @@ def test_plain_sentences_read_the_relation_as_written():
 
 
 def test_objects_of_one_relation_are_listed_in_one_fact():
-    facts = [("Chad", "neighbor of", "Niger"), ("Chad", "capital", "N'Djamena"), ("Chad", "neighbor of", "Libya"),
-             ("Chad", "neighbor of", "Sudan")]
+    facts = [
+        ("Chad", "neighbor of", "Niger"),
+        ("Chad", "capital", "N'Djamena"),
+        ("Chad", "neighbor of", "Libya"),
+        ("Chad", "neighbor of", "Sudan"),
+    ]
     assert grouped(facts) == [("Chad", "neighbor of", "Niger, Libya and Sudan"), ("Chad", "capital", "N'Djamena")]
 
 

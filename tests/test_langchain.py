@@ -12,9 +12,9 @@ from kgllm.llm.base import GenerationConfig
 from kgllm.llm.openai_compat import chat_prompt
 
 pytest.importorskip("langchain_core", reason='needs langchain-core: pip install "kgllm[langchain]"')
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from kgllm.integrations.langchain import KGLLMChatModel, KGLLMRetriever  # noqa: E402
+from kgllm.integrations.langchain import KGLLMChatModel, KGLLMRetriever
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,16 @@ CAPITALS = {
 }
 # One thread: a model this small gains nothing from two, and a second OpenMP thread slows to a crawl
 # when other processes keep the cores busy.
-TINY = dict(hidden_size=64, num_layers=2, num_heads=2, vocab_size=300, batch_size=8, learning_rate=3e-3, warmup_steps=10, threads=1)
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    vocab_size=300,
+    batch_size=8,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    threads=1,
+)
 
 
 def prompt(country: str) -> str:
@@ -50,7 +59,10 @@ def test_training_result_is_saved_beside_a_standard_model(trained):
     assert trained.final_loss < 1.0
     loaded = TrainResult.load(trained.out_dir)
     assert loaded.steps == trained.steps and loaded.config == trained.config
-    assert AutoModelForCausalLM.from_pretrained(trained.out_dir, local_files_only=True).num_parameters() == trained.n_parameters
+    assert (
+        AutoModelForCausalLM.from_pretrained(trained.out_dir, local_files_only=True).num_parameters()
+        == trained.n_parameters
+    )
     assert not [p for p in trained.out_dir.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -151,7 +163,12 @@ def test_half_precision_on_cpu_is_refused(trained):
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(architecture="mamba"), dict(hidden_size=60, num_heads=7), dict(epochs=None, max_minutes=None), dict(vocab_size=100)],
+    [
+        dict(architecture="mamba"),
+        dict(hidden_size=60, num_heads=7),
+        dict(epochs=None, max_minutes=None),
+        dict(vocab_size=100),
+    ],
 )
 def test_training_config_is_validated(bad):
     with pytest.raises(ConfigurationError):
@@ -223,5 +240,7 @@ def test_the_default_model_is_cached_by_what_it_learns_not_by_the_thread_count(t
     config = default_training_config(settings)
     texts = ["Chad borders Niger.", "Kenya is located in Eastern Africa."]
     assert default_model_dir(texts, replace(config, threads=1), settings) == default_model_dir(texts, config, settings)
-    assert default_model_dir(texts, replace(config, hidden_size=128), settings) != default_model_dir(texts, config, settings)
+    assert default_model_dir(texts, replace(config, hidden_size=128), settings) != default_model_dir(
+        texts, config, settings
+    )
     assert default_model_dir(texts[:1], config, settings) != default_model_dir(texts, config, settings)

@@ -9,8 +9,8 @@ from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
 from kgllm.graph import neo4j_store as module
 from kgllm.graph import stores
 from kgllm.graph.neo4j_store import EXPORT_BASE_IRI, Neo4jStore, merge_one_per_triple
-from kgllm.settings import Settings
 from kgllm.graph.rdflib_store import RDFLibStore
+from kgllm.settings import Settings
 from kgllm.types import Entity, Triple
 
 pytestmark = pytest.mark.neo4j
@@ -18,10 +18,20 @@ pytestmark = pytest.mark.neo4j
 EX = "http://example.org/"
 CHAD, NIGER, LIBYA, AFRICA, MIDDLE = (EX + n for n in ("chad", "niger", "libya", "africa", "middle_africa"))
 BORDERS, IN, COUNTRY = EX + "neighborOf", EX + "locatedIn", EX + "Country"
-FACTS = [Triple(CHAD, BORDERS, NIGER), Triple(NIGER, BORDERS, CHAD), Triple(CHAD, BORDERS, LIBYA),
-         Triple(CHAD, IN, MIDDLE), Triple(MIDDLE, IN, AFRICA), Triple(NIGER, IN, AFRICA)]
-ENTITIES = [Entity(CHAD, "Chad", aliases=("Republic of Chad",), types=(COUNTRY,)),
-            Entity(MIDDLE, "Middle Africa"), Entity(BORDERS, "borders"), Entity(COUNTRY, "country")]
+FACTS = [
+    Triple(CHAD, BORDERS, NIGER),
+    Triple(NIGER, BORDERS, CHAD),
+    Triple(CHAD, BORDERS, LIBYA),
+    Triple(CHAD, IN, MIDDLE),
+    Triple(MIDDLE, IN, AFRICA),
+    Triple(NIGER, IN, AFRICA),
+]
+ENTITIES = [
+    Entity(CHAD, "Chad", aliases=("Republic of Chad",), types=(COUNTRY,)),
+    Entity(MIDDLE, "Middle Africa"),
+    Entity(BORDERS, "borders"),
+    Entity(COUNTRY, "country"),
+]
 
 
 @pytest.fixture
@@ -153,8 +163,9 @@ def test_find_by_label_ignores_case_and_separators(filled):
 
 
 def test_find_by_label_returns_every_entity_with_the_name(neo4j_store):
-    neo4j_store.add([], [Entity("georgia_country", "Georgia"), Entity("georgia_state", "Georgia (US state)",
-                                                                      aliases=("georgia",))])
+    neo4j_store.add(
+        [], [Entity("georgia_country", "Georgia"), Entity("georgia_state", "Georgia (US state)", aliases=("georgia",))]
+    )
     assert [e.id for e in neo4j_store.find_by_label("Georgia")] == ["georgia_country", "georgia_state"]
 
 
@@ -310,8 +321,12 @@ def test_bad_uri_is_a_graph_store_error():
 
 
 def test_from_settings_and_registry(bolt_server):
-    settings = Settings(neo4j_uri=bolt_server.uri, neo4j_user=bolt_server.user,
-                        neo4j_password=bolt_server.password, neo4j_database=bolt_server.database)
+    settings = Settings(
+        neo4j_uri=bolt_server.uri,
+        neo4j_user=bolt_server.user,
+        neo4j_password=bolt_server.password,
+        neo4j_database=bolt_server.database,
+    )
     store = Neo4jStore.from_settings(settings)
     assert (store.uri, store.user, store.database) == (bolt_server.uri, bolt_server.user, bolt_server.database)
     assert store.count_triples() >= 0

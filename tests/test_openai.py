@@ -73,29 +73,39 @@ def test_seeded_sampling_is_repeatable_and_beams_are_refused(remote):
 def test_chat_completions_reply_as_the_model_continues_the_chat_prompt(served):
     session, base = served
     messages = [{"role": "user", "content": "Where is Kenya located?"}]
-    reply = httpx.post(f"{base}/chat/completions", timeout=60,
-                       json={"model": session.lm.name, "messages": messages, "temperature": 0, "max_tokens": 16}).json()
+    reply = httpx.post(
+        f"{base}/chat/completions",
+        timeout=60,
+        json={"model": session.lm.name, "messages": messages, "temperature": 0, "max_tokens": 16},
+    ).json()
     prompt, stops = chat_prompt([("user", "Where is Kenya located?")])
     expected = session.lm.generate(prompt, GenerationConfig(max_new_tokens=16, stop=stops))[0][0].strip()
-    assert reply["object"] == "chat.completion" and reply["choices"][0]["message"] == {"role": "assistant", "content": expected}
+    assert reply["object"] == "chat.completion" and reply["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": expected,
+    }
     assert reply["usage"]["prompt_tokens"] > 0 and reply["usage"]["total_tokens"] > reply["usage"]["prompt_tokens"]
 
 
 def test_echoed_logprobs_cover_the_prompt_token_by_token(served):
     text = "Question: Where is Kenya located?\nAnswer: Eastern Africa"
-    choice = httpx.post(f"{served[1]}/completions", timeout=60,
-                        json={"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 2}).json()["choices"][0]
+    choice = httpx.post(
+        f"{served[1]}/completions", timeout=60, json={"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 2}
+    ).json()["choices"][0]
     logprobs = choice["logprobs"]
     assert choice["text"] == text and "".join(logprobs["tokens"]) == text
     assert logprobs["text_offset"] == sorted(logprobs["text_offset"]) and logprobs["text_offset"][0] == 0
     assert all(v <= 0 for v in logprobs["token_logprobs"]) and all(len(top) == 2 for top in logprobs["top_logprobs"])
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"prompt": "x", "model": "gpt-4"}, 404, "not served here"),
-    ({"prompt": "x", "max_tokens": 100_000}, 422, "max_tokens"),
-    ({"prompt": ["x"] * 100}, 422, "prompt"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"prompt": "x", "model": "gpt-4"}, 404, "not served here"),
+        ({"prompt": "x", "max_tokens": 100_000}, 422, "max_tokens"),
+        ({"prompt": ["x"] * 100}, 422, "prompt"),
+    ],
+)
 def test_model_requests_out_of_bounds_are_refused(served, body, status, words):
     response = httpx.post(f"{served[1]}/completions", json=body, timeout=60)
     assert response.status_code == status and words in response.json()["error"]["message"]
@@ -127,4 +137,7 @@ def test_a_streamed_reply_arrives_as_server_sent_events(served):
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole["choices"][0]["message"]["content"]
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        == whole["choices"][0]["message"]["content"]
+    )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import torch
 
+from kgllm.datasets.pathquestion import parse_line, read_pathquestion
 from kgllm.graph.loaders import load
 from kgllm.graph.rdflib_store import RDFLibStore, to_iri
 from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.llm.corpus import CorpusBuilder, plan_prompt
-from kgllm.pipelines.planner import PlannerConfig, load_planner, planning_examples, train_planner
-from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
+from kgllm.pipelines.synergize.planner import PlannerConfig, load_planner, planning_examples, train_planner
+from kgllm.pipelines.synergize.reasoner import PathReasoner, ReasonerConfig
 from kgllm.types import Entity
 
 FAMILIES = {  # parent: (spouse, children)
@@ -20,9 +22,20 @@ FAMILIES = {  # parent: (spouse, children)
     "emma": ("felix", ["gina", "hugo"]),
     "iris": ("jonas", ["kurt", "lena"]),
 }
-GENDER = {"anna": "female", "boris": "male", "carl": "male", "dora": "female", "emma": "female",
-          "felix": "male", "gina": "female", "hugo": "male", "iris": "female", "jonas": "male",
-          "kurt": "male", "lena": "female"}
+GENDER = {
+    "anna": "female",
+    "boris": "male",
+    "carl": "male",
+    "dora": "female",
+    "emma": "female",
+    "felix": "male",
+    "gina": "female",
+    "hugo": "male",
+    "iris": "female",
+    "jonas": "male",
+    "kurt": "male",
+    "lena": "female",
+}
 TEMPLATES = {  # question: the relations of its gold path
     "what is the gender of {} 's child ?": ("children", "gender"),
     "what is {} 's spouse 's gender ?": ("spouse", "gender"),
@@ -72,35 +85,52 @@ def lines() -> list[str]:
 
 def test_planning_example_is_the_reasoners_text_of_the_gold_plan(store, lines):
     reasoner = PathReasoner(store, retriever=None, config=ReasonerConfig(max_hops=2))
-    for line, example in zip(lines, planning_examples(store, lines), strict=True):
+    for line, example in zip(lines, planning_examples(store, [parse_line(x) for x in lines]), strict=True):
         question, _, path = line.split("\t")
         names = path.split("#<end>#")[0].split("#")
         topic = str(to_iri(names[0]))
-        gold = [p for p in reasoner.plans(Entity(topic, names[0]))
-                if [(h.relation, h.forward) for h in p.hops] == [(str(to_iri(r)), True) for r in names[1::2]]
-                and str(to_iri(names[-1])) in p.answers]
+        gold = [
+            p
+            for p in reasoner.plans(Entity(topic, names[0]))
+            if [(h.relation, h.forward) for h in p.hops] == [(str(to_iri(r)), True) for r in names[1::2]]
+            and str(to_iri(names[-1])) in p.answers
+        ]
         assert len(gold) == 1
         assert example == plan_prompt(question) + reasoner._path_text(gold[0])
 
 
 def test_planning_examples_reject_a_line_without_a_gold_path(store):
-    from kgllm.exceptions import ParseError
+    from kgllm.exceptions import InputError
 
-    with pytest.raises(ParseError):
-        planning_examples(store, ["who is anna 's son ?\tcarl(carl/)"])
+    with pytest.raises(InputError, match="no gold path"):
+        planning_examples(store, [parse_line("who is anna 's son ?\tcarl(carl/)")])
 
 
 @pytest.fixture(scope="module")
 def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
     threads = torch.get_num_threads()
-    examples = planning_examples(store, lines)
+    examples = planning_examples(store, [parse_line(x) for x in lines])
     base = tmp_path_factory.mktemp("base") / "model"
-    config = TrainingConfig(hidden_size=32, num_layers=1, num_heads=2, vocab_size=300, batch_size=8,
-                            learning_rate=3e-3, warmup_steps=5, epochs=10, threads=1)
+    config = TrainingConfig(
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        vocab_size=300,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        epochs=10,
+        threads=1,
+    )
     train_causal_lm(CorpusBuilder(store).texts() + examples, base, config, progress=False)
     adapter = tmp_path_factory.mktemp("adapter") / "planner"
-    train_planner(base, examples, adapter, PlannerConfig(rank=4, alpha=8, learning_rate=1e-2, batch_size=8,
-                                                         epochs=300, max_minutes=0.5, threads=1), progress=False)
+    train_planner(
+        base,
+        examples,
+        adapter,
+        PlannerConfig(rank=4, alpha=8, learning_rate=1e-2, batch_size=8, epochs=300, max_minutes=0.5, threads=1),
+        progress=False,
+    )
     yield base, adapter, examples
     torch.set_num_threads(threads)
 
@@ -124,7 +154,7 @@ def test_the_trained_planner_prefers_the_gold_plan(planner):
 
 
 def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, encoder, tmp_path):
-    from kgllm.bench.kgqa import _hits_by_setting, choose_weight_and_floor, read_pathquestion, run_kgqa_benchmark
+    from kgllm.bench.kgqa import _hits_by_setting, choose_weight_and_floor, run_kgqa_benchmark
     from kgllm.retrieval.retriever import KGRetriever
 
     base, adapter, _ = planner
@@ -134,7 +164,10 @@ def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, enc
     dev = tmp_path / "family.dev.txt"
     dev.write_text("\n".join(lines), encoding="utf-8")
     weight, floor = choose_weight_and_floor(reasoner, dev, progress=False)
-    expected = sum(_hits_by_setting(reasoner, q, gold, [(weight, floor)])[(weight, floor)] for q, gold in read_pathquestion(dev))
+    expected = sum(
+        _hits_by_setting(reasoner, q, gold, [(weight, floor)])[(weight, floor)]
+        for q, gold, _ in map(astuple, read_pathquestion(dev))
+    )
     reasoner.config.lm_weight, reasoner.config.min_plan_similarity = weight, floor
     assert expected > 0
     assert run_kgqa_benchmark(reasoner, dev, "trained", progress=False).hits == expected

@@ -36,7 +36,12 @@ def test_derived_facts_are_ordinary_triples_with_records(store):
     assert not store.is_asserted(Triple(WATSON, FRIEND, HOLMES))
     [record] = store.provenance(fact)
     assert (record.source, record.method, record.model, record.score, record.span) == (
-        "study.txt", "extracted", "lora-extract", 0.9, (0, 40))
+        "study.txt",
+        "extracted",
+        "lora-extract",
+        0.9,
+        (0, 40),
+    )
     assert record.created.endswith("+00:00")  # filled by the store, in UTC
     assert store.provenance(ASSERTED[0]) == []
 
@@ -86,8 +91,14 @@ def test_remove_source_deletes_only_what_no_other_source_supports(store):
 
 def test_entities_derivation_introduced_go_with_their_last_fact(store):
     fact = Triple(HOLMES, FRIEND, WATSON)
-    store.add_derived([fact], [STUDY], [Entity(HOLMES, "Sherlock Holmes", ("Holmes",), (PERSON,)),
-                                        Entity(WATSON, "John Watson", ("Watson",), (PERSON,))])
+    store.add_derived(
+        [fact],
+        [STUDY],
+        [
+            Entity(HOLMES, "Sherlock Holmes", ("Holmes",), (PERSON,)),
+            Entity(WATSON, "John Watson", ("Watson",), (PERSON,)),
+        ],
+    )
     assert store.entity(HOLMES) == Entity(HOLMES, "Sherlock Holmes", ("Holmes",), (PERSON,))
     assert store.remove_source(STUDY.source) == [fact]
     assert store.entity(HOLMES) is None and store.entity(WATSON) is None
@@ -100,8 +111,9 @@ def test_entities_derivation_introduced_go_with_their_last_fact(store):
 def test_entities_still_in_a_fact_or_asserted_keep_their_description(store):
     store.add([], [Entity(HOLMES, "Sherlock Holmes")])  # asserted, though in no fact
     friend, lives = Triple(HOLMES, FRIEND, WATSON), Triple(WATSON, LIVES, BAKER)
-    store.add_derived([friend], [STUDY], [Entity(HOLMES, "Sherlock Holmes", ("Holmes",)),
-                                          Entity(WATSON, "John Watson")])
+    store.add_derived(
+        [friend], [STUDY], [Entity(HOLMES, "Sherlock Holmes", ("Holmes",)), Entity(WATSON, "John Watson")]
+    )
     store.add_derived([lives], [SIGN], [Entity(BAKER, "Baker Street")])
     assert store.remove_source(STUDY.source) == [friend]
     assert store.entity(HOLMES) == Entity(HOLMES, "Sherlock Holmes", ("Holmes",))

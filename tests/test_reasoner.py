@@ -5,7 +5,7 @@ import pytest
 from kgllm.exceptions import InputError
 from kgllm.graph.demo import demo_graph_path
 from kgllm.graph.rdflib_store import RDFLibStore
-from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
+from kgllm.pipelines.synergize.reasoner import PathReasoner, ReasonerConfig
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.types import Entity, Triple
 
@@ -24,14 +24,24 @@ def answer_ids(answer):
     return {e.id.removeprefix(KG) for e in answer.entities}
 
 
-@pytest.mark.parametrize("question, gold", [
-    ("Which countries border Chad?",
-     {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "south_sudan", "sudan"}),
-    ("In which region is Kenya?", {"africa"}),
-    ("Which subregion are the neighbours of Chad located in?", {"middle_africa", "northern_africa", "western_africa"}),
-    ("Which countries are in the same subregion as Lesotho?",
-     {"botswana", "lesotho", "namibia", "south_africa", "swaziland"}),
-])
+@pytest.mark.parametrize(
+    "question, gold",
+    [
+        (
+            "Which countries border Chad?",
+            {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "south_sudan", "sudan"},
+        ),
+        ("In which region is Kenya?", {"africa"}),
+        (
+            "Which subregion are the neighbours of Chad located in?",
+            {"middle_africa", "northern_africa", "western_africa"},
+        ),
+        (
+            "Which countries are in the same subregion as Lesotho?",
+            {"botswana", "lesotho", "namibia", "south_africa", "swaziland"},
+        ),
+    ],
+)
 def test_demo_questions_get_the_full_answer_set(demo, question, gold):
     answer = demo.answer(question)
     assert answer_ids(answer) == gold
@@ -48,8 +58,9 @@ def test_every_answer_is_reached_by_a_path_of_real_facts(demo):
             assert t in set(demo.store.triples(head=t.head, relation=t.relation))
 
 
-@pytest.mark.parametrize("question", ["Which countries border Atlantis?", "What is the capital of France?",
-                                      "Who wrote Hamlet?"])
+@pytest.mark.parametrize(
+    "question", ["Which countries border Atlantis?", "What is the capital of France?", "Who wrote Hamlet?"]
+)
 def test_what_the_graph_does_not_hold_gets_no_answer(demo, question):
     answer = demo.answer(question)
     assert answer.entities == []
@@ -100,11 +111,14 @@ def test_hub_entities_and_cycles_are_bounded(encoder):
     assert reasoner.answer("What is linked to Hub?").entities
 
 
-@pytest.mark.parametrize("question", [
-    "Which countries border Chad?",
-    "Which subregion are the neighbours of Chad located in?",
-    "Which countries are in the same subregion as Lesotho?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which countries border Chad?",
+        "Which subregion are the neighbours of Chad located in?",
+        "Which countries are in the same subregion as Lesotho?",
+    ],
+)
 def test_beam_search_finds_the_plan_that_ranking_every_plan_finds(demo, question):
     everything = demo.answer(question)
     beam = PathReasoner(demo.store, demo.retriever, config=ReasonerConfig(beam_width=3)).answer(question)
@@ -129,8 +143,11 @@ def test_beam_search_keeps_only_the_best_partial_plans(demo):
 def test_beam_search_is_bounded_on_hubs_and_cycles(encoder):
     ex = "http://example.org/"
     store = RDFLibStore()
-    store.add([Triple(ex + f"n{i}", ex + "linkedTo", ex + "hub") for i in range(3000)]
-              + [Triple(ex + "hub", ex + "next", ex + "hub")], [Entity(ex + "hub", "Hub")])
+    store.add(
+        [Triple(ex + f"n{i}", ex + "linkedTo", ex + "hub") for i in range(3000)]
+        + [Triple(ex + "hub", ex + "next", ex + "hub")],
+        [Entity(ex + "hub", "Hub")],
+    )
     config = ReasonerConfig(max_hops=3, max_fanout=50, max_walks=400, beam_width=2)
     reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "hub")), config=config)
     plans, _ = reasoner.search("What is linked to Hub?", reasoner.retriever.link(""))
@@ -148,7 +165,7 @@ def test_config_is_checked():
 
 
 def test_nouns_chained_to_the_entity_hint_at_the_hops():
-    from kgllm.pipelines.synergize import _TOKEN, _chained_nouns
+    from kgllm.pipelines.synergize.reasoner import _TOKEN, _chained_nouns
 
     def chained(text):
         tokens = _TOKEN.findall(text.lower())
@@ -162,18 +179,27 @@ def test_nouns_chained_to_the_entity_hint_at_the_hops():
     assert chained("Which countries border X?") == []
 
 
-@pytest.mark.parametrize("question, gold", [
-    ("Who is the spouse of Ann's child?", "cid"),
-    ("Who is the child of Ann's spouse?", "eve"),
-    ("Ann's spouse's child?", "eve"),
-])
+@pytest.mark.parametrize(
+    "question, gold",
+    [
+        ("Who is the spouse of Ann's child?", "cid"),
+        ("Who is the child of Ann's spouse?", "eve"),
+        ("Ann's spouse's child?", "eve"),
+    ],
+)
 def test_a_possessive_chain_orders_the_relations(encoder, question, gold):
     """Both orders of the same two relations reach an entity; the chain of nouns says which comes first."""
     ex = "http://example.org/"
     store = RDFLibStore()
-    store.add([Triple(ex + "ann", ex + "children", ex + "bob"), Triple(ex + "bob", ex + "spouse", ex + "cid"),
-               Triple(ex + "ann", ex + "spouse", ex + "dan"), Triple(ex + "dan", ex + "children", ex + "eve")],
-              [Entity(ex + "ann", "Ann")])
+    store.add(
+        [
+            Triple(ex + "ann", ex + "children", ex + "bob"),
+            Triple(ex + "bob", ex + "spouse", ex + "cid"),
+            Triple(ex + "ann", ex + "spouse", ex + "dan"),
+            Triple(ex + "dan", ex + "children", ex + "eve"),
+        ],
+        [Entity(ex + "ann", "Ann")],
+    )
     reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "ann"), "Ann"))
     answer = reasoner.answer(question)
     assert answer_ids(answer) == {ex + gold}
@@ -182,11 +208,18 @@ def test_a_possessive_chain_orders_the_relations(encoder, question, gold):
 
 def test_the_reasoner_answers_the_same_over_a_bolt_server(neo4j_store, encoder):
     ex = "http://example.org/"
-    facts = [Triple(ex + "chad", ex + "neighborOf", ex + "niger"), Triple(ex + "niger", ex + "neighborOf", ex + "chad"),
-             Triple(ex + "niger", ex + "locatedIn", ex + "west_africa"), Triple(ex + "chad", ex + "locatedIn", ex + "middle_africa")]
-    entities = [Entity(ex + "chad", "Chad", types=(ex + "Country",)), Entity(ex + "niger", "Niger", types=(ex + "Country",)),
-                Entity(ex + "west_africa", "West Africa", types=(ex + "Subregion",)),
-                Entity(ex + "middle_africa", "Middle Africa", types=(ex + "Subregion",))]
+    facts = [
+        Triple(ex + "chad", ex + "neighborOf", ex + "niger"),
+        Triple(ex + "niger", ex + "neighborOf", ex + "chad"),
+        Triple(ex + "niger", ex + "locatedIn", ex + "west_africa"),
+        Triple(ex + "chad", ex + "locatedIn", ex + "middle_africa"),
+    ]
+    entities = [
+        Entity(ex + "chad", "Chad", types=(ex + "Country",)),
+        Entity(ex + "niger", "Niger", types=(ex + "Country",)),
+        Entity(ex + "west_africa", "West Africa", types=(ex + "Subregion",)),
+        Entity(ex + "middle_africa", "Middle Africa", types=(ex + "Subregion",)),
+    ]
     answers = []
     for store in (neo4j_store, RDFLibStore()):
         store.add(facts, entities)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kgllm.graph.rdflib_store import RDFLibStore
-from kgllm.pipelines.augment.resolution import (
+from kgllm.pipelines.construction.resolution import (
     EntityResolver,
     RelationNormalizer,
     ResolverConfig,
@@ -16,32 +16,47 @@ from kgllm.pipelines.augment.resolution import (
 from kgllm.types import Entity, Triple
 
 EX = "http://example.org/"
-USA, CAR, KENYA, EAST_ASIA, AUSTRIA, AUSTRALIA = (EX + n for n in (
-    "usa", "car", "kenya", "eastern_asia", "austria", "australia"))
+USA, CAR, KENYA, EAST_ASIA, AUSTRIA, AUSTRALIA = (
+    EX + n for n in ("usa", "car", "kenya", "eastern_asia", "austria", "australia")
+)
 IN, BORDERS = EX + "locatedIn", EX + "neighborOf"
 
 
 @pytest.fixture
 def store():
     store = RDFLibStore()
-    store.add([Triple(KENYA, IN, EX + "africa"), Triple(CAR, BORDERS, EX + "chad"), Triple(USA, IN, EX + "americas"),
-               Triple(EAST_ASIA, IN, EX + "asia"), Triple(AUSTRIA, IN, EX + "europe"),
-               Triple(AUSTRALIA, IN, EX + "oceania")],
-              [Entity(USA, "United States", aliases=("United States of America",)),
-               Entity(CAR, "Central African Republic"), Entity(EAST_ASIA, "Eastern Asia"),
-               Entity(IN, "located in"), Entity(BORDERS, "neighbor of")])
+    store.add(
+        [
+            Triple(KENYA, IN, EX + "africa"),
+            Triple(CAR, BORDERS, EX + "chad"),
+            Triple(USA, IN, EX + "americas"),
+            Triple(EAST_ASIA, IN, EX + "asia"),
+            Triple(AUSTRIA, IN, EX + "europe"),
+            Triple(AUSTRALIA, IN, EX + "oceania"),
+        ],
+        [
+            Entity(USA, "United States", aliases=("United States of America",)),
+            Entity(CAR, "Central African Republic"),
+            Entity(EAST_ASIA, "Eastern Asia"),
+            Entity(IN, "located in"),
+            Entity(BORDERS, "neighbor of"),
+        ],
+    )
     return store
 
 
-@pytest.mark.parametrize("mention, entity, method", [
-    ("united_states", USA, "exact"),
-    ("CENTRAL AFRICAN REPUBLIC", CAR, "exact"),
-    ("CAR", CAR, "acronym"),
-    ("Kenia", KENYA, "fuzzy"),
-    ("Cental African Republic", CAR, "fuzzy"),
-    ("Republic Central African", CAR, "fuzzy"),
-    ("East Asia", EAST_ASIA, "embedding"),
-])
+@pytest.mark.parametrize(
+    "mention, entity, method",
+    [
+        ("united_states", USA, "exact"),
+        ("CENTRAL AFRICAN REPUBLIC", CAR, "exact"),
+        ("CAR", CAR, "acronym"),
+        ("Kenia", KENYA, "fuzzy"),
+        ("Cental African Republic", CAR, "fuzzy"),
+        ("Republic Central African", CAR, "fuzzy"),
+        ("East Asia", EAST_ASIA, "embedding"),
+    ],
+)
 def test_each_tier_merges_a_perturbed_name(store, encoder, mention, entity, method):
     resolved = EntityResolver(store, encoder).resolve([mention])[mention]
     assert (resolved.entity, resolved.merge.method) == (entity, method)
@@ -56,11 +71,15 @@ def test_ambiguous_or_unknown_names_stay_new_entities(store, encoder):
 
 
 def test_names_in_one_batch_join_the_longest_name_when_the_evidence_is_unique(store, encoder):
-    resolved = EntityResolver(store, encoder).resolve(["Holmes", "Sherlock Holmes", "sherlock_holmes", "Watson",
-                                                       "John Watson"])
+    resolved = EntityResolver(store, encoder).resolve(
+        ["Holmes", "Sherlock Holmes", "sherlock_holmes", "Watson", "John Watson"]
+    )
     holmes = new_entity_id("Sherlock Holmes")
     assert {m: r.entity for m, r in resolved.items() if r.entity == holmes} == {
-        "Holmes": holmes, "Sherlock Holmes": holmes, "sherlock_holmes": holmes}
+        "Holmes": holmes,
+        "Sherlock Holmes": holmes,
+        "sherlock_holmes": holmes,
+    }
     assert resolved["Holmes"].merge.method == "partial" and resolved["sherlock_holmes"].merge.method == "exact"
     assert resolved["Watson"].entity == resolved["John Watson"].entity
     again = EntityResolver(store, encoder).resolve(["Holmes", "Sherlock Holmes", "Mycroft Holmes"])

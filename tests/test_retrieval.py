@@ -8,17 +8,41 @@ import pytest
 
 from kgllm.exceptions import ConfigurationError, RetrievalError
 from kgllm.graph.rdflib_store import RDFLibStore, to_iri
-from kgllm.retrieval import (Encoder, KGRetriever, SentenceTransformerEncoder, VectorIndex, encoder_from_settings,
-                             encoders)
+from kgllm.retrieval import (
+    Encoder,
+    KGRetriever,
+    SentenceTransformerEncoder,
+    VectorIndex,
+    encoder_from_settings,
+    encoders,
+)
 from kgllm.settings import Settings
 from kgllm.types import Entity, Evidence, Triple
 
-NEIGHBORS = [("chad", "libya"), ("chad", "niger"), ("chad", "sudan"), ("chad", "cameroon"), ("chad", "nigeria"),
-             ("niger", "nigeria"), ("kenya", "ethiopia"), ("kenya", "somalia"), ("south_africa", "namibia"),
-             ("south_africa", "botswana"), ("united_states", "canada"), ("united_states", "mexico")]
-LOCATED = [("chad", "middle_africa"), ("kenya", "eastern_africa"), ("south_africa", "southern_africa"),
-           ("middle_africa", "africa"), ("eastern_africa", "africa"), ("southern_africa", "africa"),
-           ("united_states", "northern_america"), ("canada", "northern_america")]
+NEIGHBORS = [
+    ("chad", "libya"),
+    ("chad", "niger"),
+    ("chad", "sudan"),
+    ("chad", "cameroon"),
+    ("chad", "nigeria"),
+    ("niger", "nigeria"),
+    ("kenya", "ethiopia"),
+    ("kenya", "somalia"),
+    ("south_africa", "namibia"),
+    ("south_africa", "botswana"),
+    ("united_states", "canada"),
+    ("united_states", "mexico"),
+]
+LOCATED = [
+    ("chad", "middle_africa"),
+    ("kenya", "eastern_africa"),
+    ("south_africa", "southern_africa"),
+    ("middle_africa", "africa"),
+    ("eastern_africa", "africa"),
+    ("southern_africa", "africa"),
+    ("united_states", "northern_america"),
+    ("canada", "northern_america"),
+]
 TRIPLES = [Triple(h, "neighborOf", t) for h, t in NEIGHBORS] + [Triple(h, "locatedIn", t) for h, t in LOCATED]
 ENTITIES = [Entity("united_states", "United States", aliases=("USA", "US"))]
 N_LABELS = 22  # 20 entities + two aliases
@@ -81,8 +105,9 @@ def test_encoder_output_is_normalized_float32_of_model_dim(encoder):
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(encoder):
-    a, b, c = encoder.encode(["Chad shares a border with Libya", "Libya is a neighbour of Chad",
-                             "Whisk two eggs with a cup of flour"])
+    a, b, c = encoder.encode(
+        ["Chad shares a border with Libya", "Libya is a neighbour of Chad", "Whisk two eggs with a cup of flour"]
+    )
     assert a @ b > a @ c + 0.3
 
 
@@ -218,7 +243,7 @@ def test_constructor_has_no_side_effects(counting, tmp_path):
 def test_build_indexes_labels_and_facts(retriever, counting):
     assert len(retriever.label_index) == N_LABELS and len(retriever.fact_index) == len(TRIPLES)
     assert counting.texts == N_LABELS + len(TRIPLES)
-    (top, score), = retriever.search_facts("Chad neighbor of Libya", k=1)
+    ((top, score),) = retriever.search_facts("Chad neighbor of Libya", k=1)
     assert top == t("chad", "neighborOf", "libya") and score > 0.9
 
 
@@ -228,7 +253,9 @@ def test_refresh_encodes_only_new_items(retriever, counting):
     stats = retriever.refresh()
     assert (stats.labels_added, stats.facts_added, stats.encoded) == (1, 1, 2)
     assert counting.texts - before == 2
-    assert t("egypt", "neighborOf", "libya") in [f for f, _ in retriever.search_facts("Which countries border Egypt?", 3)]
+    assert t("egypt", "neighborOf", "libya") in [
+        f for f, _ in retriever.search_facts("Which countries border Egypt?", 3)
+    ]
     assert [link.entity.label for link in retriever.link("Is Egypt in Africa?")] == ["Africa", "Egypt"]
 
 

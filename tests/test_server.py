@@ -62,14 +62,17 @@ def test_a_question_the_graph_cannot_answer_gets_context_not_an_answer(api):
     assert answer["facts"] and all(n["role"] == "other" for n in answer["graph"]["nodes"])
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"question": ""}, 422, "question"),
-    ({"question": "x" * 1001}, 422, "at most 1000"),
-    ({"question": QUESTION, "max_paths": 100000}, 422, "max_paths"),
-    ({"question": QUESTION, "mode": "sql"}, 422, "mode"),
-    ({"question": QUESTION, "cypher": "MATCH (n) DETACH DELETE n"}, 422, "cypher"),
-    ({"question": QUESTION, "mode": "model"}, 400, "without a language model"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"question": ""}, 422, "question"),
+        ({"question": "x" * 1001}, 422, "at most 1000"),
+        ({"question": QUESTION, "max_paths": 100000}, 422, "max_paths"),
+        ({"question": QUESTION, "mode": "sql"}, 422, "mode"),
+        ({"question": QUESTION, "cypher": "MATCH (n) DETACH DELETE n"}, 422, "cypher"),
+        ({"question": QUESTION, "mode": "model"}, 400, "without a language model"),
+    ],
+)
 def test_bad_requests_get_a_json_error_that_says_why(api, body, status, words):
     response = api.post("/ask", json=body)
     assert response.status_code == status
@@ -79,7 +82,9 @@ def test_bad_requests_get_a_json_error_that_says_why(api, body, status, words):
 def test_request_bodies_are_bounded_declared_or_streamed(api):
     big = b'{"question": "' + b"x" * MAX_BODY_BYTES + b'"}'
     assert api.post("/ask", content=big, headers={"content-type": "application/json"}).status_code == 413
-    streamed = api.post("/ask", content=iter([big[:40_000], big[40_000:]]), headers={"content-type": "application/json"})
+    streamed = api.post(
+        "/ask", content=iter([big[:40_000], big[40_000:]]), headers={"content-type": "application/json"}
+    )
     assert streamed.status_code == 413 and "larger than" in error_message(streamed)
     assert api.post("/ask", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
 
@@ -115,7 +120,9 @@ def test_health_and_openapi(api):
     health = api.get("/health").json()
     assert health == {"status": "ok", "store": "rdflib", "triples": 1165, "entities": 271, "model": None}
     paths = api.get("/openapi.json").json()["paths"]
-    assert {"/ask", "/search", "/entity", "/neighbors", "/health", "/v1/chat/completions", "/v1/completions"} <= set(paths)
+    assert {"/ask", "/search", "/entity", "/neighbors", "/health", "/v1/chat/completions", "/v1/completions"} <= set(
+        paths
+    )
     assert "cytoscape.min.js" in api.get("/").text
 
 
@@ -149,7 +156,9 @@ def test_an_api_key_guards_the_api_but_not_the_page_or_health(session):
         wrong = httpx.get(f"{url}/search", params={"q": "chad"}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert httpx.get(f"{url}/v1/models").status_code == 401
-        right = httpx.post(f"{url}/ask", json={"question": QUESTION}, headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        right = httpx.post(
+            f"{url}/ask", json={"question": QUESTION}, headers={"Authorization": "Bearer s3cret"}, timeout=60
+        )
         assert right.status_code == 200 and right.json()["entities"]
         assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
 
@@ -158,20 +167,29 @@ def test_serve_benchmark_sends_every_request_and_counts_errors(session):
     from kgllm.bench.serve import run_serve_benchmark
     from kgllm.cli import QUESTION_SETS
 
-    result = run_serve_benchmark(session, QUESTION_SETS[0], "graph + encoder", requests=6, concurrency=3, progress=False)
+    result = run_serve_benchmark(
+        session, QUESTION_SETS[0], "graph + encoder", requests=6, concurrency=3, progress=False
+    )
     assert len(result.seconds) == 6 and result.errors == 0 and result.wall_seconds > 0
     row = result.row()
     assert row["requests"] == "6" and row["errors"] == "0" and float(row["requests/s"]) > 0
 
 
 def test_complete_predicts_new_facts_and_reports_unknown_names(session):
-    from kgllm.pipelines.augment.completion import CompletionConfig
-    from kgllm.pipelines.augment.kge import KGEConfig
+    from kgllm.pipelines.completion.completer import CompletionConfig
+    from kgllm.pipelines.completion.kge import KGEConfig
 
-    config = CompletionConfig(kge=KGEConfig(dim=64, max_epochs=40, seconds=30), kge_models=("distmult",), scorers=("rules",))
-    queries = [{"head": "Chad", "relation": "neighbor of", "tail": "?"},
-               {"head": "Atlantis", "relation": "neighbor of", "tail": "?"}]
-    with running_server(create_app(session, completion_config=config)) as url, httpx.Client(base_url=url, timeout=600) as api:
+    config = CompletionConfig(
+        kge=KGEConfig(dim=64, max_epochs=40, seconds=30), kge_models=("distmult",), scorers=("rules",)
+    )
+    queries = [
+        {"head": "Chad", "relation": "neighbor of", "tail": "?"},
+        {"head": "Atlantis", "relation": "neighbor of", "tail": "?"},
+    ]
+    with (
+        running_server(create_app(session, completion_config=config)) as url,
+        httpx.Client(base_url=url, timeout=600) as api,
+    ):
         response = api.post("/complete", json={"queries": queries, "top_k": 3})
         assert response.status_code == 200, response.text
         chad, atlantis = response.json()["results"]

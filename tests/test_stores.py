@@ -10,10 +10,19 @@ from kgllm.types import Entity, Triple
 EX = "http://example.org/"
 CHAD, NIGER, LIBYA, AFRICA, MIDDLE = (EX + n for n in ("chad", "niger", "libya", "africa", "middle_africa"))
 BORDERS, IN = EX + "neighborOf", EX + "locatedIn"
-FACTS = [Triple(CHAD, BORDERS, NIGER), Triple(NIGER, BORDERS, CHAD), Triple(CHAD, BORDERS, LIBYA),
-         Triple(CHAD, IN, MIDDLE), Triple(MIDDLE, IN, AFRICA), Triple(NIGER, IN, AFRICA)]
-ENTITIES = [Entity(CHAD, "Chad", aliases=("Republic of Chad",), types=(EX + "Country",)),
-            Entity(MIDDLE, "Middle Africa"), Entity(BORDERS, "borders")]
+FACTS = [
+    Triple(CHAD, BORDERS, NIGER),
+    Triple(NIGER, BORDERS, CHAD),
+    Triple(CHAD, BORDERS, LIBYA),
+    Triple(CHAD, IN, MIDDLE),
+    Triple(MIDDLE, IN, AFRICA),
+    Triple(NIGER, IN, AFRICA),
+]
+ENTITIES = [
+    Entity(CHAD, "Chad", aliases=("Republic of Chad",), types=(EX + "Country",)),
+    Entity(MIDDLE, "Middle Africa"),
+    Entity(BORDERS, "borders"),
+]
 
 BACKENDS = ["rdflib", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 

@@ -78,11 +78,22 @@ def test_an_interrupted_pretraining_resumes_from_its_last_checkpoint(store, tmp_
     texts = knowledge_texts(store, held_out=0.2)
     run = RunConfig(max_steps=12, save_steps=5, batch_size=4, learning_rate=3e-3, warmup_steps=2, logging_steps=1)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(texts.train, tmp_path / "resumed", model_config=TINY, run=run, held_out=texts.held_out,
-                 progress=False, callbacks=[_Interrupt(7)])
+        pretrain(
+            texts.train,
+            tmp_path / "resumed",
+            model_config=TINY,
+            run=run,
+            held_out=texts.held_out,
+            progress=False,
+            callbacks=[_Interrupt(7)],
+        )
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["checkpoint-5"]
-    resumed = pretrain(texts.train, tmp_path / "resumed", model_config=TINY, run=run, held_out=texts.held_out, progress=False)
-    straight = pretrain(texts.train, tmp_path / "straight", model_config=TINY, run=run, held_out=texts.held_out, progress=False)
+    resumed = pretrain(
+        texts.train, tmp_path / "resumed", model_config=TINY, run=run, held_out=texts.held_out, progress=False
+    )
+    straight = pretrain(
+        texts.train, tmp_path / "straight", model_config=TINY, run=run, held_out=texts.held_out, progress=False
+    )
     assert resumed.steps == straight.steps == 12
     weights = [load_file(tmp_path / name / "model.safetensors") for name in ("resumed", "straight")]
     assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[1])
@@ -92,8 +103,14 @@ def test_an_interrupted_pretraining_resumes_from_its_last_checkpoint(store, tmp_
 @pytest.mark.slow
 def test_pretraining_lowers_held_out_perplexity_and_draws_the_loss_curve(store, tmp_path):
     texts = knowledge_texts(store, held_out=0.2)
-    result = pretrain(texts.train, tmp_path / "model", model_config=TINY, progress=False, held_out=texts.held_out,
-                      run=RunConfig(epochs=30, batch_size=8, learning_rate=5e-3, warmup_steps=5, save_steps=40))
+    result = pretrain(
+        texts.train,
+        tmp_path / "model",
+        model_config=TINY,
+        progress=False,
+        held_out=texts.held_out,
+        run=RunConfig(epochs=30, batch_size=8, learning_rate=5e-3, warmup_steps=5, save_steps=40),
+    )
     assert (tmp_path / "model" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "model" / "checkpoints").exists()
     lm = HFCausalLM.from_pretrained(tmp_path / "model")
@@ -106,11 +123,21 @@ def test_pretraining_lowers_held_out_perplexity_and_draws_the_loss_curve(store, 
 @pytest.mark.slow
 def test_continued_pretraining_starts_from_the_base(store, tmp_path):
     texts = knowledge_texts(store, held_out=0.2)
-    pretrain(texts.train, tmp_path / "base", model_config=TINY, run=RunConfig(max_steps=30, batch_size=8, learning_rate=5e-3),
-             progress=False)
+    pretrain(
+        texts.train,
+        tmp_path / "base",
+        model_config=TINY,
+        run=RunConfig(max_steps=30, batch_size=8, learning_rate=5e-3),
+        progress=False,
+    )
     base_ppl = perplexity(HFCausalLM.from_pretrained(tmp_path / "base"), texts.train)
-    more = pretrain(texts.train, tmp_path / "more", base_dir=tmp_path / "base", progress=False,
-                    run=RunConfig(max_steps=30, batch_size=8, learning_rate=2e-3, warmup_steps=0))
+    more = pretrain(
+        texts.train,
+        tmp_path / "more",
+        base_dir=tmp_path / "base",
+        progress=False,
+        run=RunConfig(max_steps=30, batch_size=8, learning_rate=2e-3, warmup_steps=0),
+    )
     assert more.method == "continued"
     assert perplexity(HFCausalLM.from_pretrained(tmp_path / "more"), texts.train) < base_ppl
     with pytest.raises(ModelError, match="config.json missing"):
@@ -123,8 +150,23 @@ def test_cli_pretrain_prints_a_summary(tmp_path):
     kb = tmp_path / "kb.tsv"
     kb.write_text("kenya\tlocated_in\teast\nghana\tlocated_in\twest\nmali\tneighbor_of\tniger\n", encoding="utf-8")
     out = tmp_path / "model"
-    result = CliRunner().invoke(app, ["train", "pretrain", "--graph", str(kb), "--out", str(out), "--steps", "2",
-                                      "--batch-size", "4", "--held-out", "0.34"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "pretrain",
+            "--graph",
+            str(kb),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--held-out",
+            "0.34",
+        ],
+    )
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert "pretrain from scratch" in output and "2 steps" in output and "held_out_perplexity" in output

@@ -12,8 +12,16 @@ from kgllm.server import create_app, running_server
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).with_name("artifacts")
 DRAWN_EDGES = """() => window.kgllm.cy.edges().filter(e => e.visible() && e.renderedBoundingBox().w > 0).length"""
 NODE_CENTRE = """label => {
@@ -29,8 +37,11 @@ def page(encoder):
     sync_api = pytest.importorskip("playwright.sync_api", reason='needs playwright: pip install "kgllm[test]"')
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("needs Debian's chromium: apt-get install chromium (make test installs it)")
-    with kgllm.connect(use_model=False, encoder=encoder) as session, running_server(create_app(session)) as url, \
-            sync_api.sync_playwright() as playwright:
+    with (
+        kgllm.connect(use_model=False, encoder=encoder) as session,
+        running_server(create_app(session)) as url,
+        sync_api.sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 850})
         page.errors = []
@@ -45,7 +56,9 @@ def test_ask_shows_the_answer_and_draws_the_evidence_graph(page):
     page.click("#ask")
     page.wait_for_function(f"({DRAWN_EDGES})() > 0", timeout=30_000)
     assert page.text_content("#answer") == "Middle Africa, Northern Africa and Western Africa."
-    assert page.text_content("#confidence") == page.evaluate("document.getElementById('confidence-meter').value.toFixed(2)")
+    assert page.text_content("#confidence") == page.evaluate(
+        "document.getElementById('confidence-meter').value.toFixed(2)"
+    )
     assert page.locator("#paths li").count() == 7
     assert page.evaluate(DRAWN_EDGES) == 14
     roles = page.evaluate("window.kgllm.cy.nodes().map(n => n.data('label') + ':' + n.data('role'))")

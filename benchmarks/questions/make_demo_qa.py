@@ -43,7 +43,11 @@ QUESTIONS: list[tuple[str, str, tuple | None]] = [
     ("neighbours", "Name the countries that share a border with Peru.", ("peru", ["neighborOf"])),
     ("neighbours", "who borders bolivia", ("bolivia", ["neighborOf"])),
     ("neighbours", "Which countries are neighbors of South Africa?", ("south_africa", ["neighborOf"])),
-    ("neighbours", "What countries does the Central African Republic border?", ("central_african_republic", ["neighborOf"])),
+    (
+        "neighbours",
+        "What countries does the Central African Republic border?",
+        ("central_african_republic", ["neighborOf"]),
+    ),
     ("neighbours", "Who are the United States' neighbors?", ("united_states", ["neighborOf"])),
     ("neighbours", "Which countries does Brazil share a border with?", ("brazil", ["neighborOf"])),
     ("neighbours", "list the neighbours of russia", ("russia", ["neighborOf"])),
@@ -57,7 +61,11 @@ QUESTIONS: list[tuple[str, str, tuple | None]] = [
     ("subregion_of_country", "What subregion does Japan belong to?", ("japan", ["locatedIn"], "subregion")),
     ("subregion_of_country", "south africa is in which subregion", ("south_africa", ["locatedIn"], "subregion")),
     ("subregion_of_country", "Which part of the Americas is Guatemala in?", ("guatemala", ["locatedIn"], "subregion")),
-    ("subregion_of_country", "Name the subregion Papua New Guinea is located in.", ("papua_new_guinea", ["locatedIn"], "subregion")),
+    (
+        "subregion_of_country",
+        "Name the subregion Papua New Guinea is located in.",
+        ("papua_new_guinea", ["locatedIn"], "subregion"),
+    ),
     ("subregion_of_country", "Which subregion contains Saudi Arabia?", ("saudi_arabia", ["locatedIn"], "subregion")),
     # ---- one hop: region of a country ----
     ("region_of_country", "In which region is Kenya?", ("kenya", ["locatedIn"], "region")),
@@ -69,61 +77,217 @@ QUESTIONS: list[tuple[str, str, tuple | None]] = [
     # ---- one hop: countries in a subregion ----
     ("countries_in_subregion", "Which countries are in Middle Africa?", ("middle_africa", ["^locatedIn"], "country")),
     ("countries_in_subregion", "What countries make up Central Asia?", ("central_asia", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "Which countries are located in Southern Africa?", ("southern_africa", ["^locatedIn"], "country")),
+    (
+        "countries_in_subregion",
+        "Which countries are located in Southern Africa?",
+        ("southern_africa", ["^locatedIn"], "country"),
+    ),
     ("countries_in_subregion", "list the countries in melanesia", ("melanesia", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "Which countries belong to Central America?", ("central_america", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "What countries are part of Australia and New Zealand?", ("australia_and_new_zealand", ["^locatedIn"], "country")),
+    (
+        "countries_in_subregion",
+        "Which countries belong to Central America?",
+        ("central_america", ["^locatedIn"], "country"),
+    ),
+    (
+        "countries_in_subregion",
+        "What countries are part of Australia and New Zealand?",
+        ("australia_and_new_zealand", ["^locatedIn"], "country"),
+    ),
     ("countries_in_subregion", "Which countries lie in Eastern Asia?", ("eastern_asia", ["^locatedIn"], "country")),
     ("countries_in_subregion", "Name all the countries in the Caribbean.", ("caribbean", ["^locatedIn"], "country")),
     # ---- one hop: region of a subregion ----
     ("region_of_subregion", "Which region is Middle Africa part of?", ("middle_africa", ["locatedIn"], "region")),
     ("region_of_subregion", "What region does Polynesia belong to?", ("polynesia", ["locatedIn"], "region")),
-    ("region_of_subregion", "South-Eastern Asia is located in which region?", ("south-eastern_asia", ["locatedIn"], "region")),
+    (
+        "region_of_subregion",
+        "South-Eastern Asia is located in which region?",
+        ("south-eastern_asia", ["locatedIn"], "region"),
+    ),
     ("region_of_subregion", "northern europe is part of what region", ("northern_europe", ["locatedIn"], "region")),
     # ---- one hop: subregions of a region ----
     ("subregions_of_region", "Which subregions are in Oceania?", ("oceania", ["^locatedIn"], "subregion")),
     ("subregions_of_region", "What subregions is Africa divided into?", ("africa", ["^locatedIn"], "subregion")),
     # ---- two hops: subregions of the neighbours ----
-    ("neighbour_subregions", "Which subregions are the neighbours of Chad located in?", ("chad", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "In which subregions are Kenya's neighbors?", ("kenya", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "What subregions do the countries bordering Turkey belong to?", ("turkey", ["neighborOf", "locatedIn"], "subregion")),
+    (
+        "neighbour_subregions",
+        "Which subregions are the neighbours of Chad located in?",
+        ("chad", ["neighborOf", "locatedIn"], "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "In which subregions are Kenya's neighbors?",
+        ("kenya", ["neighborOf", "locatedIn"], "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "What subregions do the countries bordering Turkey belong to?",
+        ("turkey", ["neighborOf", "locatedIn"], "subregion"),
+    ),
     ("neighbour_subregions", "subregions of russia's neighbours", ("russia", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "Which subregions are Mexico's neighbours in?", ("mexico", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "Which subregion do Brazil's neighbors lie in?", ("brazil", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "The countries that border Austria are part of which subregions?", ("austria", ["neighborOf", "locatedIn"], "subregion")),
-    ("neighbour_subregions", "Which subregions do the neighbors of the Central African Republic belong to?", ("central_african_republic", ["neighborOf", "locatedIn"], "subregion")),
+    (
+        "neighbour_subregions",
+        "Which subregions are Mexico's neighbours in?",
+        ("mexico", ["neighborOf", "locatedIn"], "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "Which subregion do Brazil's neighbors lie in?",
+        ("brazil", ["neighborOf", "locatedIn"], "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "The countries that border Austria are part of which subregions?",
+        ("austria", ["neighborOf", "locatedIn"], "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "Which subregions do the neighbors of the Central African Republic belong to?",
+        ("central_african_republic", ["neighborOf", "locatedIn"], "subregion"),
+    ),
     # ---- two hops: regions of the neighbours ----
-    ("neighbour_regions", "Which regions are the neighbours of Turkey in?", ("turkey", ["neighborOf", "locatedIn"], "region")),
-    ("neighbour_regions", "On which continents are Egypt's neighbours?", ("egypt", ["neighborOf", "locatedIn"], "region")),
-    ("neighbour_regions", "what continents do russia's neighbors lie on", ("russia", ["neighborOf", "locatedIn"], "region")),
-    ("neighbour_regions", "Which region do the countries next to Panama belong to?", ("panama", ["neighborOf", "locatedIn"], "region")),
-    ("neighbour_regions", "Which regions are the countries bordering Kazakhstan located in?", ("kazakhstan", ["neighborOf", "locatedIn"], "region")),
-    ("neighbour_regions", "What region are Saudi Arabia's neighbours in", ("saudi_arabia", ["neighborOf", "locatedIn"], "region")),
+    (
+        "neighbour_regions",
+        "Which regions are the neighbours of Turkey in?",
+        ("turkey", ["neighborOf", "locatedIn"], "region"),
+    ),
+    (
+        "neighbour_regions",
+        "On which continents are Egypt's neighbours?",
+        ("egypt", ["neighborOf", "locatedIn"], "region"),
+    ),
+    (
+        "neighbour_regions",
+        "what continents do russia's neighbors lie on",
+        ("russia", ["neighborOf", "locatedIn"], "region"),
+    ),
+    (
+        "neighbour_regions",
+        "Which region do the countries next to Panama belong to?",
+        ("panama", ["neighborOf", "locatedIn"], "region"),
+    ),
+    (
+        "neighbour_regions",
+        "Which regions are the countries bordering Kazakhstan located in?",
+        ("kazakhstan", ["neighborOf", "locatedIn"], "region"),
+    ),
+    (
+        "neighbour_regions",
+        "What region are Saudi Arabia's neighbours in",
+        ("saudi_arabia", ["neighborOf", "locatedIn"], "region"),
+    ),
     # ---- two hops: neighbours of the neighbours ----
-    ("neighbours_of_neighbours", "Which countries border the neighbours of Bolivia?", ("bolivia", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "What countries share a border with Uruguay's neighbors?", ("uruguay", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "Which countries are neighbours of Portugal's neighbours?", ("portugal", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "who borders the countries that border denmark", ("denmark", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "neighbors of the neighbors of South Korea", ("south_korea", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "Which countries border Canada's neighbours?", ("canada", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "Name every country bordering a neighbour of Lesotho.", ("lesotho", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "What are the neighbours of Costa Rica's neighbours?", ("costa_rica", ["neighborOf", "neighborOf"])),
-    ("neighbours_of_neighbours", "Which countries border the neighbors of the Dominican Republic?", ("dominican_republic", ["neighborOf", "neighborOf"])),
+    (
+        "neighbours_of_neighbours",
+        "Which countries border the neighbours of Bolivia?",
+        ("bolivia", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "What countries share a border with Uruguay's neighbors?",
+        ("uruguay", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "Which countries are neighbours of Portugal's neighbours?",
+        ("portugal", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "who borders the countries that border denmark",
+        ("denmark", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "neighbors of the neighbors of South Korea",
+        ("south_korea", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "Which countries border Canada's neighbours?",
+        ("canada", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "Name every country bordering a neighbour of Lesotho.",
+        ("lesotho", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "What are the neighbours of Costa Rica's neighbours?",
+        ("costa_rica", ["neighborOf", "neighborOf"]),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "Which countries border the neighbors of the Dominican Republic?",
+        ("dominican_republic", ["neighborOf", "neighborOf"]),
+    ),
     # ---- two hops: countries in the same subregion ----
-    ("same_subregion", "Which countries are in the same subregion as Kenya?", ("kenya", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "Which countries share a subregion with Japan?", ("japan", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "countries in the same subregion as uzbekistan", ("uzbekistan", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "Which countries are in Fiji's subregion?", ("fiji", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "List every country in the subregion that Honduras belongs to.", ("honduras", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "What countries are located in the same subregion as Botswana?", ("botswana", ["locatedIn@subregion", "^locatedIn"], "country")),
-    ("same_subregion", "Name the countries that are in the same subregion as Egypt", ("egypt", ["locatedIn@subregion", "^locatedIn"], "country")),
+    (
+        "same_subregion",
+        "Which countries are in the same subregion as Kenya?",
+        ("kenya", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "Which countries share a subregion with Japan?",
+        ("japan", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "countries in the same subregion as uzbekistan",
+        ("uzbekistan", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "Which countries are in Fiji's subregion?",
+        ("fiji", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "List every country in the subregion that Honduras belongs to.",
+        ("honduras", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "What countries are located in the same subregion as Botswana?",
+        ("botswana", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
+    (
+        "same_subregion",
+        "Name the countries that are in the same subregion as Egypt",
+        ("egypt", ["locatedIn@subregion", "^locatedIn"], "country"),
+    ),
     # ---- two hops: region of a country's subregion ----
-    ("region_of_country_subregion", "Which region is Egypt's subregion part of?", ("egypt", ["locatedIn@subregion", "locatedIn"], "region")),
-    ("region_of_country_subregion", "What region contains the subregion that Pakistan is in?", ("pakistan", ["locatedIn@subregion", "locatedIn"], "region")),
-    ("region_of_country_subregion", "the subregion of mexico belongs to which region", ("mexico", ["locatedIn@subregion", "locatedIn"], "region")),
-    ("region_of_country_subregion", "Which continent does Germany's subregion belong to?", ("germany", ["locatedIn@subregion", "locatedIn"], "region")),
-    ("region_of_country_subregion", "Which region is the subregion of Samoa located in?", ("samoa", ["locatedIn@subregion", "locatedIn"], "region")),
-    ("region_of_country_subregion", "In what region is Indonesia's subregion?", ("indonesia", ["locatedIn@subregion", "locatedIn"], "region")),
+    (
+        "region_of_country_subregion",
+        "Which region is Egypt's subregion part of?",
+        ("egypt", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "What region contains the subregion that Pakistan is in?",
+        ("pakistan", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "the subregion of mexico belongs to which region",
+        ("mexico", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "Which continent does Germany's subregion belong to?",
+        ("germany", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "Which region is the subregion of Samoa located in?",
+        ("samoa", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "In what region is Indonesia's subregion?",
+        ("indonesia", ["locatedIn@subregion", "locatedIn"], "region"),
+    ),
     # ---- not answerable from the graph ----
     ("unanswerable", "Which countries border Atlantis?", None),
     ("unanswerable", "What is the capital of France?", None),
@@ -207,7 +371,9 @@ def build() -> list[dict]:
             if not got:
                 problems.append(f"{question!r}: empty answer for {spec}")
             if got != full.walk(spec):
-                problems.append(f"{question!r}: depends on a data gap: raw {sorted(got)} vs completed {sorted(full.walk(spec))}")
+                problems.append(
+                    f"{question!r}: depends on a data gap: raw {sorted(got)} vs completed {sorted(full.walk(spec))}"
+                )
             answers, hops = sorted(got), len(spec[1])
         rows.append({"id": f"q{i:03d}", "question": question, "answers": answers, "hops": hops, "kind": kind})
     if len({r["question"].lower() for r in rows}) != len(rows):

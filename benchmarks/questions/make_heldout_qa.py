@@ -76,53 +76,141 @@ QUESTIONS: list[tuple[str, str, tuple | None]] = [
     ("region_of_country", "continent of mongolia", ("mongolia", ["locatedIn"], "region")),
     ("region_of_country", "Tell me which continent Morocco lies on.", ("morocco", ["locatedIn"], "region")),
     ("region_of_country", "Vanuatu: what region?", ("vanuatu", ["locatedIn"], "region")),
-    ("region_of_country", "I'd like to know the world region that Greenland is assigned to.", ("greenland", ["locatedIn"], "region")),
+    (
+        "region_of_country",
+        "I'd like to know the world region that Greenland is assigned to.",
+        ("greenland", ["locatedIn"], "region"),
+    ),
     # ---- one hop: countries in a subregion ----
     ("countries_in_subregion", "micronesia countries", ("micronesia", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "Tell me all the countries classified under Western Europe.", ("western_europe", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "I'd like to know which countries Northern Africa consists of.", ("northern_africa", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "What countries count as Central Europe?", ("central_europe", ["^locatedIn"], "country")),
-    ("countries_in_subregion", "Enumerate the countries of Southern Asia.", ("southern_asia", ["^locatedIn"], "country")),
+    (
+        "countries_in_subregion",
+        "Tell me all the countries classified under Western Europe.",
+        ("western_europe", ["^locatedIn"], "country"),
+    ),
+    (
+        "countries_in_subregion",
+        "I'd like to know which countries Northern Africa consists of.",
+        ("northern_africa", ["^locatedIn"], "country"),
+    ),
+    (
+        "countries_in_subregion",
+        "What countries count as Central Europe?",
+        ("central_europe", ["^locatedIn"], "country"),
+    ),
+    (
+        "countries_in_subregion",
+        "Enumerate the countries of Southern Asia.",
+        ("southern_asia", ["^locatedIn"], "country"),
+    ),
     # ---- one hop: countries in a region (the smallest region only) ----
     ("countries_in_region", "every country in oceania", ("oceania", ["^locatedIn"], "country")),
     # ---- one hop: region of a subregion ----
     ("region_of_subregion", "What region is Micronesia grouped under?", ("micronesia", ["locatedIn"], "region")),
-    ("region_of_subregion", "Which continent is Western Asia a subdivision of?", ("western_asia", ["locatedIn"], "region")),
+    (
+        "region_of_subregion",
+        "Which continent is Western Asia a subdivision of?",
+        ("western_asia", ["locatedIn"], "region"),
+    ),
     ("region_of_subregion", "south america falls under which region", ("south_america", ["locatedIn"], "region")),
     # ---- one hop: subregions of a region ----
-    ("subregions_of_region", "Tell me how Europe is split up into subregions.", ("europe", ["^locatedIn"], "subregion")),
+    (
+        "subregions_of_region",
+        "Tell me how Europe is split up into subregions.",
+        ("europe", ["^locatedIn"], "subregion"),
+    ),
     # ---- two hops: subregions of the neighbours ----
     ("neighbour_subregions", "sudan bordering countries by subregion", ("sudan", NL, "subregion")),
-    ("neighbour_subregions", "Tell me the subregions you can enter by crossing one of Afghanistan's land borders.", ("afghanistan", NL, "subregion")),
-    ("neighbour_subregions", "I'd like to know which subregions Zambia's bordering countries are spread across.", ("zambia", NL, "subregion")),
-    ("neighbour_subregions", "Across which subregions are Poland's neighbouring countries distributed?", ("poland", NL, "subregion")),
-    ("neighbour_subregions", "Colombia borders several countries. What subregions do they come from?", ("colombia", NL, "subregion")),
+    (
+        "neighbour_subregions",
+        "Tell me the subregions you can enter by crossing one of Afghanistan's land borders.",
+        ("afghanistan", NL, "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "I'd like to know which subregions Zambia's bordering countries are spread across.",
+        ("zambia", NL, "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "Across which subregions are Poland's neighbouring countries distributed?",
+        ("poland", NL, "subregion"),
+    ),
+    (
+        "neighbour_subregions",
+        "Colombia borders several countries. What subregions do they come from?",
+        ("colombia", NL, "subregion"),
+    ),
     ("neighbour_subregions", "iran adjacent states - which subregions", ("iran", NL, "subregion")),
     # ---- two hops: regions of the neighbours ----
     ("neighbour_regions", "spain neighbours continents", ("spain", NL, "region")),
-    ("neighbour_regions", "Tell me what continents you can reach from Israel by crossing a single land border.", ("israel", NL, "region")),
-    ("neighbour_regions", "I'd like to know the regions represented among Azerbaijan's neighbours.", ("azerbaijan", NL, "region")),
+    (
+        "neighbour_regions",
+        "Tell me what continents you can reach from Israel by crossing a single land border.",
+        ("israel", NL, "region"),
+    ),
+    (
+        "neighbour_regions",
+        "I'd like to know the regions represented among Azerbaijan's neighbours.",
+        ("azerbaijan", NL, "region"),
+    ),
     ("neighbour_regions", "Greece: continents of the countries it borders", ("greece", NL, "region")),
-    ("neighbour_regions", "Crossing any border out of China, which continents could you end up in?", ("china", NL, "region")),
+    (
+        "neighbour_regions",
+        "Crossing any border out of China, which continents could you end up in?",
+        ("china", NL, "region"),
+    ),
     # ---- two hops: neighbours of the neighbours ----
     ("neighbours_of_neighbours", "ecuador -> bordering countries -> their bordering countries", ("ecuador", NN)),
-    ("neighbours_of_neighbours", "Tell me every country you can reach from Sierra Leone by crossing exactly two borders.", ("sierra_leone", NN)),
-    ("neighbours_of_neighbours", "I'd like to know the countries that have a border with any country bordering Kuwait.", ("kuwait", NN)),
+    (
+        "neighbours_of_neighbours",
+        "Tell me every country you can reach from Sierra Leone by crossing exactly two borders.",
+        ("sierra_leone", NN),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "I'd like to know the countries that have a border with any country bordering Kuwait.",
+        ("kuwait", NN),
+    ),
     ("neighbours_of_neighbours", "Pick any neighbour of Gabon: which countries can it border?", ("gabon", NN)),
     ("neighbours_of_neighbours", "bhutan neighbours' neighbours list", ("bhutan", NN)),
-    ("neighbours_of_neighbours", "If I go from the Netherlands into a neighbouring country and then cross one more border, where can I end up?", ("netherlands", NN)),
-    ("neighbours_of_neighbours", "Starting in Vietnam and crossing two borders in a row, where could I be?", ("vietnam", NN)),
+    (
+        "neighbours_of_neighbours",
+        "If I go from the Netherlands into a neighbouring country and then cross one more border, where can I end up?",
+        ("netherlands", NN),
+    ),
+    (
+        "neighbours_of_neighbours",
+        "Starting in Vietnam and crossing two borders in a row, where could I be?",
+        ("vietnam", NN),
+    ),
     # ---- two hops: countries in the same subregion ----
-    ("same_subregion", "Tell me all countries grouped together with Tunisia in its subregion, Tunisia included.", ("tunisia", SAME, "country")),
+    (
+        "same_subregion",
+        "Tell me all countries grouped together with Tunisia in its subregion, Tunisia included.",
+        ("tunisia", SAME, "country"),
+    ),
     ("same_subregion", "nauru subregion members", ("nauru", SAME, "country")),
-    ("same_subregion", "I'd like to know which countries sit in the same subregional grouping as Cyprus.", ("cyprus", SAME, "country")),
+    (
+        "same_subregion",
+        "I'd like to know which countries sit in the same subregional grouping as Cyprus.",
+        ("cyprus", SAME, "country"),
+    ),
     ("same_subregion", "Slovakia and the other countries of its subregion", ("slovakia", SAME, "country")),
     ("same_subregion", "Give me the full membership of the subregion that includes Nepal.", ("nepal", SAME, "country")),
     # ---- two hops: region of a country's subregion ----
     ("region_of_country_subregion", "Sri Lanka's subregion: which continent is that on?", ("sri_lanka", UP2, "region")),
     ("region_of_country_subregion", "greenland subregion's region", ("greenland", UP2, "region")),
-    ("region_of_country_subregion", "I'd like to know which region Kiribati's subregion falls under.", ("kiribati", UP2, "region")),
-    ("region_of_country_subregion", "Going up from Slovakia's subregion, which continent do you reach?", ("slovakia", UP2, "region")),
+    (
+        "region_of_country_subregion",
+        "I'd like to know which region Kiribati's subregion falls under.",
+        ("kiribati", UP2, "region"),
+    ),
+    (
+        "region_of_country_subregion",
+        "Going up from Slovakia's subregion, which continent do you reach?",
+        ("slovakia", UP2, "region"),
+    ),
     # ---- not answerable from the graph ----
     ("unanswerable", "wakanda neighbours", ("absent", "wakanda")),
     ("unanswerable", "Tell me which subregion Narnia belongs to.", ("absent", "narnia")),
@@ -168,7 +256,7 @@ class Walker:
                 frontier = self.keep(frontier, cls)
         return self.keep(frontier, rest[0]) if rest else frontier
 
-    def completed(self) -> "Walker":
+    def completed(self) -> Walker:
         edges = set(self.edges)
         edges |= {(t, r, h) for h, r, t in self.edges if r == "neighborOf"}
         for h, r, t in self.edges:
@@ -179,7 +267,7 @@ class Walker:
 
 def local(node) -> str | None:
     s = str(node)
-    return s[len(NS):] if isinstance(node, URIRef) and s.startswith(NS) else None
+    return s[len(NS) :] if isinstance(node, URIRef) and s.startswith(NS) else None
 
 
 def load(path: Path) -> tuple[Walker, set[str]]:
@@ -201,7 +289,11 @@ def load(path: Path) -> tuple[Walker, set[str]]:
 def build() -> list[dict]:
     raw, names = load(TTL)
     full = raw.completed()
-    dev = {json.loads(line)["question"].strip().lower() for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()}
+    dev = {
+        json.loads(line)["question"].strip().lower()
+        for line in DEV.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
     rows, problems = [], []
     for i, (kind, question, spec) in enumerate(QUESTIONS, 1):
         if spec is None or spec[0] == "absent":

@@ -19,8 +19,12 @@ KG = Namespace("https://kgllm.dev/countries/")
 HERE = Path(__file__).resolve().parent
 DEFAULT_TSV = HERE.parents[2] / "shared" / "benchmarks" / "countries" / "countries.tsv"
 
-LABELS = {"dr_congo": "DR Congo", "timor-leste": "Timor-Leste", "guinea-bissau": "Guinea-Bissau",
-          "cocos_keeling_islands": "Cocos (Keeling) Islands"}
+LABELS = {
+    "dr_congo": "DR Congo",
+    "timor-leste": "Timor-Leste",
+    "guinea-bissau": "Guinea-Bissau",
+    "cocos_keeling_islands": "Cocos (Keeling) Islands",
+}
 ALIASES = {
     "dr_congo": ["Democratic Republic of the Congo", "Congo-Kinshasa"],
     "republic_of_the_congo": ["Congo-Brazzaville"],

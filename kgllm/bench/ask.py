@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kgllm.api import Session
 from kgllm.graph.labels import local_name
+from kgllm.session import Session
 
 WARM_UP = ("Which countries border Chad?", "In which region is Kenya?")
 
@@ -43,10 +43,17 @@ class AskResult:
 
     def row(self) -> dict[str, str]:
         hops = {h: f"{c}/{t}" for h, (c, t) in sorted(self.by_hops.items())}
-        return {"set": self.name, "mode": self.mode, "questions": str(self.total),
-                "fully correct": f"{100 * self.accuracy:.1f}%",
-                "1-hop": hops.get(1, "-"), "2-hop": hops.get(2, "-"), "no answer": hops.get(0, "-"),
-                "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}", "p95 ms": f"{1000 * self.percentile(0.95):.0f}"}
+        return {
+            "set": self.name,
+            "mode": self.mode,
+            "questions": str(self.total),
+            "fully correct": f"{100 * self.accuracy:.1f}%",
+            "1-hop": hops.get(1, "-"),
+            "2-hop": hops.get(2, "-"),
+            "no answer": hops.get(0, "-"),
+            "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}",
+            "p95 ms": f"{1000 * self.percentile(0.95):.0f}",
+        }
 
 
 def read_questions(path: str | Path) -> list[dict]:
@@ -71,6 +78,13 @@ def run_ask_benchmark(session: Session, path: Path, mode: str, progress: bool = 
         tally[0] += ok
         tally[1] += 1
         if not ok:
-            result.failures.append({"id": item["id"], "question": item["question"], "gold": item["answers"],
-                                    "got": got, "plan": answer.metadata.get("path")})
+            result.failures.append(
+                {
+                    "id": item["id"],
+                    "question": item["question"],
+                    "gold": item["answers"],
+                    "got": got,
+                    "plan": answer.metadata.get("path"),
+                }
+            )
     return result

@@ -2,7 +2,7 @@
 
 Every model gets the same wall-clock training budget, keeps the weights of its best
 check on the valid split, and is ranked on test by the same filtered evaluation
-(:mod:`kgllm.pipelines.augment.completion_eval`), both directions.
+(:mod:`kgllm.pipelines.completion.evaluation`), both directions.
 Also: a generated graph for measuring the throughput of ``kgllm complete``.
 """
 
@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from kgllm.exceptions import InputError, MissingDependencyError
 from kgllm.graph import stores
 from kgllm.graph.loaders import read_file, write_tsv
-from kgllm.pipelines.augment.completion import CompletionConfig, build_completer
-from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
-from kgllm.pipelines.augment.kge import Vocabulary
+from kgllm.pipelines.completion.completer import CompletionConfig, build_completer
+from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
+from kgllm.pipelines.completion.kge import Vocabulary
 from kgllm.types import Triple
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,11 @@ PYKEEN_MODELS = ("TransE", "ComplEx", "RotatE")
 PYKEEN_EPOCHS_PER_CHECK = 5
 GENERATED_ENTITIES = 5000
 GENERATED_RELATIONS = 20
-NOTES = ("Filtered ranks (every known train/valid/test fact removed), both directions, ties counted half; "
-         "each model keeps its best check on valid. `train s`: the KGE rows' training time; for the fused row, "
-         "training plus building the re-rankers and choosing their weights on valid.")
+NOTES = (
+    "Filtered ranks (every known train/valid/test fact removed), both directions, ties counted half; "
+    "each model keeps its best check on valid. `train s`: the KGE rows' training time; for the fused row, "
+    "training plus building the re-rankers and choosing their weights on valid."
+)
 MAX_PYKEEN_EPOCHS = 100_000  # the time budget ends training first
 
 
@@ -48,9 +50,13 @@ class CompletionRow:
     epochs: int
 
     def row(self) -> dict[str, str]:
-        return {"model": self.model, "MRR": f"{self.metrics['mrr']:.3f}",
-                **{f"Hits@{k}": f"{self.metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10)},
-                "epochs": str(self.epochs), "train s": f"{self.train_seconds:.1f}"}
+        return {
+            "model": self.model,
+            "MRR": f"{self.metrics['mrr']:.3f}",
+            **{f"Hits@{k}": f"{self.metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10)},
+            "epochs": str(self.epochs),
+            "train s": f"{self.train_seconds:.1f}",
+        }
 
 
 @dataclass
@@ -68,8 +74,9 @@ class Splits:
         return cls(*(read_file(f).triples for f in files))
 
 
-def run_completion_benchmark(data: Path, budget: float, config: CompletionConfig, settings,
-                             pykeen_models=PYKEEN_MODELS, progress: bool = True) -> list[CompletionRow]:
+def run_completion_benchmark(
+    data: Path, budget: float, config: CompletionConfig, settings, pykeen_models=PYKEEN_MODELS, progress: bool = True
+) -> list[CompletionRow]:
     """Rows for kgllm (KGE alone, then fused) and each PyKEEN model, ranked on test."""
     splits = Splits.read(data)
     vocabulary = Vocabulary.from_triples(splits.train + splits.valid + splits.test)
@@ -82,20 +89,33 @@ def run_completion_benchmark(data: Path, budget: float, config: CompletionConfig
     completer = build_completer(store, splits.train, splits.valid, config, settings, vocabulary, progress)
     kge = completer.kge
     tried = "/".join(config.kge_models)
-    rows = [CompletionRow(f"kgllm {kge.config.model} (best on valid of {tried}; 1-N, reciprocal, N3)",
-                          ranking_metrics(filtered_ranks(kge.tail_scores, test, known)), kge.seconds, kge.epochs)]
+    rows = [
+        CompletionRow(
+            f"kgllm {kge.config.model} (best on valid of {tried}; 1-N, reciprocal, N3)",
+            ranking_metrics(filtered_ranks(kge.tail_scores, test, known)),
+            kge.seconds,
+            kge.epochs,
+        )
+    ]
     if config.scorers:
         weights = ", ".join(f"{k} {v:g}" for k, v in completer.weights.items()) or "no re-ranker"
         fused = ranking_metrics(filtered_ranks(completer.score_fn(), test, known))
-        rows.append(CompletionRow(f"kgllm {kge.config.model} + {weights} (weights chosen on valid among "
-                                  f"{', '.join(config.scorers)})", fused, time.perf_counter() - started, kge.epochs))
+        rows.append(
+            CompletionRow(
+                f"kgllm {kge.config.model} + {weights} (weights chosen on valid among {', '.join(config.scorers)})",
+                fused,
+                time.perf_counter() - started,
+                kge.epochs,
+            )
+        )
     for name in pykeen_models:
         rows.append(_pykeen_row(name, splits, vocabulary, known, budget, progress))
     return rows
 
 
-def _pykeen_row(name: str, splits: Splits, vocabulary: Vocabulary, known: np.ndarray, budget: float,
-                progress: bool) -> CompletionRow:
+def _pykeen_row(
+    name: str, splits: Splits, vocabulary: Vocabulary, known: np.ndarray, budget: float, progress: bool
+) -> CompletionRow:
     """Train a PyKEEN model with its pipeline defaults (sLCWA, Adam) for ``budget`` seconds; best valid check kept."""
     try:
         from pykeen.models import model_resolver
@@ -103,17 +123,26 @@ def _pykeen_row(name: str, splits: Splits, vocabulary: Vocabulary, known: np.nda
         from pykeen.training import SLCWATrainingLoop
         from pykeen.triples import TriplesFactory
     except ImportError as exc:
-        raise MissingDependencyError('the completion benchmark compares with PyKEEN: pip install "kgllm[test]"') from exc
+        raise MissingDependencyError(
+            'the completion benchmark compares with PyKEEN: pip install "kgllm[test]"'
+        ) from exc
 
     labelled = np.array([(t.head, t.relation, t.tail) for t in splits.train])
-    factory = TriplesFactory.from_labeled_triples(labelled, entity_to_id=vocabulary.entity_index,
-                                                  relation_to_id=vocabulary.relation_index)
+    factory = TriplesFactory.from_labeled_triples(
+        labelled, entity_to_id=vocabulary.entity_index, relation_to_id=vocabulary.relation_index
+    )
     model = model_resolver.make(name, triples_factory=factory, random_seed=0)
-    loop = SLCWATrainingLoop(model=model, triples_factory=factory,
-                             optimizer=optimizer_resolver.make(None, params=model.get_grad_params()))
-    budget_callback = _budget_callback(model, vocabulary.encode(splits.valid),
-                                       np.concatenate([vocabulary.encode(splits.train), vocabulary.encode(splits.valid)]),
-                                       budget, f"training PyKEEN {name}", progress)
+    loop = SLCWATrainingLoop(
+        model=model, triples_factory=factory, optimizer=optimizer_resolver.make(None, params=model.get_grad_params())
+    )
+    budget_callback = _budget_callback(
+        model,
+        vocabulary.encode(splits.valid),
+        np.concatenate([vocabulary.encode(splits.train), vocabulary.encode(splits.valid)]),
+        budget,
+        f"training PyKEEN {name}",
+        progress,
+    )
     started = time.perf_counter()
     loop.train(factory, num_epochs=MAX_PYKEEN_EPOCHS, use_tqdm=False, callbacks=budget_callback)
     seconds = time.perf_counter() - started
@@ -131,8 +160,13 @@ def _budget_callback(model, valid: np.ndarray, seen: np.ndarray, budget: float, 
             super().__init__()
             self.started = time.perf_counter()
             self.best_mrr, self.best_state, self.epochs = -1.0, None, 0
-            self.bar = tqdm(total=budget, desc=description, unit="s", disable=not progress,
-                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+            self.bar = tqdm(
+                total=budget,
+                desc=description,
+                unit="s",
+                disable=not progress,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+            )
 
         def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
             self.epochs = epoch
@@ -158,11 +192,18 @@ def _pykeen_scores(model):
         model.eval()
         pairs = torch.as_tensor(np.stack([anchors, relations], 1) if not inverse else np.stack([relations, anchors], 1))
         return (model.score_h(pairs) if inverse else model.score_t(pairs)).numpy()
+
     return score
 
 
-def generate_graph(path: Path, triples: int, entities: int = GENERATED_ENTITIES, relations: int = GENERATED_RELATIONS,
-                   clusters: int = 50, seed: int = 0) -> Path:
+def generate_graph(
+    path: Path,
+    triples: int,
+    entities: int = GENERATED_ENTITIES,
+    relations: int = GENERATED_RELATIONS,
+    clusters: int = 50,
+    seed: int = 0,
+) -> Path:
     """A TSV graph with learnable structure: each relation maps a cluster of entities to one other cluster."""
     rng = random.Random(seed)
     cluster_of = [rng.randrange(clusters) for _ in range(entities)]
@@ -179,45 +220,62 @@ def generate_graph(path: Path, triples: int, entities: int = GENERATED_ENTITIES,
     return write_tsv(rows, path)
 
 
-
-def run_throughput(triples: int, budget: float, scorers: tuple[str, ...], settings, queries: int = 1000,
-                   progress: bool = True) -> dict[str, str]:
+def run_throughput(
+    triples: int, budget: float, scorers: tuple[str, ...], settings, queries: int = 1000, progress: bool = True
+) -> dict[str, str]:
     """``kgllm complete`` on a generated graph: a first job trains the completer (KGE and fusion weights) in a fresh
     cache, a second job loads it and is timed. The project's LM is trained (once, in the usual cache) beforehand."""
     import tempfile
 
-    from kgllm.api import _open_store
+    from kgllm.graph import open_store
     from kgllm.jobs import CompleteJob
     from kgllm.llm.default import ensure_default_model
-    from kgllm.pipelines.augment.completion_jobs import cached_completer, job_config, run_complete_job
+    from kgllm.pipelines.completion.jobs import cached_completer, job_config, run_complete_job
 
     with tempfile.TemporaryDirectory() as root:
         graph = generate_graph(Path(root) / "generated.tsv", triples)
-        store = _open_store(graph, "rdflib", settings, {})
-        facts = random.Random(1).sample(sorted(read_file(graph).triples, key=lambda t: (t.head, t.relation, t.tail)), queries)
+        store = open_store(graph, store="rdflib", settings=settings)
+        facts = random.Random(1).sample(
+            sorted(read_file(graph).triples, key=lambda t: (t.head, t.relation, t.tail)), queries
+        )
         query_file = Path(root) / "queries.tsv"  # the head query of half the sampled facts, the tail query of the rest
-        query_file.write_text("".join(f"{t.head}\t{t.relation}\t?\n" if i % 2 else f"?\t{t.relation}\t{t.tail}\n"
-                                      for i, t in enumerate(facts)))
+        query_file.write_text(
+            "".join(
+                f"{t.head}\t{t.relation}\t?\n" if i % 2 else f"?\t{t.relation}\t{t.tail}\n" for i, t in enumerate(facts)
+            )
+        )
         model = ensure_default_model(store, settings, progress) if "lm" in scorers else None
         job_settings = settings.model_copy(update={"cache_dir": Path(root) / "cache", "model": model})
         runs = []
         for name in ("first", "second"):
-            job = CompleteJob(job="complete", queries=query_file, output=Path(root) / f"{name}.jsonl", graph=graph,
-                              scorers=list(scorers), kge_seconds=budget)
+            job = CompleteJob(
+                job="complete",
+                queries=query_file,
+                output=Path(root) / f"{name}.jsonl",
+                graph=graph,
+                scorers=list(scorers),
+                kge_seconds=budget,
+            )
             started = time.perf_counter()
             completer = cached_completer(store, job_config(job), job_settings, progress)
             summary = run_complete_job(job, store, job_settings, progress, completer)
             runs.append((time.perf_counter() - started, summary, completer))
     (first, _, _), (_, timed, completer) = runs
     used = [f"{s.name} {completer.weights[s.name]:g}" for s in completer.scorers] or ["none"]
-    return {"graph": f"generated, {store.count_triples():,} triples, {store.count_entities():,} entities",
-            "re-rankers tried": ", ".join(scorers) or "none", "used (weight on valid)": ", ".join(used),
-            "KGE valid MRR": f"{completer.kge.valid_mrr or 0:.3f}", "queries": str(timed.queries),
-            "first job s (trains)": f"{first:.0f}", "queries/s (cached model)": f"{timed.queries / timed.seconds:.1f}"}
+    return {
+        "graph": f"generated, {store.count_triples():,} triples, {store.count_entities():,} entities",
+        "re-rankers tried": ", ".join(scorers) or "none",
+        "used (weight on valid)": ", ".join(used),
+        "KGE valid MRR": f"{completer.kge.valid_mrr or 0:.3f}",
+        "queries": str(timed.queries),
+        "first job s (trains)": f"{first:.0f}",
+        "queries/s (cached model)": f"{timed.queries / timed.seconds:.1f}",
+    }
 
 
-def completion_benchmark_report(data: Path, budget: float, scorers: str, throughput_triples: int,
-                                out: Path | None, settings) -> list[dict[str, str]]:
+def completion_benchmark_report(
+    data: Path, budget: float, scorers: str, throughput_triples: int, out: Path | None, settings
+) -> list[dict[str, str]]:
     """Run the comparison (and the throughput run when asked), print the tables, save them as Markdown."""
     from kgllm.bench.report import markdown, print_table
 

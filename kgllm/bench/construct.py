@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from kgllm.datasets.webnlg import Example, read_webnlg
 from kgllm.graph.base import GraphStore
-from kgllm.pipelines.augment.resolution import EntityResolver, acronym, new_entity_id
-from kgllm.pipelines.augment.webnlg import Example, read_webnlg
+from kgllm.pipelines.construction.resolution import EntityResolver, acronym, new_entity_id
 
 _PUNCT = re.compile(r"[^\w\s]|_")
 
@@ -61,21 +61,26 @@ class ExtractionResult:
     training: str
 
     def row(self) -> dict[str, str]:
-        return {"mode": self.label, "entries": str(self.entries),
-                "strict P / R / F1": " / ".join(f"{x:.3f}" for x in self.strict),
-                "exact P / R / F1": " / ".join(f"{x:.3f}" for x in self.exact),
-                "subjects F1 (exact)": f"{self.subject[2]:.3f}",
-                "sentences/s": f"{self.entries / self.seconds:.2f}", "model": self.model,
-                "training (min)": self.training}
+        return {
+            "mode": self.label,
+            "entries": str(self.entries),
+            "strict P / R / F1": " / ".join(f"{x:.3f}" for x in self.strict),
+            "exact P / R / F1": " / ".join(f"{x:.3f}" for x in self.exact),
+            "subjects F1 (exact)": f"{self.subject[2]:.3f}",
+            "sentences/s": f"{self.entries / self.seconds:.2f}",
+            "model": self.model,
+            "training (min)": self.training,
+        }
 
 
-def run_extraction_benchmark(extractor, examples: list[Example], label: str, training: str,
-                             model: str) -> ExtractionResult:
+def run_extraction_benchmark(
+    extractor, examples: list[Example], label: str, training: str, model: str
+) -> ExtractionResult:
     texts = [e.texts[0] for e in examples]
     started = time.perf_counter()
     found = []
     for start in tqdm(range(0, len(texts), extractor.batch_size), desc=f"extracting ({label})", unit="batch"):
-        found += extractor.extract(texts[start:start + extractor.batch_size])
+        found += extractor.extract(texts[start : start + extractor.batch_size])
     seconds = time.perf_counter() - started
     gold = [set(e.triples) for e in examples]
     predicted = [{(t.subject, t.relation, t.object) for t in triples} for triples in found]
@@ -86,8 +91,16 @@ def run_extraction_benchmark(extractor, examples: list[Example], label: str, tra
     def subjects(sets: list[set]) -> list[set]:
         return [{fold(t[0]) for t in s} for s in sets]
 
-    return ExtractionResult(label, model, len(examples), prf(predicted, gold), prf(folded(predicted), folded(gold)),
-                            prf(subjects(predicted), subjects(gold)), seconds, training)
+    return ExtractionResult(
+        label,
+        model,
+        len(examples),
+        prf(predicted, gold),
+        prf(folded(predicted), folded(gold)),
+        prf(subjects(predicted), subjects(gold)),
+        seconds,
+        training,
+    )
 
 
 class TemplateVerbalizer:
@@ -96,7 +109,7 @@ class TemplateVerbalizer:
     batch_size = 64
 
     def verbalize(self, triple_sets) -> list[str]:
-        from kgllm.pipelines.augment.kg2text import fact_sentence
+        from kgllm.pipelines.construction.kg2text import fact_sentence
 
         return [" ".join(fact_sentence(*t) for t in triples) for triples in triple_sets]
 
@@ -107,19 +120,34 @@ def run_verbalization_benchmark(verbalizer, examples: list[Example], training: s
     started = time.perf_counter()
     hypotheses = []
     for start in tqdm(range(0, len(examples), verbalizer.batch_size), desc="verbalizing", unit="batch"):
-        hypotheses += verbalizer.verbalize([e.triples for e in examples[start:start + verbalizer.batch_size]])
+        hypotheses += verbalizer.verbalize([e.triples for e in examples[start : start + verbalizer.batch_size]])
     seconds = time.perf_counter() - started
     width = max(len(e.texts) for e in examples)
     references = [[e.texts[i] if i < len(e.texts) else None for e in examples] for i in range(width)]
-    return {"entries": str(len(examples)), "BLEU": f"{BLEU().corpus_score(hypotheses, references).score:.2f}",
-            "chrF++": f"{CHRF(word_order=2).corpus_score(hypotheses, references).score:.2f}",
-            "entries/s": f"{len(examples) / seconds:.2f}", "model": model,
-            "training (min)": training, "example": hypotheses[0]}
+    return {
+        "entries": str(len(examples)),
+        "BLEU": f"{BLEU().corpus_score(hypotheses, references).score:.2f}",
+        "chrF++": f"{CHRF(word_order=2).corpus_score(hypotheses, references).score:.2f}",
+        "entries/s": f"{len(examples) / seconds:.2f}",
+        "model": model,
+        "training (min)": training,
+        "example": hypotheses[0],
+    }
 
 
 # ------------------------------------------------------------------ resolution
-ABBREVIATIONS = {"saint": "St.", "republic": "Rep.", "islands": "Is.", "island": "I.", "democratic": "Dem.",
-                 "united": "Utd.", "northern": "N.", "southern": "S.", "eastern": "E.", "western": "W."}
+ABBREVIATIONS = {
+    "saint": "St.",
+    "republic": "Rep.",
+    "islands": "Is.",
+    "island": "I.",
+    "democratic": "Dem.",
+    "united": "Utd.",
+    "northern": "N.",
+    "southern": "S.",
+    "eastern": "E.",
+    "western": "W.",
+}
 
 
 def perturbations(name: str, rng: random.Random) -> dict[str, str]:
@@ -133,15 +161,23 @@ def perturbations(name: str, rng: random.Random) -> dict[str, str]:
     if len(name) >= 6:
         i = rng.randrange(1, len(name) - 2)
         kind = rng.choice(["swap", "drop", "double"])
-        typo = {"swap": name[:i] + name[i + 1] + name[i] + name[i + 2:], "drop": name[:i] + name[i + 1:],
-                "double": name[:i] + name[i] + name[i:]}[kind]
+        typo = {
+            "swap": name[:i] + name[i + 1] + name[i] + name[i + 2 :],
+            "drop": name[:i] + name[i + 1 :],
+            "double": name[:i] + name[i] + name[i:],
+        }[kind]
         if typo != name:
             found["typo"] = typo
     return {kind: text for kind, text in found.items() if text != name}
 
 
-def resolution_benchmark(store: GraphStore, encoder, held_out_share: float = 0.2, seed: int = 0,
-                         make_store: Callable[[], GraphStore] | None = None) -> list[dict[str, str]]:
+def resolution_benchmark(
+    store: GraphStore,
+    encoder,
+    held_out_share: float = 0.2,
+    seed: int = 0,
+    make_store: Callable[[], GraphStore] | None = None,
+) -> list[dict[str, str]]:
     """Merge precision and recall per kind of perturbation; rows for the table."""
     from kgllm.graph.rdflib_store import RDFLibStore
 
@@ -149,8 +185,10 @@ def resolution_benchmark(store: GraphStore, encoder, held_out_share: float = 0.2
     entities = sorted(store.entities(), key=lambda e: e.id)
     held_out = {e.id for e in rng.sample(entities, int(held_out_share * len(entities)))}
     kept = (make_store or RDFLibStore)()
-    kept.add([t for t in store.triples() if t.head not in held_out and t.tail not in held_out],
-             [e for e in entities if e.id not in held_out])
+    kept.add(
+        [t for t in store.triples() if t.head not in held_out and t.tail not in held_out],
+        [e for e in entities if e.id not in held_out],
+    )
     resolver = EntityResolver(kept, encoder)
     counts: dict[str, list[int]] = {}  # kind -> [mentions in store, right merges, wrong merges, held-out mentions]
     for e in tqdm(entities, desc="resolving perturbed names", unit="entity"):
@@ -168,10 +206,16 @@ def resolution_benchmark(store: GraphStore, encoder, held_out_share: float = 0.2
     counts["all"] = [sum(r[i] for r in counts.values()) for i in range(4)]
     rows = []
     for kind, (positives, right, wrong, negatives) in counts.items():
-        rows.append({"perturbation": kind, "names in graph": str(positives), "held-out names": str(negatives),
-                     "merge precision": f"{right / (right + wrong):.3f}" if right + wrong else "-",
-                     "merge recall": f"{right / positives:.3f}" if positives else "-",
-                     "wrong merges": str(wrong)})
+        rows.append(
+            {
+                "perturbation": kind,
+                "names in graph": str(positives),
+                "held-out names": str(negatives),
+                "merge precision": f"{right / (right + wrong):.3f}" if right + wrong else "-",
+                "merge recall": f"{right / positives:.3f}" if positives else "-",
+                "wrong merges": str(wrong),
+            }
+        )
     return rows
 
 
@@ -183,7 +227,7 @@ def _model_description(lm) -> str:
 def _training_minutes(base: Path, adapter: Path) -> str:
     """Minutes of pre-training the base (when kgllm trained it) and of training the adapter."""
     from kgllm.llm.tuning import RESULT_FILE
-    from kgllm.pipelines.augment.adapters import training_record
+    from kgllm.pipelines.construction.adapters import training_record
 
     adapter_minutes = f"{training_record(adapter).seconds / 60:.1f} adapter"
     if not (Path(base) / RESULT_FILE).is_file():
@@ -194,10 +238,10 @@ def _training_minutes(base: Path, adapter: Path) -> str:
 def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], settings, out: Path | None) -> None:
     """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
-    from kgllm.pipelines.augment.adapters import load_adapted
-    from kgllm.pipelines.augment.extractor import Extractor, train_extractor
-    from kgllm.pipelines.augment.kg2text import Verbalizer, train_verbalizer
-    from kgllm.pipelines.augment.webnlg import relation_vocabulary
+    from kgllm.datasets.webnlg import relation_vocabulary
+    from kgllm.pipelines.construction.adapters import load_adapted
+    from kgllm.pipelines.construction.extraction import Extractor, train_extractor
+    from kgllm.pipelines.construction.kg2text import Verbalizer, train_verbalizer
 
     examples = spaced_subset(read_webnlg(dev), size)
     relations = relation_vocabulary(read_webnlg(train))
@@ -207,24 +251,33 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
         base, adapter = train_extractor(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
         minutes = _training_minutes(base, adapter)
-        rows = [run_extraction_benchmark(Extractor(lm), examples, "free relations", minutes,
-                                         _model_description(lm)).row(),
-                run_extraction_benchmark(Extractor(lm, relations), examples,
-                                         f"relations held to train's {len(relations)}", minutes,
-                                         _model_description(lm)).row()]
+        rows = [
+            run_extraction_benchmark(Extractor(lm), examples, "free relations", minutes, _model_description(lm)).row(),
+            run_extraction_benchmark(
+                Extractor(lm, relations),
+                examples,
+                f"relations held to train's {len(relations)}",
+                minutes,
+                _model_description(lm),
+            ).row(),
+        ]
         print_table(rows, "WebNLG text -> triples")
         sections.append(("WebNLG text -> triples", rows))
     if "verbalize" in tasks:
         base, adapter = train_verbalizer(train, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
-        rows = [run_verbalization_benchmark(Verbalizer(lm, relations), examples, _training_minutes(base, adapter),
-                                            _model_description(lm)),
-                run_verbalization_benchmark(TemplateVerbalizer(), examples, "-", "template: one sentence per triple")]
+        rows = [
+            run_verbalization_benchmark(
+                Verbalizer(lm, relations), examples, _training_minutes(base, adapter), _model_description(lm)
+            ),
+            run_verbalization_benchmark(TemplateVerbalizer(), examples, "-", "template: one sentence per triple"),
+        ]
         print_table(rows, "WebNLG triples -> text")
         sections.append(("WebNLG triples -> text", rows))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         command = f"kgllm bench webnlg --dev {dev} --size {size or 0} --tasks {','.join(tasks)}"
-        text = "".join(f"## {title}\n\n`{command}` ({subset}; shared 2-core CPU)\n\n{markdown(rows)}\n"
-                       for title, rows in sections)
+        text = "".join(
+            f"## {title}\n\n`{command}` ({subset}; shared 2-core CPU)\n\n{markdown(rows)}\n" for title, rows in sections
+        )
         out.write_text(text, encoding="utf-8")

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kgllm.exceptions import InputError, ParseError
+from kgllm.datasets.pathquestion import read_pathquestion
+from kgllm.exceptions import InputError
 from kgllm.graph.labels import local_name
-from kgllm.pipelines.synergize import PathReasoner
+from kgllm.pipelines.synergize.reasoner import PathReasoner
 from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,33 +35,24 @@ class KGQAResult:
     seconds: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, str]:
-        return {"set": self.name, "mode": self.mode, "questions": str(self.total),
-                "Hits@1": f"{100 * self.hits / self.total:.1f}%",
-                "answered with a path": f"{100 * self.with_path / self.total:.1f}%",
-                "mean ms": f"{1000 * statistics.mean(self.seconds):.0f}",
-                "p95 ms": f"{1000 * sorted(self.seconds)[int(0.95 * (len(self.seconds) - 1))]:.0f}"}
+        return {
+            "set": self.name,
+            "mode": self.mode,
+            "questions": str(self.total),
+            "Hits@1": f"{100 * self.hits / self.total:.1f}%",
+            "answered with a path": f"{100 * self.with_path / self.total:.1f}%",
+            "mean ms": f"{1000 * statistics.mean(self.seconds):.0f}",
+            "p95 ms": f"{1000 * sorted(self.seconds)[int(0.95 * (len(self.seconds) - 1))]:.0f}",
+        }
 
 
-def read_pathquestion(path: str | Path) -> list[tuple[str, set[str]]]:
-    """``(question, gold answers)`` pairs; the gold path column is dropped here."""
-    items = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        answer = parts[1] if len(parts) >= 2 else ""
-        if "(" not in answer or not answer.endswith(")"):
-            raise ParseError("expected question<TAB>answer(a1/a2/)<TAB>path", path=str(path), line=number)
-        gold = {a for a in answer[answer.index("(") + 1:-1].split("/") if a}
-        items.append((parts[0], gold))
-    return items
-
-
-def run_kgqa_benchmark(reasoner, questions: Path, mode: str, limit: int | None = None,
-                       progress: bool = True) -> KGQAResult:
+def run_kgqa_benchmark(
+    reasoner, questions: Path, mode: str, limit: int | None = None, progress: bool = True
+) -> KGQAResult:
     """Hits@1: the first answer entity (by label order of the best plan) is in the gold set."""
     result = KGQAResult(name=questions.stem, mode=mode)
-    for question, gold in tqdm(read_pathquestion(questions)[:limit], desc=questions.stem, disable=not progress):
+    for item in tqdm(read_pathquestion(questions)[:limit], desc=questions.stem, disable=not progress):
+        question, gold = item.question, item.answers
         started = time.perf_counter()
         answer = reasoner.answer(question)
         result.seconds.append(time.perf_counter() - started)
@@ -74,26 +66,33 @@ WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 FLOORS = (0.6, 0.5, 0.4, 0.3, 0.2)
 
 
-def trained_reasoner(session, train_file: str | Path, minutes: float, settings: Settings,
-                     progress: bool = True) -> PathReasoner:
+def trained_reasoner(
+    session, train_file: str | Path, minutes: float, settings: Settings, progress: bool = True
+) -> PathReasoner:
     """A reasoner whose plans are also ranked by a LoRA planner trained on ``train_file``'s gold
     paths. The planner's weight, and how close a plan must match the question to be answered
     (``min_plan_similarity``), are the best on the dev split next to it (``*.train.*`` -> ``*.dev.*``)."""
     from kgllm.llm.default import ensure_default_model
-    from kgllm.pipelines.planner import PlannerConfig, load_planner, planning_examples, train_planner
+    from kgllm.pipelines.synergize.planner import PlannerConfig, load_planner, planning_examples, train_planner
 
     train_file = Path(train_file)
     base_dir = ensure_default_model(session.store, settings, progress=progress)
-    examples = planning_examples(session.store, train_file.read_text(encoding="utf-8").splitlines())
+    examples = planning_examples(session.store, read_pathquestion(train_file))
     config = PlannerConfig(max_minutes=minutes, threads=settings.threads)
     adapter_dir = _adapter_dir(base_dir, examples, config, settings)
     if not (adapter_dir / "adapter_config.json").is_file():
-        log.warning("training the planner on %d questions of %s (at most %.1f min); cached in %s",
-                    len(examples), train_file.name, minutes, adapter_dir)
+        log.warning(
+            "training the planner on %d questions of %s (at most %.1f min); cached in %s",
+            len(examples),
+            train_file.name,
+            minutes,
+            adapter_dir,
+        )
         train_planner(base_dir, examples, adapter_dir, config, progress=progress)
     planner = load_planner(base_dir, adapter_dir, threads=settings.threads)
-    reasoner = PathReasoner(session.store, session.retriever, lm=planner,
-                            config=replace(session.reasoner.config, lm_weight=1.0))
+    reasoner = PathReasoner(
+        session.store, session.retriever, lm=planner, config=replace(session.reasoner.config, lm_weight=1.0)
+    )
     dev_file = train_file.with_name(train_file.name.replace(".train.", ".dev."))
     weight, floor = choose_weight_and_floor(reasoner, dev_file, progress=progress)
     reasoner.config.lm_weight, reasoner.config.min_plan_similarity = weight, floor
@@ -108,8 +107,9 @@ def _adapter_dir(base_dir: Path, examples: list[str], config, settings: Settings
     return settings.cache_dir / "adapters" / f"planner-{digest.hexdigest()[:16]}"
 
 
-def choose_weight_and_floor(reasoner: PathReasoner, dev_file: Path, weights=WEIGHTS, floors=FLOORS,
-                  progress: bool = True) -> tuple[float, float]:
+def choose_weight_and_floor(
+    reasoner: PathReasoner, dev_file: Path, weights=WEIGHTS, floors=FLOORS, progress: bool = True
+) -> tuple[float, float]:
     """The model weight and answer floor with the most Hits@1 on ``dev_file`` (among ties the smallest
     weight and the highest floor). Each question's plans are scored once with the model at weight 1,
     then re-ranked for every weight."""
@@ -118,8 +118,8 @@ def choose_weight_and_floor(reasoner: PathReasoner, dev_file: Path, weights=WEIG
     grid = [(w, f) for w in weights for f in floors]
     hits = dict.fromkeys(grid, 0)
     questions = read_pathquestion(dev_file)
-    for question, gold in tqdm(questions, desc=f"{dev_file.stem} (weights)", disable=not progress):
-        for setting, hit in _hits_by_setting(reasoner, question, gold, grid).items():
+    for item in tqdm(questions, desc=f"{dev_file.stem} (weights)", disable=not progress):
+        for setting, hit in _hits_by_setting(reasoner, item.question, item.answers, grid).items():
             hits[setting] += hit
     best = max(grid, key=lambda s: (hits[s], -s[0], s[1]))
     log.info("planner weight %s, floor %s: dev Hits@1 %.1f%%", *best, 100 * hits[best] / len(questions))
@@ -127,7 +127,7 @@ def choose_weight_and_floor(reasoner: PathReasoner, dev_file: Path, weights=WEIG
     return best
 
 
-def _hits_by_setting(reasoner: PathReasoner, question: str, gold: set[str], grid) -> dict[tuple, bool]:
+def _hits_by_setting(reasoner: PathReasoner, question: str, gold: frozenset[str], grid) -> dict[tuple, bool]:
     """Whether the best plan's first answer is gold, for each (weight, floor), as ``reasoner.answer`` picks it."""
     links = reasoner.retriever.link(question)[: reasoner.config.max_topics]
     plans, named_relations = reasoner.search(question, links)

@@ -31,9 +31,21 @@ console = Console()
 TASK = "tail"
 SECTIONS = ("lora-vs-full", "methods", "injection", "throughput")
 # Peak learning rates: virtual-token methods need larger steps than LoRA or full fine-tuning.
-LEARNING_RATES = {"full": 5e-4, "lora": 2e-3, "lora-fast": 1e-2, "lora-qv": 2e-3, "prefix": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}
-RUN_NAMES = {"full": "full fine-tuning", "lora": "LoRA r=8, all linear layers", "lora-fast": "LoRA r=8, all linear layers",
-             "lora-qv": "LoRA r=8, q_proj and v_proj"}
+LEARNING_RATES = {
+    "full": 5e-4,
+    "lora": 2e-3,
+    "lora-fast": 1e-2,
+    "lora-qv": 2e-3,
+    "prefix": 1e-2,
+    "prompt": 3e-2,
+    "ptuning": 1e-2,
+}
+RUN_NAMES = {
+    "full": "full fine-tuning",
+    "lora": "LoRA r=8, all linear layers",
+    "lora-fast": "LoRA r=8, all linear layers",
+    "lora-qv": "LoRA r=8, q_proj and v_proj",
+}
 
 
 def run_llm_benchmarks(sections: list[str], minutes: float, out: Path | None) -> None:
@@ -52,7 +64,9 @@ def run_llm_benchmarks(sections: list[str], minutes: float, out: Path | None) ->
             rows = methods(Path(root), minutes, runs)
             parts.append((f"PEFT methods ({TASK} task, {minutes:g} min each)", rows))
         if "injection" in sections:
-            parts.append((f"knowledge injection (pre-training from scratch, {minutes:g} min)", injection(Path(root), minutes)))
+            parts.append(
+                (f"knowledge injection (pre-training from scratch, {minutes:g} min)", injection(Path(root), minutes))
+            )
         if "throughput" in sections:
             parts.append(("generation throughput of the default model", throughput()))
     for title, rows in parts:
@@ -61,8 +75,10 @@ def run_llm_benchmarks(sections: list[str], minutes: float, out: Path | None) ->
         out.parent.mkdir(parents=True, exist_ok=True)
         command = f"kgllm bench llm --sections {','.join(sections)} --minutes {minutes:g} --out {out}"
         body = "".join(f"### {title}\n\n{markdown(rows)}\n" for title, rows in parts)
-        out.write_text(f"## LLM module benchmarks\n\n`{command}` (2 CPU cores shared with other work, one thread)\n\n{body}",
-                       encoding="utf-8")
+        out.write_text(
+            f"## LLM module benchmarks\n\n`{command}` (2 CPU cores shared with other work, one thread)\n\n{body}",
+            encoding="utf-8",
+        )
         console.print(f"saved {out}")
 
 
@@ -86,13 +102,27 @@ def _finetune_job(base_dir: str, out_dir: str, method: str, minutes: float) -> d
     from kgllm.llm.tuning import RunConfig, finetune
 
     splits = build_task(_demo_store(), TASK, seed=0)
-    adapters = {"full": None, "lora-fast": AdapterConfig(), "lora-qv": AdapterConfig(target_modules=["q_proj", "v_proj"])}
+    adapters = {
+        "full": None,
+        "lora-fast": AdapterConfig(),
+        "lora-qv": AdapterConfig(target_modules=["q_proj", "v_proj"]),
+    }
     adapter = adapters[method] if method in adapters else AdapterConfig(method=method)
-    run = RunConfig(learning_rate=LEARNING_RATES[method], batch_size=16, epochs=100, max_minutes=minutes,
-                    threads=Settings().threads, save_steps=100_000)
+    run = RunConfig(
+        learning_rate=LEARNING_RATES[method],
+        batch_size=16,
+        epochs=100,
+        max_minutes=minutes,
+        threads=Settings().threads,
+        save_steps=100_000,
+    )
     result = finetune(base_dir, splits, out_dir, adapter, run, progress=False)
-    return {"result": result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "n_train": len(splits.train), "n_dev": len(splits.dev)}
+    return {
+        "result": result,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_train": len(splits.train),
+        "n_dev": len(splits.dev),
+    }
 
 
 def _run(root: Path, method: str, minutes: float, runs: dict[str, dict]) -> dict:
@@ -112,15 +142,33 @@ def _base_accuracy() -> float:
 
 
 def lora_vs_full(root: Path, minutes: float, runs: dict[str, dict]) -> list[dict[str, str]]:
-    rows = [{"method": "none (base model)", "lr": "", "trainable": "0", "trainable %": "0", "peak RSS (MB)": "", "s/step": "",
-             "steps": "0", "dev accuracy": f"{100 * _base_accuracy():.1f}%"}]
+    rows = [
+        {
+            "method": "none (base model)",
+            "lr": "",
+            "trainable": "0",
+            "trainable %": "0",
+            "peak RSS (MB)": "",
+            "s/step": "",
+            "steps": "0",
+            "dev accuracy": f"{100 * _base_accuracy():.1f}%",
+        }
+    ]
     for method in ("full", "lora", "lora-fast", "lora-qv"):
         job = _run(root, method, minutes, runs)
         r = job["result"]
-        rows.append({"method": RUN_NAMES[method], "lr": f"{LEARNING_RATES[method]:g}",
-                     "trainable": f"{r.trainable_parameters:,}", "trainable %": f"{r.trainable_percent:.2f}",
-                     "peak RSS (MB)": f"{job['peak_rss_mb']:.0f}", "s/step": f"{r.seconds_per_step:.3f}",
-                     "steps": str(r.steps), "dev accuracy": f"{100 * r.metrics['dev_accuracy']:.1f}%"})
+        rows.append(
+            {
+                "method": RUN_NAMES[method],
+                "lr": f"{LEARNING_RATES[method]:g}",
+                "trainable": f"{r.trainable_parameters:,}",
+                "trainable %": f"{r.trainable_percent:.2f}",
+                "peak RSS (MB)": f"{job['peak_rss_mb']:.0f}",
+                "s/step": f"{r.seconds_per_step:.3f}",
+                "steps": str(r.steps),
+                "dev accuracy": f"{100 * r.metrics['dev_accuracy']:.1f}%",
+            }
+        )
     return rows
 
 
@@ -129,10 +177,19 @@ def methods(root: Path, minutes: float, runs: dict[str, dict]) -> list[dict[str,
     for method in ("lora", "prefix", "prompt", "ptuning"):
         job = _run(root, method, minutes, runs)
         r = job["result"]
-        rows.append({"method": method, "lr": f"{LEARNING_RATES[method]:g}", "trainable": f"{r.trainable_parameters:,}",
-                     "trainable %": f"{r.trainable_percent:.2f}", "steps": str(r.steps), "s/step": f"{r.seconds_per_step:.3f}",
-                     "train time (s)": f"{r.seconds:.0f}", "final loss": f"{r.final_loss:.3f}",
-                     "dev accuracy": f"{100 * r.metrics['dev_accuracy']:.1f}%"})
+        rows.append(
+            {
+                "method": method,
+                "lr": f"{LEARNING_RATES[method]:g}",
+                "trainable": f"{r.trainable_parameters:,}",
+                "trainable %": f"{r.trainable_percent:.2f}",
+                "steps": str(r.steps),
+                "s/step": f"{r.seconds_per_step:.3f}",
+                "train time (s)": f"{r.seconds:.0f}",
+                "final loss": f"{r.final_loss:.3f}",
+                "dev accuracy": f"{100 * r.metrics['dev_accuracy']:.1f}%",
+            }
+        )
     return rows
 
 
@@ -180,22 +237,37 @@ def injection(root: Path, minutes: float) -> list[dict[str, str]]:
     model_config = default_training_config(Settings())
 
     def row(name: str, lm: HFCausalLM, steps: str) -> dict[str, str]:
-        return {"model": name, "steps": steps,
-                "perplexity, trained facts": f"{perplexity(lm, seen_facts):.1f}",
-                "perplexity, held-out facts": f"{perplexity(lm, texts.held_out):.1f}",
-                "closed-book accuracy, trained facts": f"{100 * _cloze_accuracy(lm, seen_cloze, candidates):.1f}%",
-                "closed-book accuracy, held-out facts": f"{100 * _cloze_accuracy(lm, held_cloze, candidates):.1f}%"}
+        return {
+            "model": name,
+            "steps": steps,
+            "perplexity, trained facts": f"{perplexity(lm, seen_facts):.1f}",
+            "perplexity, held-out facts": f"{perplexity(lm, texts.held_out):.1f}",
+            "closed-book accuracy, trained facts": f"{100 * _cloze_accuracy(lm, seen_cloze, candidates):.1f}%",
+            "closed-book accuracy, held-out facts": f"{100 * _cloze_accuracy(lm, held_cloze, candidates):.1f}%",
+        }
 
     out = root / "injected"
     tokenizer = train_tokenizer(texts.train, model_config.vocab_size, root / "tokenizer")
     torch.manual_seed(0)
-    rows = [row("before: initialised, untrained", HFCausalLM(_build_model(model_config, tokenizer).eval(), tokenizer), "0")]
+    rows = [
+        row("before: initialised, untrained", HFCausalLM(_build_model(model_config, tokenizer).eval(), tokenizer), "0")
+    ]
     console.print(f"[dim]pre-training from scratch on {len(texts.train)} texts ({minutes:g} min)[/]")
-    run = RunConfig(learning_rate=model_config.learning_rate, batch_size=model_config.batch_size, epochs=100,
-                    max_minutes=minutes, warmup_steps=50, threads=Settings().threads, save_steps=100_000, seed=CORPUS_SEED)
+    run = RunConfig(
+        learning_rate=model_config.learning_rate,
+        batch_size=model_config.batch_size,
+        epochs=100,
+        max_minutes=minutes,
+        warmup_steps=50,
+        threads=Settings().threads,
+        save_steps=100_000,
+        seed=CORPUS_SEED,
+    )
     result = pretrain(texts.train, out, model_config=model_config, run=run, progress=False)
     rows.append(row("after: pre-trained on the graph text", HFCausalLM.from_pretrained(out), str(result.steps)))
-    rows.append(row("reference: the default model (its corpus has every fact)", HFCausalLM.from_pretrained(_base_dir()), "-"))
+    rows.append(
+        row("reference: the default model (its corpus has every fact)", HFCausalLM.from_pretrained(_base_dir()), "-")
+    )
     return rows
 
 
@@ -216,12 +288,24 @@ def throughput(repeats: int = 3, new_tokens: int = 32) -> list[dict[str, str]]:
             input_ids, attention_mask = lm._left_pad(lm._prompt_ids(prompts[i * batch : (i + 1) * batch]))
             started = time.perf_counter()
             with torch.inference_mode():
-                output = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                                           max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=lm._pad_id)
+                output = lm.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    do_sample=False,
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    pad_token_id=lm._pad_id,
+                )
             seconds = time.perf_counter() - started
             rates.append((output.shape[1] - input_ids.shape[1]) * batch / seconds)
             latencies.append(seconds)
-        rows.append({"batch": str(batch), "new tokens per prompt": str(new_tokens), "prompt tokens (longest)": str(input_ids.shape[1]),
-                     "tokens/s (median)": f"{statistics.median(rates):.0f}",
-                     "s per batch (median)": f"{statistics.median(latencies):.2f}"})
+        rows.append(
+            {
+                "batch": str(batch),
+                "new tokens per prompt": str(new_tokens),
+                "prompt tokens (longest)": str(input_ids.shape[1]),
+                "tokens/s (median)": f"{statistics.median(rates):.0f}",
+                "s per batch (median)": f"{statistics.median(latencies):.2f}",
+            }
+        )
     return rows

@@ -24,9 +24,14 @@ class Timing:
     seconds: float
 
     def row(self) -> dict[str, str]:
-        return {"store": self.store, "operation": self.what, "triples": str(self.triples),
-                "seconds": f"{self.seconds:.2f}", "s / 1k triples": f"{1000 * self.seconds / self.triples:.3f}",
-                "triples / s": f"{self.triples / self.seconds:,.0f}"}
+        return {
+            "store": self.store,
+            "operation": self.what,
+            "triples": str(self.triples),
+            "seconds": f"{self.seconds:.2f}",
+            "s / 1k triples": f"{1000 * self.seconds / self.triples:.3f}",
+            "triples / s": f"{self.triples / self.seconds:,.0f}",
+        }
 
 
 def _timed(fn) -> tuple[object, float]:
@@ -41,7 +46,10 @@ def load_and_index(store, name: str, graph: Path, encoder: Encoder, index_dir: P
     _, load_seconds = _timed(lambda: store.add(data.triples, data.entities))
     _, index_seconds = _timed(lambda: KGRetriever(store, encoder, index_dir=index_dir).build(force=True))
     n = len(data.triples)
-    return [Timing(name, "load (parse + write)", n, load_seconds), Timing(name, "index (encode + FAISS)", n, index_seconds)]
+    return [
+        Timing(name, "load (parse + write)", n, load_seconds),
+        Timing(name, "index (encode + FAISS)", n, index_seconds),
+    ]
 
 
 def synthetic_triples(n: int) -> list[Triple]:
@@ -53,8 +61,10 @@ def synthetic_triples(n: int) -> list[Triple]:
 def neo4j_write_modes(server: BoltServer, n: int) -> list[Timing]:
     """The same ``n`` triples written batched (UNWIND, one transaction) and one MERGE per triple."""
     timings = []
-    for mode, write in (("write, batched UNWIND", lambda s, t: s.add(t)),
-                        ("write, one MERGE per triple", merge_one_per_triple)):
+    for mode, write in (
+        ("write, batched UNWIND", lambda s, t: s.add(t)),
+        ("write, one MERGE per triple", merge_one_per_triple),
+    ):
         database = "bench" + str(len(timings))
         server.create_database(database)
         with Neo4jStore(server.uri, server.user, server.password, database=database) as store:

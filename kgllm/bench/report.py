@@ -26,5 +26,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
 
 def save_markdown(rows: list[dict[str, str]], path: Path, title: str, command: str, notes: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"## {title}\n\n`{command}`\n\n{markdown(rows)}" + (f"\n{notes}\n" if notes else ""), encoding="utf-8")
+    path.write_text(
+        f"## {title}\n\n`{command}`\n\n{markdown(rows)}" + (f"\n{notes}\n" if notes else ""), encoding="utf-8"
+    )
     return path

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
-from kgllm.api import Session
 from kgllm.bench.ask import WARM_UP, read_questions
 from kgllm.server import create_app, running_server
+from kgllm.session import Session
 
 
 @dataclass
@@ -37,14 +37,21 @@ class ServeResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
     def row(self) -> dict[str, str]:
-        return {"mode": self.mode, "requests": str(len(self.seconds)), "concurrency": str(self.concurrency),
-                "errors": str(self.errors), "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}",
-                "p95 ms": f"{1000 * self.percentile(0.95):.0f}", "max ms": f"{1000 * max(self.seconds):.0f}",
-                "requests/s": f"{len(self.seconds) / self.wall_seconds:.1f}"}
+        return {
+            "mode": self.mode,
+            "requests": str(len(self.seconds)),
+            "concurrency": str(self.concurrency),
+            "errors": str(self.errors),
+            "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}",
+            "p95 ms": f"{1000 * self.percentile(0.95):.0f}",
+            "max ms": f"{1000 * max(self.seconds):.0f}",
+            "requests/s": f"{len(self.seconds) / self.wall_seconds:.1f}",
+        }
 
 
-def run_serve_benchmark(session: Session, questions: Path, mode: str, requests: int = 50, concurrency: int = 50,
-                        progress: bool = True) -> ServeResult:
+def run_serve_benchmark(
+    session: Session, questions: Path, mode: str, requests: int = 50, concurrency: int = 50, progress: bool = True
+) -> ServeResult:
     """Serve ``session`` on loopback, warm it up, then send ``requests`` questions from the set at once."""
     texts = [item["question"] for item in read_questions(questions)]
     batch = list(itertools.islice(itertools.cycle(texts), requests))

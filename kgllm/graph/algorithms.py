@@ -7,11 +7,12 @@ from collections.abc import Sequence
 import networkx as nx
 
 from kgllm.graph.base import GraphStore
-from kgllm.types import Path, Triple
+from kgllm.types import GraphPath, Triple
 
 
-def to_networkx(store: GraphStore, seeds: Sequence[str] | None = None, hops: int = 2,
-                max_triples: int = 200_000) -> nx.MultiDiGraph:
+def to_networkx(
+    store: GraphStore, seeds: Sequence[str] | None = None, hops: int = 2, max_triples: int = 200_000
+) -> nx.MultiDiGraph:
     """The whole graph, or the ``hops``-neighbourhood of ``seeds``, as a MultiDiGraph.
 
     Nodes carry ``label``; edges are keyed by relation id and carry ``relation`` and ``label``.
@@ -28,14 +29,14 @@ def to_networkx(store: GraphStore, seeds: Sequence[str] | None = None, hops: int
     return graph
 
 
-def shortest_paths(graph: nx.MultiDiGraph, source: str, target: str, limit: int = 10) -> list[Path]:
+def shortest_paths(graph: nx.MultiDiGraph, source: str, target: str, limit: int = 10) -> list[GraphPath]:
     """Shortest paths between two nodes, ignoring edge direction, as ``Path`` objects."""
     undirected = graph.to_undirected(as_view=True)
     if source not in graph or target not in graph or not nx.has_path(undirected, source, target):
         return []
-    paths: list[Path] = []
+    paths: list[GraphPath] = []
     for nodes in nx.all_shortest_paths(undirected, source, target):
-        paths.append(Path(start=source, triples=tuple(_edge(graph, a, b) for a, b in zip(nodes, nodes[1:]))))
+        paths.append(GraphPath(start=source, triples=tuple(_edge(graph, a, b) for a, b in zip(nodes, nodes[1:]))))
         if len(paths) >= limit:
             break
     return paths
@@ -47,8 +48,9 @@ def _edge(graph: nx.MultiDiGraph, a: str, b: str) -> Triple:
     return Triple(b, next(iter(graph[b][a])), a)
 
 
-def personalized_pagerank(graph: nx.MultiDiGraph, seeds: Sequence[str], top_k: int = 20,
-                          alpha: float = 0.85) -> list[tuple[str, float]]:
+def personalized_pagerank(
+    graph: nx.MultiDiGraph, seeds: Sequence[str], top_k: int = 20, alpha: float = 0.85
+) -> list[tuple[str, float]]:
     """Nodes ranked by PageRank personalized on ``seeds`` (undirected walk), best first."""
     present = [s for s in seeds if s in graph]
     if not present:

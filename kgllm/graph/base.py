@@ -7,16 +7,21 @@ over ``neighbors`` and may be overridden with a native query.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
-from pathlib import Path as FilePath
-from typing import ClassVar, Literal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import normalize
-from kgllm.types import Entity, Path, Provenance, Triple
+from kgllm.types import Entity, GraphPath, Provenance, Triple
+
+if TYPE_CHECKING:
+    from kgllm.settings import Settings
 
 Direction = Literal["out", "in", "both"]
 DEFAULT_BATCH_SIZE = 1000
@@ -30,8 +35,32 @@ class GraphStore(ABC):
     supports_sparql: ClassVar[bool] = False
     supports_fulltext: ClassVar[bool] = False
 
+    # ----------------------------------------------------------- opening
+    @classmethod
+    @abstractmethod
+    def from_settings(
+        cls, settings: Settings, graph: str | os.PathLike | None = None, *, writable: bool = False, **kwargs: Any
+    ) -> GraphStore:
+        """The store the settings describe; ``graph`` is a file for file-backed stores.
+
+        With ``writable``, the caller is about to write: a store must refuse what it cannot
+        write to (a read-only format, a demo it would otherwise fall back to).
+        Nothing is opened or connected here; that happens on first use.
+        """
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the graph lives (a file path, a server URI and database): the identity of its indexes."""
+
+    def index_dir(self, cache_dir: Path) -> Path:
+        """The folder for this graph's indexes and logs: in the cache, keyed by :attr:`location`."""
+        return cache_dir / "indexes" / hashlib.sha256(self.location.encode()).hexdigest()[:16]
+
     # ---------------------------------------------------------------- writes
-    def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = (), batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    def add(
+        self, triples: Iterable[Triple], entities: Iterable[Entity] = (), batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
         """Add entities (labels, aliases, types) and triples in one atomic write.
 
         Input is checked in full before anything is written. Adding a triple or
@@ -48,8 +77,9 @@ class GraphStore(ABC):
     def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int: ...
 
     # ------------------------------------------------------------ provenance
-    def add_derived(self, triples: Sequence[Triple], records: Sequence[Provenance],
-                    entities: Iterable[Entity] = ()) -> int:
+    def add_derived(
+        self, triples: Sequence[Triple], records: Sequence[Provenance], entities: Iterable[Entity] = ()
+    ) -> int:
         """Add predicted or extracted facts, one provenance record per triple, in one atomic write.
 
         A triple not in the store yet is added as derived; an asserted triple stays
@@ -59,9 +89,11 @@ class GraphStore(ABC):
         """
         triples = [check_triple(t) for t in triples]
         if len(triples) != len(records):
-            raise InputError(f"add_derived needs one provenance record per triple, got {len(triples)} triples "
-                             f"and {len(records)} records")
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            raise InputError(
+                f"add_derived needs one provenance record per triple, got {len(triples)} triples "
+                f"and {len(records)} records"
+            )
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         records = [check_provenance(r, created) for r in records]
         return self._write_derived(triples, records, [check_entity(e) for e in entities])
 
@@ -141,18 +173,23 @@ class GraphStore(ABC):
     @abstractmethod
     def _search(self, key: str, limit: int) -> list[Entity]: ...
 
-    def neighbors(self, entity_id: str, direction: Direction = "both", relation: str | None = None,
-                  limit: int | None = None) -> list[Triple]:
+    def neighbors(
+        self, entity_id: str, direction: Direction = "both", relation: str | None = None, limit: int | None = None
+    ) -> list[Triple]:
         """Triples touching ``entity_id``: outgoing, incoming or both, optionally of one relation."""
         if direction not in ("out", "in", "both"):
             raise InputError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
         return self._neighbors(entity_id, direction, relation, limit)
 
     @abstractmethod
-    def _neighbors(self, entity_id: str, direction: Direction, relation: str | None, limit: int | None) -> list[Triple]: ...
+    def _neighbors(
+        self, entity_id: str, direction: Direction, relation: str | None, limit: int | None
+    ) -> list[Triple]: ...
 
     @abstractmethod
-    def triples(self, head: str | None = None, relation: str | None = None, tail: str | None = None) -> Iterator[Triple]:
+    def triples(
+        self, head: str | None = None, relation: str | None = None, tail: str | None = None
+    ) -> Iterator[Triple]:
         """All triples matching the pattern (None matches anything)."""
 
     @abstractmethod
@@ -170,7 +207,7 @@ class GraphStore(ABC):
     def count_entities(self) -> int: ...
 
     @abstractmethod
-    def export(self, path: str | FilePath, format: str | None = None) -> FilePath:
+    def export(self, path: str | Path, format: str | None = None) -> Path:
         """Write the graph to a file (format from the suffix when not given)."""
 
     def close(self) -> None:
@@ -188,8 +225,9 @@ class GraphStore(ABC):
         for node in dict.fromkeys(nodes):
             yield node, self.neighbors(node, "both", limit=max_fanout)
 
-    def subgraph(self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000,
-                 max_triples: int = 50_000) -> list[Triple]:
+    def subgraph(
+        self, seeds: Sequence[str], hops: int = 2, max_fanout: int = 2000, max_triples: int = 50_000
+    ) -> list[Triple]:
         """Triples within ``hops`` of any seed (both directions), bounded in fan-out and size."""
         seen_nodes = set(seeds)
         found: dict[Triple, None] = {}
@@ -208,10 +246,11 @@ class GraphStore(ABC):
             frontier = next_frontier
         return list(found)
 
-    def paths(self, source: str, target: str, max_hops: int = 3, limit: int = 10,
-              max_fanout: int = 2000) -> list[Path]:
+    def paths(
+        self, source: str, target: str, max_hops: int = 3, limit: int = 10, max_fanout: int = 2000
+    ) -> list[GraphPath]:
         """Shortest-first simple paths from ``source`` to ``target`` (edges walked either way)."""
-        results: list[Path] = []
+        results: list[GraphPath] = []
         level: list[tuple[str, tuple[Triple, ...], frozenset[str]]] = [(source, (), frozenset([source]))]
         for depth in range(1, max_hops + 1):
             if not level or limit < 1:
@@ -224,7 +263,7 @@ class GraphStore(ABC):
                     if other in visited:
                         continue
                     if other == target:
-                        results.append(Path(start=source, triples=(*walked, t)))
+                        results.append(GraphPath(start=source, triples=(*walked, t)))
                         if len(results) >= limit:
                             return results
                     elif depth < max_hops:

@@ -20,9 +20,11 @@ from kgllm.graph.base import GraphStore
 from kgllm.graph.rdflib_store import DEFAULT_BASE, LABEL_PREDICATES, NON_RELATIONS, RDF_FORMATS, to_iri
 from kgllm.types import Entity, Triple
 
-CSV_COLUMNS = {"head": ("head", "subject", "source", "h", "s"),
-               "relation": ("relation", "predicate", "type", "r", "p"),
-               "tail": ("tail", "object", "target", "t", "o")}
+CSV_COLUMNS = {
+    "head": ("head", "subject", "source", "h", "s"),
+    "relation": ("relation", "predicate", "type", "r", "p"),
+    "tail": ("tail", "object", "target", "t", "o"),
+}
 
 
 @dataclass
@@ -43,7 +45,9 @@ def file_format(path: Path, format: str | None = None) -> str:
         return "csv"
     if suffix in RDF_FORMATS:
         return RDF_FORMATS[suffix]
-    raise InputError(f"{path}: cannot tell the format from the suffix; pass a format (tsv, csv, turtle, nt, json-ld, xml)")
+    raise InputError(
+        f"{path}: cannot tell the format from the suffix; pass a format (tsv, csv, turtle, nt, json-ld, xml)"
+    )
 
 
 def read_file(path: str | os.PathLike, format: str | None = None, base: str = DEFAULT_BASE) -> GraphData:
@@ -59,8 +63,13 @@ def read_file(path: str | os.PathLike, format: str | None = None, base: str = DE
     return _read_rdf(path, fmt)
 
 
-def load(store: GraphStore, path: str | os.PathLike, format: str | None = None, base: str = DEFAULT_BASE,
-         batch_size: int = 1000) -> int:
+def load(
+    store: GraphStore,
+    path: str | os.PathLike,
+    format: str | None = None,
+    base: str = DEFAULT_BASE,
+    batch_size: int = 1000,
+) -> int:
     """Parse ``path`` in full, then add it to ``store``; returns the number of new triples."""
     data = read_file(path, format, base)
     return store.add(data.triples, data.entities, batch_size=batch_size)
@@ -78,8 +87,11 @@ def _read_tsv(path: Path, base: str) -> GraphData:
             continue
         parts = [p.strip() for p in line.split("\t")]
         if len(parts) != 3 or not all(parts):
-            raise ParseError(f"expected 3 non-empty tab-separated fields, found {len(parts)}: {line[:80]!r}",
-                             path=str(path), line=number)
+            raise ParseError(
+                f"expected 3 non-empty tab-separated fields, found {len(parts)}: {line[:80]!r}",
+                path=str(path),
+                line=number,
+            )
         data.triples.append(_minted(parts, base))
     return data
 
@@ -100,7 +112,9 @@ def _read_csv(path: Path, base: str) -> GraphData:
         except IndexError:
             parts = []
         if len(parts) != 3 or not all(parts):
-            raise ParseError(f"expected head, relation and tail values, got {row!r}", path=str(path), line=reader.line_num)
+            raise ParseError(
+                f"expected head, relation and tail values, got {row!r}", path=str(path), line=reader.line_num
+            )
         data.triples.append(_minted(parts, base))
     return data
 
@@ -110,7 +124,9 @@ def _read_rdf(path: Path, fmt: str) -> GraphData:
     try:
         graph.parse(path, format=fmt)
     except Exception as exc:  # rdflib raises many types; all mean the file did not parse
-        raise ParseError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, path=str(path)) from exc
+        raise ParseError(
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, path=str(path)
+        ) from exc
     data = GraphData()
     described: set[URIRef] = set()
     for s, p, o in graph:
@@ -122,10 +138,14 @@ def _read_rdf(path: Path, fmt: str) -> GraphData:
             data.triples.append(Triple(str(s), str(p), str(o)))
     for node in sorted(described):
         label = next((str(graph.value(node, lp)) for lp in LABEL_PREDICATES if graph.value(node, lp) is not None), "")
-        data.entities.append(Entity(
-            id=str(node), label=label,
-            aliases=tuple(sorted(str(a) for a in graph.objects(node, SKOS.altLabel))),
-            types=tuple(sorted(str(c) for c in graph.objects(node, RDF.type) if isinstance(c, URIRef)))))
+        data.entities.append(
+            Entity(
+                id=str(node),
+                label=label,
+                aliases=tuple(sorted(str(a) for a in graph.objects(node, SKOS.altLabel))),
+                types=tuple(sorted(str(c) for c in graph.objects(node, RDF.type) if isinstance(c, URIRef))),
+            )
+        )
     return data
 
 

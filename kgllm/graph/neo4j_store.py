@@ -38,14 +38,14 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path as FilePath
+from pathlib import Path
 from typing import Any
 
 import neo4j
 from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
-from kgllm.exceptions import GraphStoreError, InputError, StoreUnavailableError
+from kgllm.exceptions import ConfigurationError, GraphStoreError, InputError, StoreUnavailableError
 from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
@@ -63,19 +63,27 @@ EXPAND_CHUNK = 200  # frontier nodes per expansion query: bounds one result to 2
 
 # Constraints first; where a server refuses one, the plain index in the fallback still speeds lookups.
 _SCHEMA: tuple[tuple[str, str | None], ...] = (
-    ("CREATE CONSTRAINT kgllm_entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
-     "CREATE INDEX kgllm_entity_id IF NOT EXISTS FOR (e:Entity) ON (e.id)"),
-    ("CREATE CONSTRAINT kgllm_name_key IF NOT EXISTS FOR (n:Name) REQUIRE n.key IS UNIQUE",
-     "CREATE INDEX kgllm_name_key IF NOT EXISTS FOR (n:Name) ON (n.key)"),
+    (
+        "CREATE CONSTRAINT kgllm_entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
+        "CREATE INDEX kgllm_entity_id IF NOT EXISTS FOR (e:Entity) ON (e.id)",
+    ),
+    (
+        "CREATE CONSTRAINT kgllm_name_key IF NOT EXISTS FOR (n:Name) REQUIRE n.key IS UNIQUE",
+        "CREATE INDEX kgllm_name_key IF NOT EXISTS FOR (n:Name) ON (n.key)",
+    ),
     ("CREATE INDEX kgllm_entity_key IF NOT EXISTS FOR (e:Entity) ON (e.key)", None),
     ("CREATE INDEX kgllm_entity_relation IF NOT EXISTS FOR (e:Entity) ON (e.is_relation)", None),
     ("CREATE INDEX kgllm_rel_id IF NOT EXISTS FOR ()-[r:REL]-() ON (r.id)", None),
-    ("CREATE CONSTRAINT kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) REQUIRE p.key IS UNIQUE",
-     "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)"),
+    (
+        "CREATE CONSTRAINT kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) REQUIRE p.key IS UNIQUE",
+        "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)",
+    ),
     ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
     ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
-    ("CREATE CONSTRAINT kgllm_source IF NOT EXISTS FOR (s:Source) REQUIRE s.source IS UNIQUE",
-     "CREATE INDEX kgllm_source IF NOT EXISTS FOR (s:Source) ON (s.source)"),
+    (
+        "CREATE CONSTRAINT kgllm_source IF NOT EXISTS FOR (s:Source) REQUIRE s.source IS UNIQUE",
+        "CREATE INDEX kgllm_source IF NOT EXISTS FOR (s:Source) ON (s.source)",
+    ),
 )
 
 _DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
@@ -84,8 +92,9 @@ _ENTITY_FIELDS = "e.id AS id, e.label AS label, e.aliases AS aliases, e.types AS
 
 _MERGE_NODES = "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) ON CREATE SET e.key = row.key"
 # the WHERE skips rewriting nodes already flagged, which every later write would otherwise do
-_MERGE_RELATION_NODES = ("UNWIND $ids AS id MERGE (e:Entity {id: id}) "
-                         "WITH e WHERE e.is_relation IS NULL SET e.is_relation = true")
+_MERGE_RELATION_NODES = (
+    "UNWIND $ids AS id MERGE (e:Entity {id: id}) WITH e WHERE e.is_relation IS NULL SET e.is_relation = true"
+)
 _MERGE_CLASS_NODES = "UNWIND $ids AS id MERGE (e:Entity {id: id}) WITH e WHERE e.is_class IS NULL SET e.is_class = true"
 _READ_DESCRIPTIONS = f"UNWIND $ids AS id MATCH (e:Entity {{id: id}}) RETURN {_ENTITY_FIELDS}"
 _WRITE_DESCRIPTIONS = """
@@ -110,10 +119,13 @@ SET r.derived = null
 """
 _ASSERT_ENTITIES = "UNWIND $ids AS id MATCH (e:Entity {id: id}) WITH e WHERE e.derived IS NOT NULL SET e.derived = null"
 # only a node created here is derived: an entity the store already had keeps its status
-_MERGE_DERIVED_NODES = ("UNWIND $rows AS row MERGE (e:Entity {id: row.id}) "
-                        "ON CREATE SET e.key = row.key, e.derived = true")
+_MERGE_DERIVED_NODES = (
+    "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) ON CREATE SET e.key = row.key, e.derived = true"
+)
 _MATCH_TRIPLE = "MATCH (h:Entity {id: row.h})-[r:REL {id: row.r}]->(t:Entity {id: row.t})"
-_EXISTING_TRIPLES = f"UNWIND $rows AS row {_MATCH_TRIPLE} RETURN row.h AS h, row.r AS r, row.t AS t, r.derived AS derived"
+_EXISTING_TRIPLES = (
+    f"UNWIND $rows AS row {_MATCH_TRIPLE} RETURN row.h AS h, row.r AS r, row.t AS t, r.derived AS derived"
+)
 _MARK_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} SET r.derived = true"
 _MERGE_RECORDS = """
 UNWIND $rows AS row
@@ -122,17 +134,22 @@ ON CREATE SET p.h = row.h, p.r = row.r, p.t = row.t, p.source = row.source, p.me
               p.model = row.model, p.score = row.score, p.created = row.created,
               p.span_start = row.span_start, p.span_end = row.span_end
 """
-_RECORD_FIELDS = ("p.source AS source, p.method AS method, p.model AS model, p.score AS score, "
-                  "p.created AS created, p.span_start AS span_start, p.span_end AS span_end")
+_RECORD_FIELDS = (
+    "p.source AS source, p.method AS method, p.model AS model, p.score AS score, "
+    "p.created AS created, p.span_start AS span_start, p.span_end AS span_end"
+)
 _READ_RECORDS = f"MATCH (p:Provenance {{h: $h, r: $r, t: $t}}) RETURN {_RECORD_FIELDS}"
 _SOURCE_TRIPLES = "MATCH (p:Provenance {source: $source}) RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t"
-_DELETE_SOURCE = ("MATCH (p:Provenance {source: $source}) DELETE p",
-                  "MATCH (s:Source {source: $source}) DELETE s")
+_DELETE_SOURCE = ("MATCH (p:Provenance {source: $source}) DELETE p", "MATCH (s:Source {source: $source}) DELETE s")
 _MERGE_SOURCE = "MERGE (s:Source {source: $source})"
 _SOURCES = ("MATCH (p:Provenance) RETURN DISTINCT p.source AS source", "MATCH (s:Source) RETURN s.source AS source")
-_STILL_RECORDED = ("UNWIND $rows AS row MATCH (p:Provenance {h: row.h, r: row.r, t: row.t}) "
-                   "RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t")
-_DELETE_DERIVED = f"UNWIND $rows AS row {_MATCH_TRIPLE} WHERE r.derived = true DELETE r RETURN row.h AS h, row.r AS r, row.t AS t"
+_STILL_RECORDED = (
+    "UNWIND $rows AS row MATCH (p:Provenance {h: row.h, r: row.r, t: row.t}) "
+    "RETURN DISTINCT p.h AS h, p.r AS r, p.t AS t"
+)
+_DELETE_DERIVED = (
+    f"UNWIND $rows AS row {_MATCH_TRIPLE} WHERE r.derived = true DELETE r RETURN row.h AS h, row.r AS r, row.t AS t"
+)
 _UNUSED_DERIVED_ENTITIES = """
 UNWIND $ids AS id
 MATCH (e:Entity {id: id})
@@ -169,7 +186,7 @@ _NEIGHBORS = {
     "in": "MATCH (n:Entity {id: $id})<-[r:REL]-(m) {where} RETURN m.id AS h, r.id AS r, n.id AS t",
     # DISTINCT: an undirected pattern may meet a self-loop from both ends
     "both": "MATCH (n:Entity {id: $id})-[r:REL]-(m) {where} "
-            "RETURN DISTINCT startNode(r).id AS h, r.id AS r, endNode(r).id AS t",
+    "RETURN DISTINCT startNode(r).id AS h, r.id AS r, endNode(r).id AS t",
 }
 _EXPAND = """
 UNWIND $ids AS id
@@ -213,8 +230,14 @@ class Neo4jStore(GraphStore):
 
     name = "neo4j"
 
-    def __init__(self, uri: str = "bolt://localhost:7687", user: str = "neo4j", password: str = "",
-                 database: str | None = None, driver_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        uri: str = "bolt://localhost:7687",
+        user: str = "neo4j",
+        password: str = "",
+        database: str | None = None,
+        driver_kwargs: dict[str, Any] | None = None,
+    ):
         self.uri = uri
         self.user = user
         self.database = database
@@ -225,10 +248,23 @@ class Neo4jStore(GraphStore):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Neo4jStore:
-        """A store configured from a :class:`kgllm.settings.Settings`."""
-        return cls(uri=settings.neo4j_uri, user=settings.neo4j_user, password=settings.neo4j_password,
-                   database=settings.neo4j_database)
+    def from_settings(
+        cls, settings: Any, graph: str | os.PathLike | None = None, *, writable: bool = False, **kwargs: Any
+    ) -> Neo4jStore:
+        """The Bolt server the settings name; keyword arguments replace them (``uri=``, ``password=``, ...)."""
+        if graph is not None:
+            raise ConfigurationError("a graph file goes with the rdflib store; load it into Neo4j with `kgllm load`")
+        options = {
+            "uri": settings.neo4j_uri,
+            "user": settings.neo4j_user,
+            "password": settings.neo4j_password,
+            "database": settings.neo4j_database,
+        }
+        return cls(**{**options, **kwargs})
+
+    @property
+    def location(self) -> str:
+        return f"{self.uri}/{self.database or ''}"
 
     def __repr__(self) -> str:
         return f"Neo4jStore(uri={self.uri!r}, user={self.user!r}, database={self.database!r})"
@@ -239,7 +275,8 @@ class Neo4jStore(GraphStore):
             if self._driver is None:
                 try:
                     self._driver = neo4j.GraphDatabase.driver(
-                        self.uri, auth=(self.user, self._password), **self._driver_kwargs)
+                        self.uri, auth=(self.user, self._password), **self._driver_kwargs
+                    )
                 except (ValueError, TypeError, neo4j_errors.ConfigurationError) as exc:
                     raise GraphStoreError(f"cannot use Neo4j URI {self.uri!r}: {_one_line(exc)}") from None
             return self._driver
@@ -252,14 +289,16 @@ class Neo4jStore(GraphStore):
         except neo4j_errors.AuthError as exc:
             log.debug("authentication failed at %s", self.uri, exc_info=True)
             raise StoreUnavailableError(
-                f"graph server at {self.uri} refused the credentials of user {self.user!r}: {_one_line(exc)}") from None
+                f"graph server at {self.uri} refused the credentials of user {self.user!r}: {_one_line(exc)}"
+            ) from None
         except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired) as exc:
             log.debug("cannot reach %s", self.uri, exc_info=True)
             raise StoreUnavailableError(f"cannot reach graph server at {self.uri}: {_one_line(exc)}") from None
         except neo4j_errors.Neo4jError as exc:
             if exc.code == _DATABASE_NOT_FOUND:
-                raise GraphStoreError(f"database {self.database!r} does not exist on {self.uri}; "
-                                      "create it or set neo4j_database") from None
+                raise GraphStoreError(
+                    f"database {self.database!r} does not exist on {self.uri}; create it or set neo4j_database"
+                ) from None
             raise GraphStoreError(f"graph server at {self.uri} failed: {exc.code}: {_one_line(exc)}") from exc
         except neo4j_errors.DriverError as exc:
             raise GraphStoreError(f"Neo4j driver failed talking to {self.uri}: {_one_line(exc)}") from exc
@@ -318,8 +357,7 @@ class Neo4jStore(GraphStore):
         log.debug("added %d new triples to %s", new, self.uri)
         return new
 
-    def _write_in(self, tx: neo4j.Transaction, triples: list[Triple], entities: list[Entity],
-                  batch_size: int) -> int:
+    def _write_in(self, tx: neo4j.Transaction, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
         endpoints = dict.fromkeys(x for t in triples for x in (t.head, t.tail))
         _run_batches(tx, _MERGE_NODES, [_node_row(i) for i in endpoints], batch_size)
         _run_batches(tx, _MERGE_RELATION_NODES, list(dict.fromkeys(t.relation for t in triples)), batch_size, "ids")
@@ -335,7 +373,7 @@ class Neo4jStore(GraphStore):
         ids = list(dict.fromkeys(e.id for e in described))
         stored: dict[str, dict] = {}
         for start in range(0, len(ids), batch_size):
-            for record in tx.run(_READ_DESCRIPTIONS, ids=ids[start:start + batch_size]):
+            for record in tx.run(_READ_DESCRIPTIONS, ids=ids[start : start + batch_size]):
                 stored[record["id"]] = _description(record)
         merged = dict(stored)
         for e in described:
@@ -394,8 +432,9 @@ class Neo4jStore(GraphStore):
 
     # ----------------------------------------------------------------- reads
     def entity(self, entity_id: str) -> Entity | None:
-        records = self._records(f"MATCH (e:Entity {{id: $id}}) WHERE {_IS_ENTITY} RETURN {_ENTITY_FIELDS}",
-                                id=entity_id)
+        records = self._records(
+            f"MATCH (e:Entity {{id: $id}}) WHERE {_IS_ENTITY} RETURN {_ENTITY_FIELDS}", id=entity_id
+        )
         return _entity(records[0]) if records else None
 
     def label(self, node_id: str) -> str:
@@ -403,8 +442,9 @@ class Neo4jStore(GraphStore):
 
     def describe(self, node_id: str) -> Entity:
         """Label, aliases and classes of any node (entity, relation or class), even one the store lacks."""
-        records = self._records(f"MATCH (e:Entity {{id: $id}}) RETURN {_ENTITY_FIELDS}, e.is_relation AS relation",
-                                id=node_id)
+        records = self._records(
+            f"MATCH (e:Entity {{id: $id}}) RETURN {_ENTITY_FIELDS}, e.is_relation AS relation", id=node_id
+        )
         if not records:
             return Entity(node_id, readable(node_id))
         return _entity(records[0], relation=bool(records[0]["relation"]))
@@ -417,8 +457,7 @@ class Neo4jStore(GraphStore):
             return []
         return [_entity(r) for r in self._records(_SEARCH, key=key, limit=limit)]
 
-    def _neighbors(self, entity_id: str, direction: Direction, relation: str | None,
-                   limit: int | None) -> list[Triple]:
+    def _neighbors(self, entity_id: str, direction: Direction, relation: str | None, limit: int | None) -> list[Triple]:
         if limit is not None and limit < 1:
             return []
         cypher = _NEIGHBORS[direction].replace("{where}", "WHERE r.id = $rel" if relation is not None else "")
@@ -426,8 +465,9 @@ class Neo4jStore(GraphStore):
             cypher += " LIMIT $limit"
         return [_triple(r) for r in self._records(cypher, id=entity_id, rel=relation, limit=limit)]
 
-    def triples(self, head: str | None = None, relation: str | None = None,
-                tail: str | None = None) -> Iterator[Triple]:
+    def triples(
+        self, head: str | None = None, relation: str | None = None, tail: str | None = None
+    ) -> Iterator[Triple]:
         """All triples matching the pattern (None matches anything), streamed from the server."""
         h = "(h:Entity {id: $head})" if head is not None else "(h:Entity)"
         r = "[r:REL {id: $relation}]" if relation is not None else "[r:REL]"
@@ -455,7 +495,7 @@ class Neo4jStore(GraphStore):
         """``(node, triples)`` for each node in order: up to ``max_fanout`` triples each, one query per chunk."""
         nodes = list(dict.fromkeys(nodes))
         for start in range(0, len(nodes), EXPAND_CHUNK):
-            chunk = nodes[start:start + EXPAND_CHUNK]
+            chunk = nodes[start : start + EXPAND_CHUNK]
             found: dict[str, list[Triple]] = {}
             for record in self._records(_EXPAND, ids=chunk, fanout=max_fanout):
                 found.setdefault(record["id"], []).append(_triple(record))
@@ -463,14 +503,14 @@ class Neo4jStore(GraphStore):
                 yield node, found.get(node, [])
 
     # ---------------------------------------------------------------- export
-    def export(self, path: str | os.PathLike, format: str | None = None) -> FilePath:
+    def export(self, path: str | os.PathLike, format: str | None = None) -> Path:
         """Write the graph as Turtle, N-Triples, another rdflib format, or TSV (format from the suffix).
 
         RDF output holds the triples plus ``rdfs:label``, ``skos:altLabel`` and
         ``rdf:type`` statements; ids that are not IRIs are minted in ``EXPORT_BASE_IRI``.
         The file is replaced only once it is complete.
         """
-        path = FilePath(path)
+        path = Path(path)
         fmt = format or ("tsv" if path.suffix.lower() == ".tsv" else RDF_FORMATS.get(path.suffix.lower()))
         if fmt == "tsv":
             return write_tsv(self.triples(), path)
@@ -493,8 +533,10 @@ class Neo4jStore(GraphStore):
         graph = Graph()
         for t in self.triples():
             graph.add((iri(t.head), iri(t.relation), iri(t.tail)))
-        described = ("MATCH (e:Entity) WHERE e.label IS NOT NULL OR size(coalesce(e.aliases, [])) > 0 "
-                     f"OR size(coalesce(e.types, [])) > 0 RETURN {_ENTITY_FIELDS}")
+        described = (
+            "MATCH (e:Entity) WHERE e.label IS NOT NULL OR size(coalesce(e.aliases, [])) > 0 "
+            f"OR size(coalesce(e.types, [])) > 0 RETURN {_ENTITY_FIELDS}"
+        )
         for record in self._stream(described):
             node = iri(record["id"])
             if record["label"]:
@@ -519,18 +561,25 @@ def merge_one_per_triple(store: Neo4jStore, triples: Iterable[Triple]) -> int:
     new = 0
     with store._session() as session:
         for t in checked:
-            params = {"h": t.head, "r": t.relation, "t": t.tail,
-                      "h_key": _node_row(t.head)["key"], "t_key": _node_row(t.tail)["key"]}
+            params = {
+                "h": t.head,
+                "r": t.relation,
+                "t": t.tail,
+                "h_key": _node_row(t.head)["key"],
+                "t_key": _node_row(t.tail)["key"],
+            }
             new += session.run(_MERGE_ONE_TRIPLE, params).consume().counters.relationships_created
     return new
 
 
 # -------------------------------------------------------------------- helpers
-def _run_batches(tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int,
-                 name: str = "rows") -> list[neo4j.SummaryCounters]:
+def _run_batches(
+    tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int, name: str = "rows"
+) -> list[neo4j.SummaryCounters]:
     """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
-    return [tx.run(cypher, {name: rows[i:i + batch_size]}).consume().counters
-            for i in range(0, len(rows), batch_size)]
+    return [
+        tx.run(cypher, {name: rows[i : i + batch_size]}).consume().counters for i in range(0, len(rows), batch_size)
+    ]
 
 
 def _delete_unused_derived_entities(tx: neo4j.Transaction, ids: list[str]) -> None:
@@ -547,17 +596,31 @@ def _triple_rows(triples: Iterable[Triple]) -> list[dict[str, str]]:
 def _record_row(triple: Triple, record: Provenance) -> dict[str, Any]:
     start, end = record.span if record.span is not None else (None, None)
     identity = (triple.head, triple.relation, triple.tail, record.source, record.method, start, end)
-    return {"key": hashlib.sha256(repr(identity).encode()).hexdigest(), "h": triple.head, "r": triple.relation,
-            "t": triple.tail, "source": record.source, "method": record.method, "model": record.model,
-            "score": None if record.score is None else float(record.score), "created": record.created,
-            "span_start": start, "span_end": end}
+    return {
+        "key": hashlib.sha256(repr(identity).encode()).hexdigest(),
+        "h": triple.head,
+        "r": triple.relation,
+        "t": triple.tail,
+        "source": record.source,
+        "method": record.method,
+        "model": record.model,
+        "score": None if record.score is None else float(record.score),
+        "created": record.created,
+        "span_start": start,
+        "span_end": end,
+    }
 
 
 def _provenance(record: neo4j.Record) -> Provenance:
     start, end = record["span_start"], record["span_end"]
-    return Provenance(source=record["source"], method=record["method"], model=record["model"] or "",
-                      score=record["score"], created=record["created"],
-                      span=(start, end) if start is not None else None)
+    return Provenance(
+        source=record["source"],
+        method=record["method"],
+        model=record["model"] or "",
+        score=record["score"],
+        created=record["created"],
+        span=(start, end) if start is not None else None,
+    )
 
 
 def _node_row(node_id: str) -> dict[str, str]:
@@ -567,8 +630,14 @@ def _node_row(node_id: str) -> dict[str, str]:
 def _description(record: neo4j.Record) -> dict:
     label = record["label"] or None
     aliases = list(record["aliases"] or [])
-    return {"id": record["id"], "label": label, "key": normalize(label or readable(record["id"])),
-            "aliases": aliases, "alias_keys": _keys(aliases), "types": list(record["types"] or [])}
+    return {
+        "id": record["id"],
+        "label": label,
+        "key": normalize(label or readable(record["id"])),
+        "aliases": aliases,
+        "alias_keys": _keys(aliases),
+        "types": list(record["types"] or []),
+    }
 
 
 def _merge_description(old: dict | None, new: Entity) -> dict:
@@ -576,8 +645,14 @@ def _merge_description(old: dict | None, new: Entity) -> dict:
     extra = [new.label] if new.label and new.label != label else []
     aliases = sorted((set((old or {}).get("aliases", [])) | set(extra) | set(new.aliases)) - {label, ""})
     types = sorted(set((old or {}).get("types", [])) | set(new.types))
-    return {"id": new.id, "label": label, "key": normalize(label or readable(new.id)),
-            "aliases": aliases, "alias_keys": _keys(aliases), "types": types}
+    return {
+        "id": new.id,
+        "label": label,
+        "key": normalize(label or readable(new.id)),
+        "aliases": aliases,
+        "alias_keys": _keys(aliases),
+        "types": types,
+    }
 
 
 def _keys(names: Iterable[str]) -> list[str]:
@@ -585,8 +660,12 @@ def _keys(names: Iterable[str]) -> list[str]:
 
 
 def _entity(record: neo4j.Record, relation: bool = False) -> Entity:
-    return Entity(id=record["id"], label=record["label"] or readable(record["id"], relation=relation),
-                  aliases=tuple(sorted(record["aliases"] or ())), types=tuple(sorted(record["types"] or ())))
+    return Entity(
+        id=record["id"],
+        label=record["label"] or readable(record["id"], relation=relation),
+        aliases=tuple(sorted(record["aliases"] or ())),
+        types=tuple(sorted(record["types"] or ())),
+    )
 
 
 def _triple(record: neo4j.Record) -> Triple:

@@ -21,13 +21,13 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path as FilePath
+from pathlib import Path
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
 from rdflib.term import Node
 
-from kgllm.exceptions import GraphStoreError, ParseError
+from kgllm.exceptions import ConfigurationError, GraphStoreError, ParseError
 from kgllm.graph.base import Direction, GraphStore, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.types import Entity, Provenance, Triple
@@ -40,11 +40,23 @@ LABEL_PREDICATES = (RDFS.label, SKOS.prefLabel)
 REIFICATION = (RDF.subject, RDF.predicate, RDF.object)
 DERIVED_ENTITY = (KGLLM.origin, KGLLM.DerivedEntity)
 RECORD_FIELDS = (KGLLM.source, KGLLM.method, KGLLM.model, KGLLM.score, KGLLM.created, KGLLM.spanStart, KGLLM.spanEnd)
-NON_RELATIONS = frozenset({RDF.type, RDFS.label, SKOS.prefLabel, SKOS.altLabel, RDFS.comment,
-                           KGLLM.origin, *REIFICATION, *RECORD_FIELDS})
+NON_RELATIONS = frozenset(
+    {RDF.type, RDFS.label, SKOS.prefLabel, SKOS.altLabel, RDFS.comment, KGLLM.origin, *REIFICATION, *RECORD_FIELDS}
+)
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
-RDF_FORMATS = {".ttl": "turtle", ".nt": "nt", ".n3": "n3", ".jsonld": "json-ld", ".json": "json-ld",
-               ".rdf": "xml", ".xml": "xml", ".owl": "xml", ".trig": "trig", ".nq": "nquads"}
+TABLE_SUFFIXES = (".tsv", ".txt", ".csv")  # triple tables the loaders read
+RDF_FORMATS = {
+    ".ttl": "turtle",
+    ".nt": "nt",
+    ".n3": "n3",
+    ".jsonld": "json-ld",
+    ".json": "json-ld",
+    ".rdf": "xml",
+    ".xml": "xml",
+    ".owl": "xml",
+    ".trig": "trig",
+    ".nq": "nquads",
+}
 
 
 def to_iri(identifier: str, base: str = DEFAULT_BASE) -> URIRef:
@@ -52,7 +64,7 @@ def to_iri(identifier: str, base: str = DEFAULT_BASE) -> URIRef:
     return URIRef(identifier if _IRI.match(identifier) else base + quote(identifier.strip().replace(" ", "_")))
 
 
-def rdf_format(path: FilePath, format: str | None = None) -> str:
+def rdf_format(path: Path, format: str | None = None) -> str:
     if format:
         return format
     try:
@@ -68,17 +80,56 @@ class RDFLibStore(GraphStore):
     supports_sparql = True
 
     def __init__(self, path: str | os.PathLike | None = None, format: str | None = None, base: str = DEFAULT_BASE):
-        self.path = FilePath(path) if path is not None else None
+        self.path = Path(path) if path is not None else None
         self.format = format
         self.base = base
         self._graph: Graph | None = None
         self._cache: dict[str, object] = {}
 
     @classmethod
-    def from_settings(cls, settings) -> RDFLibStore:
+    def from_settings(
+        cls, settings, graph: str | os.PathLike | None = None, *, writable: bool = False, **kwargs
+    ) -> RDFLibStore:
+        """The graph file ``graph`` (else ``settings.graph``, else the demo graph when only reading).
+
+        Triple tables (.tsv, .txt, .csv) are read into memory; writing needs an RDF file,
+        which is created (with its folder) when missing.
+        """
         from kgllm.graph.demo import demo_graph_path
 
-        return cls(settings.graph or demo_graph_path())
+        path = Path(graph) if graph is not None else settings.graph
+        if path is None:
+            if writable:
+                raise ConfigurationError("say which graph file to write: --graph FILE.ttl, or another --store")
+            path = demo_graph_path()
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            if writable:
+                raise ConfigurationError(
+                    f"{path}: a triple table cannot be written in place; load it into an RDF file with `kgllm load`"
+                )
+            if not path.is_file():
+                raise ConfigurationError(f"{path}: no such graph file")
+            from kgllm.graph.loaders import load
+
+            store = cls(**kwargs)
+            load(store, path)
+            return store
+        if writable:
+            rdf_format(path, kwargs.get("format"))  # refuse a suffix it could not write, before any work
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise ConfigurationError(f"{path}: no such graph file")
+        return cls(path, **kwargs)
+
+    @property
+    def location(self) -> str:
+        return str(self.path.resolve()) if self.path is not None else f"memory:{id(self)}"
+
+    def index_dir(self, cache_dir: Path) -> Path:
+        """Beside the graph file when its folder is writable, else in the cache."""
+        if self.path is not None and os.access(self.path.parent, os.W_OK):
+            return self.path.with_name(self.path.name + ".index")
+        return super().index_dir(cache_dir)
 
     # ------------------------------------------------------------- internals
     @property
@@ -90,7 +141,7 @@ class RDFLibStore(GraphStore):
                 self._parse_file(self.path)
         return self._graph
 
-    def _parse_file(self, path: FilePath) -> None:
+    def _parse_file(self, path: Path) -> None:
         try:
             self._graph.parse(path, format=rdf_format(path, self.format))
         except Exception as exc:  # rdflib raises many types; all mean the file did not parse
@@ -164,17 +215,23 @@ class RDFLibStore(GraphStore):
         """The reified nodes of ``kind`` (a record or the derived marker) about a triple."""
         s, p, o = self._spo(t)
         g = self.graph
-        return [n for n in g.subjects(RDF.subject, s)
-                if (n, RDF.type, kind) in g and (n, RDF.predicate, p) in g and (n, RDF.object, o) in g]
+        return [
+            n
+            for n in g.subjects(RDF.subject, s)
+            if (n, RDF.type, kind) in g and (n, RDF.predicate, p) in g and (n, RDF.object, o) in g
+        ]
 
     def _record(self, node: Node) -> Provenance:
         g = self.graph
         score, start, end = (g.value(node, f) for f in (KGLLM.score, KGLLM.spanStart, KGLLM.spanEnd))
-        return Provenance(source=str(g.value(node, KGLLM.source)), method=str(g.value(node, KGLLM.method)),
-                          model=str(g.value(node, KGLLM.model) or ""),
-                          score=float(score) if score is not None else None,
-                          created=str(g.value(node, KGLLM.created)),
-                          span=(int(start), int(end)) if start is not None else None)
+        return Provenance(
+            source=str(g.value(node, KGLLM.source)),
+            method=str(g.value(node, KGLLM.method)),
+            model=str(g.value(node, KGLLM.model) or ""),
+            score=float(score) if score is not None else None,
+            created=str(g.value(node, KGLLM.created)),
+            span=(int(start), int(end)) if start is not None else None,
+        )
 
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
         staged = Graph()
@@ -226,8 +283,9 @@ class RDFLibStore(GraphStore):
     def _remove_source(self, source: str) -> list[Triple]:
         g = self.graph
         nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
-        touched = dict.fromkeys(Triple(*(str(g.value(n, f)) for f in REIFICATION))
-                                for n in nodes if (n, RDF.type, KGLLM.Record) in g)
+        touched = dict.fromkeys(
+            Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes if (n, RDF.type, KGLLM.Record) in g
+        )
         for n in nodes:
             g.remove((n, None, None))
         deleted = [t for t in touched if self._delete_unsupported(t)]
@@ -251,9 +309,12 @@ class RDFLibStore(GraphStore):
     def _in_use(self, node: URIRef) -> bool:
         """True for a node at either end of a triple, or used as a relation or a class."""
         g = self.graph
-        return (any(self._is_relation_triple(p, o) for p, o in g.predicate_objects(node))
-                or any(p not in NON_RELATIONS for p in g.predicates(None, node))
-                or (None, node, None) in g or (None, RDF.type, node) in g)
+        return (
+            any(self._is_relation_triple(p, o) for p, o in g.predicate_objects(node))
+            or any(p not in NON_RELATIONS for p in g.predicates(None, node))
+            or (None, node, None) in g
+            or (None, RDF.type, node) in g
+        )
 
     # ----------------------------------------------------------------- reads
     def _label_of(self, node: URIRef) -> str | None:
@@ -271,7 +332,9 @@ class RDFLibStore(GraphStore):
         return readable(str(node), relation=self._is_property(node))
 
     def _is_property(self, node: URIRef) -> bool:
-        return node in self._cached("properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS})
+        return node in self._cached(
+            "properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS}
+        )
 
     def entity(self, entity_id: str) -> Entity | None:
         node = self._iri(entity_id)
@@ -303,6 +366,7 @@ class RDFLibStore(GraphStore):
                 if self._is_relation_triple(p, o):
                     nodes.add(o)
             return nodes - classes - properties - {RDFS.Class}
+
         return self._cached("entities", build)
 
     def _label_index(self) -> dict[str, list[str]]:
@@ -312,6 +376,7 @@ class RDFLibStore(GraphStore):
                 for name in {e.label, *e.aliases}:
                     index.setdefault(normalize(name), []).append(e.id)
             return index
+
         return self._cached("labels", build)
 
     def _find_by_label(self, key: str) -> list[Entity]:
@@ -341,7 +406,9 @@ class RDFLibStore(GraphStore):
                         return found
         return found
 
-    def triples(self, head: str | None = None, relation: str | None = None, tail: str | None = None) -> Iterator[Triple]:
+    def triples(
+        self, head: str | None = None, relation: str | None = None, tail: str | None = None
+    ) -> Iterator[Triple]:
         pattern = tuple(self._iri(x) if x else None for x in (head, relation, tail))
         for s, p, o in self.graph.triples(pattern):
             if self._is_relation_triple(p, o):
@@ -352,7 +419,10 @@ class RDFLibStore(GraphStore):
             yield self._entity(node)
 
     def relations(self) -> list[str]:
-        return sorted(str(p) for p in self._cached("properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS}))
+        return sorted(
+            str(p)
+            for p in self._cached("properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS})
+        )
 
     def count_triples(self) -> int:
         return sum(1 for _ in self.triples())
@@ -364,8 +434,8 @@ class RDFLibStore(GraphStore):
         """Run a SPARQL query; ``bindings`` are passed as initial bindings (never formatted into the text)."""
         return self.graph.query(sparql, initBindings={k: self._iri(v) for k, v in bindings.items()})
 
-    def export(self, path: str | os.PathLike, format: str | None = None) -> FilePath:
-        path = FilePath(path)
+    def export(self, path: str | os.PathLike, format: str | None = None) -> Path:
+        path = Path(path)
         if (format or path.suffix.lower().lstrip(".")) == "tsv":
             from kgllm.graph.loaders import write_tsv
 
@@ -383,8 +453,11 @@ def _reify(graph: Graph, node: Node, kind: URIRef, spo: tuple[URIRef, URIRef, UR
 
 
 def _record_values(record: Provenance) -> list[tuple[URIRef, Literal]]:
-    values = [(KGLLM.source, Literal(record.source)), (KGLLM.method, Literal(record.method)),
-              (KGLLM.created, Literal(record.created))]
+    values = [
+        (KGLLM.source, Literal(record.source)),
+        (KGLLM.method, Literal(record.method)),
+        (KGLLM.created, Literal(record.created)),
+    ]
     if record.model:
         values.append((KGLLM.model, Literal(record.model)))
     if record.score is not None:

@@ -31,7 +31,9 @@ try:
     from langchain_core.retrievers import BaseRetriever
     from pydantic import ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise MissingDependencyError('kgllm.integrations.langchain needs langchain-core: pip install "kgllm[langchain]"') from exc
+    raise MissingDependencyError(
+        'kgllm.integrations.langchain needs langchain-core: pip install "kgllm[langchain]"'
+    ) from exc
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
@@ -57,18 +59,25 @@ def answer_documents(answer: Answer, limit: int) -> list[Document]:
     """Documents for the evidence of an answer, at most ``limit``."""
     shared = {"question": answer.question, "answer": answer.text, "confidence": answer.confidence}
     if answer.evidence.paths:
-        return [_document(answer, p.triples, {**shared, "kind": "path", "score": p.score,
-                                              "path": [answer.label(n) for n in p.nodes]})
-                for p in answer.evidence.paths[:limit]]
-    return [_document(answer, (t,), {**shared, "kind": "context", "score": None})
-            for t in answer.evidence.triples[:limit]]
+        return [
+            _document(
+                answer,
+                p.triples,
+                {**shared, "kind": "path", "score": p.score, "path": [answer.label(n) for n in p.nodes]},
+            )
+            for p in answer.evidence.paths[:limit]
+        ]
+    return [
+        _document(answer, (t,), {**shared, "kind": "context", "score": None}) for t in answer.evidence.triples[:limit]
+    ]
 
 
 def _document(answer: Answer, triples, metadata: dict[str, Any]) -> Document:
     labelled = [[answer.label(t.head), answer.label(t.relation), answer.label(t.tail)] for t in triples]
-    return Document(page_content="; ".join(" ".join(fact) for fact in labelled) + ".",
-                    metadata={**metadata, "triples": labelled,
-                              "triple_ids": [[t.head, t.relation, t.tail] for t in triples]})
+    return Document(
+        page_content="; ".join(" ".join(fact) for fact in labelled) + ".",
+        metadata={**metadata, "triples": labelled, "triple_ids": [[t.head, t.relation, t.tail] for t in triples]},
+    )
 
 
 class KGLLMChatModel(BaseChatModel):
@@ -89,12 +98,21 @@ class KGLLMChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "kgllm"
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         prompt, stops = chat_prompt([_turn(m) for m in messages], getattr(self.lm, "tokenizer", None))
         sampling = self.temperature > 0
-        config = GenerationConfig(max_new_tokens=self.max_tokens, do_sample=sampling,
-                                  temperature=self.temperature if sampling else 1.0, stop=tuple(stop or ()) + stops)
+        config = GenerationConfig(
+            max_new_tokens=self.max_tokens,
+            do_sample=sampling,
+            temperature=self.temperature if sampling else 1.0,
+            stop=tuple(stop or ()) + stops,
+        )
         text = self.lm.generate(prompt, config)[0][0].strip()
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 

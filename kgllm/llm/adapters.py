@@ -84,8 +84,13 @@ class AdapterConfig:
         from peft import LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
         if self.method == "lora":
-            return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                              target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+            return LoraConfig(
+                r=self.rank,
+                lora_alpha=self.alpha,
+                lora_dropout=self.dropout,
+                target_modules=list(self.target_modules),
+                task_type="CAUSAL_LM",
+            )
         virtual = {"num_virtual_tokens": self.num_virtual_tokens, "task_type": "CAUSAL_LM"}
         if self.method == "prefix":
             return PrefixTuningConfig(**virtual)
@@ -196,8 +201,9 @@ class AdaptedLM(HFCausalLM):
         self._loaded: dict[str, AdapterManifest] = {}  # adapter name -> manifest
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], library: str | os.PathLike[str] | None = None,
-                        **kwargs) -> AdaptedLM:
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], library: str | os.PathLike[str] | None = None, **kwargs
+    ) -> AdaptedLM:
         base = HFCausalLM.from_pretrained(path, **kwargs)
         for parameter in base.model.parameters():
             parameter.requires_grad_(False)
@@ -209,8 +215,10 @@ class AdaptedLM(HFCausalLM):
 
         manifest = AdapterManifest.load(directory)
         if manifest.base_fingerprint != self.base_fingerprint:
-            raise ModelError(f"{directory} was trained on base model {manifest.base_model} ({manifest.base_fingerprint}), "
-                             f"not on {self.base_dir.name} ({self.base_fingerprint})")
+            raise ModelError(
+                f"{directory} was trained on base model {manifest.base_model} ({manifest.base_fingerprint}), "
+                f"not on {self.base_dir.name} ({self.base_fingerprint})"
+            )
         name = name or manifest.task
         if name in self._loaded:
             return name
@@ -262,7 +270,9 @@ class AdaptedLM(HFCausalLM):
         with lora.disable_adapter():
             yield
 
-    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]:
+    def _generate(
+        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
+    ) -> list[list[str]]:
         with self._lora_off(self._method()):
             return super()._generate(prompts, config, allowed)
 
@@ -295,16 +305,19 @@ class AdaptedLM(HFCausalLM):
         return totals
 
 
-def merge_adapter(base_dir: str | os.PathLike[str], adapter_dir: str | os.PathLike[str],
-                  out_dir: str | os.PathLike[str] | None = None) -> HFCausalLM:
+def merge_adapter(
+    base_dir: str | os.PathLike[str], adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> HFCausalLM:
     """The base model with a LoRA adapter merged into its weights (as fast as the bare base);
     saved as a standalone model in ``out_dir`` when given. Prompt-learning methods cannot merge."""
     lm = AdaptedLM.from_pretrained(base_dir)
     task = lm.load(adapter_dir)
     method = lm.loaded[task].method
     if method != "lora":
-        raise ConfigurationError(f"only LoRA adapters can be merged into the base; {adapter_dir} is {method!r}, "
-                                 "which adds virtual tokens at run time (load it with AdaptedLM instead)")
+        raise ConfigurationError(
+            f"only LoRA adapters can be merged into the base; {adapter_dir} is {method!r}, "
+            "which adds virtual tokens at run time (load it with AdaptedLM instead)"
+        )
     merged = HFCausalLM(lm._wrappers["lora"].merge_and_unload().eval(), lm.tokenizer)
     merged.name = f"{lm.name}+{task}"
     if out_dir is not None:

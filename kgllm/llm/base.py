@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kgllm.exceptions import InputError
 
@@ -38,12 +40,22 @@ class GenerationConfig:
 
 
 class LanguageModel(ABC):
-    """A causal language model as the pipelines use it."""
+    """A causal language model as the pipelines use it.
+
+    A new backend is one subclass (``_generate``, ``_score`` and ``from_settings``) and one
+    registration in :data:`kgllm.llm.models` or the ``kgllm.llms`` entry-point group.
+    """
 
     name: str = "model"
 
-    def generate(self, prompts: str | Sequence[str], config: GenerationConfig | None = None,
-                 allowed: Sequence[str] | None = None) -> list[list[str]]:
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Any, model: str | os.PathLike | None = None) -> LanguageModel:
+        """The model ``model`` names (a local directory, a served model name), else the settings' one."""
+
+    def generate(
+        self, prompts: str | Sequence[str], config: GenerationConfig | None = None, allowed: Sequence[str] | None = None
+    ) -> list[list[str]]:
         """Continuations of each prompt: one list of ``num_return_sequences`` strings per prompt,
         cut at the first stop string (which is not included).
 
@@ -62,7 +74,9 @@ class LanguageModel(ABC):
         return self._generate(batch, config or GenerationConfig(), allowed)
 
     @abstractmethod
-    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]: ...
+    def _generate(
+        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
+    ) -> list[list[str]]: ...
 
     def score(self, prompt: str, candidates: Sequence[str], normalize: bool = False) -> list[float]:
         """Log-likelihood of each candidate continuing ``prompt`` (summed over its tokens;

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from kgllm.exceptions import InputError
 
+
 class TokenTrie:
     """Candidates as token-id sequences sharing their prefixes."""
 

@@ -21,9 +21,20 @@ def default_training_config(settings: Settings):
     """Sizes that train in the time budget on two CPU cores and learn the demo graph."""
     from kgllm.llm.training import TrainingConfig
 
-    return TrainingConfig(hidden_size=256, num_layers=4, num_heads=4, vocab_size=2048, max_seq_len=128,
-                          batch_size=32, learning_rate=2e-3, epochs=None, max_minutes=settings.train_minutes,
-                          threads=settings.threads, device=settings.device, seed=CORPUS_SEED)
+    return TrainingConfig(
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        vocab_size=2048,
+        max_seq_len=128,
+        batch_size=32,
+        learning_rate=2e-3,
+        epochs=None,
+        max_minutes=settings.train_minutes,
+        threads=settings.threads,
+        device=settings.device,
+        seed=CORPUS_SEED,
+    )
 
 
 def default_model_dir(texts: list[str], config, settings: Settings) -> Path:
@@ -45,7 +56,11 @@ def ensure_default_model(store: GraphStore, settings: Settings, progress: bool =
     out_dir = default_model_dir(texts, config, settings)
     if (out_dir / "config.json").is_file():
         return out_dir
-    log.warning("training the default model on %d texts from the graph (at most %.1f min); cached in %s",
-                len(texts), settings.train_minutes, out_dir)
+    log.warning(
+        "training the default model on %d texts from the graph (at most %.1f min); cached in %s",
+        len(texts),
+        settings.train_minutes,
+        out_dir,
+    )
     train_causal_lm(texts, out_dir, config, progress=progress)
     return out_dir

@@ -76,6 +76,14 @@ class HFCausalLM(LanguageModel):
         self._pad_id = pad if pad is not None else 0
 
     @classmethod
+    def from_settings(cls, settings, model: str | os.PathLike | None = None) -> HFCausalLM:
+        """The local model directory ``model`` (else ``settings.model``) on the settings' device and threads."""
+        path = model or settings.model
+        if path is None:
+            raise ConfigurationError("no model directory given: pass one, or set KGLLM_MODEL")
+        return cls.from_pretrained(path, device=settings.device, threads=settings.threads)
+
+    @classmethod
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
@@ -94,7 +102,9 @@ class HFCausalLM(LanguageModel):
         """
         directory = Path(path)
         if not directory.is_dir():
-            raise ModelError(f"no model directory at {directory}; train one or pass the path of a local Hugging Face model")
+            raise ModelError(
+                f"no model directory at {directory}; train one or pass the path of a local Hugging Face model"
+            )
         torch_device = _device(device)
         torch_dtype = _dtype(dtype, torch_device)
         if threads is not None:
@@ -105,7 +115,9 @@ class HFCausalLM(LanguageModel):
         except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
             raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
         model.to(torch_device).eval()
-        logger.info("loaded %s: %s parameters, %s on %s", directory, f"{model.num_parameters():,}", torch_dtype, torch_device)
+        logger.info(
+            "loaded %s: %s parameters, %s on %s", directory, f"{model.num_parameters():,}", torch_dtype, torch_device
+        )
         lm = cls(model, tokenizer, **kwargs)
         lm.name = directory.resolve().name
         return lm
@@ -122,17 +134,23 @@ class HFCausalLM(LanguageModel):
             raise InputError("empty prompt, and the tokenizer has no BOS or EOS token to start from")
         return [ids or [start] for ids in encoded]
 
-    def _generate(self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None) -> list[list[str]]:
+    def _generate(
+        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
+    ) -> list[list[str]]:
         input_ids, attention_mask = self._left_pad(self._prompt_ids(prompts))
         constraint = {}
         if allowed is not None:
-            trie = TokenTrie(self.tokenizer(allowed, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id)
+            trie = TokenTrie(
+                self.tokenizer(allowed, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id
+            )
             constraint["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn(trie, input_ids.shape[1])
             config = replace(config, stop=(), max_new_tokens=max(config.max_new_tokens, trie.longest))
         hf_config = self._hf_generation_config(config)
         # transformers' own stop_strings rebuilds a table over the whole vocabulary on every call;
         # decoding the few generated tokens per step is far cheaper for short answers.
-        stopping = StoppingCriteriaList([_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1])] if any(config.stop) else [])
+        stopping = StoppingCriteriaList(
+            [_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1])] if any(config.stop) else []
+        )
         with torch.inference_mode(), _seeded(config.seed, self.device):
             try:
                 output = self.model.generate(
@@ -256,7 +274,9 @@ def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     resolved = _DTYPES.get(dtype.lower()) if isinstance(dtype, str) else dtype
     if resolved not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ConfigurationError(f"unsupported dtype {dtype!r}; use None (automatic), 'float32', 'bfloat16' or 'float16'")
+        raise ConfigurationError(
+            f"unsupported dtype {dtype!r}; use None (automatic), 'float32', 'bfloat16' or 'float16'"
+        )
     if resolved != torch.float32 and device.type != "cuda":
         raise ConfigurationError(f"dtype {dtype!r} needs a CUDA device (got {device}); use dtype=None or 'float32'")
     return resolved

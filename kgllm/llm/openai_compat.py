@@ -18,6 +18,7 @@ returns no prompt log-probabilities (Ollama, for one) cannot score: ``ModelError
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,8 +43,9 @@ def chat_prompt(messages: Sequence[tuple[str, str]], tokenizer: Any = None) -> t
     if unknown:
         raise InputError(f"unknown chat role {unknown[0]!r}; use one of: {', '.join(CHAT_ROLES)}")
     if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
-                                               tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": r, "content": c} for r, c in messages], tokenize=False, add_generation_prompt=True
+        )
         return prompt, ()
     prefix = {"system": "", "user": "Question: ", "assistant": "Answer: "}
     lines = [prefix[role] + " ".join(content.split()) for role, content in messages]
@@ -60,18 +62,22 @@ class OpenAICompatibleLM(LanguageModel):
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 120.0):
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"OpenAI-compatible base URL must start with http:// or https://, got {base_url!r}")
+            raise ConfigurationError(
+                f"OpenAI-compatible base URL must start with http:// or https://, got {base_url!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self._model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> OpenAICompatibleLM:
-        """The model at ``KGLLM_OPENAI_BASE_URL`` (``KGLLM_OPENAI_MODEL``, ``KGLLM_OPENAI_API_KEY``)."""
+    def from_settings(cls, settings: Any, model: str | os.PathLike | None = None) -> OpenAICompatibleLM:
+        """The model at ``KGLLM_OPENAI_BASE_URL`` (``model``, else ``KGLLM_OPENAI_MODEL``; ``KGLLM_OPENAI_API_KEY``)."""
         if not settings.openai_base_url:
-            raise ConfigurationError("set KGLLM_OPENAI_BASE_URL (e.g. http://127.0.0.1:8000/v1) to use an OpenAI-compatible server")
-        return cls(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
+            raise ConfigurationError(
+                "set KGLLM_OPENAI_BASE_URL (e.g. http://127.0.0.1:8000/v1) to use an OpenAI-compatible server"
+            )
+        return cls(settings.openai_base_url, str(model) if model else settings.openai_model, settings.openai_api_key)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -94,25 +100,35 @@ class OpenAICompatibleLM(LanguageModel):
     def close(self) -> None:
         self._client.close()
 
-    def _generate(self, prompts: list[str], config: GenerationConfig,
-                  allowed: list[str] | None = None) -> list[list[str]]:
+    def _generate(
+        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
+    ) -> list[list[str]]:
         if allowed is not None:
             return [self._choose(prompt, allowed, config.num_return_sequences) for prompt in prompts]
         if config.num_beams > 1:
-            raise ConfigurationError("beam search (num_beams > 1) is not part of the OpenAI API; use sampling or num_beams=1")
+            raise ConfigurationError(
+                "beam search (num_beams > 1) is not part of the OpenAI API; use sampling or num_beams=1"
+            )
         payload: dict[str, Any] = {
-            "model": self.model, "prompt": prompts, "max_tokens": config.max_new_tokens,
-            "n": config.num_return_sequences, "temperature": config.temperature if config.do_sample else 0.0,
-            "top_p": config.top_p, "stop": [s for s in config.stop if s][:4] or None, "seed": config.seed,
+            "model": self.model,
+            "prompt": prompts,
+            "max_tokens": config.max_new_tokens,
+            "n": config.num_return_sequences,
+            "temperature": config.temperature if config.do_sample else 0.0,
+            "top_p": config.top_p,
+            "stop": [s for s in config.stop if s][:4] or None,
+            "seed": config.seed,
         }
         # not in OpenAI's API, understood by vLLM, llama.cpp and kgllm: sent only when they matter
         if config.top_k:
             payload["top_k"] = config.top_k
         if config.repetition_penalty != 1.0:
             payload["repetition_penalty"] = config.repetition_penalty
-        choices = self._choices(self._request("POST", "/completions", payload), len(prompts) * config.num_return_sequences)
+        choices = self._choices(
+            self._request("POST", "/completions", payload), len(prompts) * config.num_return_sequences
+        )
         n = config.num_return_sequences
-        return [[c["text"] for c in choices[i * n:(i + 1) * n]] for i in range(len(prompts))]
+        return [[c["text"] for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
     def _choose(self, prompt: str, allowed: list[str], n: int) -> list[str]:
         """Constrained decoding over the API: the ``n`` candidates the server finds most likely
@@ -121,18 +137,28 @@ class OpenAICompatibleLM(LanguageModel):
         return [allowed[i] for i in sorted(range(len(allowed)), key=lambda i: -scores[i])[:n]]
 
     def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
-        payload = {"model": self.model, "prompt": [prompt + c for c in candidates], "max_tokens": 0,
-                   "echo": True, "logprobs": 0, "temperature": 0.0}
+        payload = {
+            "model": self.model,
+            "prompt": [prompt + c for c in candidates],
+            "max_tokens": 0,
+            "echo": True,
+            "logprobs": 0,
+            "temperature": 0.0,
+        }
         choices = self._choices(self._request("POST", "/completions", payload), len(candidates))
-        return [self._candidate_logprob(choice, len(prompt), len(prompt) + len(candidate), normalize)
-                for choice, candidate in zip(choices, candidates, strict=True)]
+        return [
+            self._candidate_logprob(choice, len(prompt), len(prompt) + len(candidate), normalize)
+            for choice, candidate in zip(choices, candidates, strict=True)
+        ]
 
     def _candidate_logprob(self, choice: dict, start: int, end: int, normalize: bool) -> float:
         logprobs = choice.get("logprobs") or {}
         offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
         if not offsets or not values:
-            raise ModelError(f"the server at {self.base_url} returned no prompt log-probabilities (echo + logprobs); "
-                             "scoring needs a server that does, such as vLLM or kgllm serve")
+            raise ModelError(
+                f"the server at {self.base_url} returned no prompt log-probabilities (echo + logprobs); "
+                "scoring needs a server that does, such as vLLM or kgllm serve"
+            )
         picked = [v for offset, v in zip(offsets, values, strict=True) if start <= offset < end and v is not None]
         if not picked:
             raise ModelError(f"the server at {self.base_url} returned no tokens for a candidate")

@@ -70,12 +70,16 @@ def qa_examples(builder: CorpusBuilder, triples: list[Triple], facts_in_prompt: 
         answers = sorted(builder.label(t) for t in tails)
         gold = [t for t in by_head[head] if t.relation == relation]
         others = [t for t in by_head[head] if t.relation != relation]
-        shown = gold[:facts_in_prompt] + builder.rng.sample(others, min(len(others), max(0, facts_in_prompt - len(gold))))
+        shown = gold[:facts_in_prompt] + builder.rng.sample(
+            others, min(len(others), max(0, facts_in_prompt - len(gold)))
+        )
         builder.rng.shuffle(shown)
         facts = " ".join(fact_text(builder, t) + "." for t in shown)
         question = f"What is {builder.label(head)} {builder.label(relation)}?"
         joined = ", ".join(answers)
-        yield TaskExample(f"Facts: {facts}\nQuestion: {question}\nAnswer:", " " + joined, tuple(dict.fromkeys((joined, *answers))))
+        yield TaskExample(
+            f"Facts: {facts}\nQuestion: {question}\nAnswer:", " " + joined, tuple(dict.fromkeys((joined, *answers)))
+        )
 
 
 def path_examples(builder: CorpusBuilder, triples: list[Triple]) -> Iterator[TaskExample]:
@@ -103,7 +107,9 @@ def _sentences(builder: CorpusBuilder, triples: list[Triple], most: int = 3) -> 
 
 
 def _facts_text(builder: CorpusBuilder, facts: list[Triple]) -> str:
-    return "; ".join(f"({builder.label(t.head)} | {builder.label(t.relation)} | {builder.label(t.tail)})" for t in facts)
+    return "; ".join(
+        f"({builder.label(t.head)} | {builder.label(t.relation)} | {builder.label(t.tail)})" for t in facts
+    )
 
 
 def kg2text_examples(builder: CorpusBuilder, triples: list[Triple]) -> Iterator[TaskExample]:
@@ -127,8 +133,9 @@ BUILDERS: dict[str, Callable[[CorpusBuilder, list[Triple]], Iterator[TaskExample
 TASKS = tuple(BUILDERS)
 
 
-def build_task(store: GraphStore, task: str, seed: int = 0, dev: float = 0.1, test: float = 0.1,
-               limit: int | None = None) -> TaskSplits:
+def build_task(
+    store: GraphStore, task: str, seed: int = 0, dev: float = 0.1, test: float = 0.1, limit: int | None = None
+) -> TaskSplits:
     """Examples of ``task`` from every fact in ``store``, shuffled under ``seed`` and split
     train/dev/test (``limit``: keep only that many examples before splitting)."""
     if task not in BUILDERS:

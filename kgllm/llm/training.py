@@ -52,7 +52,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: str | os.Pat
     The vocabulary may come out smaller than ``vocab_size`` on a small corpus.
     """
     if vocab_size < _MIN_VOCAB:
-        raise ConfigurationError(f"vocab_size must be at least {_MIN_VOCAB} for a byte-level tokenizer, got {vocab_size}")
+        raise ConfigurationError(
+            f"vocab_size must be at least {_MIN_VOCAB} for a byte-level tokenizer, got {vocab_size}"
+        )
     if not texts:
         raise InputError("cannot train a tokenizer on an empty list of texts")
     backend = Tokenizer(models.BPE(unk_token=UNK))
@@ -257,7 +259,12 @@ def train_causal_lm(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info(
         "trained %s parameters for %d steps in %.0f s (%.0f tokens/s, final loss %.3f) -> %s",
-        f"{result.n_parameters:,}", result.steps, result.seconds, result.tokens_per_second, result.final_loss, out_dir,
+        f"{result.n_parameters:,}",
+        result.steps,
+        result.seconds,
+        result.tokens_per_second,
+        result.final_loss,
+        out_dir,
     )
     return result
 
@@ -279,12 +286,18 @@ def _encode(texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int) 
     examples = [ids[: max_len - 1] + [tokenizer.eos_token_id] for ids in encoded]
     truncated = sum(len(ids) >= max_len for ids in encoded)
     if truncated:
-        logger.warning("%d of %d texts are longer than max_seq_len=%d tokens and were truncated", truncated, len(texts), max_len)
+        logger.warning(
+            "%d of %d texts are longer than max_seq_len=%d tokens and were truncated", truncated, len(texts), max_len
+        )
     return examples
 
 
 def _build_model(config: TrainingConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     vocab = len(tokenizer)
     if config.architecture == "llama":
         intermediate = config.intermediate_size or 32 * math.ceil(config.hidden_size * 8 / 3 / 32)
@@ -323,7 +336,9 @@ def _batches(examples: list[list[int]], batch_size: int, rng: random.Random) -> 
     return batches
 
 
-def _collate(examples: list[list[int]], batch: list[int], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _collate(
+    examples: list[list[int]], batch: list[int], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded input ids and labels (-100 on padding).
 
     No attention mask is needed: with right padding a causal model never lets a real
@@ -340,7 +355,9 @@ def _collate(examples: list[list[int]], batch: list[int], pad_id: int, device: t
 
 
 def _optimizer(model: PreTrainedModel, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n]
+    decay = [
+        p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n
+    ]
     decay_ids = {id(p) for p in decay}
     no_decay = [p for p in model.parameters() if id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -404,7 +421,11 @@ def _train_loop(
         tokens += sum(len(examples[i]) for i in batch)
         if steps % 10 == 0:
             bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix(step=steps, loss=f"{sum(recent) / len(recent):.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
+            bar.set_postfix(
+                step=steps,
+                loss=f"{sum(recent) / len(recent):.3f}",
+                tok_s=f"{tokens / (time.perf_counter() - start):.0f}",
+            )
     bar.close()
     seconds = time.perf_counter() - start
     model.eval()

@@ -83,13 +83,25 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             raise ConfigurationError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
-            raise ConfigurationError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
-        for name in ("learning_rate", "batch_size", "gradient_accumulation", "epochs", "save_steps", "logging_steps", "threads"):
+            raise ConfigurationError(
+                f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
+            )
+        for name in (
+            "learning_rate",
+            "batch_size",
+            "gradient_accumulation",
+            "epochs",
+            "save_steps",
+            "logging_steps",
+            "threads",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ConfigurationError("max_grad_norm and weight_decay cannot be negative")
-        if (self.max_steps is not None and self.max_steps < 1) or (self.max_minutes is not None and self.max_minutes <= 0):
+        if (self.max_steps is not None and self.max_steps < 1) or (
+            self.max_minutes is not None and self.max_minutes <= 0
+        ):
             raise ConfigurationError("max_steps and max_minutes must be positive when set")
 
     def check_hardware(self) -> None:
@@ -101,10 +113,13 @@ class RunConfig:
             raise ConfigurationError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
         if self.quantization:
             if not cuda:
-                raise ConfigurationError(f"{self.quantization} quantization needs a CUDA device (bitsandbytes); "
-                                         "train in fp32 or bf16 on CPU")
+                raise ConfigurationError(
+                    f"{self.quantization} quantization needs a CUDA device (bitsandbytes); train in fp32 or bf16 on CPU"
+                )
             if importlib.util.find_spec("bitsandbytes") is None:
-                raise MissingDependencyError(f'{self.quantization} quantization needs bitsandbytes: pip install "kgllm[gpu]"')
+                raise MissingDependencyError(
+                    f'{self.quantization} quantization needs bitsandbytes: pip install "kgllm[gpu]"'
+                )
 
 
 # ---------------------------------------------------------------- data
@@ -119,8 +134,9 @@ class KnowledgeTexts:
     held_out_triples: list[Any] = field(default_factory=list)
 
 
-def knowledge_texts(store: GraphStore, hops: int = 2, held_out: float = 0.1, seed: int = 0,
-                    passage_facts: int = 6) -> KnowledgeTexts:
+def knowledge_texts(
+    store: GraphStore, hops: int = 2, held_out: float = 0.1, seed: int = 0, passage_facts: int = 6
+) -> KnowledgeTexts:
     """Facts, entity descriptions (class, aliases) and multi-fact passages from each entity's
     ``hops``-hop neighbourhood; a ``held_out`` share of the facts appears in none of them."""
     builder = CorpusBuilder(store, seed=seed)
@@ -149,7 +165,9 @@ def _encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len:
     return [{"input_ids": ids, "labels": ids} for ids in rows]
 
 
-def _encode_examples(tokenizer: PreTrainedTokenizerBase, examples: list[TaskExample], max_len: int) -> list[dict[str, list[int]]]:
+def _encode_examples(
+    tokenizer: PreTrainedTokenizerBase, examples: list[TaskExample], max_len: int
+) -> list[dict[str, list[int]]]:
     """Prompt and target tokenized apart, as ``score`` does; loss on the target and ``</s>`` only."""
     prompts = tokenizer([e.prompt for e in examples])["input_ids"]
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
@@ -162,7 +180,12 @@ def _encode_examples(tokenizer: PreTrainedTokenizerBase, examples: list[TaskExam
         ids = (prompt + target)[:max_len]
         rows.append({"input_ids": ids, "labels": [-100] * len(prompt) + ids[len(prompt) :]})
     if too_long:
-        log.warning("%d of %d examples are longer than %d tokens; their prompts were cut from the left", too_long, len(rows), max_len)
+        log.warning(
+            "%d of %d examples are longer than %d tokens; their prompts were cut from the left",
+            too_long,
+            len(rows),
+            max_len,
+        )
     return rows
 
 
@@ -218,8 +241,16 @@ class RunStats:
     losses: list[tuple[int, float]]
 
 
-def _train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, list[int]]], out_dir: Path,
-           run: RunConfig, progress: bool, resume: bool, callbacks: list[TrainerCallback] | None) -> RunStats:
+def _train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, list[int]]],
+    out_dir: Path,
+    run: RunConfig,
+    progress: bool,
+    resume: bool,
+    callbacks: list[TrainerCallback] | None,
+) -> RunStats:
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     if not rows:
@@ -228,17 +259,38 @@ def _train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: lis
     max_steps = run.max_steps or max(1, math.ceil(run.epochs * per_epoch))
     cuda = torch.device(run.device).type == "cuda"
     args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
-        gradient_accumulation_steps=run.gradient_accumulation, learning_rate=run.learning_rate,
-        warmup_steps=run.warmup_steps, weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm,
-        train_sampling_strategy="group_by_length" if run.group_by_length else "random", lr_scheduler_type="linear",
-        logging_steps=min(run.logging_steps, max_steps), save_strategy="steps", save_steps=run.save_steps, save_total_limit=2,
-        report_to="none", use_cpu=not cuda, bf16=run.precision == "bf16", fp16=run.precision == "fp16",
-        seed=run.seed, data_seed=run.seed, disable_tqdm=not progress, dataloader_num_workers=0,
-        remove_unused_columns=False, **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
+        output_dir=str(out_dir / "checkpoints"),
+        max_steps=max_steps,
+        per_device_train_batch_size=run.batch_size,
+        gradient_accumulation_steps=run.gradient_accumulation,
+        learning_rate=run.learning_rate,
+        warmup_steps=run.warmup_steps,
+        weight_decay=run.weight_decay,
+        max_grad_norm=run.max_grad_norm,
+        train_sampling_strategy="group_by_length" if run.group_by_length else "random",
+        lr_scheduler_type="linear",
+        logging_steps=min(run.logging_steps, max_steps),
+        save_strategy="steps",
+        save_steps=run.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        use_cpu=not cuda,
+        bf16=run.precision == "bf16",
+        fp16=run.precision == "fp16",
+        seed=run.seed,
+        data_seed=run.seed,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_Collator(tokenizer.pad_token_id),
-                      callbacks=[_TimeBudget(run.max_minutes), *(callbacks or [])])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=_Collator(tokenizer.pad_token_id),
+        callbacks=[_TimeBudget(run.max_minutes), *(callbacks or [])],
+    )
     trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no dict per log step
     checkpoint = resume and any((out_dir / "checkpoints").glob("checkpoint-*"))
     previous = torch.get_num_threads()
@@ -288,16 +340,21 @@ def perplexity(lm: HFCausalLM, texts: list[str], batch_size: int = 32) -> float:
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = collate(rows[start : start + batch_size])
-            logits = lm.model(input_ids=batch["input_ids"].to(lm.device)).logits[:, -batch["input_ids"].shape[1] :].float()
+            logits = (
+                lm.model(input_ids=batch["input_ids"].to(lm.device)).logits[:, -batch["input_ids"].shape[1] :].float()
+            )
             targets = batch["labels"][:, 1:].to(lm.device)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum"
+            )
             total += float(nll)
             count += int((targets != -100).sum())
     return math.exp(total / count)
 
 
-def accuracy(lm: HFCausalLM, examples: list[TaskExample], batch_size: int = 16,
-             allowed: list[str] | None = None) -> float:
+def accuracy(
+    lm: HFCausalLM, examples: list[TaskExample], batch_size: int = 16, allowed: list[str] | None = None
+) -> float:
     """Share of examples whose greedy continuation (up to the first newline) is a correct answer;
     with ``allowed``, decoding is constrained to those candidates."""
     if not examples:
@@ -348,14 +405,24 @@ class TuningResult:
 
     def summary(self) -> str:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
-        return (f"{self.kind} {self.method}{f' on {self.task}' if self.task else ''}: {self.trainable_parameters:,} trainable "
-                f"parameters ({self.trainable_percent:.2f}% of {self.total_parameters:,}), {self.steps} steps in "
-                f"{self.seconds:.0f} s, final loss {self.final_loss:.3f}" + (f", {metrics}" if metrics else ""))
+        return (
+            f"{self.kind} {self.method}{f' on {self.task}' if self.task else ''}: {self.trainable_parameters:,} trainable "
+            f"parameters ({self.trainable_percent:.2f}% of {self.total_parameters:,}), {self.steps} steps in "
+            f"{self.seconds:.0f} s, final loss {self.final_loss:.3f}" + (f", {metrics}" if metrics else "")
+        )
 
 
-def pretrain(texts: list[str], out_dir: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None,
-             model_config: TrainingConfig | None = None, run: RunConfig | None = None, held_out: list[str] | None = None,
-             progress: bool = True, resume: bool = True, callbacks: list[TrainerCallback] | None = None) -> TuningResult:
+def pretrain(
+    texts: list[str],
+    out_dir: str | os.PathLike[str],
+    base_dir: str | os.PathLike[str] | None = None,
+    model_config: TrainingConfig | None = None,
+    run: RunConfig | None = None,
+    held_out: list[str] | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TuningResult:
     """Continue training ``base_dir`` on ``texts``, or (without a base) train a tokenizer and a model of
     ``model_config``'s size from scratch. Checkpoints go to ``out_dir/checkpoints``; with ``resume`` a
     run interrupted there continues from its last checkpoint. The final model, its perplexity on
@@ -379,15 +446,29 @@ def pretrain(texts: list[str], out_dir: str | os.PathLike[str], base_dir: str | 
     else:
         model, tokenizer = load_for_training(base_dir, run)
     total = sum(p.numel() for p in model.parameters())
-    stats = _train(model, tokenizer, _encode_texts(tokenizer, texts, _max_len(model)), out_dir, run, progress, resume, callbacks)
+    stats = _train(
+        model, tokenizer, _encode_texts(tokenizer, texts, _max_len(model)), out_dir, run, progress, resume, callbacks
+    )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     lm = HFCausalLM(model, tokenizer)
     metrics = {"held_out_perplexity": perplexity(lm, held_out)} if held_out else {}
     if stats.losses:
         save_loss_curve(stats.losses, out_dir / "loss.png", f"pre-training on {len(texts)} graph texts")
-    result = TuningResult("pretrain", str(out_dir), "from scratch" if base_dir is None else "continued", None, stats.steps,
-                          stats.seconds, stats.seconds_per_step, stats.final_loss, total, total, metrics, asdict(run))
+    result = TuningResult(
+        "pretrain",
+        str(out_dir),
+        "from scratch" if base_dir is None else "continued",
+        None,
+        stats.steps,
+        stats.seconds,
+        stats.seconds_per_step,
+        stats.final_loss,
+        total,
+        total,
+        metrics,
+        asdict(run),
+    )
     result.save()
     return result
 
@@ -398,7 +479,9 @@ def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(directory, local_files_only=True)
 
 
-def load_for_training(model_dir: str | os.PathLike[str], run: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_for_training(
+    model_dir: str | os.PathLike[str], run: RunConfig
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A local model and its tokenizer, loaded as ``run`` asks (quantized, placed by accelerate, ...)."""
     directory = Path(model_dir)
     if not (directory / "config.json").is_file():
@@ -407,8 +490,9 @@ def load_for_training(model_dir: str | os.PathLike[str], run: RunConfig) -> tupl
     if run.quantization:
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=run.quantization == "8bit",
-                                                           load_in_4bit=run.quantization == "4bit")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=run.quantization == "8bit", load_in_4bit=run.quantization == "4bit"
+        )
     if run.device_map:
         kwargs["device_map"] = run.device_map
     try:
@@ -428,9 +512,16 @@ def load_for_training(model_dir: str | os.PathLike[str], run: RunConfig) -> tupl
 # ---------------------------------------------------------------- fine-tuning
 
 
-def finetune(base_dir: str | os.PathLike[str], splits: TaskSplits, out_dir: str | os.PathLike[str],
-             adapter: AdapterConfig | None = None, run: RunConfig | None = None, progress: bool = True,
-             resume: bool = False, callbacks: list[TrainerCallback] | None = None) -> TuningResult:
+def finetune(
+    base_dir: str | os.PathLike[str],
+    splits: TaskSplits,
+    out_dir: str | os.PathLike[str],
+    adapter: AdapterConfig | None = None,
+    run: RunConfig | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TuningResult:
     """Train ``adapter`` (a PEFT method over the frozen base) or, with ``adapter=None``, every weight
     (full fine-tuning) on ``splits.train``; measure accuracy on ``splits.dev`` and save the adapter
     alone with its manifest (or the whole model) in ``out_dir``."""
@@ -459,11 +550,29 @@ def finetune(base_dir: str | os.PathLike[str], splits: TaskSplits, out_dir: str 
     if adapter is None:
         tokenizer.save_pretrained(out_dir)
     else:
-        AdapterManifest(splits.task, method, base_dir.resolve().name, base_fingerprint(base_dir),
-                        asdict(adapter), {**metrics, "final_loss": stats.final_loss}).save(out_dir)
+        AdapterManifest(
+            splits.task,
+            method,
+            base_dir.resolve().name,
+            base_fingerprint(base_dir),
+            asdict(adapter),
+            {**metrics, "final_loss": stats.final_loss},
+        ).save(out_dir)
     if stats.losses:
         save_loss_curve(stats.losses, out_dir / "loss.png", f"{method} on {splits.task}")
-    result = TuningResult("finetune", str(out_dir), method, splits.task, stats.steps, stats.seconds, stats.seconds_per_step,
-                          stats.final_loss, trainable, total, metrics, asdict(run))
+    result = TuningResult(
+        "finetune",
+        str(out_dir),
+        method,
+        splits.task,
+        stats.steps,
+        stats.seconds,
+        stats.seconds_per_step,
+        stats.final_loss,
+        trainable,
+        total,
+        metrics,
+        asdict(run),
+    )
     result.save()
     return result

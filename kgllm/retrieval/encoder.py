@@ -72,7 +72,7 @@ class Encoder(ABC):
 
             starts = tqdm(starts, desc=f"encoding {len(batch)} texts", unit="batch")
         vectors = np.empty((len(batch), self.dim), dtype=np.float32)
-        vectors[order] = np.concatenate([self._encode(by_length[i:i + batch_size]) for i in starts])
+        vectors[order] = np.concatenate([self._encode(by_length[i : i + batch_size]) for i in starts])
         return _normalized(vectors)
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -114,7 +114,9 @@ class SentenceTransformerEncoder(Encoder):
     def _load(self) -> Any:
         path = self.model_path or _bundled_minilm_path()
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise RetrievalError(f"{path}: not a sentence-transformers model directory (no modules.json or config.json)")
+            raise RetrievalError(
+                f"{path}: not a sentence-transformers model directory (no modules.json or config.json)"
+            )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -148,7 +150,7 @@ def _normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-encoders: Registry[Encoder] = Registry("encoder", Encoder)
+encoders: Registry[Encoder] = Registry("encoder", Encoder, entry_points="kgllm.encoders")
 encoders.register("minilm", SentenceTransformerEncoder)
 
 
@@ -161,5 +163,6 @@ def encoder_from_settings(settings: Settings) -> Encoder:
     if not path.is_dir():
         raise ConfigurationError(
             f"encoder {spec!r} is neither a registered encoder ({', '.join(encoders.names())}) "
-            "nor a local model directory")
+            "nor a local model directory"
+        )
     return SentenceTransformerEncoder(path, device=settings.device)

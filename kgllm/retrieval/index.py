@@ -41,8 +41,15 @@ class VectorIndex:
         index.search(query_vectors, k=1)      # [[("chad", 0.93)], ...]
     """
 
-    def __init__(self, dim: int, encoder_name: str = "", hnsw_threshold: int = 50_000,
-                 hnsw_m: int = 32, ef_search: int = 128, compact_ratio: float = 0.25):
+    def __init__(
+        self,
+        dim: int,
+        encoder_name: str = "",
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        compact_ratio: float = 0.25,
+    ):
         if dim < 1:
             raise InputError("dim must be at least 1")
         self.dim = dim
@@ -122,8 +129,10 @@ class VectorIndex:
         if not len(self) or not len(vectors):
             return [[] for _ in range(len(vectors))]
         scores, ids = self._index.search(vectors, min(k, len(self)), params=self._search_params())
-        return [[(self._keys[i], float(s)) for s, i in zip(row_s, row_i) if i >= 0]
-                for row_s, row_i in zip(scores.tolist(), ids.tolist())]
+        return [
+            [(self._keys[i], float(s)) for s, i in zip(row_s, row_i) if i >= 0]
+            for row_s, row_i in zip(scores.tolist(), ids.tolist())
+        ]
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
@@ -133,9 +142,14 @@ class VectorIndex:
         vectors_file = f"vectors-{uuid.uuid4().hex[:12]}.faiss"
         faiss.write_index(self._index, str(directory / vectors_file))
         meta = {
-            "format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim,
-            "encoder": self.encoder_name, "vectors_file": vectors_file, "next_id": self._next_id,
-            "keys": [[i, k] for i, k in self._keys.items()], "tombstones": sorted(self._tombstones),
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "dim": self.dim,
+            "encoder": self.encoder_name,
+            "vectors_file": vectors_file,
+            "next_id": self._next_id,
+            "keys": [[i, k] for i, k in self._keys.items()],
+            "tombstones": sorted(self._tombstones),
         }
         _write_atomic(directory / META_FILE, json.dumps(meta))
         for stale in directory.glob("vectors-*.faiss"):  # earlier saves, and any left by an interrupted one
@@ -152,11 +166,15 @@ class VectorIndex:
         directory = Path(directory)
         meta = _read_meta(directory / META_FILE)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise RetrievalError(f"{directory}: index format {meta.get('format_version')}, "
-                                 f"this version reads {FORMAT_VERSION}; rebuild the index")
+            raise RetrievalError(
+                f"{directory}: index format {meta.get('format_version')}, "
+                f"this version reads {FORMAT_VERSION}; rebuild the index"
+            )
         if meta["encoder"] != encoder_name or meta["dim"] != dim:
-            raise RetrievalError(f"{directory}: index was built with encoder {meta['encoder']!r} (dim {meta['dim']}), "
-                                 f"not {encoder_name!r} (dim {dim}); rebuild it with this encoder")
+            raise RetrievalError(
+                f"{directory}: index was built with encoder {meta['encoder']!r} (dim {meta['dim']}), "
+                f"not {encoder_name!r} (dim {dim}); rebuild it with this encoder"
+            )
         index = cls(dim, encoder_name, **options)
         try:
             index._index = faiss.read_index(str(directory / meta["vectors_file"]))

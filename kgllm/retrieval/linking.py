@@ -43,14 +43,9 @@ log = logging.getLogger(__name__)
 Method = Literal["exact", "fuzzy", "embedding"]
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
 _POSSESSIVE = re.compile(r"['’]s$")
-STOP_WORDS = frozenset("""
-a about above after all also am an and any are as at be been before being below between both but by can
-could did do does doing down during each few for from further had has have having he her here hers him
-his how i if in into is it its itself just me more most my no nor not now of off on once only or other
-our out over own same she should so some such than that the their them then there these they this those
-through to too under until up us very was we were what when where which while who whom whose why will with
-would you your yours list name names give show tell find many much number one ones
-""".split())
+STOP_WORDS = frozenset(
+    ["a", "about", "above", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "us", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "will", "with", "would", "you", "your", "yours", "list", "name", "names", "give", "show", "tell", "find", "many", "much", "number", "one", "ones"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +111,16 @@ class EntityLinker:
         linker.link("Which countries border Chad?")  # [LinkedEntity(Chad, "Chad", 1.0, "exact")]
     """
 
-    def __init__(self, store: GraphStore, encoder: Encoder | None = None, label_index: VectorIndex | None = None,
-                 fuzzy_threshold: float = 0.8, embedding_threshold: float = 0.8, min_mention_chars: int = 4,
-                 max_ngram: int = 6):
+    def __init__(
+        self,
+        store: GraphStore,
+        encoder: Encoder | None = None,
+        label_index: VectorIndex | None = None,
+        fuzzy_threshold: float = 0.8,
+        embedding_threshold: float = 0.8,
+        min_mention_chars: int = 4,
+        max_ngram: int = 6,
+    ):
         if not 0 < fuzzy_threshold <= 1 or not 0 < embedding_threshold <= 1:
             raise InputError("thresholds must be in (0, 1]")
         self.store = store
@@ -175,7 +177,7 @@ class EntityLinker:
                 if all(self._skipped(w) for w in words):
                     continue
                 label = normalize(" ".join(words))
-                spans.append(_Span(i, j, question[tokens[i][0]:tokens[j - 1][1]], label, fold(label)))
+                spans.append(_Span(i, j, question[tokens[i][0] : tokens[j - 1][1]], label, fold(label)))
         return spans
 
     def _skipped(self, word: str) -> bool:
@@ -196,8 +198,11 @@ class EntityLinker:
 
     def _fuzzy_eligible(self, span: _Span) -> bool:
         words = span.key.split()
-        return len(span.key) >= self.min_mention_chars and words[0] not in self._skip_words \
+        return (
+            len(span.key) >= self.min_mention_chars
+            and words[0] not in self._skip_words
             and words[-1] not in self._skip_words
+        )
 
     def _fuzzy(self, spans: list[_Span], exact: list[_Candidate]) -> list[_Candidate]:
         done = {c.span.key for c in exact}
@@ -207,8 +212,13 @@ class EntityLinker:
         # rapidfuzz turns the cutoff into an edit distance with float rounding: 1 edit in 5 letters
         # (0.8) fails a cutoff of exactly 0.8, hence the epsilon
         cutoff = self.fuzzy_threshold - 1e-6
-        scores = process.cdist([s.key for s in spans], self._names, scorer=DamerauLevenshtein.normalized_similarity,
-                               score_cutoff=cutoff, dtype=np.float32)
+        scores = process.cdist(
+            [s.key for s in spans],
+            self._names,
+            scorer=DamerauLevenshtein.normalized_similarity,
+            score_cutoff=cutoff,
+            dtype=np.float32,
+        )
         found = []
         for span, row in zip(spans, scores):
             best = int(row.argmax())

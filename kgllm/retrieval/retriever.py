@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path as FilePath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from kgllm.graph.base import GraphStore
 from kgllm.retrieval.encoder import Encoder
 from kgllm.retrieval.index import META_FILE, VectorIndex
 from kgllm.retrieval.linking import EntityLinker, LinkedEntity, label_key
-from kgllm.types import Evidence, Path, Triple
+from kgllm.types import Evidence, GraphPath, Triple
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,18 @@ class KGRetriever:
         evidence = retriever.retrieve("Which countries border Chad?")
     """
 
-    def __init__(self, store: GraphStore, encoder: Encoder, index_dir: str | os.PathLike | None = None,
-                 hnsw_threshold: int = 50_000, max_fanout: int = 2000,
-                 linker_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        store: GraphStore,
+        encoder: Encoder,
+        index_dir: str | os.PathLike | None = None,
+        hnsw_threshold: int = 50_000,
+        max_fanout: int = 2000,
+        linker_kwargs: dict[str, Any] | None = None,
+    ):
         self.store = store
         self.encoder = encoder
-        self.index_dir = FilePath(index_dir) if index_dir is not None else None
+        self.index_dir = Path(index_dir) if index_dir is not None else None
         self.hnsw_threshold = hnsw_threshold
         self.max_fanout = max_fanout
         self.linker = EntityLinker(store, encoder, **(linker_kwargs or {}))
@@ -149,8 +155,9 @@ class KGRetriever:
         hits = self._facts.search(self._query(question), k)[0]
         return [(triple_of_fact_key(key), score) for key, score in hits]
 
-    def expand(self, entity_ids: Sequence[str], question: str, hops: int = 2,
-               max_facts: int = 50) -> list[tuple[Triple, float]]:
+    def expand(
+        self, entity_ids: Sequence[str], question: str, hops: int = 2, max_facts: int = 50
+    ) -> list[tuple[Triple, float]]:
         """Facts within ``hops`` of the entities, the ``max_facts`` most relevant to the question.
 
         Relevance is the cosine between the question and each fact's stored vector;
@@ -166,8 +173,9 @@ class KGRetriever:
         best = np.argsort(-scores, kind="stable")[:max_facts]
         return [(triples[i], float(scores[i])) for i in best]
 
-    def retrieve(self, question: str, k: int = 20, hops: int = 2,
-                 links: Sequence[LinkedEntity] | None = None) -> Evidence:
+    def retrieve(
+        self, question: str, k: int = 20, hops: int = 2, links: Sequence[LinkedEntity] | None = None
+    ) -> Evidence:
         """Evidence for a question: FAISS facts plus the pruned neighbourhood of the linked entities.
 
         Facts are ranked by cosine to the question with each fuzzy or embedding
@@ -183,17 +191,23 @@ class KGRetriever:
         seeds = list(dict.fromkeys(link.entity.id for link in links))
         query = _with_labels(question, links)
         found: dict[Triple, tuple[float, str]] = {}
-        for source, hits in (("faiss", self.search_facts(query, k)),
-                             ("expansion", self.expand(seeds, query, hops, max_facts=k))):
+        for source, hits in (
+            ("faiss", self.search_facts(query, k)),
+            ("expansion", self.expand(seeds, query, hops, max_facts=k)),
+        ):
             for triple, score in hits:
                 if triple not in found or score > found[triple][0]:
                     found[triple] = (score, source)
         ranked = sorted(found.items(), key=lambda item: -item[1][0])[:k]
         walks = _walks_from(seeds, [t for t, _ in ranked])
-        paths = [Path(start=walks[t][0], triples=walks[t][1], score=s) for t, (s, _) in ranked]
+        paths = [GraphPath(start=walks[t][0], triples=walks[t][1], score=s) for t, (s, _) in ranked]
         sources = dict.fromkeys(src for _, (_, src) in ranked)
-        return Evidence(triples=[t for t, _ in ranked], paths=paths,
-                        score=ranked[0][1][0] if ranked else 0.0, source="+".join(sources))
+        return Evidence(
+            triples=[t for t, _ in ranked],
+            paths=paths,
+            score=ranked[0][1][0] if ranked else 0.0,
+            source="+".join(sources),
+        )
 
     # ------------------------------------------------------------- internals
     def _ensure_built(self) -> None:
@@ -207,8 +221,12 @@ class KGRetriever:
         if self.index_dir is None or not (self.index_dir / FACTS_DIR / META_FILE).is_file():
             return None, None
         try:
-            return tuple(VectorIndex.load(self.index_dir / name, self.encoder.name, self.encoder.dim,
-                                          hnsw_threshold=self.hnsw_threshold) for name in (LABELS_DIR, FACTS_DIR))
+            return tuple(
+                VectorIndex.load(
+                    self.index_dir / name, self.encoder.name, self.encoder.dim, hnsw_threshold=self.hnsw_threshold
+                )
+                for name in (LABELS_DIR, FACTS_DIR)
+            )
         except RetrievalError as exc:
             log.warning("%s; rebuilding the indexes", exc)
             return None, None

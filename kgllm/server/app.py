@@ -6,7 +6,6 @@ Each group of endpoints is a router in its own module, listed in ``API_ROUTERS``
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import secrets
 import threading
@@ -21,9 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgllm.api import Session
-from kgllm.exceptions import (ConfigurationError, EntityNotFoundError, InputError, KGLLMError,
-                              StoreUnavailableError)
-from kgllm.pipelines.synergize import PathReasoner
+from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError, KGLLMError, StoreUnavailableError
 from kgllm.server import complete, graph, openai
 from kgllm.server.limits import MAX_BODY_BYTES
 
@@ -41,34 +38,22 @@ class ServerState:
     def __init__(self, session: Session, completion_config=None):
         self.session = session
         self.lock = threading.Lock()
-        self._reasoners: dict[tuple[bool, int], PathReasoner] = {}
         self._completion_config = completion_config
         self._completion = None
 
     def completion(self):
         """The store's completer, the answers it already holds and a name resolver (built once)."""
-        from kgllm.pipelines.augment.completion import CompletionConfig
-        from kgllm.pipelines.augment.completion_jobs import KnownAnswers, NameResolver, cached_completer
+        from kgllm.pipelines.completion.completer import CompletionConfig
+        from kgllm.pipelines.completion.jobs import KnownAnswers, NameResolver, cached_completer
 
         if self._completion is None:
             store = self.session.store
-            completer = cached_completer(store, self._completion_config or CompletionConfig(), self.session.settings,
-                                         progress=False)
+            completer = cached_completer(
+                store, self._completion_config or CompletionConfig(), self.session.settings, progress=False
+            )
             vocabulary = completer.kge.vocabulary
             self._completion = completer, KnownAnswers(store, vocabulary), NameResolver(store, vocabulary)
         return self._completion
-
-    def reasoner(self, use_model: bool, max_hops: int | None) -> PathReasoner:
-        """The session's reasoner, or one with other limits over the same store and indexes (kept for reuse)."""
-        base = self.session.reasoner
-        hops = max_hops or base.config.max_hops
-        if use_model == (base.lm is not None) and hops == base.config.max_hops:
-            return base
-        key = (use_model, hops)
-        if key not in self._reasoners:
-            config = dataclasses.replace(base.config, max_hops=hops)
-            self._reasoners[key] = PathReasoner(base.store, base.retriever, base.lm if use_model else None, config)
-        return self._reasoners[key]
 
 
 def create_app(session: Session, api_key: str | None = None, completion_config=None) -> FastAPI:
@@ -76,9 +61,14 @@ def create_app(session: Session, api_key: str | None = None, completion_config=N
     ``completion_config`` (a ``CompletionConfig``) sets how ``/complete`` trains its model."""
     from kgllm import __version__
 
-    app = FastAPI(title="kgllm", version=__version__, docs_url=None, redoc_url=None,
-                  description="Answers with evidence from a knowledge graph, graph browsing, and the "
-                              "project's language model behind OpenAI-compatible endpoints.")
+    app = FastAPI(
+        title="kgllm",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        description="Answers with evidence from a knowledge graph, graph browsing, and the "
+        "project's language model behind OpenAI-compatible endpoints.",
+    )
     app.state.kgllm = ServerState(session, completion_config)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _add_error_handlers(app)
@@ -95,9 +85,13 @@ def create_app(session: Session, api_key: str | None = None, completion_config=N
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="kgllm API", swagger_favicon_url="data:,",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="kgllm API",
+            swagger_favicon_url="data:,",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+        )
 
     return app
 
@@ -105,8 +99,12 @@ def create_app(session: Session, api_key: str | None = None, completion_config=N
 def _bearer_key(expected: str):
     def check(credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-            raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
     return check
 
 
@@ -138,7 +136,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); the server log has the details", "internal_error")
+        return error_response(
+            500, f"internal error ({type(exc).__name__}); the server log has the details", "internal_error"
+        )
 
 
 class BodyLimit:

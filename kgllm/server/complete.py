@@ -28,7 +28,7 @@ class CompletionQuery(BaseModel):
     tail: str = Name
 
     @model_validator(mode="after")
-    def one_wildcard(self) -> "CompletionQuery":
+    def one_wildcard(self) -> CompletionQuery:
         if (self.head == "?") == (self.tail == "?") or self.relation == "?":
             raise ValueError("exactly one of head and tail must be '?'")
         return self
@@ -37,8 +37,9 @@ class CompletionQuery(BaseModel):
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    queries: list[CompletionQuery] = Field(min_length=1, max_length=MAX_RESULTS,
-                                           examples=[[{"head": "Chad", "relation": "neighbor of", "tail": "?"}]])
+    queries: list[CompletionQuery] = Field(
+        min_length=1, max_length=MAX_RESULTS, examples=[[{"head": "Chad", "relation": "neighbor of", "tail": "?"}]]
+    )
     top_k: int = Field(10, ge=1, le=100, description="Predictions per query.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Keep predictions scoring at least this.")
 
@@ -47,7 +48,7 @@ class CompleteRequest(BaseModel):
 def complete(body: CompleteRequest, request: Request) -> dict[str, Any]:
     """One record per query, in order: its predictions (best first, each with the scores that produced
     it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store."""
-    from kgllm.pipelines.augment.completion_jobs import JobSummary, predict_batch
+    from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
 
     server = state(request)
     with server.lock:

@@ -30,9 +30,13 @@ class AskRequest(BaseModel):
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, examples=["Which countries border Chad?"])
     mode: Literal["auto", "graph", "model"] = Field(
-        "auto", description="'graph': encoder and graph only; 'model': also the language model (the server must "
-                            "have loaded one); 'auto': the model when one is loaded.")
-    max_hops: int | None = Field(None, ge=1, le=4, description="Longest relation path followed (default: the server's setting).")
+        "auto",
+        description="'graph': encoder and graph only; 'model': also the language model (the server must "
+        "have loaded one); 'auto': the model when one is loaded.",
+    )
+    max_hops: int | None = Field(
+        None, ge=1, le=4, description="Longest relation path followed (default: the server's setting)."
+    )
     max_paths: int = Field(20, ge=1, le=MAX_RESULTS, description="Most evidence paths (and facts) returned.")
 
 
@@ -47,21 +51,32 @@ def ask(body: AskRequest, request: Request) -> dict[str, Any]:
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
-    use_model = server.session.lm is not None and body.mode != "graph"
+    options: dict[str, Any] = {"use_model": body.mode != "graph"}
+    if body.max_hops is not None:
+        options["max_hops"] = body.max_hops
     with server.lock:
-        answer = server.reasoner(use_model, body.max_hops).answer(body.question)
+        answer = server.session.ask(body.question, **options)
     return answer_json(answer, body.max_paths)
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
     """``Answer.to_dict`` with at most ``max_paths`` paths and facts, and the evidence subgraph."""
     evidence = answer.evidence
-    shown = dataclasses.replace(answer, evidence=dataclasses.replace(
-        evidence, paths=evidence.paths[:max_paths], triples=evidence.triples[:max_paths]))
+    shown = dataclasses.replace(
+        answer,
+        evidence=dataclasses.replace(evidence, paths=evidence.paths[:max_paths], triples=evidence.triples[:max_paths]),
+    )
     triples = [t for p in shown.evidence.paths for t in p.triples] or shown.evidence.triples
-    return {**shown.to_dict(), "paths_total": len(evidence.paths),
-            "graph": graph_json(triples, answer.label, question={p.start for p in shown.evidence.paths},
-                                answers={e.id for e in answer.entities})}
+    return {
+        **shown.to_dict(),
+        "paths_total": len(evidence.paths),
+        "graph": graph_json(
+            triples,
+            answer.label,
+            question={p.start for p in shown.evidence.paths},
+            answers={e.id for e in answer.entities},
+        ),
+    }
 
 
 @router.get("/entity", summary="One entity: label, other names, classes")
@@ -75,16 +90,21 @@ def entity(request: Request, id: str = EntityId) -> dict[str, Any]:
 
 
 @router.get("/search", summary="Entities whose label or another name contains the text")
-def search(request: Request, q: str = Query(min_length=1, max_length=200),
-           limit: int = Query(10, ge=1, le=MAX_RESULTS)) -> dict[str, Any]:
+def search(
+    request: Request, q: str = Query(min_length=1, max_length=200), limit: int = Query(10, ge=1, le=MAX_RESULTS)
+) -> dict[str, Any]:
     server = state(request)
     with server.lock:
         return {"results": [entity_json(e) for e in server.session.store.search(q, limit)]}
 
 
 @router.get("/neighbors", summary="The facts touching an entity, as a list and as a graph")
-def neighbors(request: Request, id: str = EntityId, direction: Literal["out", "in", "both"] = "both",
-              limit: int = Query(50, ge=1, le=MAX_RESULTS)) -> dict[str, Any]:
+def neighbors(
+    request: Request,
+    id: str = EntityId,
+    direction: Literal["out", "in", "both"] = "both",
+    limit: int = Query(50, ge=1, le=MAX_RESULTS),
+) -> dict[str, Any]:
     server = state(request)
     store = server.session.store
     with server.lock:
@@ -94,9 +114,12 @@ def neighbors(request: Request, id: str = EntityId, direction: Literal["out", "i
         # one more than asked, to say whether there are more
         triples = store.neighbors(id, direction, limit=limit + 1)
         labels = {x: store.label(x) for t in triples[:limit] for x in (t.head, t.relation, t.tail)}
-    return {"entity": entity_json(found), "more": len(triples) > limit,
-            "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
-            "graph": graph_json(triples[:limit], labels.__getitem__)}
+    return {
+        "entity": entity_json(found),
+        "more": len(triples) > limit,
+        "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
+        "graph": graph_json(triples[:limit], labels.__getitem__),
+    }
 
 
 @health_router.get("/health", summary="Whether the store answers, and what it holds")
@@ -107,16 +130,22 @@ def health(request: Request) -> dict[str, Any]:
             triples, entities = session.store.count_triples(), session.store.count_entities()
     except KGLLMError as exc:
         raise StoreUnavailableError(f"the graph store does not answer: {exc}") from exc
-    return {"status": "ok", "store": session.store.name, "triples": triples, "entities": entities,
-            "model": session.lm.name if session.lm is not None else None}
+    return {
+        "status": "ok",
+        "store": session.store.name,
+        "triples": triples,
+        "entities": entities,
+        "model": session.lm.name if session.lm is not None else None,
+    }
 
 
 def entity_json(entity: Entity) -> dict[str, Any]:
     return {"id": entity.id, "label": entity.label, "aliases": list(entity.aliases), "types": list(entity.types)}
 
 
-def graph_json(triples: Iterable[Triple], label: Callable[[str], str], question: Iterable[str] = (),
-               answers: Iterable[str] = ()) -> dict[str, list[dict[str, str]]]:
+def graph_json(
+    triples: Iterable[Triple], label: Callable[[str], str], question: Iterable[str] = (), answers: Iterable[str] = ()
+) -> dict[str, list[dict[str, str]]]:
     """Nodes and edges (Cytoscape's element fields) of a set of triples."""
     question, answers = set(question), set(answers)
     triples = list(dict.fromkeys(triples))
@@ -127,6 +156,8 @@ def graph_json(triples: Iterable[Triple], label: Callable[[str], str], question:
 
     return {
         "nodes": [{"id": n, "label": label(n), "role": role(n)} for n in nodes],
-        "edges": [{"id": f"{t.head}\t{t.relation}\t{t.tail}", "source": t.head, "target": t.tail,
-                   "label": label(t.relation)} for t in triples],
+        "edges": [
+            {"id": f"{t.head}\t{t.relation}\t{t.tail}", "source": t.head, "target": t.tail, "label": label(t.relation)}
+            for t in triples
+        ],
     }

@@ -52,10 +52,18 @@ class Sampling(BaseModel):
     def config(self, max_tokens: int, default_stop: tuple[str, ...] = ()) -> GenerationConfig:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or ())
         sampling = self.temperature > 0
-        return GenerationConfig(max_new_tokens=max_tokens, do_sample=sampling, num_return_sequences=self.n,
-                                num_beams=1 if sampling else self.n, temperature=self.temperature if sampling else 1.0,
-                                top_p=self.top_p, top_k=self.top_k, repetition_penalty=self.repetition_penalty,
-                                stop=tuple(stops) + default_stop, seed=self.seed)
+        return GenerationConfig(
+            max_new_tokens=max_tokens,
+            do_sample=sampling,
+            num_return_sequences=self.n,
+            num_beams=1 if sampling else self.n,
+            temperature=self.temperature if sampling else 1.0,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            stop=tuple(stops) + default_stop,
+            seed=self.seed,
+        )
 
 
 class CompletionRequest(Sampling):
@@ -94,13 +102,21 @@ def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     choices, generated = [], []
     with server.lock:
-        outputs = lm.generate(prompts, body.config(body.max_tokens)) if body.max_tokens else [[""] * body.n for _ in prompts]
+        outputs = (
+            lm.generate(prompts, body.config(body.max_tokens)) if body.max_tokens else [[""] * body.n for _ in prompts]
+        )
         for prompt, texts in zip(prompts, outputs, strict=True):
             for text in texts:
-                choice = {"index": len(choices), "text": prompt + text if body.echo else text,
-                          "finish_reason": _finish_reason(lm, text, body.max_tokens), "logprobs": None}
+                choice = {
+                    "index": len(choices),
+                    "text": prompt + text if body.echo else text,
+                    "finish_reason": _finish_reason(lm, text, body.max_tokens),
+                    "logprobs": None,
+                }
                 if body.logprobs is not None:
-                    choice["logprobs"] = text_logprobs(lm, prompt + text, 0 if body.echo else len(prompt), body.logprobs)
+                    choice["logprobs"] = text_logprobs(
+                        lm, prompt + text, 0 if body.echo else len(prompt), body.logprobs
+                    )
                 choices.append(choice)
                 generated.append(text)
     response = _response("text_completion", "cmpl", lm, choices, prompts, generated)
@@ -115,8 +131,14 @@ def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
     max_tokens = body.max_completion_tokens or body.max_tokens or 64
     with server.lock:
         texts = lm.generate(prompt, body.config(max_tokens, stops))[0]
-        choices = [{"index": i, "message": {"role": "assistant", "content": text.strip()},
-                    "finish_reason": _finish_reason(lm, text, max_tokens)} for i, text in enumerate(texts)]
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text.strip()},
+                "finish_reason": _finish_reason(lm, text, max_tokens),
+            }
+            for i, text in enumerate(texts)
+        ]
     response = _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
     deltas = [{"index": c["index"], "delta": c["message"], "finish_reason": c["finish_reason"]} for c in choices]
     return _events(response, "chat.completion.chunk", deltas) if body.stream else response
@@ -126,14 +148,18 @@ def _served_model(lm: LanguageModel | None, body: Sampling) -> LanguageModel:
     if lm is None:
         raise HTTPException(503, "this server runs without a language model (it was started with --no-model)")
     if body.model and body.model != lm.name:
-        raise HTTPException(404, f"model {body.model!r} is not served here; this server serves {lm.name!r} (GET /v1/models)")
+        raise HTTPException(
+            404, f"model {body.model!r} is not served here; this server serves {lm.name!r} (GET /v1/models)"
+        )
     return lm
 
 
 def _events(response: dict[str, Any], kind: str, choices: list[dict]) -> StreamingResponse:
     """The whole reply as one server-sent event, then the end marker."""
     chunk = {key: value for key, value in response.items() if key != "usage"} | {"object": kind, "choices": choices}
-    return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream")
+    return StreamingResponse(
+        iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream"
+    )
 
 
 def _finish_reason(lm: LanguageModel, text: str, max_tokens: int) -> str:
@@ -146,10 +172,16 @@ def _count_tokens(lm: LanguageModel, text: str) -> int | None:
     return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _response(kind: str, prefix: str, lm: LanguageModel, choices: list[dict], prompts: list[str],
-              completions: list[str]) -> dict[str, Any]:
-    response = {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
-                "model": lm.name, "choices": choices}
+def _response(
+    kind: str, prefix: str, lm: LanguageModel, choices: list[dict], prompts: list[str], completions: list[str]
+) -> dict[str, Any]:
+    response = {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": lm.name,
+        "choices": choices,
+    }
     prompt_tokens = [_count_tokens(lm, p) for p in prompts]
     completion_tokens = [_count_tokens(lm, c) for c in completions]
     if None not in prompt_tokens:

@@ -20,8 +20,9 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @contextlib.contextmanager
-def running_server(app: FastAPI, host: str = "127.0.0.1", port: int | None = None,
-                   start_timeout: float = 30.0) -> Iterator[str]:
+def running_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int | None = None, start_timeout: float = 30.0
+) -> Iterator[str]:
     """Serve ``app`` from a background thread; yields its base URL and stops it on exit."""
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

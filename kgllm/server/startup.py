@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from kgllm.exceptions import StoreUnavailableError
+from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
 from kgllm.graph.loaders import load
 from kgllm.settings import Settings
@@ -15,15 +16,14 @@ from kgllm.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def open_store(graph: str | os.PathLike | None, kind: str, settings: Settings, wait_seconds: float = 0.0,
-               retry_every: float = 2.0) -> GraphStore:
+def wait_for_store(
+    graph: str | os.PathLike | None, kind: str, settings: Settings, wait_seconds: float = 0.0, retry_every: float = 2.0
+) -> GraphStore:
     """The configured store, trying again for up to ``wait_seconds`` while its server cannot be reached."""
-    from kgllm.api import _open_store
-
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            store = _open_store(graph, kind, settings, {})
+            store = open_store(graph, store=kind, settings=settings)
             store.count_triples()
             return store
         except StoreUnavailableError as exc:

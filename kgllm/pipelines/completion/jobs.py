@@ -26,10 +26,16 @@ from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
 from kgllm.jobs import CompleteJob, resume_output
-from kgllm.pipelines.augment.completion import (CompletionConfig, Completer, Query, RuleScorer, build_completer,
-                                                 make_scorers)
-from kgllm.pipelines.augment.completion_eval import answer_sets
-from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, triples_digest
+from kgllm.pipelines.completion.completer import (
+    Completer,
+    CompletionConfig,
+    Query,
+    RuleScorer,
+    build_completer,
+    make_scorers,
+)
+from kgllm.pipelines.completion.evaluation import answer_sets
+from kgllm.pipelines.completion.kge import KGEConfig, TrainedKGE, Vocabulary, triples_digest
 from kgllm.types import Provenance, Triple
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,9 @@ def read_query_file(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
             continue
         fields = tuple(part.strip() for part in line.split("\t"))
         if len(fields) != 3 or not all(fields):
-            raise ParseError(f"expected head<TAB>relation<TAB>? or ?<TAB>relation<TAB>tail, got {line!r}", str(path), number)
+            raise ParseError(
+                f"expected head<TAB>relation<TAB>? or ?<TAB>relation<TAB>tail, got {line!r}", str(path), number
+            )
         if (fields[0] == WILDCARD) == (fields[2] == WILDCARD) or fields[1] == WILDCARD:
             raise ParseError(f"exactly one of head and tail must be '?', got {line!r}", str(path), number)
         rows.append((number, fields))
@@ -153,8 +161,16 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     if (directory / "weights.json").is_file():
         kge = TrainedKGE.load(directory)
         weights = json.loads((directory / "weights.json").read_text())
-        scorers = make_scorers([n for n in config.scorers if n in weights], store, kge, vocabulary.encode(triples),
-                               settings, config, progress=progress, vectors_dir=directory)
+        scorers = make_scorers(
+            [n for n in config.scorers if n in weights],
+            store,
+            kge,
+            vocabulary.encode(triples),
+            settings,
+            config,
+            progress=progress,
+            vectors_dir=directory,
+        )
         completer = Completer(kge, scorers, config.candidates, weights)
         completer.model_name = _model_name(completer, digest)
         return completer
@@ -185,12 +201,17 @@ def _model_name(completer: Completer, digest: str) -> str:
 
 
 def job_config(job: CompleteJob) -> CompletionConfig:
-    return CompletionConfig(kge=KGEConfig(seconds=job.kge_seconds), kge_models=tuple(job.kge_models),
-                            scorers=tuple(job.scorers), candidates=job.candidates)
+    return CompletionConfig(
+        kge=KGEConfig(seconds=job.kge_seconds),
+        kge_models=tuple(job.kge_models),
+        scorers=tuple(job.scorers),
+        candidates=job.candidates,
+    )
 
 
-def job_queries(job: CompleteJob, store: GraphStore, vocabulary: Vocabulary,
-                lines: list[tuple[int, tuple[str, str, str]]]) -> Iterator[QueryLine]:
+def job_queries(
+    job: CompleteJob, store: GraphStore, vocabulary: Vocabulary, lines: list[tuple[int, tuple[str, str, str]]]
+) -> Iterator[QueryLine]:
     """The job's queries: each line read from its file, or every (entity, relation) pair's tail query."""
     if job.queries == "all":
         for e, entity in enumerate(vocabulary.entities):
@@ -214,22 +235,29 @@ class JobSummary:
     def line(self, output: Path) -> str:
         rate = self.queries / self.seconds if self.seconds else 0.0
         back = f", {self.written_back} new facts written back" if self.written_back else ""
-        return (f"{self.queries} queries, {self.predictions} predictions, {self.skipped} skipped, "
-                f"{self.already_done} already done{back}, in {self.seconds:.1f} s ({rate:.1f} queries/s) -> {output}")
+        return (
+            f"{self.queries} queries, {self.predictions} predictions, {self.skipped} skipped, "
+            f"{self.already_done} already done{back}, in {self.seconds:.1f} s ({rate:.1f} queries/s) -> {output}"
+        )
 
 
-def run_complete_job(job: CompleteJob, store: GraphStore, settings, progress: bool = True,
-                     completer: Completer | None = None) -> JobSummary:
+def run_complete_job(
+    job: CompleteJob, store: GraphStore, settings, progress: bool = True, completer: Completer | None = None
+) -> JobSummary:
     """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes."""
-    lines = [] if job.queries == "all" else read_query_file(Path(job.queries))  # a malformed line stops the job before any work
+    lines = (
+        [] if job.queries == "all" else read_query_file(Path(job.queries))
+    )  # a malformed line stops the job before any work
     done = resume_output(job.output, job.fingerprint())
     completer = completer or cached_completer(store, job_config(job), settings, progress)
     known = KnownAnswers(store, completer.kge.vocabulary)
     pending = [q for q in job_queries(job, store, completer.kge.vocabulary, lines) if q.id not in done]
     summary = JobSummary(already_done=len(done))
     started = time.perf_counter()
-    with job.output.open("a", encoding="utf-8") as out, \
-            tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar:
+    with (
+        job.output.open("a", encoding="utf-8") as out,
+        tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar,
+    ):
         for start in range(0, len(pending), BATCH):
             batch = pending[start : start + BATCH]
             records = predict_batch(batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back)
@@ -254,8 +282,16 @@ class KnownAnswers:
         return found + ([] if self.self_loops else [query.anchor])
 
 
-def predict_batch(batch: list[QueryLine], completer: Completer, store: GraphStore, known: KnownAnswers,
-                  summary: JobSummary, top_k: int, min_score: float = 0.0, write_back: bool = False) -> list[dict]:
+def predict_batch(
+    batch: list[QueryLine],
+    completer: Completer,
+    store: GraphStore,
+    known: KnownAnswers,
+    summary: JobSummary,
+    top_k: int,
+    min_score: float = 0.0,
+    write_back: bool = False,
+) -> list[dict]:
     """Predictions of one batch, written back when asked; one output record per query."""
     valid = [q for q in batch if q.query is not None]
     exclude = [known.excluded(q.query) for q in valid]
@@ -271,26 +307,31 @@ def predict_batch(batch: list[QueryLine], completer: Completer, store: GraphStor
         summary.queries += 1
         summary.predictions += len(kept)
         derived += kept
-        records.append({"id": q.id, "query": list(q.fields), "predictions": [_prediction_record(p, store) for p in kept]})
+        records.append(
+            {"id": q.id, "query": list(q.fields), "predictions": [_prediction_record(p, store) for p in kept]}
+        )
     if write_back and derived:
         summary.written_back += store.add_derived(
             [Triple(p.head, p.relation, p.tail) for p in derived],
-            [Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score) for p in derived])
+            [
+                Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score)
+                for p in derived
+            ],
+        )
     return records
 
 
 def _prediction_record(prediction, store: GraphStore) -> dict:
-    return {**prediction.to_dict(), "labels": [store.label(prediction.head), store.label(prediction.relation),
-                                               store.label(prediction.tail)]}
+    return {
+        **prediction.to_dict(),
+        "labels": [store.label(prediction.head), store.label(prediction.relation), store.label(prediction.tail)],
+    }
 
 
 def open_and_complete(job: CompleteJob, settings, progress: bool = True) -> str:
     """Open the job's store, run the job, close the store; returns the summary line."""
-    from kgllm.api import _open_store
+    from kgllm.graph import open_store
 
-    if job.write_back and job.store != "neo4j" and (job.graph is None or job.graph.suffix.lower() in (".tsv", ".txt", ".csv")):
-        raise ConfigurationError("--write-back needs a store that keeps what is written: an RDF graph file "
-                                 "(e.g. .ttl, loaded with `kgllm load --into`) or --store neo4j")
-    with _open_store(job.graph, job.store or settings.store, settings, {}) as store:
+    with open_store(job.graph, store=job.store, settings=settings, writable=job.write_back) as store:
         summary = run_complete_job(job, store, settings, progress)
     return summary.line(job.output)

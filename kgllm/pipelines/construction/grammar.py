@@ -38,8 +38,8 @@ def text_spans(text: str, max_words: int = MAX_SPAN_WORDS) -> set[str]:
     words = list(_WORD.finditer(text))
     spans = set()
     for i, first in enumerate(words):
-        for last in words[i:i + max_words]:
-            span = text[first.start():last.end()]
+        for last in words[i : i + max_words]:
+            span = text[first.start() : last.end()]
             spans.add(span)
             spans.add(span.rstrip(".,:"))
     spans.discard("")
@@ -90,8 +90,10 @@ class TripleGrammar:
         for position, token in enumerate(generated):
             if slot == 1 and self.relations is None:
                 node.append(token)
-                if node[-len(self.mid):] == self.mid:
-                    pieces.append(Piece(self._text(generated[start:position + 1 - len(self.mid)]), start, position + 1))
+                if node[-len(self.mid) :] == self.mid:
+                    pieces.append(
+                        Piece(self._text(generated[start : position + 1 - len(self.mid)]), start, position + 1)
+                    )
                     slot, node, start = 2, self.objects, position + 1
                 continue
             node = node.get(token)
@@ -99,7 +101,7 @@ class TripleGrammar:
                 return slot, {}, pieces, True, start
             if _END in node and len(node) == 1:
                 sep = len(self.mid) if slot < 2 else (len(self.next) if token != self.eos else 1)
-                pieces.append(Piece(self._text(generated[start:position + 1 - sep]), start, position + 1))
+                pieces.append(Piece(self._text(generated[start : position + 1 - sep]), start, position + 1))
                 if token == self.eos:
                     return slot, {}, pieces, True, start
                 slot, start = (slot + 1) % 3, position + 1
@@ -121,7 +123,7 @@ class TripleGrammar:
             if len(pieces) // 3 + 1 >= self.max_triples:
                 options = [t for t in options if t != self.next[0]] or options
             subject = pieces[-2]
-            if list(generated[start:]) == list(generated[subject.start:subject.end - len(self.mid)]):
+            if list(generated[start:]) == list(generated[subject.start : subject.end - len(self.mid)]):
                 # the object has spelt out the subject: it may go on, not stop (no fact about itself)
                 options = [t for t in options if t not in (self.next[0], self.eos)] or options
         return options or [self.eos]
@@ -129,17 +131,16 @@ class TripleGrammar:
     def _free(self, relation: list[int]) -> list[int]:
         """Next tokens of a free relation: any text, ended by the separator (which it cannot contain)."""
         opened = self.mid[:-1]  # the separator's tokens but its last, which free text never holds
-        words = relation[:len(relation) - len(opened)]
-        can_close = relation[len(words):] == opened and any(t not in self.blank for t in words)
+        words = relation[: len(relation) - len(opened)]
+        can_close = relation[len(words) :] == opened and any(t not in self.blank for t in words)
         if len(relation) >= MAX_RELATION_TOKENS and not any(t not in self.blank for t in relation):
             return [t for t in self.free_tokens if t not in self.blank]
         if len(relation) >= MAX_RELATION_TOKENS:  # long enough: write the separator out
-            done = next(k for k in range(len(opened), -1, -1) if relation[len(relation) - k:] == opened[:k] or k == 0)
+            done = next(k for k in range(len(opened), -1, -1) if relation[len(relation) - k :] == opened[:k] or k == 0)
             return [self.mid[-1]] if can_close else [opened[done]]
         return [*self.free_tokens, self.mid[-1]] if can_close else self.free_tokens
 
     def parse(self, generated: Sequence[int]) -> list[tuple[tuple[str, str, str], int, int]]:
         """The complete triples of an output, each with the token range it spans."""
         pieces = self._walk(generated)[2]
-        return [((s.text, r.text, o.text), s.start, o.end)
-                for s, r, o in zip(pieces[0::3], pieces[1::3], pieces[2::3])]
+        return [((s.text, r.text, o.text), s.start, o.end) for s, r, o in zip(pieces[0::3], pieces[1::3], pieces[2::3])]

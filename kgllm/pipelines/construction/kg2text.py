@@ -19,14 +19,7 @@ from pathlib import Path
 
 import torch
 
-from kgllm.graph.base import GraphStore
-from kgllm.graph.labels import normalize, readable
-from kgllm.llm.hf import HFCausalLM
-from kgllm.llm.adapters import AdapterConfig
-from kgllm.llm.tasks import TaskExample
-from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.augment.adapters import TaskTraining, load_adapted, trained_adapter
-from kgllm.pipelines.augment.webnlg import (
+from kgllm.datasets.webnlg import (
     delexicalize,
     delexicalized_triples,
     placeholders_in,
@@ -34,18 +27,26 @@ from kgllm.pipelines.augment.webnlg import (
     relation_vocabulary,
     relexicalize,
 )
+from kgllm.graph.base import GraphStore
+from kgllm.graph.labels import normalize, readable
+from kgllm.llm.adapters import AdapterConfig
+from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.tasks import TaskExample
+from kgllm.llm.tuning import RunConfig
+from kgllm.pipelines.construction.adapters import TaskTraining, load_adapted, trained_adapter
 from kgllm.settings import Settings
 from kgllm.types import Answer
 
 log = logging.getLogger(__name__)
 
-VERBALIZE_TRAINING = TaskTraining(AdapterConfig(method="lora", rank=16, alpha=32),
-                                  RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=15.0,
-                                            warmup_steps=50, save_steps=500))
+VERBALIZE_TRAINING = TaskTraining(
+    AdapterConfig(method="lora", rank=16, alpha=32),
+    RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=15.0, warmup_steps=50, save_steps=500),
+)
 MAX_NEW_TOKENS = 120
 NO_REPEAT_NGRAM = 4  # a repetition penalty would punish every placeholder after the first
-_LINKING_WORDS = frozenset("of in to by with from for on at as than into".split())
-_VERBS = frozenset("is was has had have knows borders contains owns uses speaks includes".split())
+_LINKING_WORDS = frozenset(["of", "in", "to", "by", "with", "from", "for", "on", "at", "as", "than", "into"])
+_VERBS = frozenset(["is", "was", "has", "had", "have", "knows", "borders", "contains", "owns", "uses", "speaks", "includes"])
 MAX_FACTS = 6  # an entity's facts verbalized at once; more are left out of the prompt
 
 
@@ -65,8 +66,9 @@ def verbalize_examples(train_path: str | Path) -> list[TaskExample]:
     return examples
 
 
-def train_verbalizer(train_path: str | Path, settings: Settings, training: TaskTraining = VERBALIZE_TRAINING,
-                     progress: bool = True) -> tuple[Path, Path]:
+def train_verbalizer(
+    train_path: str | Path, settings: Settings, training: TaskTraining = VERBALIZE_TRAINING, progress: bool = True
+) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the verbalization adapter trained on ``train_path`` (cached)."""
     return trained_adapter("verbalize", train_path, verbalize_examples, training, settings, progress)
 
@@ -106,10 +108,12 @@ class Verbalizer:
     def _generate(self, triple_sets: list[list[tuple[str, str, str]]]) -> list[str]:
         texts = []
         for start in range(0, len(triple_sets), self.batch_size):
-            batch = triple_sets[start:start + self.batch_size]
+            batch = triple_sets[start : start + self.batch_size]
             generated = self._batch([verbalize_prompt(t) for t in batch])
-            texts += [relexicalize(with_missing_facts(text, triples), triples)
-                      for text, triples in zip(generated, batch, strict=True)]
+            texts += [
+                relexicalize(with_missing_facts(text, triples), triples)
+                for text, triples in zip(generated, batch, strict=True)
+            ]
         return texts
 
     @torch.inference_mode()
@@ -119,9 +123,15 @@ class Verbalizer:
         width = max(map(len, encoded))
         input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
         attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-        out = self.lm.model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=MAX_NEW_TOKENS,
-                                     do_sample=False, no_repeat_ngram_size=NO_REPEAT_NGRAM, eos_token_id=tokenizer.eos_token_id,
-                                     pad_token_id=pad)
+        out = self.lm.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
+            no_repeat_ngram_size=NO_REPEAT_NGRAM,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
         return [" ".join(tokenizer.decode(row[width:], skip_special_tokens=True).split()) for row in out]
 
 
@@ -172,5 +182,7 @@ def answer_facts(answer: Answer, limit: int = MAX_FACTS) -> list[tuple[str, str,
     """The facts of the answer's best evidence path, in walking order, as labels ([] without a path)."""
     if not answer.evidence.paths:
         return []
-    return [(answer.label(t.head), answer.label(t.relation), answer.label(t.tail))
-            for t in answer.evidence.paths[0].triples[:limit]]
+    return [
+        (answer.label(t.head), answer.label(t.relation), answer.label(t.tail))
+        for t in answer.evidence.paths[0].triples[:limit]
+    ]

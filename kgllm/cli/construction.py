@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kgllm.exceptions import ConfigurationError
+from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
 from kgllm.settings import Settings
 
@@ -15,35 +16,27 @@ WEBNLG_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks
 DEFAULT_TRAIN = WEBNLG_DIR / "train.jsonl"
 
 
-def open_writable_store(graph: Path | None, store: str | None, settings: Settings) -> GraphStore:
-    """The store documents are extracted into: an RDF file (created when missing) or the Bolt server."""
-    from kgllm.graph import stores
-    from kgllm.graph.rdflib_store import RDF_FORMATS
-
-    if (store or settings.store) == "neo4j":
-        return stores.get("neo4j").from_settings(settings)
-    if graph is None:
-        raise ConfigurationError("say which graph to extract into: --graph FILE.ttl, or --store neo4j")
-    if graph.suffix.lower() not in RDF_FORMATS:
-        raise ConfigurationError(f"{graph}: extraction writes an RDF file ({', '.join(sorted(RDF_FORMATS))}); "
-                                 "convert it with `kgllm load`")
-    return stores.resolve("rdflib", {"path": graph})
-
-
 def merge_log_path(store: GraphStore, settings: Settings) -> Path:
-    from kgllm.api import _index_dir
-
-    return _index_dir(store, settings) / "merges.jsonl"
+    return store.index_dir(settings.cache_dir) / "merges.jsonl"
 
 
-def run_extract(files: list[Path], graph: Path | None, store: str | None, schema: Path | None, write: bool,
-                delete: bool, force: bool, train: Path, settings: Settings) -> None:
+def run_extract(
+    files: list[Path],
+    graph: Path | None,
+    store: str | None,
+    schema: Path | None,
+    write: bool,
+    delete: bool,
+    force: bool,
+    train: Path,
+    settings: Settings,
+) -> None:
     from kgllm.api import connect
-    from kgllm.pipelines.augment.construct import KGConstructor, delete_document, read_schema
-    from kgllm.pipelines.augment.extractor import load_extractor
+    from kgllm.pipelines.construction.constructor import KGConstructor, delete_document, read_schema
+    from kgllm.pipelines.construction.extraction import load_extractor
     from kgllm.retrieval.encoder import encoder_from_settings
 
-    kg = open_writable_store(graph, store, settings)
+    kg = open_store(graph, store=store, settings=settings, writable=True)
     rules = read_schema(schema) if schema is not None else None
     if delete:
         results = [delete_document(kg, f) for f in files]
@@ -51,8 +44,9 @@ def run_extract(files: list[Path], graph: Path | None, store: str | None, schema
         if not train.is_file():
             raise ConfigurationError(f"{train}: no training data for the extraction adapter; pass --train FILE")
         extractor = load_extractor(settings, train, rules.relations if rules else None)
-        constructor = KGConstructor(kg, extractor, encoder_from_settings(settings), rules,
-                                    merge_log=merge_log_path(kg, settings))
+        constructor = KGConstructor(
+            kg, extractor, encoder_from_settings(settings), rules, merge_log=merge_log_path(kg, settings)
+        )
         results = constructor.run(files, write=write, force=force)
     for result in results:
         print_result(kg, result, verbose=not write)
@@ -60,27 +54,35 @@ def run_extract(files: list[Path], graph: Path | None, store: str | None, schema
     if changed:
         connect(kg, use_model=False, settings=settings, progress=False)  # brings the FAISS indexes in step
     failed = sum(r.status == "failed" for r in results)
-    console.print(f"{len(results)} documents: {sum(len(r.added) for r in results)} triples "
-                  f"{'added' if write else 'would be added'}, {sum(len(r.removed) for r in results)} removed, "
-                  f"{sum(len(r.merges) for r in results)} merges, {failed} failed"
-                  + ("; retrieval indexes are up to date" if changed else ""))
+    console.print(
+        f"{len(results)} documents: {sum(len(r.added) for r in results)} triples "
+        f"{'added' if write else 'would be added'}, {sum(len(r.removed) for r in results)} removed, "
+        f"{sum(len(r.merges) for r in results)} merges, {failed} failed"
+        + ("; retrieval indexes are up to date" if changed else "")
+    )
 
 
 def print_result(kg: GraphStore, result, verbose: bool) -> None:
     if result.status == "failed":
-        console.print(f"[red]{result.error if result.path in result.error else f'{result.path}: {result.error}'}[/]",
-                      highlight=False)
+        console.print(
+            f"[red]{result.error if result.path in result.error else f'{result.path}: {result.error}'}[/]",
+            highlight=False,
+        )
         return
-    console.print(f"[bold]{result.path}[/]: {result.status}, {len(result.added)} new triples, "
-                  f"{len(result.removed)} removed, {len(result.merges)} merges, {len(result.skipped)} skipped"
-                  + (f" ({result.chunks} chunks)" if result.chunks else ""), highlight=False)
+    console.print(
+        f"[bold]{result.path}[/]: {result.status}, {len(result.added)} new triples, "
+        f"{len(result.removed)} removed, {len(result.merges)} merges, {len(result.skipped)} skipped"
+        + (f" ({result.chunks} chunks)" if result.chunks else ""),
+        highlight=False,
+    )
     if not verbose:
         return
     for t in result.added:
         console.print(f"  + {kg.label(t.head)} [cyan]{kg.label(t.relation)}[/] {kg.label(t.tail)}", highlight=False)
     for merge in result.merges:
-        console.print(f"  = {merge.mention!r} -> {kg.label(merge.entity)} ({merge.method}, {merge.score:.2f})",
-                      highlight=False)
+        console.print(
+            f"  = {merge.mention!r} -> {kg.label(merge.entity)} ({merge.method}, {merge.score:.2f})", highlight=False
+        )
     for relation in result.new_relations:
         console.print(f"  new relation {kg.label(relation)}", highlight=False)
     for reason in result.skipped:
@@ -89,26 +91,36 @@ def print_result(kg: GraphStore, result, verbose: bool) -> None:
 
 def run_unmerge(mention: str, graph: Path | None, store: str | None, train: Path, settings: Settings) -> None:
     """Keep ``mention`` apart from the entities it was merged into, and re-extract the documents concerned."""
-    from kgllm.pipelines.augment.construct import undo_merges
+    from kgllm.pipelines.construction.constructor import undo_merges
 
-    kg = open_writable_store(graph, store, settings)
+    kg = open_store(graph, store=store, settings=settings, writable=True)
     undone = undo_merges(merge_log_path(kg, settings), mention)
     if not undone:
         console.print(f"no merge of {mention!r} is logged")
         return
     documents = sorted({Path(e["source"].rsplit("@", 1)[0]) for e in undone})
-    console.print(f"{mention!r} is kept apart from {len({e['entity'] for e in undone})} entities; "
-                  f"re-extracting {len(documents)} documents")
-    run_extract([d for d in documents if d.is_file()], graph, store, None, write=True, delete=False, force=True,
-                train=train, settings=settings)
+    console.print(
+        f"{mention!r} is kept apart from {len({e['entity'] for e in undone})} entities; "
+        f"re-extracting {len(documents)} documents"
+    )
+    run_extract(
+        [d for d in documents if d.is_file()],
+        graph,
+        store,
+        None,
+        write=True,
+        delete=False,
+        force=True,
+        train=train,
+        settings=settings,
+    )
 
 
 def run_describe(entity: str, graph: Path | None, store: str | None, train: Path, settings: Settings) -> None:
-    from kgllm.api import _open_store
     from kgllm.exceptions import EntityNotFoundError
-    from kgllm.pipelines.augment.kg2text import entity_facts, load_verbalizer
+    from kgllm.pipelines.construction.kg2text import entity_facts, load_verbalizer
 
-    kg = _open_store(graph, store or settings.store, settings, {})
+    kg = open_store(graph, store=store, settings=settings)
     found = kg.entity(entity) or next(iter(kg.find_by_label(entity) or kg.search(entity, 1)), None)
     if found is None:
         raise EntityNotFoundError(f"no entity is named {entity!r} in the graph")

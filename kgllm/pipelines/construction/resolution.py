@@ -106,11 +106,15 @@ class NameTable:
         key = normalize(mention)
         if not key:
             return None
-        tiers = (("exact", self._exact), ("acronym", self._acronym), ("fuzzy", self._fuzzy),
-                 ("partial", self._partial), ("embedding", self._embedding))
+        tiers = (
+            ("exact", self._exact),
+            ("acronym", self._acronym),
+            ("fuzzy", self._fuzzy),
+            ("partial", self._partial),
+            ("embedding", self._embedding),
+        )
         for tier, lookup in tiers:
-            found = {i: s for i, s in lookup(mention, key, config).items()
-                     if (key, i) not in config.keep_apart}
+            found = {i: s for i, s in lookup(mention, key, config).items() if (key, i) not in config.keep_apart}
             if len(found) == 1:
                 [(entity, score)] = found.items()
                 return entity, tier, score
@@ -133,7 +137,10 @@ class NameTable:
         for k, (_, i) in zip(self.keys, self.names):
             if len(k) < config.min_fuzzy_length:
                 continue
-            if _typos_apart(key, k, config.letters_per_edit) or fuzz.token_sort_ratio(key, k) >= config.reorder_threshold:
+            if (
+                _typos_apart(key, k, config.letters_per_edit)
+                or fuzz.token_sort_ratio(key, k) >= config.reorder_threshold
+            ):
                 found[i] = max(found.get(i, 0.0), 1 - OSA.distance(key, k) / max(len(key), len(k)))
         return found
 
@@ -141,8 +148,9 @@ class NameTable:
         words = set(key.split()) - _STOP
         if len(key) < config.min_partial_length or not words:
             return {}
-        return {i: len(key) / len(k) for k, (_, i) in zip(self.keys, self.names)
-                if k != key and words <= set(k.split())}
+        return {
+            i: len(key) / len(k) for k, (_, i) in zip(self.keys, self.names) if k != key and words <= set(k.split())
+        }
 
     def _embedding(self, mention, key, config) -> dict[str, float]:
         if self.encode is None or not self.names:

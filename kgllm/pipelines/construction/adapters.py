@@ -52,30 +52,49 @@ def base_model_dir(settings: Settings, train_path: str | Path, progress: bool = 
         if not (Path(settings.model) / "config.json").is_file():
             raise ModelError(f"{settings.model}: not a Hugging Face model directory (no config.json)")
         return Path(settings.model)
-    from kgllm.pipelines.augment.webnlg import file_digest, pretraining_texts
+    from kgllm.datasets.webnlg import file_digest, pretraining_texts
 
-    key = json.dumps([file_digest(train_path), asdict(BASE_MODEL), {**asdict(BASE_RUN), "threads": None}], sort_keys=True)
+    key = json.dumps(
+        [file_digest(train_path), asdict(BASE_MODEL), {**asdict(BASE_RUN), "threads": None}], sort_keys=True
+    )
     out_dir = settings.cache_dir / "models" / f"text-lm-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (out_dir / RESULT_FILE).is_file():
         return out_dir
     corpus = pretraining_texts(train_path)
-    log.warning("pre-training the base model on %d texts of %s (at most %.0f min); cached in %s",
-                len(corpus), Path(train_path).name, BASE_RUN.max_minutes, out_dir)
+    log.warning(
+        "pre-training the base model on %d texts of %s (at most %.0f min); cached in %s",
+        len(corpus),
+        Path(train_path).name,
+        BASE_RUN.max_minutes,
+        out_dir,
+    )
     run = RunConfig(**{**asdict(BASE_RUN), "threads": settings.threads})
     pretrain(corpus, out_dir, model_config=BASE_MODEL, run=run, progress=progress)
     return out_dir
 
 
-def ensure_adapter(task: str, base_dir: Path, make_examples: Callable[[], list[TaskExample]], data_digest: str,
-                   training: TaskTraining, settings: Settings, progress: bool = True) -> Path:
+def ensure_adapter(
+    task: str,
+    base_dir: Path,
+    make_examples: Callable[[], list[TaskExample]],
+    data_digest: str,
+    training: TaskTraining,
+    settings: Settings,
+    progress: bool = True,
+) -> Path:
     """The cached ``task`` adapter for (base model, data, training); trained first when missing."""
     key = json.dumps([str(Path(base_dir).resolve()), data_digest, training.key()], sort_keys=True)
     out_dir = settings.cache_dir / "adapters" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (out_dir / RESULT_FILE).is_file():
         return out_dir
     examples = make_examples()
-    log.warning("training the %s adapter on %d examples (at most %.1f min); cached in %s",
-                task, len(examples), training.run.max_minutes or float("inf"), out_dir)
+    log.warning(
+        "training the %s adapter on %d examples (at most %.1f min); cached in %s",
+        task,
+        len(examples),
+        training.run.max_minutes or float("inf"),
+        out_dir,
+    )
     staging = out_dir.with_name(out_dir.name + ".partial")  # a cut run never looks finished
     shutil.rmtree(staging, ignore_errors=True)
     run = RunConfig(**{**asdict(training.run), "threads": settings.threads})
@@ -85,14 +104,21 @@ def ensure_adapter(task: str, base_dir: Path, make_examples: Callable[[], list[T
     return out_dir
 
 
-def trained_adapter(task: str, train_path: str | Path, make_examples: Callable[[Path], list[TaskExample]],
-                    training: TaskTraining, settings: Settings, progress: bool = True) -> tuple[Path, Path]:
+def trained_adapter(
+    task: str,
+    train_path: str | Path,
+    make_examples: Callable[[Path], list[TaskExample]],
+    training: TaskTraining,
+    settings: Settings,
+    progress: bool = True,
+) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the ``task`` adapter trained on ``make_examples(train_path)`` (cached)."""
-    from kgllm.pipelines.augment.webnlg import file_digest
+    from kgllm.datasets.webnlg import file_digest
 
     base = base_model_dir(settings, train_path, progress)
-    adapter = ensure_adapter(task, base, lambda: make_examples(Path(train_path)), file_digest(train_path), training,
-                             settings, progress)
+    adapter = ensure_adapter(
+        task, base, lambda: make_examples(Path(train_path)), file_digest(train_path), training, settings, progress
+    )
     return base, adapter
 
 

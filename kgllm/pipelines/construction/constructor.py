@@ -23,14 +23,14 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kgllm.exceptions import InputError, KGLLMError, ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
-from kgllm.pipelines.augment.extractor import Extractor, RawTriple
-from kgllm.pipelines.augment.resolution import EntityResolver, Merge, RelationNormalizer, ResolverConfig
+from kgllm.pipelines.construction.extraction import Extractor, RawTriple
+from kgllm.pipelines.construction.resolution import EntityResolver, Merge, RelationNormalizer, ResolverConfig
 from kgllm.retrieval.encoder import Encoder
 from kgllm.types import Entity, Provenance, Triple
 
@@ -38,7 +38,7 @@ MAX_BYTES = 2_000_000
 CHUNK_CHARS = 300
 MIN_SCORE = 0.2
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n")
-_ENGLISH = frozenset("the of and to in is was a an for on with by as at from that which it are were his her".split())
+_ENGLISH = frozenset(["the", "of", "and", "to", "in", "is", "was", "a", "an", "for", "on", "with", "by", "as", "at", "from", "that", "which", "it", "are", "were", "his", "her"])
 
 
 @dataclass
@@ -76,8 +76,11 @@ def read_schema(path: str | Path) -> Schema:
         raise InputError(f"{path}: cannot read the schema: {exc.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise ParseError(f"schema does not parse: {str(exc).splitlines()[0]}", path=str(path),
-                         line=line + 1 if line is not None else None) from None
+        raise ParseError(
+            f"schema does not parse: {str(exc).splitlines()[0]}",
+            path=str(path),
+            line=line + 1 if line is not None else None,
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("relations"), list) or not data["relations"]:
         raise ParseError("a schema needs a non-empty list 'relations' (names, or {name, head, tail})", path=str(path))
     schema = Schema([])
@@ -150,10 +153,18 @@ def mention_span(chunk: str, offset: int, raw: RawTriple) -> tuple[int, int]:
 class KGConstructor:
     """Extracts documents into a store: resolution, provenance, versions, deletes."""
 
-    def __init__(self, store: GraphStore, extractor: Extractor, encoder: Encoder | None = None,
-                 schema: Schema | None = None, resolver_config: ResolverConfig | None = None,
-                 merge_log: Path | None = None, min_score: float = MIN_SCORE, max_bytes: int = MAX_BYTES,
-                 chunk_chars: int = CHUNK_CHARS):
+    def __init__(
+        self,
+        store: GraphStore,
+        extractor: Extractor,
+        encoder: Encoder | None = None,
+        schema: Schema | None = None,
+        resolver_config: ResolverConfig | None = None,
+        merge_log: Path | None = None,
+        min_score: float = MIN_SCORE,
+        max_bytes: int = MAX_BYTES,
+        chunk_chars: int = CHUNK_CHARS,
+    ):
         self.store = store
         self.extractor = extractor
         self.encoder = encoder
@@ -167,8 +178,9 @@ class KGConstructor:
             self.resolver_config.keep_apart |= kept_apart(merge_log)
 
     # ------------------------------------------------------------ documents
-    def run(self, paths: Sequence[str | Path], write: bool = True, force: bool = False,
-            progress: bool = True) -> list[DocumentResult]:
+    def run(
+        self, paths: Sequence[str | Path], write: bool = True, force: bool = False, progress: bool = True
+    ) -> list[DocumentResult]:
         """Extract each document in turn; a failed document is reported and the batch goes on."""
         from tqdm.auto import tqdm
 
@@ -213,8 +225,9 @@ class KGConstructor:
         return any(True for _ in self.store.triples(triple.head, triple.relation, triple.tail))
 
     # ------------------------------------------------------------ resolution
-    def _resolve(self, text: str, spans: list[tuple[int, int]], raws: list[list[RawTriple]],
-                 result: DocumentResult) -> tuple[list[Triple], list[Provenance], list[Entity]]:
+    def _resolve(
+        self, text: str, spans: list[tuple[int, int]], raws: list[list[RawTriple]], result: DocumentResult
+    ) -> tuple[list[Triple], list[Provenance], list[Entity]]:
         kept = []
         for (start, end), chunk_triples in zip(spans, raws):
             for raw in chunk_triples:
@@ -240,14 +253,18 @@ class KGConstructor:
             triples.append(Triple(head.entity, relation, tail.entity))
             records.append(Provenance("", "extracted", self.extractor.name, round(raw.score, 4), span=span))
             domains, ranges = (self.schema.domains, self.schema.ranges) if self.schema else ({}, {})
-            for node, mention, cls in ((head, raw.subject, self._class(raw.relation, domains)),
-                                       (tail, raw.object, self._class(raw.relation, ranges))):
+            for node, mention, cls in (
+                (head, raw.subject, self._class(raw.relation, domains)),
+                (tail, raw.object, self._class(raw.relation, ranges)),
+            ):
                 label, aliases, types = entities.setdefault(node.entity, (node.label, set(), set()))
                 aliases.add(mention)
                 types.update([cls] if cls else [])
         result.new_relations = sorted(minted & {t.relation for t in triples})
-        described = [Entity(i, label, tuple(sorted(aliases - {label})), tuple(sorted(types)))
-                     for i, (label, aliases, types) in entities.items()]
+        described = [
+            Entity(i, label, tuple(sorted(aliases - {label})), tuple(sorted(types)))
+            for i, (label, aliases, types) in entities.items()
+        ]
         return triples, records, [e for e in described if self.store.entity(e.id) is None]
 
     @staticmethod
@@ -259,7 +276,7 @@ class KGConstructor:
     def _log_merges(self, result: DocumentResult) -> None:
         if self.merge_log is None or not result.merges:
             return
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         self.merge_log.parent.mkdir(parents=True, exist_ok=True)
         with self.merge_log.open("a", encoding="utf-8") as log:
             for merge in result.merges:
@@ -293,11 +310,14 @@ def undo_merges(merge_log: Path, mention: str) -> list[dict]:
     if not merge_log.is_file():
         return []
     entries = [json.loads(line) for line in merge_log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    merged = {(e["entity"], e["source"]): e for e in entries
-              if not e.get("undo") and normalize(e["mention"]) == normalize(mention)}
+    merged = {
+        (e["entity"], e["source"]): e
+        for e in entries
+        if not e.get("undo") and normalize(e["mention"]) == normalize(mention)
+    }
     undone = {e["entity"] for e in entries if e.get("undo") and normalize(e["mention"]) == normalize(mention)}
     new = [e for e in merged.values() if e["entity"] not in undone]
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     with merge_log.open("a", encoding="utf-8") as log:
         for entity in dict.fromkeys(e["entity"] for e in new):
             log.write(json.dumps({"time": created, "undo": True, "mention": mention, "entity": entity}) + "\n")

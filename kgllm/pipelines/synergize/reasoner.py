@@ -14,13 +14,15 @@ evidence. A question with no linked entity, or whose best plan scores below
 
 from __future__ import annotations
 
-import logging
+import copy
 import itertools
+import logging
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
 from kgllm.llm.base import LanguageModel
 from kgllm.llm.corpus import Hop, clause, noun_chain, path_text, plan_prompt, plural
-from kgllm.types import Answer, Entity, Evidence, Path, Triple
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +41,24 @@ _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 class ReasonerConfig:
     """Limits and weights of the path reasoner."""
 
-    max_hops: int = 2            # longest relation path
-    max_fanout: int = 2000       # edges read from one entity per step (bounds hubs)
-    max_walks: int = 50_000      # walks enumerated per topic entity (per step of the beam search)
-    beam_width: int = 0          # 0: rank every plan; else keep the best N partial plans at each hop
-    max_topics: int = 3          # linked entities tried as the start of a path
-    lm_weight: float = 0.005     # weight of the model's mean token log-likelihood of a plan
-    class_bonus: float = 0.15    # for a plan ending in the class the question names
-    hop_penalty: float = 0.05    # per hop more than the relation words in the question (at least one)
+    max_hops: int = 2  # longest relation path
+    max_fanout: int = 2000  # edges read from one entity per step (bounds hubs)
+    max_walks: int = 50_000  # walks enumerated per topic entity (per step of the beam search)
+    beam_width: int = 0  # 0: rank every plan; else keep the best N partial plans at each hop
+    max_topics: int = 3  # linked entities tried as the start of a path
+    lm_weight: float = 0.005  # weight of the model's mean token log-likelihood of a plan
+    use_model: bool = True  # False: rank with the encoder and the graph alone, even when a model is loaded
+    class_bonus: float = 0.15  # for a plan ending in the class the question names
+    hop_penalty: float = 0.05  # per hop more than the relation words in the question (at least one)
     short_hop_penalty: float = 0.15  # per hop fewer: a plan that stops early answers another question
-    order_weight: float = 0.2    # for relations in the order of a possessive chain ("X's father's heir")
+    order_weight: float = 0.2  # for relations in the order of a possessive chain ("X's father's heir")
     relation_word_similarity: float = 0.5  # a question word this close to a relation name mentions it
     min_plan_similarity: float = 0.6  # below this the question is not about what the graph holds
     named_relation_allowance: float = 0.15  # ... lowered by this when the question names a relation
-    temperature: float = 0.05    # softmax temperature turning plan scores into a confidence
+    temperature: float = 0.05  # softmax temperature turning plan scores into a confidence
     max_evidence_paths: int = 60
-    related_facts: int = 5       # closest facts (FAISS) shown with a refusal, as context
+    related_facts: int = 5  # closest facts (FAISS) shown with a refusal, as context
+
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= 4:
             raise InputError("max_hops must be between 1 and 4")
@@ -71,7 +75,7 @@ class Plan:
     topic: Entity
     hops: tuple[Hop, ...]
     classes: tuple[str | None, ...]  # class of the node each hop reaches
-    walks: list[Path]
+    walks: list[GraphPath]
     link_score: float
     scores: dict[str, float] = field(default_factory=dict)
 
@@ -91,8 +95,9 @@ class Plan:
 class PathReasoner:
     """Answers questions over a store by planning and walking relation paths."""
 
-    def __init__(self, store: GraphStore, retriever, lm: LanguageModel | None = None,
-                 config: ReasonerConfig | None = None):
+    def __init__(
+        self, store: GraphStore, retriever, lm: LanguageModel | None = None, config: ReasonerConfig | None = None
+    ):
         self.store = store
         self.retriever = retriever
         self.lm = lm
@@ -103,7 +108,14 @@ class PathReasoner:
         self._vectors: dict[str, np.ndarray] = {}  # plan phrases repeat across questions
 
     # ------------------------------------------------------------ public
-    def answer(self, question: str) -> Answer:
+    def answer(self, question: str, **options: Any) -> Answer:
+        """Answer ``question`` by the best relation path from its entities, with every walk as evidence.
+
+        ``options`` override fields of :class:`ReasonerConfig` for this call alone
+        (``max_hops=3``, ``beam_width=5``, ...); an unknown name raises :class:`InputError`.
+        """
+        if options:
+            return self.with_options(**options).answer(question)
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
@@ -119,8 +131,19 @@ class PathReasoner:
             answer = self._found(question, best, plans)
         answer.metadata["search"] = f"beam {self.config.beam_width}" if self.config.beam_width else "every plan"
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
-        answer.metadata["model"] = getattr(self.lm, "name", None)
+        answer.metadata["model"] = getattr(self.lm, "name", None) if self.config.use_model else None
         return answer
+
+    def with_options(self, **options: Any) -> PathReasoner:
+        """A reasoner with some settings changed, sharing this one's store, model and caches."""
+        unknown = sorted(set(options) - {f.name for f in fields(ReasonerConfig)})
+        if unknown:
+            raise InputError(
+                f"unknown reasoner option(s) {unknown}; known: {sorted(f.name for f in fields(ReasonerConfig))}"
+            )
+        clone = copy.copy(self)
+        clone.config = replace(self.config, **options)
+        return clone
 
     def search(self, question: str, links) -> tuple[list[Plan], int]:
         """The candidate plans from the linked entities, ranked best first, and how many words of the
@@ -137,7 +160,7 @@ class PathReasoner:
 
     def plans(self, topic: Entity, link_score: float = 1.0) -> list[Plan]:
         """Every relation path from ``topic`` up to ``max_hops``, split by the classes of the nodes it passes."""
-        grouped: dict[tuple[tuple[Hop, ...], tuple[str | None, ...]], list[Path]] = defaultdict(list)
+        grouped: dict[tuple[tuple[Hop, ...], tuple[str | None, ...]], list[GraphPath]] = defaultdict(list)
         for hops, walk in self._walks(topic.id):
             for classes in itertools.product(*((self._classes_of(n) or (None,)) for n in walk.nodes[1:])):
                 grouped[(hops, classes)].append(walk)
@@ -152,7 +175,9 @@ class PathReasoner:
         vectors = dict(zip(unique, self._encode_cached(unique)))
         query = self.retriever.encoder.encode_query(masked)
         wanted, named = self._question_classes(masked, {c for p in plans for c in p.classes if c})
-        mentions_count, hop_hint, chain = self._relation_mentions(masked, {h.relation for p in plans for h in p.hops}, named)
+        mentions_count, hop_hint, chain = self._relation_mentions(
+            masked, {h.relation for p in plans for h in p.hops}, named
+        )
         bonus = self.config.class_bonus
         for plan, variants in zip(plans, phrases):
             plan.scores["encoder"] = max(float(vectors[t] @ query) for t in variants)
@@ -166,7 +191,7 @@ class PathReasoner:
             if others:
                 passed = set(plan.classes[:-1])
                 plan.scores["classes"] = bonus / 2 * (len(others & passed) - len(others - passed))
-        if self.lm is not None and self.config.lm_weight:
+        if self.lm is not None and self.config.use_model and self.config.lm_weight:
             self._rank_with_model(question, plans)
         return mentions_count
 
@@ -183,8 +208,9 @@ class PathReasoner:
         for i, (hop, cls) in enumerate(zip(plan.hops, plan.classes)):
             noun = plural(self._describe(cls).label if cls else "thing")
             names = self._names(hop.relation)
-            phrases = [clause(phrase, noun, name, hop.forward, plural_subject=i > 0)
-                       for phrase in phrases for name in names][:max_variants]
+            phrases = [
+                clause(phrase, noun, name, hop.forward, plural_subject=i > 0) for phrase in phrases for name in names
+            ][:max_variants]
         topic = plan.topic.label if topic is None else topic
         relations = [self._label(h.relation) for h in plan.hops]
         if chain := noun_chain(topic, relations):
@@ -200,8 +226,12 @@ class PathReasoner:
         """How well the plan's relations, taken forward, match the chained nouns in their order:
         the mean similarity of the i-th noun from the entity to the i-th relation's closest name."""
         pairs = list(zip(chain, hops))
-        similarities = [max(float(self._encode_cached([word])[0] @ v) for v in self._encode_cached(self._names(hop.relation)))
-                        if hop.forward else 0.0 for word, hop in pairs]
+        similarities = [
+            max(float(self._encode_cached([word])[0] @ v) for v in self._encode_cached(self._names(hop.relation)))
+            if hop.forward
+            else 0.0
+            for word, hop in pairs
+        ]
         return sum(similarities) / len(pairs)
 
     def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> tuple[int, int, list[str]]:
@@ -214,8 +244,12 @@ class PathReasoner:
         names = [name for r in relations for name in self._names(r)]
         named: set[int] = set()
         if content and names:
-            similarity = np.stack(self._encode_cached([tokens[i] for i in content])) @ np.stack(self._encode_cached(names)).T
-            named = {i for i, best in zip(content, similarity.max(axis=1)) if best >= self.config.relation_word_similarity}
+            similarity = (
+                np.stack(self._encode_cached([tokens[i] for i in content])) @ np.stack(self._encode_cached(names)).T
+            )
+            named = {
+                i for i, best in zip(content, similarity.max(axis=1)) if best >= self.config.relation_word_similarity
+            }
         chain = [i for i in _chained_nouns(tokens) if i in content]
         return len(named), len(named | set(chain)), [tokens[i] for i in chain]
 
@@ -227,7 +261,7 @@ class PathReasoner:
             for name in self._names(c):
                 names[name.lower()] = names[plural(name.lower())] = c
         mentioned = [(i, names[w]) for i, w in enumerate(words) if w in names]
-        asked = [c for i, c in mentioned if i == 0 or WH_WORDS & set(words[max(0, i - 2): i])]
+        asked = [c for i, c in mentioned if i == 0 or WH_WORDS & set(words[max(0, i - 2) : i])]
         wanted = (asked or [c for _, c in mentioned] or [None])[0]
         return wanted, {c for _, c in mentioned}
 
@@ -236,7 +270,7 @@ class PathReasoner:
         """Grow plans one hop at a time from the linked entities; rank each generation with the encoder
         (and the model) and keep only the best ``beam_width`` to extend. Every plan kept is then ranked
         again with the others, so that plans of all lengths are scored alike."""
-        beam = [Plan(link.entity, (), (), [Path(link.entity.id, ())], link.score) for link in links]
+        beam = [Plan(link.entity, (), (), [GraphPath(link.entity.id, ())], link.score) for link in links]
         kept: list[Plan] = []
         for _ in range(self.config.max_hops):
             children = [child for plan in beam for child in self._extend(plan)]
@@ -252,17 +286,19 @@ class PathReasoner:
     def _extend(self, plan: Plan) -> list[Plan]:
         """The plans one hop longer than ``plan``: its walks extended by every edge at their ends,
         grouped by the relation, its direction and the class of the node reached."""
-        grouped: dict[tuple[Hop, str | None], list[Path]] = defaultdict(list)
+        grouped: dict[tuple[Hop, str | None], list[GraphPath]] = defaultdict(list)
         edges = list(itertools.islice(self._edges_at_ends(plan.walks), self.config.max_walks))
         if len(edges) == self.config.max_walks:
             log.warning("walk limit %d reached extending a plan from %s", self.config.max_walks, plan.topic.id)
         for walk, t in edges:
             forward = t.head == walk.end
-            extended = Path(walk.start, (*walk.triples, t))
+            extended = GraphPath(walk.start, (*walk.triples, t))
             for cls in self._classes_of(t.tail if forward else t.head) or (None,):
                 grouped[(Hop(t.relation, forward), cls)].append(extended)
-        return [Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score)
-                for (hop, cls), walks in grouped.items()]
+        return [
+            Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score)
+            for (hop, cls), walks in grouped.items()
+        ]
 
     def _walks(self, start: str):
         frontier: list[tuple[str, tuple[Triple, ...], tuple[Hop, ...]]] = [(start, (), ())]
@@ -273,7 +309,7 @@ class PathReasoner:
                 for t in self.store.neighbors(node, "both", limit=self.config.max_fanout):
                     forward = t.head == node
                     step = (*walked, t), (*hops, Hop(t.relation, forward))
-                    yield step[1], Path(start=start, triples=step[0])
+                    yield step[1], GraphPath(start=start, triples=step[0])
                     count += 1
                     if count >= self.config.max_walks:
                         log.warning("walk limit %d reached from %s", self.config.max_walks, start)
@@ -282,7 +318,7 @@ class PathReasoner:
                         next_frontier.append((t.tail if forward else t.head, *step))
             frontier = next_frontier
 
-    def _edges_at_ends(self, walks: list[Path]):
+    def _edges_at_ends(self, walks: list[GraphPath]):
         for walk in walks:
             for t in self.store.neighbors(walk.end, "both", limit=self.config.max_fanout):
                 yield walk, t
@@ -313,8 +349,11 @@ class PathReasoner:
         return [self._label(i) for i in ids]
 
     def _path_text(self, plan: Plan) -> str:
-        return path_text([self._label(h.relation) for h in plan.hops], [h.forward for h in plan.hops],
-                         [self._label(c) if c else None for c in plan.classes])
+        return path_text(
+            [self._label(h.relation) for h in plan.hops],
+            [h.forward for h in plan.hops],
+            [self._label(c) if c else None for c in plan.classes],
+        )
 
     def _confidence(self, plans: list[Plan]) -> float:
         scores = np.array([p.score for p in plans[:50]])
@@ -327,16 +366,30 @@ class PathReasoner:
     def _found(self, question: str, best: Plan, plans: list[Plan]) -> Answer:
         answers = [self.store.entity(a) or Entity(a, self._label(a)) for a in best.answers]
         walks = _evidence_walks(best.walks, self.config.max_evidence_paths)
-        paths = [Path(w.start, w.triples, score=best.score) for w in walks]
+        paths = [GraphPath(w.start, w.triples, score=best.score) for w in walks]
         triples = list(dict.fromkeys(t for p in paths for t in p.triples))
         labels = {x: self._label(x) for t in triples for x in (t.head, t.relation, t.tail)}
         evidence = Evidence(triples=triples, paths=paths, score=best.score, source="synergize:relation-path")
         return Answer(
-            question=question, text=_join([e.label for e in answers]) + ".", entities=answers, evidence=evidence,
-            confidence=self._confidence(plans), labels=labels,
-            metadata={"topic": best.topic.label, "path": self._path_text(best).strip(),
-                "plans": [{"topic": p.topic.label, "plan": self.describe(p)[0], "scores": {k: round(v, 4) for k, v in p.scores.items()}}
-                          for p in plans[:5]]})
+            question=question,
+            text=_join([e.label for e in answers]) + ".",
+            entities=answers,
+            evidence=evidence,
+            confidence=self._confidence(plans),
+            labels=labels,
+            metadata={
+                "topic": best.topic.label,
+                "path": self._path_text(best).strip(),
+                "plans": [
+                    {
+                        "topic": p.topic.label,
+                        "plan": self.describe(p)[0],
+                        "scores": {k: round(v, 4) for k, v in p.scores.items()},
+                    }
+                    for p in plans[:5]
+                ],
+            },
+        )
 
     def _not_found(self, question: str, links, best: Plan | None) -> Answer:
         considered = [link.entity.label for link in links]
@@ -344,21 +397,32 @@ class PathReasoner:
             text = f"The graph holds no answer to this question (entities considered: {', '.join(considered)})."
         else:
             considered = self._closest_entities(question)
-            text = ("The graph holds no entity this question mentions, so it has no answer"
-                    + (f" (closest entities: {', '.join(considered)})." if considered else "."))
+            text = "The graph holds no entity this question mentions, so it has no answer" + (
+                f" (closest entities: {', '.join(considered)})." if considered else "."
+            )
         confidence = 0.0 if best is None else max(0.0, min(0.2, best.scores["encoder"] / 2))
         # the closest facts are shown as context, never as an answer
-        related = self.retriever.search_facts(question, k=self.config.related_facts) if self.config.related_facts else []
+        related = (
+            self.retriever.search_facts(question, k=self.config.related_facts) if self.config.related_facts else []
+        )
         labels = {x: self._label(x) for t, _ in related for x in (t.head, t.relation, t.tail)}
         evidence = Evidence(triples=[t for t, _ in related], source="synergize:relation-path; related facts: faiss")
-        return Answer(question=question, text=text, entities=[], evidence=evidence, confidence=confidence,
-                      labels=labels, metadata={"found": False, "considered": considered})
+        return Answer(
+            question=question,
+            text=text,
+            entities=[],
+            evidence=evidence,
+            confidence=confidence,
+            labels=labels,
+            metadata={"found": False, "considered": considered},
+        )
 
 
 MASK = "X"
 WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
-STOP_WORDS = frozenset("a an the of in on at to by for with from as is are was were be do does did that this "
-                       "these those it its and or s".split())
+STOP_WORDS = frozenset(
+    ["a", "an", "the", "of", "in", "on", "at", "to", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "do", "does", "did", "that", "this", "these", "those", "it", "its", "and", "or", "s"]
+)
 
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'s?")
@@ -400,9 +464,9 @@ def _mask(question: str, mentions: list[str]) -> str:
     return question
 
 
-def _evidence_walks(walks: list[Path], limit: int) -> list[Path]:
+def _evidence_walks(walks: list[GraphPath], limit: int) -> list[GraphPath]:
     """At least one walk per answer, then more, up to ``limit``."""
-    first: dict[str, Path] = {}
+    first: dict[str, GraphPath] = {}
     for w in walks:
         first.setdefault(w.end, w)
     chosen = list(first.values())[:limit]

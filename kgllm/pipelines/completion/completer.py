@@ -1,6 +1,6 @@
 """KG completion: structural candidates re-ranked with rules, the language model and the encoder.
 
-The KGE model (:mod:`kgllm.pipelines.augment.kge`) scores every entity for a query
+The KGE model (:mod:`kgllm.pipelines.completion.kge`) scores every entity for a query
 ``(head, relation, ?)`` or ``(?, relation, tail)``; its ``candidates`` best go on to the
 re-rankers, each a :class:`CandidateScorer`:
 
@@ -27,15 +27,18 @@ from tqdm.auto import tqdm
 
 from kgllm.exceptions import ConfigurationError
 from kgllm.graph.base import GraphStore
-from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
-from kgllm.pipelines.augment.kge import KGEConfig, TrainedKGE, Vocabulary, search_kge
+from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
+from kgllm.pipelines.completion.kge import KGEConfig, TrainedKGE, Vocabulary, search_kge
 from kgllm.types import Prediction, Triple
 
 log = logging.getLogger(__name__)
 
 #: Weights tried for each re-ranker when fitting on the valid split (0 turns it off).
-WEIGHT_GRID = {"rules": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "lm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
-               "encoder": (0.0, 1.0, 2.0, 5.0, 10.0)}
+WEIGHT_GRID = {
+    "rules": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
+    "lm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
+    "encoder": (0.0, 1.0, 2.0, 5.0, 10.0),
+}
 NEIGHBOURHOOD_FACTS = 12
 
 
@@ -68,8 +71,15 @@ class RuleScorer(CandidateScorer):
 
     name = "rules"
 
-    def __init__(self, triples: np.ndarray, num_entities: int, num_relations: int,
-                 min_support: int = 2, pseudo_count: float = 5.0, max_rules: int = 50):
+    def __init__(
+        self,
+        triples: np.ndarray,
+        num_entities: int,
+        num_relations: int,
+        min_support: int = 2,
+        pseudo_count: float = 5.0,
+        max_rules: int = 50,
+    ):
         adjacency = np.zeros((2 * num_relations, num_entities, num_entities), dtype=np.float32)
         adjacency[triples[:, 1], triples[:, 0], triples[:, 2]] = 1
         adjacency[triples[:, 1] + num_relations, triples[:, 2], triples[:, 0]] = 1
@@ -89,7 +99,12 @@ class RuleScorer(CandidateScorer):
         flat_heads = self.adjacency.reshape(count, -1).T
         keys, confidences = [], []
         for first in range(count):  # bodies starting with ``first``: itself, then ``first`` + each relation
-            reach = np.concatenate([self.adjacency[first][None], np.minimum(np.einsum("ij,bjk->bik", self.adjacency[first], self.adjacency), 1)])
+            reach = np.concatenate(
+                [
+                    self.adjacency[first][None],
+                    np.minimum(np.einsum("ij,bjk->bik", self.adjacency[first], self.adjacency), 1),
+                ]
+            )
             flat = reach.reshape(len(reach), -1)
             support = flat @ flat_heads  # (bodies, heads)
             confidences.append(np.where(support >= min_support, support / (flat.sum(1)[:, None] + pseudo_count), 0))
@@ -140,8 +155,15 @@ class EncoderScorer(CandidateScorer):
 
     name = "encoder"
 
-    def __init__(self, encoder, store: GraphStore, entity_ids: Sequence[str], labels: Sequence[str],
-                 relation_labels: Sequence[str], vectors_dir: Path | None = None):
+    def __init__(
+        self,
+        encoder,
+        store: GraphStore,
+        entity_ids: Sequence[str],
+        labels: Sequence[str],
+        relation_labels: Sequence[str],
+        vectors_dir: Path | None = None,
+    ):
         self.encoder = encoder
         self.labels = labels
         self.relation_labels = relation_labels
@@ -149,7 +171,11 @@ class EncoderScorer(CandidateScorer):
 
     def _entity_vectors(self, store: GraphStore, entity_ids: Sequence[str], vectors_dir: Path | None) -> np.ndarray:
         """Encoded once per completer: kept in ``vectors_dir`` (named by the encoder) when given."""
-        path = vectors_dir / f"entities-{hashlib.sha256(self.encoder.name.encode()).hexdigest()[:12]}.npy" if vectors_dir else None
+        path = (
+            vectors_dir / f"entities-{hashlib.sha256(self.encoder.name.encode()).hexdigest()[:12]}.npy"
+            if vectors_dir
+            else None
+        )
         if path is not None and path.is_file():
             vectors = np.load(path)
             if vectors.shape == (len(entity_ids), self.encoder.dim):
@@ -162,8 +188,12 @@ class EncoderScorer(CandidateScorer):
         return vectors
 
     def score(self, queries, candidates):
-        texts = [f"{self.relation_labels[q.relation]} {self.labels[q.anchor]}" if q.inverse
-                 else f"{self.labels[q.anchor]} {self.relation_labels[q.relation]}" for q in queries]
+        texts = [
+            f"{self.relation_labels[q.relation]} {self.labels[q.anchor]}"
+            if q.inverse
+            else f"{self.labels[q.anchor]} {self.relation_labels[q.relation]}"
+            for q in queries
+        ]
         vectors = self.encoder.encode(texts)
         return np.einsum("qd,qkd->qk", vectors, self.entity_vectors[candidates]).astype(np.float64)
 
@@ -197,7 +227,9 @@ class Completer:
         if unknown:
             raise ConfigurationError(f"weights for scorers that are not used: {sorted(unknown)}")
 
-    def parts(self, queries: Sequence[Query], exclude: Sequence[Sequence[int]] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def parts(
+        self, queries: Sequence[Query], exclude: Sequence[Sequence[int]] = ()
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Candidate rows ``(n, k)`` and each part's scores on them; ``exclude`` lists rows never proposed per query."""
         scores = self.kge_log_probs(queries)
         for row, rows_out in enumerate(exclude):
@@ -213,8 +245,9 @@ class Completer:
         weights = self.weights if weights is None else weights
         return parts["kge"] + sum(weights.get(name, 0.0) * value for name, value in parts.items() if name != "kge")
 
-    def all_scores(self, queries: Sequence[Query], parts_cache: tuple | None = None,
-                   weights: dict[str, float] | None = None) -> np.ndarray:
+    def all_scores(
+        self, queries: Sequence[Query], parts_cache: tuple | None = None, weights: dict[str, float] | None = None
+    ) -> np.ndarray:
         """``(n, num_entities)``: fused scores for candidates, the KGE order below them for the rest."""
         candidates, parts = parts_cache or self.parts(queries)
         base = -1e6 + np.zeros((len(queries), len(self.kge.vocabulary.entities)))
@@ -254,12 +287,16 @@ class Completer:
         return self.weights
 
     def score_fn(self):
-        """A :data:`~kgllm.pipelines.augment.completion_eval.ScoreFn` of the fused model, for evaluation."""
+        """A :data:`~kgllm.pipelines.completion.evaluation.ScoreFn` of the fused model, for evaluation."""
+
         def score(anchors: np.ndarray, relations: np.ndarray, inverse: bool) -> np.ndarray:
             return self.all_scores([Query(int(a), int(r), inverse) for a, r in zip(anchors, relations)])
+
         return score
 
-    def predict(self, queries: Sequence[Query], top_k: int = 10, exclude: Sequence[Sequence[int]] = ()) -> list[list[Prediction]]:
+    def predict(
+        self, queries: Sequence[Query], top_k: int = 10, exclude: Sequence[Sequence[int]] = ()
+    ) -> list[list[Prediction]]:
         """The ``top_k`` best answers of each query; ``score`` is the softmax of the fused score over the candidates."""
         candidates, parts = self.parts(queries, exclude)
         fused = self.fuse(parts)
@@ -275,8 +312,12 @@ class Completer:
                     continue
                 other = vocab.entities[candidates[row, col]]
                 head, tail = (other, anchor) if q.inverse else (anchor, other)
-                provenance = {"model": self.model_name, "scores": {n: round(float(p[row, col]), 5) for n, p in parts.items()},
-                              "weights": dict(self.weights), "fused": round(float(fused[row, col]), 5)}
+                provenance = {
+                    "model": self.model_name,
+                    "scores": {n: round(float(p[row, col]), 5) for n, p in parts.items()},
+                    "weights": dict(self.weights),
+                    "fused": round(float(fused[row, col]), 5),
+                }
                 row_predictions.append(Prediction(head, relation, tail, round(float(probs[row, col]), 6), provenance))
             results.append(row_predictions)
         return results
@@ -293,6 +334,7 @@ def _lookup(queries: Sequence[Query], scores: np.ndarray):
 
     def score(anchors, relations, inverse):
         return scores[[index[(int(a), int(r), inverse)] for a, r in zip(anchors, relations)]]
+
     return score
 
 
@@ -307,7 +349,6 @@ def query_labels(store: GraphStore, kge: TrainedKGE) -> tuple[list[str], list[st
     return [store.label(e) for e in kge.vocabulary.entities], [store.label(r) for r in kge.vocabulary.relations]
 
 
-
 SCORERS = ("rules", "lm", "encoder")
 
 
@@ -317,10 +358,10 @@ class CompletionConfig:
 
     kge: KGEConfig = field(default_factory=KGEConfig)  # its ``seconds`` is shared by the models tried
     kge_models: tuple[str, ...] = ("complex", "distmult")  # tried in turn; the best on valid is kept
-    scorers: tuple[str, ...] = SCORERS      # any of "rules", "lm", "encoder"
-    candidates: int = 20                    # KGE candidates re-ranked per query
-    max_rule_entities: int = 500            # rules use dense adjacency: skipped on larger graphs
-    valid_fraction: float = 0.05            # of a store's triples, held out to choose epochs and weights
+    scorers: tuple[str, ...] = SCORERS  # any of "rules", "lm", "encoder"
+    candidates: int = 20  # KGE candidates re-ranked per query
+    max_rule_entities: int = 500  # rules use dense adjacency: skipped on larger graphs
+    valid_fraction: float = 0.05  # of a store's triples, held out to choose epochs and weights
     max_valid: int = 1000
 
     def __post_init__(self) -> None:
@@ -333,9 +374,18 @@ class CompletionConfig:
             raise ConfigurationError("candidates and max_valid must be at least 1, valid_fraction in (0, 1)")
 
 
-def make_scorers(names: Sequence[str], store: GraphStore, kge: TrainedKGE, train_ids: np.ndarray,
-                 settings, config: CompletionConfig, lm=None, encoder=None, progress: bool = True,
-                 vectors_dir: Path | None = None) -> list[CandidateScorer]:
+def make_scorers(
+    names: Sequence[str],
+    store: GraphStore,
+    kge: TrainedKGE,
+    train_ids: np.ndarray,
+    settings,
+    config: CompletionConfig,
+    lm=None,
+    encoder=None,
+    progress: bool = True,
+    vectors_dir: Path | None = None,
+) -> list[CandidateScorer]:
     """The re-rankers named, built for this store; the LM is the project's model trained on the store.
     ``vectors_dir`` keeps the encoder's entity vectors for the next job."""
     vocab = kge.vocabulary
@@ -344,7 +394,11 @@ def make_scorers(names: Sequence[str], store: GraphStore, kge: TrainedKGE, train
     for name in names:
         if name == "rules":
             if len(vocab.entities) > config.max_rule_entities:
-                log.warning("rules skipped: %d entities is more than max_rule_entities=%d", len(vocab.entities), config.max_rule_entities)
+                log.warning(
+                    "rules skipped: %d entities is more than max_rule_entities=%d",
+                    len(vocab.entities),
+                    config.max_rule_entities,
+                )
                 continue
             scorers.append(RuleScorer(train_ids, len(vocab.entities), len(vocab.relations)))
         elif name == "lm":
@@ -352,8 +406,16 @@ def make_scorers(names: Sequence[str], store: GraphStore, kge: TrainedKGE, train
         elif name == "encoder":
             from kgllm.retrieval.encoder import encoder_from_settings
 
-            scorers.append(EncoderScorer(encoder or encoder_from_settings(settings), store, vocab.entities, labels,
-                                         relation_labels, vectors_dir))
+            scorers.append(
+                EncoderScorer(
+                    encoder or encoder_from_settings(settings),
+                    store,
+                    vocab.entities,
+                    labels,
+                    relation_labels,
+                    vectors_dir,
+                )
+            )
     return scorers
 
 
@@ -365,8 +427,16 @@ def _project_lm(store: GraphStore, settings, progress: bool):
     return HFCausalLM.from_pretrained(path, device=settings.device, threads=settings.threads)
 
 
-def build_completer(store: GraphStore, train: Sequence[Triple], valid: Sequence[Triple], config: CompletionConfig,
-                    settings, vocabulary: Vocabulary | None = None, progress: bool = True, **scorer_kwargs) -> Completer:
+def build_completer(
+    store: GraphStore,
+    train: Sequence[Triple],
+    valid: Sequence[Triple],
+    config: CompletionConfig,
+    settings,
+    vocabulary: Vocabulary | None = None,
+    progress: bool = True,
+    **scorer_kwargs,
+) -> Completer:
     """Train the KGE models on ``train`` (model and epochs chosen on ``valid``), add the re-rankers,
     fit their weights on ``valid``."""
     vocabulary = vocabulary or Vocabulary.from_triples(list(train) + list(valid))

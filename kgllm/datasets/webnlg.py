@@ -24,7 +24,7 @@ from pathlib import Path
 from rapidfuzz import fuzz, process
 
 from kgllm.exceptions import ParseError
-from kgllm.pipelines.augment.triple_grammar import text_spans
+from kgllm.pipelines.construction.grammar import text_spans
 
 ALIGN_MIN_SCORE = 85
 _PLACEHOLDER = re.compile(r"ENT(\d+)")
@@ -69,8 +69,10 @@ def webnlg_graph(path: str | Path):
     examples = read_webnlg(path)
     names = {n for e in examples for s, _, o in e.triples for n in (s, o)}
     store = RDFLibStore()
-    store.add({Triple(str(to_iri(s)), str(to_iri(r)), str(to_iri(o))) for e in examples for s, r, o in e.triples},
-              [Entity(str(to_iri(n)), n) for n in sorted(names)])
+    store.add(
+        {Triple(str(to_iri(s)), str(to_iri(r)), str(to_iri(o))) for e in examples for s, r, o in e.triples},
+        [Entity(str(to_iri(n)), n) for n in sorted(names)],
+    )
     return store
 
 
@@ -86,9 +88,8 @@ def align(name: str, text: str, spans: list[str] | None = None) -> str | None:
     """``name`` as ``text`` writes it: itself when present, else the closest span (or None)."""
     if name.lower() in text.lower():
         start = text.lower().index(name.lower())
-        return text[start:start + len(name)]
-    match = process.extractOne(name, spans or sorted(text_spans(text)), scorer=fuzz.ratio,
-                               score_cutoff=ALIGN_MIN_SCORE)
+        return text[start : start + len(name)]
+    match = process.extractOne(name, spans or sorted(text_spans(text)), scorer=fuzz.ratio, score_cutoff=ALIGN_MIN_SCORE)
     return match[0] if match else None
 
 

@@ -17,20 +17,29 @@ from pathlib import Path
 
 import torch
 
+from kgllm.datasets.webnlg import aligned_triples, read_webnlg
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.augment.adapters import TaskTraining, load_adapted, trained_adapter
-from kgllm.pipelines.augment.triple_grammar import TripleGrammar, target_text
-from kgllm.pipelines.augment.webnlg import aligned_triples, read_webnlg
+from kgllm.pipelines.construction.adapters import TaskTraining, load_adapted, trained_adapter
+from kgllm.pipelines.construction.grammar import TripleGrammar, target_text
 from kgllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_TRAINING = TaskTraining(AdapterConfig(method="lora", rank=16, alpha=32),
-                                   RunConfig(learning_rate=3e-3, batch_size=16, epochs=4, max_minutes=45.0,
-                                             warmup_steps=50, save_steps=500, group_by_length=True))
+EXTRACTION_TRAINING = TaskTraining(
+    AdapterConfig(method="lora", rank=16, alpha=32),
+    RunConfig(
+        learning_rate=3e-3,
+        batch_size=16,
+        epochs=4,
+        max_minutes=45.0,
+        warmup_steps=50,
+        save_steps=500,
+        group_by_length=True,
+    ),
+)
 MAX_NEW_TOKENS = 160
 
 
@@ -59,8 +68,9 @@ def extraction_examples(train_path: str | Path) -> list[TaskExample]:
     return examples
 
 
-def train_extractor(train_path: str | Path, settings: Settings, training: TaskTraining = EXTRACTION_TRAINING,
-                    progress: bool = True) -> tuple[Path, Path]:
+def train_extractor(
+    train_path: str | Path, settings: Settings, training: TaskTraining = EXTRACTION_TRAINING, progress: bool = True
+) -> tuple[Path, Path]:
     """(base model dir, adapter dir) of the extraction adapter trained on ``train_path`` (cached)."""
     return trained_adapter("extract", train_path, extraction_examples, training, settings, progress)
 
@@ -68,8 +78,9 @@ def train_extractor(train_path: str | Path, settings: Settings, training: TaskTr
 class Extractor:
     """The adapted model and the decoding settings; ``relations`` holds output to a schema."""
 
-    def __init__(self, lm: HFCausalLM, relations: Sequence[str] | None = None, batch_size: int = 8,
-                 max_triples: int = 8):
+    def __init__(
+        self, lm: HFCausalLM, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
+    ):
         self.lm = lm
         self.relations = list(relations) if relations else None
         self.batch_size = batch_size
@@ -87,7 +98,7 @@ class Extractor:
         """The triples of each text (duplicates dropped, best score kept)."""
         results = []
         for start in range(0, len(texts), self.batch_size):
-            results += self._extract_batch(list(texts[start:start + self.batch_size]))
+            results += self._extract_batch(list(texts[start : start + self.batch_size]))
         return results
 
     @torch.inference_mode()
@@ -100,10 +111,16 @@ class Extractor:
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         out = self.lm.model.generate(
-            input_ids=input_ids, attention_mask=attention, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
             prefix_allowed_tokens_fn=lambda row, ids: grammars[row].allowed(ids[width:].tolist()),
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
-            output_scores=True, return_dict_in_generate=True)
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         logprobs = self.lm.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         results = []
         for row, grammar in enumerate(grammars):
@@ -118,8 +135,9 @@ class Extractor:
         return results
 
 
-def load_extractor(settings: Settings, train_path: str | Path, relations: Sequence[str] | None = None,
-                   progress: bool = True) -> Extractor:
+def load_extractor(
+    settings: Settings, train_path: str | Path, relations: Sequence[str] | None = None, progress: bool = True
+) -> Extractor:
     """The cached extraction adapter over the base model (trained first when missing)."""
     base, adapter = train_extractor(train_path, settings, progress=progress)
     return Extractor.load(base, adapter, threads=settings.threads, relations=relations)

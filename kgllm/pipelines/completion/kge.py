@@ -26,31 +26,34 @@ from kgllm.registry import Registry
 from kgllm.types import Triple
 
 
-
 @dataclass(frozen=True)
 class KGEConfig:
     """How the structural model is built and trained. Every field is part of the cache key."""
 
-    model: str = "complex"          # a name in ``kge_models``
-    dim: int = 256                  # embedding size (complex numbers for ComplEx)
-    learning_rate: float = 0.1      # Adagrad, as in the N3 recipe
-    n3_weight: float = 0.01         # weight of the N3 (nuclear 3-norm) regularizer
-    dropout: float = 0.0            # on the query embedding
+    model: str = "complex"  # a name in ``kge_models``
+    dim: int = 256  # embedding size (complex numbers for ComplEx)
+    learning_rate: float = 0.1  # Adagrad, as in the N3 recipe
+    n3_weight: float = 0.01  # weight of the N3 (nuclear 3-norm) regularizer
+    dropout: float = 0.0  # on the query embedding
     batch_size: int = 256
     max_epochs: int = 400
-    seconds: float = 60.0           # wall-clock training budget
-    eval_every: int = 5             # epochs between checks on the valid split (best check kept)
+    seconds: float = 60.0  # wall-clock training budget
+    eval_every: int = 5  # epochs between checks on the valid split (best check kept)
     init_scale: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.model.lower() not in kge_models.names():
-            raise ConfigurationError(f"unknown KGE model {self.model!r}; choose one of: {', '.join(kge_models.names())}")
+            raise ConfigurationError(
+                f"unknown KGE model {self.model!r}; choose one of: {', '.join(kge_models.names())}"
+            )
         for name in ("dim", "batch_size", "max_epochs", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"KGEConfig.{name} must be at least 1")
         if self.seconds <= 0 or self.learning_rate <= 0 or self.n3_weight < 0 or not 0 <= self.dropout < 1:
-            raise ConfigurationError("KGEConfig: seconds and learning_rate must be positive, n3_weight >= 0, 0 <= dropout < 1")
+            raise ConfigurationError(
+                "KGEConfig: seconds and learning_rate must be positive, n3_weight >= 0, 0 <= dropout < 1"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> KGEConfig:
@@ -125,7 +128,7 @@ class DistMult(KGEModel):
         return sum(x.abs().pow(3).sum() for x in parts) / len(heads)
 
 
-kge_models: Registry[KGEModel] = Registry("KGE model", KGEModel)
+kge_models: Registry[KGEModel] = Registry("KGE model", KGEModel, entry_points="kgllm.kge_models")
 kge_models.register("complex", ComplEx)
 kge_models.register("distmult", DistMult)
 
@@ -147,7 +150,9 @@ class Vocabulary:
     def encode(self, triples: Sequence[Triple]) -> np.ndarray:
         """``(n, 3)`` int64 rows of head, relation, tail; every id must be known."""
         try:
-            rows = [(self.entity_index[t.head], self.relation_index[t.relation], self.entity_index[t.tail]) for t in triples]
+            rows = [
+                (self.entity_index[t.head], self.relation_index[t.relation], self.entity_index[t.tail]) for t in triples
+            ]
         except KeyError as exc:
             raise InputError(f"{exc.args[0]!r} is not an entity or relation the model was trained on") from exc
         return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
@@ -174,8 +179,14 @@ class TrainedKGE:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), directory / "model.pt")
-        meta = {"config": asdict(self.config), "entities": self.vocabulary.entities, "relations": self.vocabulary.relations,
-                "epochs": self.epochs, "seconds": self.seconds, "valid_mrr": self.valid_mrr}
+        meta = {
+            "config": asdict(self.config),
+            "entities": self.vocabulary.entities,
+            "relations": self.vocabulary.relations,
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+            "valid_mrr": self.valid_mrr,
+        }
         (directory / "kge.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -195,14 +206,19 @@ def _build(config: KGEConfig, vocabulary: Vocabulary) -> KGEModel:
     return kge_models.get(config.model)(len(vocabulary.entities), len(vocabulary.relations), config)
 
 
-def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple] = (),
-              progress: bool = True, vocabulary: Vocabulary | None = None) -> TrainedKGE:
+def train_kge(
+    train: Sequence[Triple],
+    config: KGEConfig,
+    valid: Sequence[Triple] = (),
+    progress: bool = True,
+    vocabulary: Vocabulary | None = None,
+) -> TrainedKGE:
     """Train on ``train`` for ``config.seconds`` (or ``max_epochs``).
 
     With ``valid`` triples the filtered MRR on them is checked every ``eval_every``
     epochs and the best check's weights are kept (early stopping on valid).
     """
-    from kgllm.pipelines.augment.completion_eval import filtered_ranks, ranking_metrics
+    from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
 
     if not train:
         raise InputError("no triples to train the KGE model on")
@@ -220,8 +236,13 @@ def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple
     known = np.concatenate([vocabulary.encode(train), valid_ids]) if valid_ids is not None else None
     best_state, best_mrr = None, -1.0
     started = time.perf_counter()
-    bar = tqdm(total=config.seconds, desc=f"training {config.model}", unit="s", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    bar = tqdm(
+        total=config.seconds,
+        desc=f"training {config.model}",
+        unit="s",
+        disable=not progress,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+    )
     for epoch in range(1, config.max_epochs + 1):
         model.train()
         for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
@@ -248,7 +269,9 @@ def train_kge(train: Sequence[Triple], config: KGEConfig, valid: Sequence[Triple
     return result
 
 
-def _step(model: KGEModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, batch: torch.Tensor, n3_weight: float) -> None:
+def _step(
+    model: KGEModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, batch: torch.Tensor, n3_weight: float
+) -> None:
     heads, relations, tails = batch[:, 0], batch[:, 1], batch[:, 2]
     loss = loss_fn(model.score_tails(heads, relations), tails)
     if n3_weight:
@@ -266,8 +289,13 @@ def triples_digest(triples: Sequence[Triple], config) -> str:
     return digest.hexdigest()[:16]
 
 
-def search_kge(train: Sequence[Triple], configs: Sequence[KGEConfig], valid: Sequence[Triple], progress: bool = True,
-               vocabulary: Vocabulary | None = None) -> TrainedKGE:
+def search_kge(
+    train: Sequence[Triple],
+    configs: Sequence[KGEConfig],
+    valid: Sequence[Triple],
+    progress: bool = True,
+    vocabulary: Vocabulary | None = None,
+) -> TrainedKGE:
     """Train each configuration (each with its own ``seconds``) and keep the one with the best valid MRR."""
     if not valid:
         return train_kge(train, configs[0], valid, progress, vocabulary)

@@ -1,0 +1,654 @@
+"""The ``kgllm`` command line: load graphs, ask questions, train the model, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.tree import Tree
+
+from kgllm.cli.llm import list_adapters, train_app
+from kgllm.exceptions import KGLLMError
+from kgllm.settings import Settings
+
+app = typer.Typer(
+    help="Knowledge-graph-augmented language models: answers with evidence from your graph.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DEMO_QUESTIONS = (
+    "Which countries border Chad?",
+    "In which region is Kenya?",
+    "Which subregion are the neighbours of Chad located in?",
+    "What is the capital of France?",
+)
+
+GraphOption = Annotated[
+    Optional[Path],
+    typer.Option("--graph", "-g", help="Graph file (Turtle, N-Triples, JSON-LD, TSV, CSV); default: the demo graph."),
+]
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--store",
+        help="A registered store: 'rdflib' (embedded, default), 'neo4j' (Bolt server from KGLLM_NEO4J_* settings) or a plugin's.",
+    ),
+]
+NoModelOption = Annotated[
+    bool, typer.Option("--no-model", help="Answer with the encoder and the graph only (no language model).")
+]
+
+
+def main() -> None:
+    """Entry point that turns kgllm's errors into one line on stderr."""
+    try:
+        app()
+    except KGLLMError as exc:
+        errors.print(f"[bold red]error:[/] {' '.join(str(exc).split())}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from kgllm import __version__
+
+        console.print(f"kgllm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def load(
+    source: Annotated[Path, typer.Argument(help="File to load: .tsv/.txt triples, .csv with a header, or RDF.")],
+    into: Annotated[
+        Optional[Path], typer.Option("--into", help="RDF file of the embedded store to load into (created if missing).")
+    ] = None,
+    store: StoreOption = None,
+    format: Annotated[
+        Optional[str], typer.Option("--format", help="tsv, csv, turtle, nt, json-ld, xml (default: from the suffix).")
+    ] = None,
+    index: Annotated[bool, typer.Option(help="Also build the retrieval indexes.")] = True,
+) -> None:
+    """Load a file of triples into a store (all or nothing) and index it."""
+    from kgllm.api import connect
+    from kgllm.graph import open_store
+    from kgllm.graph.loaders import load as load_file
+
+    settings = Settings()
+    target = open_store(into, store=store, settings=settings, writable=True)
+    started = time.perf_counter()
+    with console.status(f"loading {source}"):
+        added = load_file(target, source, format=format)
+    console.print(
+        f"loaded {added} new triples from {source} in {time.perf_counter() - started:.1f} s "
+        f"({target.count_triples()} triples, {target.count_entities()} entities in the store)"
+    )
+    if index:
+        connect(target, use_model=False, settings=settings)
+        console.print("retrieval indexes are up to date")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in plain language.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    no_model: NoModelOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also show the relation paths considered and their scores.")
+    ] = False,
+    picture: Annotated[
+        Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")
+    ] = None,
+    verbalize: Annotated[
+        bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
+    ] = False,
+) -> None:
+    """Answer a question from the graph, with the paths that support the answer."""
+    from kgllm.api import connect
+
+    if not question.strip():
+        raise typer.BadParameter("the question is empty")
+    session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
+    answer = session.ask(question)
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+    else:
+        _print_answer(answer)
+    if explain and not as_json:
+        _print_plans(answer)
+    if verbalize and not as_json:
+        from kgllm.cli.construction import DEFAULT_TRAIN
+        from kgllm.pipelines.construction.kg2text import answer_facts, load_verbalizer
+
+        if facts := answer_facts(answer):
+            console.print(
+                f"[bold]In words:[/] {load_verbalizer(Settings(), DEFAULT_TRAIN).verbalize([facts])[0]}",
+                highlight=False,
+            )
+    if picture is not None:
+        from kgllm.explain import save_picture
+
+        errors.print(f"evidence picture saved to {save_picture(answer, picture)}")
+
+
+app.add_typer(train_app, name="train")
+app.command("adapters")(list_adapters)
+
+
+@app.command()
+def demo(no_model: NoModelOption = False) -> None:
+    """Load the demo geography graph, index it, make the model ready and answer demo questions."""
+    from kgllm.api import connect
+
+    started = time.perf_counter()
+    session = connect(use_model=not no_model)
+    console.print(
+        f"[dim]demo graph: {session.store.count_triples()} facts, {session.store.count_entities()} entities; "
+        f"ready in {time.perf_counter() - started:.1f} s[/]"
+    )
+    for question in DEMO_QUESTIONS:
+        _print_answer(session.ask(question))
+
+
+@app.command()
+def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")]) -> None:
+    """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
+    from kgllm.api import connect
+    from kgllm.jobs import read_job, run_ask_job
+
+    job = read_job(job_file)
+    if job.job == "complete":
+        from kgllm.pipelines.completion.jobs import open_and_complete
+
+        console.print(open_and_complete(job, Settings()))
+        return
+    started = time.perf_counter()
+    session = connect(job.graph, store=job.store, use_model=job.use_model)
+    counts = run_ask_job(job, session)
+    seconds = time.perf_counter() - started
+    console.print(
+        f"{counts['answered']} questions answered, {counts['skipped']} already done, in {seconds:.1f} s -> {job.output}"
+    )
+
+
+@app.command()
+def serve(
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    no_model: NoModelOption = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    load_if_empty: Annotated[
+        Optional[Path],
+        typer.Option("--load-if-empty", help="Load this graph file into the store first when it holds no triples."),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to keep trying while the store's server cannot be reached.")
+    ] = 0.0,
+) -> None:
+    """Serve the HTTP API (/ask, graph browsing, OpenAI-compatible /v1), its docs (/docs) and the web page (/)."""
+    from kgllm.api import connect
+    from kgllm.server import create_app
+    from kgllm.server import serve as run_server
+    from kgllm.server.startup import load_if_empty as load_once
+    from kgllm.server.startup import wait_for_store
+
+    settings = Settings()
+    kg = wait_for_store(graph, store or settings.store, settings, wait_seconds=wait)
+    if load_if_empty is not None:
+        load_once(kg, load_if_empty)
+    session = connect(kg, use_model=not no_model, settings=settings)
+    console.print(
+        f"serving {session.store.count_triples()} facts on http://{host}:{port} "
+        f"(page: /, API docs: /docs{', API key required' if settings.api_key else ''})"
+    )
+    run_server(create_app(session, api_key=settings.api_key or None), host, port)
+
+
+@app.command()
+def complete(
+    queries: Annotated[
+        str,
+        typer.Option(
+            "--queries",
+            "-q",
+            help="TSV of 'head<TAB>relation<TAB>?' or '?<TAB>relation<TAB>tail' (ids or labels), or 'all'.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="JSON lines, one per query; an interrupted job resumes.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Predictions per query.")] = 10,
+    write_back: Annotated[
+        bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")
+    ] = False,
+    min_score: Annotated[
+        float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")
+    ] = 0.0,
+    scorers: Annotated[
+        str,
+        typer.Option(
+            "--scorers", help="Re-rankers fused with the KGE score (comma-separated; 'none' for the KGE alone)."
+        ),
+    ] = "rules,lm,encoder",
+    kge_seconds: Annotated[
+        float, typer.Option("--kge-seconds", help="Training budget of the structural model (cached per graph).")
+    ] = 60.0,
+) -> None:
+    """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
+    from kgllm.pipelines.completion.jobs import job_from_options, open_and_complete
+
+    names = [s.strip() for s in scorers.split(",") if s.strip() and s.strip() != "none"]
+    job = job_from_options(
+        queries=queries if queries == "all" else Path(queries),
+        output=out,
+        graph=graph,
+        store=store,
+        top_k=top_k,
+        min_score=min_score,
+        write_back=write_back,
+        kge_seconds=kge_seconds,
+        scorers=names,
+    )
+    console.print(open_and_complete(job, Settings()))
+
+
+bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+REPO = Path(__file__).resolve().parents[1]
+QUESTION_SETS = [
+    REPO / "benchmarks" / "questions" / "demo_qa.jsonl",
+    REPO / "benchmarks" / "questions" / "demo_qa_heldout.jsonl",
+]
+
+
+@bench.command("ask")
+def bench_ask(
+    questions: Annotated[
+        Optional[list[Path]], typer.Option("--questions", "-q", help="Question set(s), JSON lines with gold answers.")
+    ] = None,
+    graph: GraphOption = None,
+    modes: Annotated[
+        str,
+        typer.Option(
+            "--modes", help="Comma-separated: 'graph' (encoder and graph), 'model' (plus the language model)."
+        ),
+    ] = "graph,model",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Accuracy (answer set fully correct) and warm latency of ask on question sets."""
+    from kgllm.api import connect
+    from kgllm.bench.ask import run_ask_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    sets = questions or [q for q in QUESTION_SETS if q.is_file()]
+    if not sets:
+        raise typer.BadParameter("no question set found; pass --questions FILE")
+    rows, failures = [], []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        if mode not in ("graph", "model"):
+            raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
+        session = connect(graph, use_model=mode == "model")
+        label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
+        for path in sets:
+            result = run_ask_benchmark(session, path, label)
+            rows.append(result.row())
+            failures += [{"mode": mode, **f} for f in result.failures]
+    print_table(rows, "kgllm ask on question sets")
+    for failure in failures:
+        console.print(
+            f"[dim]missed ({failure['mode']}) {failure['id']}: {failure['question']}  plan: {failure['plan']}[/]",
+            highlight=False,
+        )
+    if out:
+        save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
+
+
+@bench.command("load")
+def bench_load(
+    graph: GraphOption = None,
+    write_triples: Annotated[
+        int, typer.Option("--write-triples", help="Triples for the batched vs one-MERGE-per-triple comparison.")
+    ] = 2000,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Load + index time per 1,000 triples on both stores; batched against per-triple Neo4j writes."""
+    import tempfile
+
+    from kgllm.bench.load import run_load_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_graph_path
+    from kgllm.retrieval.encoder import encoder_from_settings
+    from kgllm.testing import arcadedb_bolt_server
+
+    encoder = encoder_from_settings(Settings())
+    encoder.encode(["warm up"])
+    with tempfile.TemporaryDirectory() as root, console.status("starting a Bolt server (ArcadeDB)"):
+        with arcadedb_bolt_server(root) as server:
+            rows = [t.row() for t in run_load_benchmark(graph or demo_graph_path(), encoder, server, write_triples)]
+    print_table(rows, "load and index")
+    if out:
+        save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
+
+
+@bench.command("kgqa")
+def bench_kgqa(
+    kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, head<TAB>relation<TAB>tail.")],
+    test: Annotated[list[Path], typer.Option("--test", help="Question file(s): question<TAB>answer(a/b/)<TAB>path.")],
+    train: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--train",
+            help="Train split: also run with a relation-path planner (LoRA) trained on its gold paths; settings chosen on the .dev. split beside it.",
+        ),
+    ] = None,
+    minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training the planner.")] = 8.0,
+    hops: Annotated[int, typer.Option("--hops", help="Longest relation path to search.")] = 3,
+    beam: Annotated[
+        int, typer.Option("--beam", help="Grow only the best N partial paths per hop (0: rank every path).")
+    ] = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions of each file.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
+    from kgllm.api import connect
+    from kgllm.bench.kgqa import run_kgqa_benchmark, trained_reasoner
+    from kgllm.bench.report import print_table, save_markdown
+
+    settings = Settings(max_hops=hops, beam_width=beam)
+    session = connect(kb, use_model=False, settings=settings)
+    search = f"beam {beam}" if beam else "every path"
+    rows = [
+        run_kgqa_benchmark(session.reasoner, path, f"zero-shot graph search (encoder, {search})", limit).row()
+        for path in test
+    ]
+    if train:
+        reasoner = trained_reasoner(session, train, minutes, settings)
+        rows += [run_kgqa_benchmark(reasoner, path, f"trained planner (LoRA, {search})", limit).row() for path in test]
+    print_table(rows, f"KGQA on {kb.name}")
+    if out:
+        tests = " ".join(f"--test {t}" for t in test)
+        trained = f" --train {train} --minutes {minutes}" if train else ""
+        save_markdown(
+            rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops} --beam {beam}"
+        )
+
+
+@bench.command("serve")
+def bench_serve(
+    requests: Annotated[int, typer.Option("--requests", help="Questions sent in one burst.")] = 50,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Most requests in flight at once.")] = 50,
+    modes: Annotated[
+        str,
+        typer.Option(
+            "--modes", help="Comma-separated: 'graph' (encoder and graph), 'model' (plus the language model)."
+        ),
+    ] = "graph,model",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Concurrent POST /ask against the demo served on loopback: errors, p50/p95 latency, requests/s."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.serve import run_serve_benchmark
+
+    if requests < 1 or concurrency < 1:
+        raise typer.BadParameter("--requests and --concurrency must be at least 1")
+    rows = []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        if mode not in ("graph", "model"):
+            raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
+        session = connect(use_model=mode == "model")
+        label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
+        rows.append(run_serve_benchmark(session, QUESTION_SETS[0], label, requests, concurrency).row())
+    print_table(rows, f"kgllm serve: {requests} concurrent /ask requests")
+    if out:
+        save_markdown(
+            rows,
+            out,
+            "serve: concurrent /ask requests on loopback",
+            f"kgllm bench serve --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
+            notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; the server answers one request at a time "
+            "(one session behind a lock), so latency includes the time queued.",
+        )
+
+
+@bench.command("llm")
+def bench_llm(
+    sections: Annotated[
+        str, typer.Option("--sections", help="Comma-separated: lora-vs-full, methods, injection, throughput.")
+    ] = "lora-vs-full,methods,injection,throughput",
+    minutes: Annotated[float, typer.Option("--minutes", help="Time budget of each training run.")] = 1.5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
+) -> None:
+    """The LLM module on the demo graph: LoRA vs full fine-tuning, the four PEFT methods, knowledge injection, throughput."""
+    from kgllm.bench.llm import run_llm_benchmarks
+
+    run_llm_benchmarks([s.strip() for s in sections.split(",") if s.strip()], minutes, out)
+
+
+@bench.command("complete")
+def bench_complete(
+    data: Annotated[
+        Path, typer.Option("--data", help="Folder with train.txt, valid.txt and test.txt (head<TAB>relation<TAB>tail).")
+    ],
+    budget: Annotated[
+        float, typer.Option("--budget", help="Wall-clock training seconds, the same for every model.")
+    ] = 60.0,
+    scorers: Annotated[
+        str,
+        typer.Option(
+            "--scorers", help="Re-rankers fused with the KGE score: rules, lm, encoder (comma-separated, or 'none')."
+        ),
+    ] = "rules,lm,encoder",
+    throughput_triples: Annotated[
+        int,
+        typer.Option(
+            "--throughput-triples",
+            help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).",
+        ),
+    ] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
+) -> None:
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
+    from kgllm.bench.completion import completion_benchmark_report
+
+    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+
+
+def _model_name(session) -> str:
+    model = getattr(session.lm, "model", None)
+    if model is None:
+        return "none"
+    return f"{model.config.model_type}, {model.num_parameters() / 1e6:.1f} M parameters"
+
+
+def _path_line(answer, path) -> str:
+    """``Chad —neighbor of→ Niger ←located in— Mali``: arrows show each fact's direction."""
+    line = answer.label(path.start)
+    for triple, node in zip(path.triples, path.nodes):
+        relation = f"[cyan]{answer.label(triple.relation)}[/]"
+        if triple.head == node:
+            line += f" —{relation}→ {answer.label(triple.tail)}"
+        else:
+            line += f" ←{relation}— {answer.label(triple.head)}"
+    return line
+
+
+def _print_plans(answer) -> None:
+    from rich.table import Table
+
+    plans = answer.metadata.get("plans", [])
+    if not plans:
+        return
+    table = Table(title="relation paths considered (best first)")
+    parts = sorted({k for plan in plans for k in plan["scores"]})
+    for column in ("from", "plan", "total", *parts):
+        table.add_column(column, justify="left" if column in ("from", "plan") else "right")
+    for plan in plans:
+        scores = plan["scores"]
+        table.add_row(
+            plan["topic"],
+            plan["plan"],
+            f"{sum(scores.values()):.3f}",
+            *(f"{scores[k]:+.3f}" if k in scores else "" for k in parts),
+        )
+    console.print(table)
+
+
+def _print_answer(answer) -> None:
+    console.print(f"\n[bold]Q:[/] {answer.question}")
+    console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    if not answer.evidence.paths:
+        if answer.evidence.triples:
+            tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")
+            for t in answer.evidence.triples:
+                tree.add(f"{answer.label(t.head)} [cyan]{answer.label(t.relation)}[/] {answer.label(t.tail)}")
+            console.print(tree)
+        return
+    tree = Tree(f"[dim]evidence: {answer.metadata.get('path', '')}[/]")
+    for path in answer.evidence.paths[:12]:
+        tree.add(_path_line(answer, path))
+    if len(answer.evidence.paths) > 12:
+        tree.add(f"[dim]… {len(answer.evidence.paths) - 12} more paths[/]")
+    console.print(tree)
+
+
+# ---------------------------------------------------------------- documents <-> graph
+TrainDataOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--train",
+        help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: ../shared/benchmarks/webnlg/train.jsonl.",
+    ),
+]
+BaseModelOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model", help="Local Hugging Face causal LM to put the adapter on (default: the project's own small model)."
+    ),
+]
+
+
+def _augment_settings(model: Optional[Path]) -> Settings:
+    return Settings(**({"model": model} if model else {}))
+
+
+@app.command()
+def extract(
+    files: Annotated[list[Path], typer.Argument(help="Text documents (UTF-8).")],
+    graph: Annotated[
+        Optional[Path], typer.Option("--graph", "-g", help="RDF graph file to write (created if missing).")
+    ] = None,
+    store: StoreOption = None,
+    schema: Annotated[
+        Optional[Path], typer.Option("--schema", help="YAML/JSON schema: the relation names (and classes) to extract.")
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write/--dry-run", help="Write to the graph, or only print what would be added, merged and skipped."
+        ),
+    ] = True,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+    train: TrainDataOption = None,
+    model: BaseModelOption = None,
+) -> None:
+    """Extract triples from documents into the graph, resolved against it, with provenance."""
+    from kgllm.cli.construction import DEFAULT_TRAIN, run_extract
+
+    run_extract(files, graph, store, schema, write, delete, force, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def unmerge(
+    mention: Annotated[str, typer.Argument(help="A name that was merged into another entity by extraction.")],
+    graph: Annotated[Optional[Path], typer.Option("--graph", "-g", help="RDF graph file.")] = None,
+    store: StoreOption = None,
+    train: TrainDataOption = None,
+    model: BaseModelOption = None,
+) -> None:
+    """Undo the logged merges of a name and re-extract the documents that made them."""
+    from kgllm.cli.construction import DEFAULT_TRAIN, run_unmerge
+
+    run_unmerge(mention, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@app.command()
+def describe(
+    entity: Annotated[str, typer.Argument(help="Entity id or name.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    train: TrainDataOption = None,
+    model: BaseModelOption = None,
+) -> None:
+    """Say in plain text what the graph holds about an entity (a trained KG-to-text adapter)."""
+    from kgllm.cli.construction import DEFAULT_TRAIN, run_describe
+
+    run_describe(entity, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+
+
+@bench.command("webnlg")
+def bench_webnlg(
+    dev: Annotated[Optional[Path], typer.Option("--dev", help="WebNLG dev, JSON lines.")] = None,
+    train: TrainDataOption = None,
+    model: BaseModelOption = None,
+    size: Annotated[int, typer.Option("--size", help="Entries evenly spaced over dev (0: all).")] = 200,
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated: extract (text -> triples), verbalize (triples -> text).")
+    ] = "extract,verbalize",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
+) -> None:
+    """Text -> triples P/R/F1 (strict, exact) and triples -> text BLEU / chrF++ on WebNLG dev."""
+    from kgllm.bench.construct import webnlg_report
+    from kgllm.cli.construction import DEFAULT_TRAIN, WEBNLG_DIR
+
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not chosen or set(chosen) - {"extract", "verbalize"}:
+        raise typer.BadParameter(f"--tasks takes extract and/or verbalize, not {tasks!r}")
+    webnlg_report(dev or WEBNLG_DIR / "dev.jsonl", train or DEFAULT_TRAIN, size, chosen, _augment_settings(model), out)
+
+
+@bench.command("resolution")
+def bench_resolution(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Merge precision and recall on perturbed demo-graph names (a fifth of the entities held out)."""
+    from kgllm.bench.construct import resolution_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_graph_path
+    from kgllm.graph.rdflib_store import RDFLibStore
+    from kgllm.retrieval.encoder import encoder_from_settings
+
+    rows = resolution_benchmark(RDFLibStore(demo_graph_path()), encoder_from_settings(Settings()))
+    print_table(rows, "entity resolution on perturbed demo-graph names")
+    if out:
+        save_markdown(
+            rows, out, "entity resolution: perturbed demo-graph names", "kgllm bench resolution --out " + str(out)
+        )

@@ -1,0 +1,19 @@
+"""The one interface every question-answering pipeline implements."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from kgllm.types import Answer
+
+
+@runtime_checkable
+class Answerer(Protocol):
+    """Answers a question from the graph, with the evidence that supports the answer.
+
+    ``options`` are per-call settings (limits such as ``max_hops``, a beam width, ...);
+    an answerer raises :class:`kgllm.exceptions.InputError` for an option it does not know,
+    so a misspelled option is never silently ignored.
+    """
+
+    def answer(self, question: str, **options: Any) -> Answer: ...

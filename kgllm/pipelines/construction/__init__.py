@@ -1,0 +1,1 @@
+"""Documents to triples (extraction, entity resolution, versioned provenance) and triples to text."""

@@ -1,0 +1,80 @@
+"""A session: one store, its retriever and language model, and the answerers built over them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kgllm.exceptions import InputError
+from kgllm.graph import GraphStore
+from kgllm.llm import LanguageModel
+from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
+from kgllm.retrieval.retriever import KGRetriever
+from kgllm.settings import Settings
+from kgllm.types import Answer, Entity, Triple
+
+
+class Session:
+    """A store, its retriever and a language model, with the answerers built over them.
+
+    ``answerers`` maps a mode name to an :class:`~kgllm.pipelines.base.Answerer`; ``"paths"``
+    (relation-path reasoning) is always there.
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        retriever: KGRetriever,
+        lm: LanguageModel | None,
+        settings: Settings,
+        reasoner_config: ReasonerConfig | None = None,
+    ):
+        self.store = store
+        self.retriever = retriever
+        self.lm = lm
+        self.settings = settings
+        self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
+        self.answerers: dict[str, Answerer] = {"paths": self.reasoner}
+
+    def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:
+        """Answer ``question`` from the graph, with the evidence that supports the answer.
+
+        ``mode`` picks the answerer (``"auto"``: the best suited; or one of :attr:`answerers`);
+        ``options`` are that answerer's per-call settings, e.g. ``max_hops=3`` or ``beam_width=5``.
+
+        Example: ``session.ask("Which countries border Chad?", max_hops=1)``.
+        """
+        if mode == "auto":
+            mode = "paths"
+        if mode not in self.answerers:
+            raise InputError(
+                f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
+            )
+        return self.answerers[mode].answer(question, **options)
+
+    def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
+        """Add facts to the store and bring the indexes in step; returns the number of new triples."""
+        added = self.store.add(triples, entities)
+        self.retriever.refresh()
+        return added
+
+    def close(self) -> None:
+        """Close the store (and its server connection)."""
+        self.store.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def reasoner_config_from(settings: Settings) -> ReasonerConfig:
+    """The path reasoner's limits and weights as the settings give them."""
+    return ReasonerConfig(
+        max_hops=settings.max_hops,
+        max_fanout=settings.max_fanout,
+        lm_weight=settings.lm_weight,
+        beam_width=settings.beam_width,
+    )
