@@ -77,7 +77,7 @@ def extractor(train_file, tmp_path_factory):
         TaskSplits("extract", extraction_examples(train_file), [], []),
         adapter,
         AdapterConfig(rank=8, alpha=16),
-        RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=0.75, warmup_steps=5, save_steps=10_000),
+        RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=30, warmup_steps=5, save_steps=10_000),
         progress=False,
     )
     yield Extractor.load(base, adapter, threads=1, relations=RELATIONS)

@@ -66,7 +66,7 @@ def trained(tmp_path_factory):
     settings = Settings(cache_dir=root / "cache")
     training = TaskTraining(
         AdapterConfig(rank=8, alpha=16),
-        RunConfig(learning_rate=1e-2, batch_size=3, epochs=150, max_minutes=2, warmup_steps=5),
+        RunConfig(learning_rate=1e-2, batch_size=3, epochs=150, max_minutes=30, warmup_steps=5),
     )
     adapter = ensure_adapter("verbalize", base, lambda: examples, "tiny", training, settings, progress=False)
     again = ensure_adapter("verbalize", base, lambda: pytest.fail("trained twice"), "tiny", training, settings)

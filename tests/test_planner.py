@@ -128,7 +128,7 @@ def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
         base,
         examples,
         adapter,
-        PlannerConfig(rank=4, alpha=8, learning_rate=1e-2, batch_size=8, epochs=300, max_minutes=0.5, threads=1),
+        PlannerConfig(rank=4, alpha=8, learning_rate=1e-2, batch_size=8, epochs=300, max_minutes=30, threads=1),
         progress=False,
     )
     yield base, adapter, examples
