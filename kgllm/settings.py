@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     model: Path | None = Field(
         None, description="Local Hugging Face causal LM directory; default: the model trained on the graph."
     )
+    construction_data: Path | None = Field(
+        None,
+        description="WebNLG-style JSON lines that the extraction and KG-to-text adapters are trained on "
+        "(once, then cached), e.g. the WebNLG train split.",
+    )
     train_minutes: float = Field(4.0, gt=0, description="Time budget for training the default model on first use.")
     device: str = Field(
         "cpu", description="Torch device for the language model and the encoder ('cpu', 'cuda', 'cuda:1', 'mps')."

@@ -48,7 +48,9 @@ def served_session(encoder):
 def language_model(request, served_session):
     session, base_url = served_session
     if request.param == "hf":
-        yield models.get("hf").from_settings(Settings(), ensure_default_model(session.store, Settings(), progress=False))
+        yield models.get("hf").from_settings(
+            Settings(), ensure_default_model(session.store, Settings(), progress=False)
+        )
         return
     lm = models.get("openai").from_settings(Settings(openai_base_url=base_url))
     yield lm
@@ -119,13 +121,13 @@ def test_stores_and_options_are_checked_against_the_registry():
         Settings(store="foo")
 
 
-PLUGIN_MODULE = '''
+PLUGIN_MODULE = """
 from kgllm.graph.rdflib_store import RDFLibStore
 
 
 class ReadOnlyDemoStore(RDFLibStore):
     name = "readonly-demo"
-'''
+"""
 
 
 def test_a_package_registers_a_store_through_an_entry_point(tmp_path, monkeypatch):

@@ -12,8 +12,19 @@ from kgllm.graph.base import GraphStore
 from kgllm.settings import Settings
 
 console = Console()
-WEBNLG_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks" / "webnlg"
-DEFAULT_TRAIN = WEBNLG_DIR / "train.jsonl"
+
+
+def construction_data(train: Path | None, settings: Settings) -> Path:
+    """The training file of the construction adapters: ``--train``, else ``KGLLM_CONSTRUCTION_DATA``."""
+    path = train or settings.construction_data
+    if path is None:
+        raise ConfigurationError(
+            "the extraction and KG-to-text adapters need training data: pass --train FILE or set "
+            "KGLLM_CONSTRUCTION_DATA (WebNLG-style JSON lines, e.g. the WebNLG train split)"
+        )
+    if not path.is_file():
+        raise ConfigurationError(f"{path}: no such training file for the construction adapters")
+    return path
 
 
 def merge_log_path(store: GraphStore, settings: Settings) -> Path:

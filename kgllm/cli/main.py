@@ -43,6 +43,13 @@ StoreOption = Annotated[
         help="A registered store: 'rdflib' (embedded, default), 'neo4j' (Bolt server from KGLLM_NEO4J_* settings) or a plugin's.",
     ),
 ]
+TrainDataOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--train",
+        help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: KGLLM_CONSTRUCTION_DATA.",
+    ),
+]
 NoModelOption = Annotated[
     bool, typer.Option("--no-model", help="Answer with the encoder and the graph only (no language model).")
 ]
@@ -124,6 +131,7 @@ def ask(
     verbalize: Annotated[
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
+    train: TrainDataOption = None,
 ) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
@@ -139,12 +147,14 @@ def ask(
     if explain and not as_json:
         _print_plans(answer)
     if verbalize and not as_json:
-        from kgllm.cli.construction import DEFAULT_TRAIN
+        from kgllm.cli.construction import construction_data
         from kgllm.pipelines.construction.kg2text import answer_facts, load_verbalizer
 
         if facts := answer_facts(answer):
+            settings = Settings()
+            verbalizer = load_verbalizer(settings, construction_data(train, settings))
             console.print(
-                f"[bold]In words:[/] {load_verbalizer(Settings(), DEFAULT_TRAIN).verbalize([facts])[0]}",
+                f"[bold]In words:[/] {verbalizer.verbalize([facts])[0]}",
                 highlight=False,
             )
     if picture is not None:
@@ -277,11 +287,6 @@ def complete(
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
 app.add_typer(bench, name="bench")
-REPO = Path(__file__).resolve().parents[1]
-QUESTION_SETS = [
-    REPO / "benchmarks" / "questions" / "demo_qa.jsonl",
-    REPO / "benchmarks" / "questions" / "demo_qa_heldout.jsonl",
-]
 
 
 @bench.command("ask")
@@ -302,8 +307,9 @@ def bench_ask(
     from kgllm.api import connect
     from kgllm.bench.ask import run_ask_benchmark
     from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_question_sets
 
-    sets = questions or [q for q in QUESTION_SETS if q.is_file()]
+    sets = questions or demo_question_sets()
     if not sets:
         raise typer.BadParameter("no question set found; pass --questions FILE")
     rows, failures = [], []
@@ -413,6 +419,7 @@ def bench_serve(
 
     from kgllm.api import connect
     from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_question_sets
     from kgllm.bench.serve import run_serve_benchmark
 
     if requests < 1 or concurrency < 1:
@@ -423,7 +430,7 @@ def bench_serve(
             raise typer.BadParameter(f"unknown mode {mode!r}; use graph and/or model")
         session = connect(use_model=mode == "model")
         label = "graph + encoder" if mode == "graph" else f"graph + encoder + model ({_model_name(session)})"
-        rows.append(run_serve_benchmark(session, QUESTION_SETS[0], label, requests, concurrency).row())
+        rows.append(run_serve_benchmark(session, demo_question_sets()[0], label, requests, concurrency).row())
     print_table(rows, f"kgllm serve: {requests} concurrent /ask requests")
     if out:
         save_markdown(
@@ -538,13 +545,6 @@ def _print_answer(answer) -> None:
 
 
 # ---------------------------------------------------------------- documents <-> graph
-TrainDataOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--train",
-        help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: ../shared/benchmarks/webnlg/train.jsonl.",
-    ),
-]
 BaseModelOption = Annotated[
     Optional[Path],
     typer.Option(
@@ -581,9 +581,10 @@ def extract(
     model: BaseModelOption = None,
 ) -> None:
     """Extract triples from documents into the graph, resolved against it, with provenance."""
-    from kgllm.cli.construction import DEFAULT_TRAIN, run_extract
+    from kgllm.cli.construction import construction_data, run_extract
 
-    run_extract(files, graph, store, schema, write, delete, force, train or DEFAULT_TRAIN, _augment_settings(model))
+    settings = _augment_settings(model)
+    run_extract(files, graph, store, schema, write, delete, force, construction_data(train, settings), settings)
 
 
 @app.command()
@@ -595,9 +596,10 @@ def unmerge(
     model: BaseModelOption = None,
 ) -> None:
     """Undo the logged merges of a name and re-extract the documents that made them."""
-    from kgllm.cli.construction import DEFAULT_TRAIN, run_unmerge
+    from kgllm.cli.construction import construction_data, run_unmerge
 
-    run_unmerge(mention, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+    settings = _augment_settings(model)
+    run_unmerge(mention, graph, store, construction_data(train, settings), settings)
 
 
 @app.command()
@@ -609,14 +611,15 @@ def describe(
     model: BaseModelOption = None,
 ) -> None:
     """Say in plain text what the graph holds about an entity (a trained KG-to-text adapter)."""
-    from kgllm.cli.construction import DEFAULT_TRAIN, run_describe
+    from kgllm.cli.construction import construction_data, run_describe
 
-    run_describe(entity, graph, store, train or DEFAULT_TRAIN, _augment_settings(model))
+    settings = _augment_settings(model)
+    run_describe(entity, graph, store, construction_data(train, settings), settings)
 
 
 @bench.command("webnlg")
 def bench_webnlg(
-    dev: Annotated[Optional[Path], typer.Option("--dev", help="WebNLG dev, JSON lines.")] = None,
+    dev: Annotated[Path, typer.Option("--dev", help="WebNLG dev, JSON lines.")],
     train: TrainDataOption = None,
     model: BaseModelOption = None,
     size: Annotated[int, typer.Option("--size", help="Entries evenly spaced over dev (0: all).")] = 200,
@@ -627,12 +630,13 @@ def bench_webnlg(
 ) -> None:
     """Text -> triples P/R/F1 (strict, exact) and triples -> text BLEU / chrF++ on WebNLG dev."""
     from kgllm.bench.construct import webnlg_report
-    from kgllm.cli.construction import DEFAULT_TRAIN, WEBNLG_DIR
+    from kgllm.cli.construction import construction_data
 
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     if not chosen or set(chosen) - {"extract", "verbalize"}:
         raise typer.BadParameter(f"--tasks takes extract and/or verbalize, not {tasks!r}")
-    webnlg_report(dev or WEBNLG_DIR / "dev.jsonl", train or DEFAULT_TRAIN, size, chosen, _augment_settings(model), out)
+    settings = _augment_settings(model)
+    webnlg_report(dev, construction_data(train, settings), size, chosen, settings, out)
 
 
 @bench.command("resolution")

@@ -38,7 +38,33 @@ MAX_BYTES = 2_000_000
 CHUNK_CHARS = 300
 MIN_SCORE = 0.2
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n")
-_ENGLISH = frozenset(["the", "of", "and", "to", "in", "is", "was", "a", "an", "for", "on", "with", "by", "as", "at", "from", "that", "which", "it", "are", "were", "his", "her"])
+_ENGLISH = frozenset(
+    [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "was",
+        "a",
+        "an",
+        "for",
+        "on",
+        "with",
+        "by",
+        "as",
+        "at",
+        "from",
+        "that",
+        "which",
+        "it",
+        "are",
+        "were",
+        "his",
+        "her",
+    ]
+)
 
 
 @dataclass

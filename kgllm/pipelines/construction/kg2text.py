@@ -46,7 +46,9 @@ VERBALIZE_TRAINING = TaskTraining(
 MAX_NEW_TOKENS = 120
 NO_REPEAT_NGRAM = 4  # a repetition penalty would punish every placeholder after the first
 _LINKING_WORDS = frozenset(["of", "in", "to", "by", "with", "from", "for", "on", "at", "as", "than", "into"])
-_VERBS = frozenset(["is", "was", "has", "had", "have", "knows", "borders", "contains", "owns", "uses", "speaks", "includes"])
+_VERBS = frozenset(
+    ["is", "was", "has", "had", "have", "knows", "borders", "contains", "owns", "uses", "speaks", "includes"]
+)
 MAX_FACTS = 6  # an entity's facts verbalized at once; more are left out of the prompt
 
 

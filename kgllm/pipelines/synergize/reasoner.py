@@ -421,7 +421,38 @@ class PathReasoner:
 MASK = "X"
 WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
 STOP_WORDS = frozenset(
-    ["a", "an", "the", "of", "in", "on", "at", "to", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "do", "does", "did", "that", "this", "these", "those", "it", "its", "and", "or", "s"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "do",
+        "does",
+        "did",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "and",
+        "or",
+        "s",
+    ]
 )
 
 
