@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.importorskip("mcp", reason='needs the MCP SDK: pip install "kgllm[mcp]"')
 
+import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -199,6 +201,7 @@ def test_an_unknown_transport_is_refused_before_anything_loads(tmp_path):
 
 
 # ------------------------------------------------------------------ streamable HTTP
+API_KEY = "a-test-key"
 FRIENDS = ["ann", "bob", "cal", "dee", "eve", "fay", "gus", "hal"]
 
 
@@ -253,8 +256,9 @@ def http_server(cache, tmp_path_factory):
         *("--transport", "http", "--port", str(port), "--graph", str(graph), "--no-model"),
         *("--train-completion", "--scorers", "rules", "--kge-seconds", "3"),
     )
+    env = {**environment(cache), "KGLLM_API_KEY": API_KEY}
     with log.open("w") as out:
-        process = subprocess.Popen(command, env=environment(cache), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_listening(process, port, log)
         yield f"http://127.0.0.1:{port}/mcp"
@@ -267,9 +271,17 @@ def http_server(cache, tmp_path_factory):
             process.wait()
 
 
+def test_over_http_a_request_without_the_api_key_is_refused(http_server):
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = httpx.post(http_server, json=initialize, headers=headers, timeout=30)
+        assert response.status_code == 401 and "API key" in response.json()["error"]["message"]
+
+
 async def test_over_http_entity_facts_show_provenance_and_complete_predicts(http_server):
     async with (
-        streamable_http_client(http_server) as (read, write),
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=CALL_SECONDS) as http,
+        streamable_http_client(http_server, http_client=http) as (read, write),
         ClientSession(read, write, read_timeout_seconds=CALL_SECONDS) as session,
     ):
         await session.initialize()

@@ -255,7 +255,9 @@ def mcp(
         float, typer.Option("--kge-seconds", help="Training budget of the complete tool's structural model.")
     ] = 60.0,
 ) -> None:
-    """Serve the graph to agents over MCP: tools ask, search, entity, neighbours and complete."""
+    """Serve the graph to agents over MCP: tools ask, search, entity, neighbours and complete.
+
+    Over HTTP, a set KGLLM_API_KEY makes every request need 'Authorization: Bearer <key>'."""
     from kgllm.api import connect
     from kgllm.integrations.mcp import TRANSPORTS, GraphTools, completion_config, create_server
     from kgllm.integrations.mcp import serve as run_server
@@ -271,9 +273,10 @@ def mcp(
         errors.print("loading or training the completion model ...")
         name = tools.train_completion()
         errors.print(f"completion model {name} ready in {time.perf_counter() - started:.1f} s", highlight=False)
-    where = f"http://{host}:{port}/mcp" if transport == "http" else "stdio"
+    api_key = session.settings.api_key if transport == "http" else None
+    where = f"http://{host}:{port}/mcp{', API key required' if api_key else ''}" if transport == "http" else "stdio"
     errors.print(f"serving {session.store.count_triples()} facts over MCP on {where}", highlight=False)
-    run_server(create_server(tools), transport, host, port)
+    run_server(create_server(tools), transport, host, port, api_key=api_key)
 
 
 @app.command()

@@ -24,6 +24,7 @@ Needs the MCP SDK: ``pip install "kgllm[mcp]"``.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, TypeVar
@@ -416,12 +417,40 @@ def create_server(tools: GraphTools | Session, name: str = "kgllm") -> MCPServer
     return server
 
 
-def serve(server: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    server: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None
+) -> None:
     """Serve until interrupted: over stdin/stdout (``"stdio"``), or streamable HTTP at
-    ``http://host:port/mcp`` (``"http"``)."""
+    ``http://host:port/mcp`` (``"http"``), where ``api_key`` makes every request need
+    ``Authorization: Bearer <key>``."""
     if transport == "stdio":
         server.run("stdio")
-    elif transport == "http":
-        server.run("streamable-http", host=host, port=port, streamable_http_path=HTTP_PATH)
-    else:
+        return
+    if transport != "http":
         raise ConfigurationError(f"unknown MCP transport {transport!r}; choose {' or '.join(TRANSPORTS)}")
+    import uvicorn
+
+    app = server.streamable_http_app(streamable_http_path=HTTP_PATH, host=host)
+    uvicorn.run(BearerKey(app, api_key) if api_key else app, host=host, port=port, log_level="warning")
+
+
+class BearerKey:
+    """ASGI middleware: an HTTP request without ``Authorization: Bearer <key>`` gets 401."""
+
+    def __init__(self, app, key: str):
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            sent = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(sent, self.expected):
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse(
+                    {"error": {"message": "missing or wrong API key: send 'Authorization: Bearer <key>'"}},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
