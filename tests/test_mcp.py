@@ -177,7 +177,7 @@ async def test_complete_without_a_trained_model_fails_at_once_saying_how_to_trai
     started = time.monotonic()
     message = error(await call(demo, "complete", head="Chad", relation="neighbor of"))
     assert "no completion model is trained" in message
-    assert "kgllm mcp --train-completion --scorers rules,encoder --kge-seconds 60" in message
+    assert "--train-completion --scorers rules,encoder --kge-seconds 60" in message
     assert time.monotonic() - started < 30
     assert "exactly one of head and tail" in error(await call(demo, "complete", relation="neighbor of"))
     both = await call(demo, "complete", head="Chad", relation="neighbor of", tail="Niger")

@@ -114,13 +114,11 @@ class GraphTools:
         _check_range("k", k, 1, MAX_RESULTS)
         with self.lock:
             named = self.store.search(text, k)
-            similar = self._similar_entities(text, k, skip={e.id for e in named})
+            similar = self._similar_entities(text, k - len(named), skip={e.id for e in named}) if len(named) < k else []
             facts = self.session.retriever.search_facts(text, k)
             return {
                 "entities": [{**entity_json(e), "match": "name"} for e in named]
-                + [{**entity_json(e), "match": "similar name", "score": round(s, 4)} for e, s in similar][
-                    : max(0, k - len(named))
-                ],
+                + [{**entity_json(e), "match": "similar name", "score": round(s, 4)} for e, s in similar],
                 "facts": [{**self._fact(t), "score": round(s, 4)} for t, s in facts],
             }
 
@@ -213,10 +211,10 @@ class GraphTools:
                 config = self.completion_config
                 options = f"--scorers {','.join(config.scorers) or 'none'} --kge-seconds {config.kge.seconds:g}"
                 raise ConfigurationError(
-                    "no completion model is trained for this graph yet, and training one takes minutes, so it is "
-                    f"not done inside a tool call: restart the server with `kgllm mcp --train-completion {options}` "
-                    "(it trains once before serving; the model is cached), or train it with `kgllm complete` and "
-                    "the same options"
+                    "no completion model is trained for this graph yet; training takes minutes, so a tool call "
+                    "does not do it. Add --train-completion to the server's command and restart it "
+                    f"(`kgllm mcp ... --train-completion {options}`: trains once before serving, then cached), "
+                    "or train it with `kgllm complete` and the same --graph, --scorers and --kge-seconds"
                 )
             completer = cached_completer(self.store, self.completion_config, settings, progress=progress)
             vocabulary = completer.kge.vocabulary
@@ -253,7 +251,7 @@ class GraphTools:
         index = self.session.retriever.label_index
         if not len(index):
             return []
-        hits = index.search(self.session.retriever.encoder.encode([text]), k + len(skip) + k)[0]
+        hits = index.search(self.session.retriever.encoder.encode([text]), 2 * k + len(skip))[0]  # aliases repeat
         found: dict[str, float] = {}
         for key, score in hits:
             entity_id = entity_of_label_key(key)
