@@ -238,6 +238,58 @@ def serve(
 
 
 @app.command()
+def mcp(
+    transport: Annotated[
+        str, typer.Option("--transport", help="'stdio' (the agent starts this command) or 'http' (streamable HTTP).")
+    ] = "stdio",
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    no_model: NoModelOption = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on, with --transport http.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on, with --transport http.")] = 8001,
+    train_completion: Annotated[
+        bool,
+        typer.Option(
+            "--train-completion", help="Train the model of the complete tool before serving, if none is cached."
+        ),
+    ] = False,
+    scorers: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scorers",
+            help="Re-rankers of the complete tool, as for `kgllm complete` (default: rules,lm,encoder; "
+            "rules,encoder with --no-model).",
+        ),
+    ] = None,
+    kge_seconds: Annotated[
+        float, typer.Option("--kge-seconds", help="Training budget of the complete tool's structural model.")
+    ] = 60.0,
+) -> None:
+    """Serve the graph to agents over MCP: tools ask, search, entity, neighbours and complete.
+
+    Over HTTP, a set KGLLM_API_KEY makes every request need 'Authorization: Bearer <key>'."""
+    from kgllm.api import connect
+    from kgllm.integrations.mcp import TRANSPORTS, GraphTools, completion_config, create_server
+    from kgllm.integrations.mcp import serve as run_server
+
+    if transport not in TRANSPORTS:
+        raise typer.BadParameter(f"--transport must be {' or '.join(TRANSPORTS)}, not {transport!r}")
+    default = "rules,encoder" if no_model else "rules,lm,encoder"
+    names = [s.strip() for s in (scorers or default).split(",") if s.strip() and s.strip() != "none"]
+    session = connect(graph, store=store, use_model=not no_model, progress=False)
+    tools = GraphTools(session, completion_config(names, kge_seconds))
+    if train_completion:
+        started = time.perf_counter()
+        errors.print("loading or training the completion model ...")
+        name = tools.train_completion()
+        errors.print(f"completion model {name} ready in {time.perf_counter() - started:.1f} s", highlight=False)
+    api_key = session.settings.api_key if transport == "http" else None
+    where = f"http://{host}:{port}/mcp{', API key required' if api_key else ''}" if transport == "http" else "stdio"
+    errors.print(f"serving {session.store.count_triples()} facts over MCP on {where}", highlight=False)
+    run_server(create_server(tools), transport, host, port, api_key=api_key)
+
+
+@app.command()
 def complete(
     queries: Annotated[
         str,

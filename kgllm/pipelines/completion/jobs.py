@@ -150,13 +150,24 @@ def split_valid(triples: Sequence[Triple], config: CompletionConfig) -> tuple[li
     return train, valid
 
 
+def completer_directory(triples: Sequence[Triple], config: CompletionConfig, settings) -> Path:
+    """Where the completer trained on these asserted facts with this configuration is cached."""
+    return settings.cache_dir / "completion" / f"kge-{triples_digest(triples, config)}"
+
+
+def is_completer_cached(store: GraphStore, config: CompletionConfig, settings) -> bool:
+    """Whether :func:`cached_completer` would load this store's completer rather than train it."""
+    triples = asserted_triples(store)
+    return bool(triples) and (completer_directory(triples, config, settings) / "weights.json").is_file()
+
+
 def cached_completer(store: GraphStore, config: CompletionConfig, settings, progress: bool = True) -> Completer:
     """The completer for this store: trained (KGE, then fusion weights on a valid sample) or loaded from the cache."""
     triples = asserted_triples(store)
     if not triples:
         raise InputError("the store holds no facts to learn from")
-    digest = triples_digest(triples, config)
-    directory = settings.cache_dir / "completion" / f"kge-{digest}"
+    directory = completer_directory(triples, config, settings)
+    digest = directory.name.removeprefix("kge-")
     vocabulary = Vocabulary.from_triples(triples)
     if (directory / "weights.json").is_file():
         kge = TrainedKGE.load(directory)
