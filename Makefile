@@ -7,7 +7,7 @@ PQ ?= ../shared/benchmarks/pathquestion
 NATIONS ?= ../shared/benchmarks/nations
 WEBNLG ?= ../shared/benchmarks/webnlg
 
-.PHONY: demo test bench clean
+.PHONY: demo test check bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: $(BIN)/activate  ## set up, then answer the demo questions with their evid
 test: $(BIN)/activate  ## set up with the test extras, then run every test
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)  # the page's browser test
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(MAKE) check
 	$(BIN)/pytest
+
+check:  ## lint, format and type checks (the test target runs them first)
+	$(BIN)/ruff check kgllm tests benchmarks examples graph
+	$(BIN)/ruff format --check kgllm tests benchmarks examples graph
+	$(BIN)/mypy
 
 bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
 	$(BIN)/pip install --quiet -e ".[test]"

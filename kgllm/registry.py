@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from importlib.metadata import entry_points as installed_entry_points
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from kgllm.exceptions import ConfigurationError, MissingDependencyError
 
@@ -81,10 +81,10 @@ class Registry(Generic[T]):
         cls = self.get(spec) if isinstance(spec, str) else spec
         if not (inspect.isclass(cls) and issubclass(cls, self.base)):
             raise ConfigurationError(f"{spec!r} is not a {self.kind}")
-        return cls(**kwargs)
+        return cast(T, cls(**kwargs))
 
     def _read_plugins(self) -> None:
-        if self._plugins_read:
+        if self._plugins_read or self.entry_point_group is None:
             return
         self._plugins_read = True
         for point in installed_entry_points(group=self.entry_point_group):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,17 +62,18 @@ def synthetic_triples(n: int) -> list[Triple]:
 
 def neo4j_write_modes(server: BoltServer, n: int) -> list[Timing]:
     """The same ``n`` triples written batched (UNWIND, one transaction) and one MERGE per triple."""
-    timings = []
-    for mode, write in (
+    timings: list[Timing] = []
+    writes: tuple[tuple[str, Callable[[Neo4jStore, list[Triple]], int]], ...] = (
         ("write, batched UNWIND", lambda s, t: s.add(t)),
         ("write, one MERGE per triple", merge_one_per_triple),
-    ):
+    )
+    for mode, write in writes:
         database = "bench" + str(len(timings))
         server.create_database(database)
         with Neo4jStore(server.uri, server.user, server.password, database=database) as store:
             store.count_triples()  # connect and create the schema outside the timing
             triples = synthetic_triples(n)
-            added, seconds = _timed(lambda: write(store, triples))
+            added, seconds = _timed(functools.partial(write, store, triples))
             assert added == n, f"{mode} wrote {added} of {n} triples"
             timings.append(Timing("neo4j (ArcadeDB Bolt)", mode, n, seconds))
         server.drop_database(database)

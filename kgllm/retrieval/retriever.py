@@ -134,14 +134,17 @@ class KGRetriever:
     @property
     def label_index(self) -> VectorIndex:
         """The entity-label index (built on first use)."""
-        self._ensure_built()
-        return self._labels
+        return self._indexes()[0]
 
     @property
     def fact_index(self) -> VectorIndex:
         """The verbalized-fact index (built on first use)."""
+        return self._indexes()[1]
+
+    def _indexes(self) -> tuple[VectorIndex, VectorIndex]:
         self._ensure_built()
-        return self._facts
+        assert self._labels is not None and self._facts is not None
+        return self._labels, self._facts
 
     # ------------------------------------------------------------- querying
     def link(self, question: str) -> list[LinkedEntity]:
@@ -151,8 +154,7 @@ class KGRetriever:
 
     def search_facts(self, question: str, k: int = 10) -> list[tuple[Triple, float]]:
         """The ``k`` facts closest to the question in the fact index, with cosine scores."""
-        self._ensure_built()
-        hits = self._facts.search(self._query(question), k)[0]
+        hits = self.fact_index.search(self._query(question), k)[0]
         return [(triple_of_fact_key(key), score) for key, score in hits]
 
     def expand(
@@ -221,12 +223,13 @@ class KGRetriever:
         if self.index_dir is None or not (self.index_dir / FACTS_DIR / META_FILE).is_file():
             return None, None
         try:
-            return tuple(
+            labels, facts = (
                 VectorIndex.load(
                     self.index_dir / name, self.encoder.name, self.encoder.dim, hnsw_threshold=self.hnsw_threshold
                 )
                 for name in (LABELS_DIR, FACTS_DIR)
             )
+            return labels, facts
         except RetrievalError as exc:
             log.warning("%s; rebuilding the indexes", exc)
             return None, None
@@ -252,10 +255,11 @@ class KGRetriever:
 
     def _fact_vectors(self, triples: list[Triple]) -> np.ndarray:
         """Stored vectors of the triples; those not indexed yet are encoded."""
+        facts = self.fact_index
         keys = [self._fact_keys.get(t) for t in triples]
-        indexed = [i for i, key in enumerate(keys) if key is not None and key in self._facts]
+        indexed = [i for i, key in enumerate(keys) if key is not None and key in facts]
         vectors = np.empty((len(triples), self.encoder.dim), dtype=np.float32)
-        vectors[indexed] = self._facts.vectors([keys[i] for i in indexed])
+        vectors[indexed] = facts.vectors([key for key in keys if key is not None and key in facts])
         missing = sorted(set(range(len(triples))) - set(indexed))
         if missing:
             log.debug("encoding %d facts not indexed yet; refresh() the retriever to index them", len(missing))

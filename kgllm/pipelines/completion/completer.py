@@ -110,7 +110,8 @@ class RuleScorer(CandidateScorer):
             confidences.append(np.where(support >= min_support, support / (flat.sum(1)[:, None] + pseudo_count), 0))
             keys += [(first,)] + [(first, second) for second in range(count)]
         confidence = np.concatenate(confidences)
-        rules, self.bodies = [], {}
+        rules: list = []
+        self.bodies: dict = {}
         for head in range(count):
             conf = confidence[:, head]
             conf[keys.index((head,))] = 0  # a relation is no evidence for itself

@@ -252,7 +252,11 @@ def train_kge(
         elapsed = time.perf_counter() - started
         result.epochs = epoch
         bar.n = min(elapsed, config.seconds)
-        if valid_ids is not None and (epoch % config.eval_every == 0 or elapsed >= config.seconds):
+        if (
+            valid_ids is not None
+            and known is not None
+            and (epoch % config.eval_every == 0 or elapsed >= config.seconds)
+        ):
             mrr = ranking_metrics(filtered_ranks(result.tail_scores, valid_ids, known))["mrr"]
             bar.set_postfix_str(f"epoch {epoch}, valid MRR {mrr:.3f}")
             if mrr > best_mrr:
@@ -300,6 +304,6 @@ def search_kge(
     if not valid:
         return train_kge(train, configs[0], valid, progress, vocabulary)
     trained = [train_kge(train, config, valid, progress, vocabulary) for config in configs]
-    best = max(trained, key=lambda t: t.valid_mrr)
+    best = max(trained, key=lambda t: t.valid_mrr or 0.0)
     best.seconds = sum(t.seconds for t in trained)
     return best

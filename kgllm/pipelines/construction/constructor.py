@@ -268,7 +268,9 @@ class KGConstructor:
         normalizer = RelationNormalizer(self.store, self.encoder)
         relations = {r: normalizer.normalize(r) for r in dict.fromkeys(raw.relation for raw, _ in kept)}
         minted = {rid for rid, method, _ in relations.values() if method == "new"}
-        triples, records, entities = [], [], {}
+        triples: list[Triple] = []
+        records: list[Provenance] = []
+        entities: dict[str, tuple[str, set[str], set[str]]] = {}
         for raw, span in kept:
             head, tail = where[raw.subject], where[raw.object]
             if head.entity == tail.entity:
@@ -283,7 +285,7 @@ class KGConstructor:
                 (head, raw.subject, self._class(raw.relation, domains)),
                 (tail, raw.object, self._class(raw.relation, ranges)),
             ):
-                label, aliases, types = entities.setdefault(node.entity, (node.label, set(), set()))
+                _, aliases, types = entities.setdefault(node.entity, (node.label, set(), set()))
                 aliases.add(mention)
                 types.update([cls] if cls else [])
         result.new_relations = sorted(minted & {t.relation for t in triples})

@@ -183,6 +183,7 @@ class EntityResolver:
         """Vectors of names, each encoded once per resolver."""
         missing = [n for n in dict.fromkeys(names) if n not in self._vectors]
         if missing:
+            assert self.encoder is not None, "names are encoded only when the resolver has an encoder"
             self._vectors.update(zip(missing, self.encoder.encode(missing)))
         return np.stack([self._vectors[n] for n in names])
 
