@@ -371,7 +371,8 @@ def _array(below: State, frame: tuple, ch: str) -> list[State]:
         return _start_value((*below, ("arr", node, count + 1, "after")), node.items, ch)
     if phase == "after":
         if ch == ",":
-            return [(*below, ("arr", node, count, "next"))]
+            full = node.max_items is not None and count >= node.max_items
+            return [] if full else [(*below, ("arr", node, count, "next"))]
         return [below] if ch == "]" and count >= node.min_items else []
     raise AssertionError(phase)
 
@@ -561,7 +562,7 @@ def generate_json(lm: Any, prompt: str, schema: dict[str, Any] | None, config: A
     constraint = JsonSchemaConstraint.for_tokenizer(schema, lm.tokenizer)
     if constraint.shortest > config.max_new_tokens:
         raise InputError(
-            f"the shortest JSON document for this schema takes {constraint.shortest} tokens; "
+            f"the shortest JSON document for this schema may need {constraint.shortest} tokens; "
             f"max_tokens is {config.max_new_tokens}"
         )
     tokenizer = lm.tokenizer
