@@ -212,6 +212,7 @@ def test_a_model_is_retrieved_by_id_and_an_unknown_id_is_openais_404(served, cli
         ({"frobnicate": True}, "frobnicate"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
         ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
+        ({"stop": ["}"], "response_format": {"type": "json_object"}}, "stop"),  # would cut the JSON
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"pattern": "a"}}}},
             "response_format",
@@ -441,3 +442,15 @@ def test_schemas_outside_the_supported_subset_are_refused_by_keyword():
         compile_schema({"type": "string", "pattern": "^a"})
     with pytest.raises(InputError, match="recursive"):
         compile_schema({"$ref": "#/$defs/T", "$defs": {"T": {"type": "array", "items": {"$ref": "#/$defs/T"}}}})
+
+
+def test_a_streamed_completion_can_end_with_usage_too(served):
+    body = {"prompt": PROMPTS[0], "max_tokens": 6, "temperature": 0, "stream": True}
+    with httpx.stream(
+        "POST", f"{served[1]}/completions", json={**body, "stream_options": {"include_usage": True}}, timeout=120
+    ) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert events[-1] == "[DONE]" and chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    whole = httpx.post(f"{served[1]}/completions", json={**body, "stream": False}, timeout=120).json()
+    assert chunks[0]["choices"][0]["text"] == whole["choices"][0]["text"]
