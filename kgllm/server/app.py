@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgllm.api import Session
 from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError, KGLLMError, StoreUnavailableError
-from kgllm.server import complete, graph, openai
+from kgllm.server import complete, graph, openai, sparql
 from kgllm.server.limits import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-API_ROUTERS = (graph.router, complete.router, openai.router)  # behind the API key when one is set
+API_ROUTERS = (graph.router, complete.router, openai.router, sparql.router)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
 

@@ -1,8 +1,20 @@
 """The session's language model behind OpenAI-compatible endpoints: ``/v1/models``,
-``/v1/completions`` and ``/v1/chat/completions``.
+``/v1/models/{id}``, ``/v1/completions`` and ``/v1/chat/completions``.
 
-``stream=true`` is answered in the server-sent-events format clients expect, as one chunk
-holding the whole reply once it is generated, then ``[DONE]``.
+``stream=true`` is answered in the server-sent-events format clients expect, with the whole
+reply in one chunk once it is generated, a closing chunk with its ``finish_reason``, a usage
+chunk when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
+
+Chat messages may hold their content as a list of ``text`` parts; the ``developer`` role is
+read as ``system``. ``response_format`` ``json_object`` and ``json_schema`` are honoured by
+constrained decoding (:mod:`kgllm.llm.json_schema`): the reply always parses, and validates
+against the schema. Chat ``logprobs`` / ``top_logprobs`` give the log-probability of each token
+of the reply as generated (before surrounding whitespace is trimmed from ``content``).
+
+Every parameter of OpenAI's API that this server does not implement (``tools``, ``audio``,
+``logit_bias``, ...) is refused with HTTP 400 naming it, unless it is sent as ``null`` or with
+its neutral value (``frequency_penalty=0``, ``tools=[]``, ...); a parameter OpenAI's API does
+not have is refused as unknown. Nothing a client asks for is silently ignored.
 
 Beyond OpenAI's fields, ``top_k`` and ``repetition_penalty`` are understood (as vLLM does).
 ``temperature=0`` decodes greedily (``n > 1`` then returns the ``n`` best beams). With
@@ -20,11 +32,13 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from kgllm.exceptions import InputError
 from kgllm.llm.base import GenerationConfig, LanguageModel
 from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.json_schema import generate_json
 from kgllm.llm.openai_compat import chat_prompt
 from kgllm.server.limits import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_PROMPTS
 
@@ -33,11 +47,106 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 Text = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 Stop = Annotated[str, Field(min_length=1, max_length=100)]
 
+# OpenAI's request parameters (chat and legacy completions). Those without a field below are refused.
+OPENAI_CHAT_PARAMETERS = frozenset(
+    {
+        "messages",
+        "model",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+OPENAI_COMPLETION_PARAMETERS = frozenset(
+    {
+        "model",
+        "prompt",
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "user",
+    }
+)
+# values that ask for nothing beyond what this server does anyway
+NEUTRAL_VALUES: dict[str, Any] = {
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "logit_bias": {},
+    "tools": [],
+    "functions": [],
+    "tool_choice": "none",
+    "function_call": "none",
+    "modalities": ["text"],
+    "store": False,
+    "best_of": 1,
+}
+JSON_DEFAULT_MAX_TOKENS = 128
+
+
+class Refused(Exception):
+    """A request this server will not serve, answered 400 in OpenAI's error shape naming ``param``."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.status, self.code = message, param, status, code
+
+    def response(self) -> JSONResponse:
+        error = {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
+        return JSONResponse({"error": error}, status_code=self.status)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
 
 class Sampling(BaseModel):
-    """Decoding fields shared by both endpoints; fields of OpenAI's API that do not apply are ignored."""
+    """Decoding fields shared by both endpoints; other fields are checked by :func:`refuse_unsupported`."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     temperature: float = Field(1.0, ge=0, le=2)
@@ -48,6 +157,7 @@ class Sampling(BaseModel):
     stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
 
     def config(self, max_tokens: int, default_stop: tuple[str, ...] = ()) -> GenerationConfig:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or ())
@@ -65,6 +175,26 @@ class Sampling(BaseModel):
             seed=self.seed,
         )
 
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def refuse_unsupported(body: BaseModel, known: frozenset[str]) -> None:
+    """Raise :class:`Refused` for the first field of ``body`` this server does not implement."""
+    for name, value in (body.model_extra or {}).items():
+        if value is None or (name in NEUTRAL_VALUES and value == NEUTRAL_VALUES[name]):
+            continue
+        if name in known:
+            raise Refused(f"parameter {name!r} is not supported by this server", name, code="unsupported_parameter")
+        raise Refused(f"unknown parameter {name!r}", name, code="unknown_parameter")
+    if getattr(body, "stream_options", None) is not None:
+        if not body.stream:
+            raise Refused("stream_options is only allowed with stream=true", "stream_options")
+        extra = sorted(body.stream_options.model_extra or {})
+        if extra:
+            raise Refused(f"stream option {extra[0]!r} is not supported", f"stream_options.{extra[0]}")
+
 
 class CompletionRequest(Sampling):
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)]
@@ -73,29 +203,113 @@ class CompletionRequest(Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "user", "assistant"]
-    content: Text
+    type: str = Field(max_length=64)
+    text: Text | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message; ``content`` is text or a list of ``{"type": "text", "text": ...}`` parts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(max_length=32)
+    content: Text | Annotated[list[ContentPart], Field(max_length=64)] | None = None
+
+    def as_pair(self, index: int) -> tuple[str, str]:
+        """``(role, text)`` as :func:`chat_prompt` takes it; :class:`Refused` for what cannot be read."""
+        where = f"messages[{index}]"
+        if self.role not in ("system", "developer", "user", "assistant"):
+            raise Refused(f"{where}: role {self.role!r} is not supported (tools are not)", f"{where}.role")
+        extra = sorted(k for k, v in (self.model_extra or {}).items() if v is not None)
+        if extra:
+            raise Refused(f"{where}: field {extra[0]!r} is not supported by this server", f"{where}.{extra[0]}")
+        if self.content is None:
+            raise Refused(f"{where}: content is missing", f"{where}.content")
+        role = "system" if self.role == "developer" else self.role
+        if isinstance(self.content, str):
+            return role, self.content
+        texts = []
+        for j, part in enumerate(self.content):
+            if part.type != "text":
+                raise Refused(
+                    f"{where}.content[{j}]: content part type {part.type!r} is not supported; only 'text' parts are",
+                    f"{where}.content[{j}].type",
+                )
+            if part.text is None:
+                raise Refused(f"{where}.content[{j}]: a text part needs 'text'", f"{where}.content[{j}].text")
+            texts.append(part.text)
+        return role, "\n".join(texts)
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatRequest(Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=64)]
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+
+    def json_mode(self) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the reply must be JSON, and its schema (``None``: any object)."""
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return False, None
+        if fmt.type == "json_object":
+            return True, None
+        if fmt.json_schema is None:
+            raise Refused("response_format of type 'json_schema' needs 'json_schema'", "response_format.json_schema")
+        return True, fmt.json_schema.schema_ or {"type": "object"}
 
 
 @router.get("/models", summary="The model this server serves")
 def models(request: Request) -> dict[str, Any]:
     lm = request.app.state.kgllm.session.lm
-    data = [{"id": lm.name, "object": "model", "created": 0, "owned_by": "kgllm"}] if lm is not None else []
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [_model_card(lm)] if lm is not None else []}
+
+
+@router.get("/models/{model_id:path}", summary="One served model, by its id")
+def model(model_id: str, request: Request) -> Any:
+    lm = request.app.state.kgllm.session.lm
+    if lm is None or model_id != lm.name:
+        return Refused(
+            f"the model {model_id!r} does not exist on this server (GET /v1/models)", "model", 404, "model_not_found"
+        ).response()
+    return _model_card(lm)
+
+
+def _model_card(lm: LanguageModel) -> dict[str, Any]:
+    return {"id": lm.name, "object": "model", "created": 0, "owned_by": "kgllm"}
 
 
 @router.post("/completions", summary="Continue prompts (OpenAI's legacy completions API)")
-def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
-    server = request.app.state.kgllm
+def completions(body: CompletionRequest, request: Request) -> Any:
+    try:
+        return _complete(body, request.app.state.kgllm)
+    except Refused as refused:
+        return refused.response()
+
+
+def _complete(body: CompletionRequest, server: Any) -> Any:
+    refuse_unsupported(body, OPENAI_COMPLETION_PARAMETERS)
     lm = _served_model(server.session.lm, body)
     if body.logprobs is not None and not isinstance(lm, HFCausalLM):
         raise HTTPException(400, "log-probabilities need a local Hugging Face model; this server's model is remote")
@@ -120,46 +334,88 @@ def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
                 choices.append(choice)
                 generated.append(text)
     response = _response("text_completion", "cmpl", lm, choices, prompts, generated)
-    return _events(response, "text_completion", choices) if body.stream else response
+    if not body.stream:
+        return response
+    return _events(response, "text_completion", [choices], body.include_usage)
 
 
 @router.post("/chat/completions", summary="Reply to a chat (OpenAI's chat completions API)")
-def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
-    server = request.app.state.kgllm
+def chat_completions(body: ChatRequest, request: Request) -> Any:
+    try:
+        return _chat(body, request.app.state.kgllm)
+    except Refused as refused:
+        return refused.response()
+
+
+def _chat(body: ChatRequest, server: Any) -> Any:
+    refuse_unsupported(body, OPENAI_CHAT_PARAMETERS)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise Refused("top_logprobs needs logprobs=true", "top_logprobs")
+    messages = [message.as_pair(i) for i, message in enumerate(body.messages)]
+    json_mode, schema = body.json_mode()
     lm = _served_model(server.session.lm, body)
-    prompt, stops = chat_prompt([(m.role, m.content) for m in body.messages], getattr(lm, "tokenizer", None))
-    max_tokens = body.max_completion_tokens or body.max_tokens or 64
+    if (json_mode or body.logprobs) and not isinstance(lm, HFCausalLM):
+        param = "response_format" if json_mode else "logprobs"
+        raise Refused(f"{param} needs a local Hugging Face model; this server's model is remote", param)
+    if json_mode and body.stop:
+        raise Refused("stop strings would cut a JSON reply; do not combine stop with response_format", "stop")
+    prompt, stops = chat_prompt(messages, getattr(lm, "tokenizer", None))
+    max_tokens = body.max_completion_tokens or body.max_tokens or (JSON_DEFAULT_MAX_TOKENS if json_mode else 64)
     with server.lock:
-        texts = lm.generate(prompt, body.config(max_tokens, stops))[0]
-        choices = [
-            {
+        if json_mode:
+            try:
+                texts = generate_json(lm, prompt, schema, body.config(max_tokens))
+            except InputError as exc:
+                raise Refused(str(exc), "response_format") from exc
+        else:
+            texts = lm.generate(prompt, body.config(max_tokens, stops))[0]
+        choices = []
+        for i, text in enumerate(texts):
+            choice: dict[str, Any] = {
                 "index": i,
                 "message": {"role": "assistant", "content": text.strip()},
-                "finish_reason": _finish_reason(lm, text, max_tokens),
+                # a JSON reply always ends as a whole document: the constraint closes it in time
+                "finish_reason": "stop" if json_mode else _finish_reason(lm, text, max_tokens),
+                "logprobs": None,
             }
-            for i, text in enumerate(texts)
-        ]
+            if body.logprobs:
+                choice["logprobs"] = {"content": reply_logprobs(lm, prompt, text, body.top_logprobs or 0)}
+            choices.append(choice)
     response = _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
-    deltas = [{"index": c["index"], "delta": c["message"], "finish_reason": c["finish_reason"]} for c in choices]
-    return _events(response, "chat.completion.chunk", deltas) if body.stream else response
+    if not body.stream:
+        return response
+    opening = [
+        {"index": c["index"], "delta": c["message"], "logprobs": c["logprobs"], "finish_reason": None} for c in choices
+    ]
+    closing = [
+        {"index": c["index"], "delta": {}, "logprobs": None, "finish_reason": c["finish_reason"]} for c in choices
+    ]
+    return _events(response, "chat.completion.chunk", [opening, closing], body.include_usage)
 
 
 def _served_model(lm: LanguageModel | None, body: Sampling) -> LanguageModel:
     if lm is None:
         raise HTTPException(503, "this server runs without a language model (it was started with --no-model)")
     if body.model and body.model != lm.name:
-        raise HTTPException(
-            404, f"model {body.model!r} is not served here; this server serves {lm.name!r} (GET /v1/models)"
+        raise Refused(
+            f"model {body.model!r} is not served here; this server serves {lm.name!r} (GET /v1/models)",
+            "model",
+            404,
+            "model_not_found",
         )
     return lm
 
 
-def _events(response: dict[str, Any], kind: str, choices: list[dict]) -> StreamingResponse:
-    """The whole reply as one server-sent event, then the end marker."""
-    chunk = {key: value for key, value in response.items() if key != "usage"} | {"object": kind, "choices": choices}
-    return StreamingResponse(
-        iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream"
-    )
+def _events(response: dict[str, Any], kind: str, batches: list[list[dict]], include_usage: bool) -> StreamingResponse:
+    """The reply as server-sent events: one chunk per batch of choices, the usage chunk when asked, the end marker."""
+    base = {key: value for key, value in response.items() if key not in ("usage", "choices")} | {"object": kind}
+    if include_usage:
+        base["usage"] = None
+    chunks = [base | {"choices": choices} for choices in batches]
+    if include_usage:
+        chunks.append(base | {"choices": [], "usage": response.get("usage")})
+    events = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+    return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
 def _finish_reason(lm: LanguageModel, text: str, max_tokens: int) -> str:
@@ -216,3 +472,31 @@ def text_logprobs(lm: HFCausalLM, text: str, start: int, top: int) -> dict[str, 
         values, indices = logprobs[i - 1].topk(top) if top else (torch.empty(0), torch.empty(0, dtype=torch.long))
         result["top_logprobs"].append({lm.tokenizer.decode([int(j)]): float(v) for v, j in zip(values, indices)})
     return result
+
+
+def reply_logprobs(lm: HFCausalLM, prompt: str, text: str, top: int) -> list[dict[str, Any]]:
+    """Chat ``logprobs.content``: each token of ``text`` (encoded after the prompt's tokens) with its
+    log-probability given the prompt and the tokens before it, and the ``top`` likeliest tokens there."""
+    import torch
+
+    prompt_ids = lm.tokenizer(prompt)["input_ids"]
+    reply_ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not reply_ids:
+        return []
+    ids = prompt_ids + reply_ids
+    with torch.inference_mode():
+        logits = lm.model(input_ids=torch.tensor([ids], device=lm.device)).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+
+    def entry(token: int, value: float) -> dict[str, Any]:
+        piece = lm.tokenizer.decode([token])
+        return {"token": piece, "logprob": value, "bytes": list(piece.encode())}
+
+    content = []
+    for row, token in zip(logprobs, reply_ids, strict=True):
+        values, indices = row.topk(top) if top else (row[:0], row[:0].long())
+        content.append(
+            entry(token, float(row[token]))
+            | {"top_logprobs": [entry(int(j), float(v)) for v, j in zip(values, indices, strict=True)]}
+        )
+    return content
