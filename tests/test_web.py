@@ -44,7 +44,8 @@ BRAZIL_NEIGHBOURS = {
     "Venezuela",
 }
 NIGER = "https://kgllm.dev/countries/niger"
-ACTION_TIMEOUT_MS = 60_000
+MALI = "https://kgllm.dev/countries/mali"
+ACTION_TIMEOUT_MS = 120_000  # the first question warms the reasoner up; CI machines are busy
 
 # Pairs of visible nodes whose boxes, labels included, overlap: layout-independent, so a fair test.
 LABEL_OVERLAPS = """() => {
@@ -55,6 +56,11 @@ LABEL_OVERLAPS = """() => {
     if (a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2) overlaps.push([la, lb]);
   }
   return overlaps;
+}"""
+OLD_LAYOUT = """() => {
+  const cy = window.kgllm.cy;
+  cy.layout({name: 'breadthfirst', roots: cy.nodes("[role = 'question']"), directed: false, spacingFactor: 1.1,
+             padding: 20, animate: false}).run();
 }"""
 VISIBLE_EDGES = "(label) => window.kgllm.cy.edges(':visible').filter(e => !label || e.data('label') === label).length"
 NODE_LABELS = "() => window.kgllm.cy.nodes().map(n => n.data('label'))"
@@ -169,6 +175,10 @@ def test_labels_do_not_overlap_for_ten_answers_nor_at_thirty_nodes(page, screens
     assert page.evaluate("window.kgllm.cy.nodes(':visible').length") >= 30
     assert page.evaluate(LABEL_OVERLAPS) == []
     shoot(page, screenshots, "brazil-expanded.png")
+    # the check can fail: it finds the overlap of the layout the page used to have (ten answers in one row)
+    ask(page, BRAZIL_QUESTION)
+    page.evaluate(OLD_LAYOUT)
+    assert len(page.evaluate(LABEL_OVERLAPS)) >= 5
 
 
 def test_a_question_without_an_answer_shows_the_closest_facts_as_context(page, screenshots):
@@ -206,7 +216,8 @@ def test_opening_a_node_adds_its_neighbourhood(page, screenshots):
     assert "Niger neighbor of Mali" in panel.get_by_role("list", name="Facts").locator("li").all_text_contents()
     # a tap on a node in the drawing does the same (the event Cytoscape fires, not a mouse position)
     edges_before = page.evaluate(VISIBLE_EDGES, None)
-    settled(page, lambda: page.evaluate("window.kgllm.cy.$id('https://kgllm.dev/countries/mali').emit('tap')"))
+    # (the script returns nothing: a returned Cytoscape collection would be serialized, cy and all)
+    settled(page, lambda: page.evaluate("id => { window.kgllm.cy.$id(id).emit('tap'); }", MALI))
     assert page.get_by_role("article", name="Mali").is_visible()
     assert "Senegal" in page.evaluate(NODE_LABELS) and page.evaluate(VISIBLE_EDGES, None) > edges_before
     assert page.evaluate(LABEL_OVERLAPS) == []

@@ -15,7 +15,7 @@
   const LARGEST_ZOOM = 1.6;
   const LABEL_GAP = 6; // pixels (graph units) kept between the boxes of two node labels
   const NEIGHBOURS = 40; // facts fetched when a node is opened
-  const LABELLED_EDGES = 30; // above this, only the open node's edges keep their relation label
+  const LABELLED_EDGES = 20; // above this, only the open node's edges keep their relation label
   const $ = (id) => document.getElementById(id);
 
   const cy = cytoscape({
