@@ -273,6 +273,7 @@
     const found = answer.found !== false;
     $("result").hidden = false;
     $("result").dataset.found = String(found);
+    $("answer-heading").textContent = found ? "Answer" : "No answer in the graph";
     $("answer").textContent = answer.answer;
     $("confidence-line").hidden = !found;
     $("confidence-meter").value = answer.confidence;
@@ -424,7 +425,15 @@
   });
 
   cy.on("tap", "node", (event) => openEntity(event.target.id()));
+  function relayout() {
+    return action(async () => {
+      layout(true);
+      refresh(selectedNode());
+    });
+  }
+
   $("fit").addEventListener("click", () => frame(selectedNode()));
+  $("relayout").addEventListener("click", () => relayout());
   $("clear").addEventListener("click", () => action(async () => {
     clearGraph();
     $("result").hidden = true;
@@ -434,6 +443,6 @@
 
   $("api-key").value = localStorage.getItem("kgllm-api-key") || "";
   // for the console and the browser tests: each action returns a promise and moves data-revision on
-  window.kgllm = { cy, ask, search, openEntity };
+  window.kgllm = { cy, ask, search, openEntity, relayout };
   document.body.dataset.state = "ready";
 })();
