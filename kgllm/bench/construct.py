@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from kgllm.datasets.webnlg import Example, read_webnlg
+from kgllm.exceptions import MissingDependencyError
 from kgllm.graph.base import GraphStore
 from kgllm.pipelines.construction.resolution import EntityResolver, acronym, new_entity_id
 
@@ -115,7 +116,14 @@ class TemplateVerbalizer:
 
 
 def run_verbalization_benchmark(verbalizer, examples: list[Example], training: str, model: str) -> dict[str, str]:
-    from sacrebleu.metrics import BLEU, CHRF
+    """Verbalize every example's triples and score the texts against all references: BLEU and chrF++.
+
+    Needs sacrebleu, which the ``bench`` extra installs.
+    """
+    try:
+        from sacrebleu.metrics import BLEU, CHRF
+    except ImportError as exc:
+        raise MissingDependencyError('the verbalization benchmark needs sacrebleu: pip install "kgllm[bench]"') from exc
 
     started = time.perf_counter()
     hypotheses = []

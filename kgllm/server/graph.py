@@ -46,7 +46,8 @@ def state(request: Request):
 
 @router.post("/ask", summary="Answer a question with the graph paths that support it")
 def ask(body: AskRequest, request: Request) -> dict[str, Any]:
-    """The answer as ``kgllm ask --json`` prints it, plus ``graph``: the evidence subgraph as nodes
+    """The answer as ``kgllm ask --json`` prints it, plus ``found`` (False: the graph holds no answer,
+    and the facts are only the closest context) and ``graph``: the evidence subgraph as nodes
     (``role``: question, answer or other) and edges, for drawing."""
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
@@ -60,7 +61,11 @@ def ask(body: AskRequest, request: Request) -> dict[str, Any]:
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
-    """``Answer.to_dict`` with at most ``max_paths`` paths and facts, and the evidence subgraph."""
+    """``Answer.to_dict`` with at most ``max_paths`` paths and facts, the evidence subgraph, and ``found``.
+
+    ``found`` is False when the graph holds no answer: ``facts`` and ``graph`` are then the facts
+    closest to the question, context for the reader and not an answer.
+    """
     evidence = answer.evidence
     shown = dataclasses.replace(
         answer,
@@ -69,6 +74,7 @@ def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
     triples = [t for p in shown.evidence.paths for t in p.triples] or shown.evidence.triples
     return {
         **shown.to_dict(),
+        "found": bool(answer.metadata.get("found", bool(answer.entities))),
         "paths_total": len(evidence.paths),
         "graph": graph_json(
             triples,
