@@ -9,6 +9,8 @@ from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
 from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.programs import ProgramAnswerer, route
+from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
 from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
@@ -19,7 +21,8 @@ class Session:
     """A store, its retriever and a language model, with the answerers built over them.
 
     ``answerers`` maps a mode name to an :class:`~kgllm.pipelines.base.Answerer`; ``"paths"``
-    (relation-path reasoning) is always there.
+    (relation-path reasoning) and ``"programs"`` (query programs: counts, yes/no, set operations,
+    superlatives, comparisons) are always there.
     """
 
     def __init__(
@@ -35,18 +38,22 @@ class Session:
         self.lm = lm
         self.settings = settings
         self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
-        self.answerers: dict[str, Answerer] = {"paths": self.reasoner}
+        self.answerers: dict[str, Answerer] = {"paths": self.reasoner, "programs": ProgramAnswerer(store, retriever)}
 
     def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:
         """Answer ``question`` from the graph, with the evidence that supports the answer.
 
-        ``mode`` picks the answerer (``"auto"``: the best suited; or one of :attr:`answerers`);
+        ``mode`` picks the answerer (``"auto"``: :func:`~kgllm.pipelines.programs.route` sends
+        counts, yes/no, set operations, superlatives and comparisons to ``"programs"`` and
+        relation chains to ``"paths"``; or one of :attr:`answerers`);
         ``options`` are that answerer's per-call settings, e.g. ``max_hops=3`` or ``beam_width=5``.
 
         Example: ``session.ask("Which countries border Chad?", max_hops=1)``.
         """
         if mode == "auto":
-            mode = "paths"
+            mode = route(question, len(self.retriever.link(question)) if isinstance(question, str) else None)
+            if mode == "programs" and set(options) - PROGRAM_OPTIONS:
+                mode = "paths"  # options meant for the path reasoner keep the question there
         if mode not in self.answerers:
             raise InputError(
                 f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
