@@ -51,14 +51,28 @@ class Session:
         Example: ``session.ask("Which countries border Chad?", max_hops=1)``.
         """
         if mode == "auto":
-            mode = route(question, len(self.retriever.link(question)) if isinstance(question, str) else None)
-            if mode == "programs" and set(options) - PROGRAM_OPTIONS:
-                mode = "paths"  # options meant for the path reasoner keep the question there
+            return self._ask_auto(question, **options)
         if mode not in self.answerers:
             raise InputError(
                 f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
             )
         return self.answerers[mode].answer(question, **options)
+
+    def _ask_auto(self, question: str, **options: Any) -> Answer:
+        """Counts, yes/no, set operations, superlatives and comparisons go to programs, chains to paths.
+
+        A list question that only mentions several entities (no shape cue) is tried as a program
+        first and goes to the path reasoner when the program parser declines it.
+        """
+        if set(options) - PROGRAM_OPTIONS or not isinstance(question, str):
+            return self.answerers["paths"].answer(question, **options)  # options meant for the path reasoner
+        if route(question) == "programs":
+            return self.answerers["programs"].answer(question, **options)
+        if route(question, len(self.retriever.link(question))) == "programs":
+            answer = self.answerers["programs"].answer(question, **options)
+            if answer.metadata.get("found"):
+                return answer
+        return self.answerers["paths"].answer(question)
 
     def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
         """Add facts to the store and bring the indexes in step; returns the number of new triples."""

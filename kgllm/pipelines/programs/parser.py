@@ -411,6 +411,15 @@ class QuestionParser:
         if not fits:
             wanted = self._class_name(target) if target else "such things"
             raise Refusal(f"{mention.entity.label} is not linked to any {wanted} in this graph")
+        named_elsewhere = {
+            r
+            for r, hits in words.relation_scores.items()
+            if r != relation
+            and any((before is None or pos < before) and (after is None or pos >= after) for _, pos in hits)
+        }
+        if word < self.config.word_similarity and len({s[2] for s in scored}) > 1 and named_elsewhere:
+            # the question names another relation and none names this one: it is not what was asked
+            raise Refusal(f"I could not tell how the question relates to {mention.entity.label}")
         rivals = [s for s in scored[1:] if s[0]]
         if not rivals:
             confidence = 0.95
