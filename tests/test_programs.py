@@ -296,7 +296,7 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
         ("How many neighbours does Mali have?", "count", lambda a: a.metadata["value"] == 7),
         ("How many countries border Chad?", "count", lambda a: a.text.startswith("7 countries")),
         ("Does Spain border Norway?", "exists", lambda a: a.metadata["value"] is False),
-        ("Does Chad border Niger?", "exists", lambda a: a.text == "Yes: Chad neighbor of Niger."),
+        ("Does Chad border Niger?", "exists", lambda a: a.text == "Yes: Chad borders Niger."),
         ("Is Kenya located in Eastern Africa?", "exists", lambda a: a.metadata["value"] is True),
         (
             "Which countries neighbour both Kenya and Uganda?",
@@ -333,7 +333,7 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
         (
             "Which neighbours of Chad are in Middle Africa?",
             "list+intersection",
-            lambda a: local(a.metadata["value"]) == {"cameroon", "central_african_republic"},
+            lambda a: local(a.metadata["value"]) == {"cameroon", "central_african_republic", "south_sudan"},
         ),
         ("How many countries border both Kenya and Uganda?", "count+intersection", lambda a: a.metadata["value"] == 2),
         ("Which countries share a border with Chad?", "list", lambda a: local(a.metadata["value"]) == CHAD),
@@ -346,6 +346,7 @@ def test_every_shape_is_answered_exactly_on_the_demo_graph(demo, question, shape
     assert answer.metadata["shape"] == shape
     assert check(answer), (answer.text, answer.metadata.get("program"))
     assert answer.confidence >= 0.5
+    assert answer.metadata["kind"] in ("set", "count", "bool", "ranking")
     assert parse_program(answer.metadata["program"])  # the program shown is a program
     assert answer.evidence.triples  # every answer shows the facts it used or checked
     assert demo.store.count_triples() == before
@@ -353,7 +354,7 @@ def test_every_shape_is_answered_exactly_on_the_demo_graph(demo, question, shape
 
 def test_a_count_answer_has_the_question_shape_and_the_facts_counted(demo):
     answer = demo.answer("How many neighbours does Chad have?")
-    assert answer.text.startswith("7 countries (neighbor of Chad): Cameroon, ")
+    assert answer.text.startswith("7 countries border Chad: Cameroon, ")
     assert answer.metadata["facts_counted"] == 7
     assert {answer.label(t.tail if t.head == KG + "chad" else t.head) for t in answer.evidence.triples} >= {"Niger"}
 
@@ -374,7 +375,7 @@ def test_a_comparison_answer_shows_both_numbers(demo):
     "question, reason",
     [
         ("What is the capital of France?", "could not map 'capital'"),
-        ("How many neighbours does Atlantis have?", "entity"),
+        ("How many neighbours does Atlantis have?", "no entity named 'Atlantis'"),
         ("Does Africa have more neighbours than Chad?", "different kinds of thing"),
         ("Is Chad larger than Niger?", "could not map 'larger'"),
         ("What language is spoken in Kenya?", "could not map"),

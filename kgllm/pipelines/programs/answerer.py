@@ -27,13 +27,14 @@ from kgllm.pipelines.programs.language import (
     Degree,
     EntityRef,
     Exists,
+    FilterClass,
     Hop,
     Program,
     Rank,
     format_program,
 )
 from kgllm.pipelines.programs.parser import ParserConfig, QuestionParser
-from kgllm.types import Answer, Entity, Evidence, GraphPath
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 SOURCE = "programs"
 PROGRAM_OPTIONS = frozenset({f.name for f in fields(ExecutorConfig)} | {"min_confidence"})
@@ -140,12 +141,12 @@ class ProgramAnswerer:
                 members = result.members
                 noun = self._noun(members, len(members))
                 listed = _join([label(m) for m in members])
-                text = f"{len(members)} {noun}{self._scope(s)}" + (f": {listed}." if members else ".")
+                text = self._count_text(s, len(members), noun) + (f": {listed}." if members else ".")
                 entities = self._entities(members)
             case Exists(source=And(left=Hop(relation=r, source=EntityRef(id=a)), right=EntityRef(id=b))):
                 if result.value:
                     fact = result.support[0] if result.support else None
-                    shown = f"{label(fact.head)} {label(fact.relation)} {label(fact.tail)}" if fact else ""
+                    shown = self._fact_text(fact) if fact else ""
                     text = f"Yes: {shown}."
                 else:
                     text = f"No — the graph has no “{label(r)}” fact between {label(a)} and {label(b)}."
@@ -202,6 +203,42 @@ class ProgramAnswerer:
             return f"“{self.store.label(metric.relation)}” links"
         return "as value"
 
+    def _verb(self, relation: str) -> str | None:
+        """The relation as a verb phrase for a singular subject: "borders", "is located in" (None if none reads so)."""
+        entity = self.store.describe(relation)
+        for name in (entity.label, *entity.aliases):
+            first = name.split()[0] if name.split() else ""
+            if first in ("is", "has"):
+                return name
+            if first.endswith("ed"):
+                return f"is {name}"
+        for name in (entity.label, *entity.aliases):
+            first = name.split()[0] if name.split() else ""
+            if first.endswith("s") and not first.endswith("ss"):
+                return name
+        return None
+
+    def _fact_text(self, t: Triple) -> str:
+        label = self.store.label
+        verb = self._verb(t.relation)
+        return f"{label(t.head)} {verb or label(t.relation)} {label(t.tail)}"
+
+    def _count_text(self, expr, n: int, noun: str) -> str:
+        """ "7 countries border Chad" where the set is one relation away from an entity."""
+        label = self.store.label
+        if isinstance(expr, FilterClass) and isinstance(expr.source, Hop):
+            expr = expr.source  # the noun already names the class
+        if isinstance(expr, Hop) and isinstance(expr.source, EntityRef):
+            verb = self._verb(expr.relation)
+            who = label(expr.source.id)
+            if verb and expr.direction != "out":
+                if n != 1:
+                    verb = _plural_verb(verb)
+                return f"{n} {noun} {verb} {who}"
+            if verb:
+                return f"{who} {verb} {n} {noun}"
+        return f"{n} {noun}{self._scope(expr)}"
+
     def _scope(self, expr) -> str:
         """`` (neighbor of Chad)`` for the members one relation away from an entity; else empty."""
         label = self.store.label
@@ -242,6 +279,13 @@ class ProgramAnswerer:
         metadata.update(found=False, reason=reason)
         text = f"I cannot answer this from the graph: {reason}."
         return Answer(question, text, [], Evidence(source=f"{SOURCE}:refused"), 0.0, {}, metadata)
+
+
+def _plural_verb(verb: str) -> str:
+    """ "borders" -> "border", "is located in" -> "are located in"."""
+    first, _, rest = verb.partition(" ")
+    first = {"is": "are", "has": "have"}.get(first, first[:-1] if first.endswith("s") else first)
+    return f"{first} {rest}".strip()
 
 
 def _join(labels: list[str], limit: int = 25) -> str:

@@ -120,7 +120,7 @@ class _Words:
     tokens: list[tuple[str, int, int]]  # (word, start, end), entity mentions removed
     relation_scores: dict[str, list[tuple[float, int]]]  # relation -> (similarity, char position)
     classes: list[tuple[str, int]]  # (class, char position) in question order
-    unmapped: list[str]
+    unmapped: list[tuple[str, int]]  # (word, char position)
 
 
 class QuestionParser:
@@ -155,8 +155,11 @@ class QuestionParser:
         try:
             mentions = self._mentions(question)
             words = self._words(question, mentions)
+            names = [question[s : s + len(w)] for w, s in words.unmapped if s > 0 and question[s].isupper()]
+            if names:
+                raise Refusal(f"the graph has no entity named {_quote(names)}")
             if words.unmapped:
-                raise Refusal(f"I could not map {_quote(words.unmapped)} to anything in this graph")
+                raise Refusal(f"I could not map {_quote([w for w, _ in words.unmapped])} to anything in this graph")
             program, shape, confidence, details = self._program(question, mentions, words)
         except Refusal as refusal:
             return Parse(question, None, refusal.shape, 0.0, refusal.reason)
@@ -237,7 +240,7 @@ class QuestionParser:
                 j = int(sims.argmax())
                 kind, owner = owners[j]
                 if sims[j] < self.config.word_similarity:
-                    unmapped.append(tokens[i][0])
+                    unmapped.append((tokens[i][0], tokens[i][1]))
                 elif kind == "class" and single[i][j] >= self.config.class_similarity:
                     classes.append((owner, tokens[i][1]))
                 for k, (kind, owner) in enumerate(owners):
