@@ -61,9 +61,9 @@ class Session:
     def _ask_auto(self, question: str, **options: Any) -> Answer:
         """Counts, yes/no, set operations, superlatives and comparisons go to programs, chains to paths.
 
-        A list question that only mentions several entities (no shape cue) is tried as a program
-        first; when the program parser declines it, the path reasoner's answer is kept only if each
-        answer is tied by a fact to every entity the question names (else the refusal stands).
+        A list question that mentions several entities (no shape cue) is a program too: a path from
+        one of them would leave the others out, so when the program parser declines it, the answer
+        is its refusal.
         """
         if set(options) - PROGRAM_OPTIONS or not isinstance(question, str):
             return self.answerers["paths"].answer(question, **options)  # options meant for the path reasoner
@@ -72,18 +72,8 @@ class Session:
         links = self.retriever.link(question)
         if route(question, len(links)) == "paths":
             return self.answerers["paths"].answer(question)
-        declined = self.answerers["programs"].answer(question, **options)
-        if declined.metadata.get("found"):
-            return declined
-        # a path from one entity answers only if every answer is tied by a fact to each other entity named
-        answer = self.answerers["paths"].answer(question)
-        topic = answer.metadata.get("topic")
-        others = {link.entity.id for link in links if link.entity.label != topic}
-        for entity in answer.entities:
-            touching = {x for t in self.store.neighbors(entity.id, "both", limit=10_000) for x in (t.head, t.tail)}
-            if not others <= touching:
-                return declined
-        return answer
+        # several entities and no chain to follow from one of them: a program, or a refusal with its reason
+        return self.answerers["programs"].answer(question, **options)
 
     def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
         """Add facts to the store and bring the indexes in step; returns the number of new triples."""
