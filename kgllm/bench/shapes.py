@@ -440,7 +440,7 @@ def chain_rows(ask_auto, ask_paths, path: Path) -> list[dict[str, str]]:
             "mode": name,
             "questions": str(len(items)),
             "fully correct": f"{s['correct']} ({100 * s['correct'] / len(items):.1f}%)",
-            "answered by programs": str(s["programs"]) if name == "auto" else "-",
+            "sent to programs": str(s["programs"]) if name == "auto" else "-",
             "p50 ms": f"{1000 * statistics.median(s['seconds']):.0f}",
         }
         for name, s in stats.items()
