@@ -75,7 +75,7 @@ class ProgramAnswerer:
 
         answerer = ProgramAnswerer(store, retriever)
         answerer.answer("How many neighbours does Chad have?").text
-        # '7 countries (neighbor of Chad): Cameroon, Central African Republic, ...'
+        # '7 countries border Chad: Cameroon, Central African Republic, ...'
     """
 
     def __init__(

@@ -103,7 +103,6 @@ class Executor:
         self._deadline = time.perf_counter() + self.config.time_limit
         self._checked = {}
         self._last_scores: dict[str, float] = {}
-        self._program = format_program(program)
         match program:
             case Count(source=s):
                 members = self._set(s)
@@ -201,7 +200,7 @@ class Executor:
                 other = member
             else:
                 other = t.tail if t.head == member else t.head
-            self._checked.setdefault(t, None) if len(self._checked) < self.config.max_checked else None
+            self._note((t,))
             if other not in seen:
                 seen.add(other)
                 yield other, t
