@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
 from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.programs import ProgramAnswerer, route
+from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
 from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
@@ -19,7 +22,8 @@ class Session:
     """A store, its retriever and a language model, with the answerers built over them.
 
     ``answerers`` maps a mode name to an :class:`~kgllm.pipelines.base.Answerer`; ``"paths"``
-    (relation-path reasoning) is always there.
+    (relation-path reasoning) and ``"programs"`` (query programs: counts, yes/no, set operations,
+    superlatives, comparisons) are always there.
     """
 
     def __init__(
@@ -35,23 +39,43 @@ class Session:
         self.lm = lm
         self.settings = settings
         self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
-        self.answerers: dict[str, Answerer] = {"paths": self.reasoner}
+        self.answerers: dict[str, Answerer] = {"paths": self.reasoner, "programs": ProgramAnswerer(store, retriever)}
 
     def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:
         """Answer ``question`` from the graph, with the evidence that supports the answer.
 
-        ``mode`` picks the answerer (``"auto"``: the best suited; or one of :attr:`answerers`);
+        ``mode`` picks the answerer (``"auto"``: :func:`~kgllm.pipelines.programs.route` sends
+        counts, yes/no, set operations, superlatives and comparisons to ``"programs"`` and
+        relation chains to ``"paths"``; or one of :attr:`answerers`);
         ``options`` are that answerer's per-call settings, e.g. ``max_hops=3`` or ``beam_width=5``.
 
         Example: ``session.ask("Which countries border Chad?", max_hops=1)``.
         """
         if mode == "auto":
-            mode = "paths"
+            return self._ask_auto(question, **options)
         if mode not in self.answerers:
             raise InputError(
                 f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
             )
         return self.answerers[mode].answer(question, **options)
+
+    def _ask_auto(self, question: str, **options: Any) -> Answer:
+        """Counts, yes/no, set operations, superlatives and comparisons go to programs, chains to paths.
+
+        Each answerer gets the options it knows (a limit of the other one does not apply to it); an
+        option neither knows is an error. A list question that mentions several entities (no shape
+        cue) is a program too: a path from one of them would leave the others out, so when the
+        program parser declines it, the answer is its refusal.
+        """
+        path_options = {f.name for f in fields(ReasonerConfig)}
+        unknown = sorted(set(options) - path_options - PROGRAM_OPTIONS)
+        if unknown:
+            raise InputError(f"unknown option(s) {unknown}; known: {sorted(path_options | PROGRAM_OPTIONS)}")
+        mode = route(question)
+        if mode == "paths":
+            mode = route(question, len(self.retriever.link(question)))
+        known = PROGRAM_OPTIONS if mode == "programs" else path_options
+        return self.answerers[mode].answer(question, **{k: v for k, v in options.items() if k in known})
 
     def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
         """Add facts to the store and bring the indexes in step; returns the number of new triples."""

@@ -384,6 +384,31 @@ def bench_ask(
         save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
 
 
+@bench.command("shapes")
+def bench_shapes(
+    graph: GraphOption = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Print every question and its answer.")] = False,
+) -> None:
+    """Counts, yes/no, set operations, superlatives and comparisons on the demo graph, by question shape,
+    split by template family; and the relation-chain questions under auto routing."""
+    from kgllm.api import connect
+    from kgllm.bench.report import markdown, print_table
+    from kgllm.bench.shapes import run_shapes_benchmark
+    from kgllm.graph.demo import demo_question_sets
+
+    session = connect(graph, use_model=False)
+    chains = demo_question_sets()[:1]
+    report = run_shapes_benchmark(session, chains, progress=verbose)
+    for title, rows in report.tables.items():
+        print_table(rows, title)
+    if out:
+        command = "kgllm bench shapes" + (f" --out {out}" if out else "")
+        parts = [f"## {title}\n\n{markdown(rows)}" for title, rows in report.tables.items()]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(f"# Question shapes\n\n`{command}` (graph + encoder, no language model)\n\n" + "\n".join(parts))
+
+
 @bench.command("load")
 def bench_load(
     graph: GraphOption = None,

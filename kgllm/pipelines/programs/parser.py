@@ -1,0 +1,545 @@
+"""Question -> program, zero-shot, for any graph.
+
+The parser reads a question in four steps, none of them trained on the graph:
+
+1. **Entities**: the shared retriever links the mentions (``KGRetriever.link``).
+2. **Words**: every other content word (or a short phrase around it) is mapped by the
+   sentence encoder to a relation or class name of the graph (labels and aliases, from the
+   :class:`~kgllm.pipelines.programs.schema.Schema`). A content word that maps to nothing
+   ("capital" in a graph without capitals) makes the parse fail with that word as the reason.
+3. **Shape**: cue words choose the form: "how many" / "number of" -> count; a yes/no question
+   about two entities -> exists; "more ... than" -> comparison; "most" / "fewest" -> argmax /
+   argmin; "not" / "except" -> difference; two entities in one list question -> intersection.
+4. **Grounding**: each entity's relation and direction are chosen among the edges it really
+   has, by the relation words of the question and by the class the question asks for.
+
+The result carries a confidence (the weakest link: entity links, relation choices, shape);
+anything the parser is unsure of is returned as a refusal with a reason, never as another question.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kgllm.pipelines.programs.language import (
+    And,
+    ClassSet,
+    Compare,
+    Count,
+    Degree,
+    EntityRef,
+    Exists,
+    FilterClass,
+    Hop,
+    Minus,
+    Or,
+    Program,
+    Rank,
+    SetExpr,
+    Where,
+)
+from kgllm.pipelines.programs.schema import Schema
+from kgllm.types import Entity
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+AUXILIARIES = frozenset({"does", "do", "did", "is", "are", "was", "were", "has", "have", "can"})
+NEGATIONS = ("not", "n't", "except", "excluding", "other than", "apart from", "without", "outside")
+MAX_CUES = ("most", "greatest number", "largest number", "highest number", "biggest number")
+MIN_CUES = ("fewest", "least", "smallest number", "lowest number")
+MORE_CUES = ("more", "greater number", "larger number", "higher number")
+FEWER_CUES = ("fewer", "less", "smaller number", "lower number")
+# words that shape a question (or carry no content) and need no counterpart in the graph
+FUNCTION_WORDS = _word_set(
+    "a an the of in on at to by for with from as into within inside outside than then that this these "
+    "those it its it's their there here what which who whom whose where when how many much number numbers "
+    "count total amount does do did is are was were be been being has have had having can could would "
+    "will shall should name names list give show tell me us please find and or both also too as well not "
+    "no nor n't except excluding other others apart but without more fewer less most least fewest same "
+    "any all every each one ones some top compared compare versus vs get got so just only either neither "
+    "yes true false exactly among between whether way ways common shared "
+) | frozenset(NUMBERS)
+
+
+@dataclass
+class Parse:
+    """A question read as a program, or a refusal (``program`` None) with its ``reason``."""
+
+    question: str
+    program: Program | None
+    shape: str
+    confidence: float
+    reason: str = ""
+    entities: list[Entity] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.program is not None
+
+
+class Refusal(Exception):
+    """Raised inside the parser; becomes a :class:`Parse` with no program."""
+
+    def __init__(self, reason: str, shape: str = "unknown"):
+        super().__init__(reason)
+        self.reason = reason
+        self.shape = shape
+
+
+@dataclass
+class ParserConfig:
+    """Thresholds of the question parser."""
+
+    word_similarity: float = 0.5  # a word (or phrase) this close to a relation or class name maps to it
+    phrase_gain: float = 0.05  # a phrase must beat its words alone by this to cover a word that maps to nothing
+    class_similarity: float = 0.7  # a word this close to a class name mentions the class
+    max_phrase_words: int = 4
+    min_link_score: float = 0.8
+
+
+@dataclass
+class _Mention:
+    entity: Entity
+    start: int  # character span in the question
+    end: int
+    score: float
+
+
+@dataclass
+class _Words:
+    tokens: list[tuple[str, int, int]]  # (word, start, end), entity mentions removed
+    relation_scores: dict[str, list[tuple[float, int]]]  # relation -> (similarity, char position)
+    classes: list[tuple[str, int]]  # (class, char position) in question order
+    unmapped: list[tuple[str, int]]  # (word, char position)
+
+
+class QuestionParser:
+    """Reads questions as programs over one store (see the module docstring).
+
+    Example::
+
+        parser = QuestionParser(store, retriever)
+        parser.parse("How many neighbours does Mali have?").program
+        # Count(Hop('.../neighborOf', 'both', EntityRef('.../mali')))
+    """
+
+    def __init__(self, store, retriever, config: ParserConfig | None = None, schema: Schema | None = None):
+        self.store = store
+        self.retriever = retriever
+        self.config = config or ParserConfig()
+        self._schema = schema
+        self._vectors: dict[str, np.ndarray] = {}
+        self._incident: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self._types: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def schema(self) -> Schema:
+        if self._schema is None:
+            self._schema = Schema.from_store(self.store)
+        return self._schema
+
+    # ------------------------------------------------------------ public
+    def parse(self, question: str) -> Parse:
+        """The program ``question`` asks for, with a confidence, or a refusal with a reason."""
+        question = " ".join(question.split())
+        try:
+            mentions = self._mentions(question)
+            words = self._words(question, mentions)
+            names = [question[s : s + len(w)] for w, s in words.unmapped if s > 0 and question[s].isupper()]
+            if names:
+                raise Refusal(f"the graph has no entity named {_quote(names)}")
+            if words.unmapped:
+                raise Refusal(f"I could not map {_quote([w for w, _ in words.unmapped])} to anything in this graph")
+            program, shape, confidence, details = self._program(question, mentions, words)
+        except Refusal as refusal:
+            return Parse(question, None, refusal.shape, 0.0, refusal.reason)
+        entities = [m.entity for m in mentions]
+        return Parse(question, program, shape, confidence, "", entities, details)
+
+    # ------------------------------------------------------------ reading
+    def _mentions(self, question: str) -> list[_Mention]:
+        found, taken = [], []
+        lower = question.lower()
+        for link in self.retriever.link(question):
+            start = lower.find(link.mention.lower())
+            if start < 0:
+                continue
+            end = start + len(link.mention)
+            if any(start < e and s < end for s, e in taken):
+                continue  # one entity per mention: the best-scored reading
+            if link.score < self.config.min_link_score:
+                raise Refusal(f"I am not sure that {link.mention!r} means {link.entity.label}")
+            taken.append((start, end))
+            found.append(_Mention(link.entity, start, end, link.score))
+        return sorted(found, key=lambda m: m.start)
+
+    def _words(self, question: str, mentions: list[_Mention]) -> _Words:
+        lower = question.lower()
+        tokens = [
+            (m.group().replace("’", "'"), m.start(), m.end())
+            for m in _WORD.finditer(lower)
+            if not any(x.start <= m.start() < x.end for x in mentions)
+        ]
+        class_words = self.schema.class_words()
+        classes: list[tuple[str, int]] = []
+        content: list[int] = []
+        phrases_cued = [
+            (m.start(), m.end())
+            for cue in MAX_CUES + MIN_CUES + MORE_CUES + FEWER_CUES
+            if " " in cue
+            for m in re.finditer(r"(?<![a-z])" + re.escape(cue) + r"(?![a-z])", lower)
+        ]
+        for i, (word, start, _) in enumerate(tokens):
+            base = word.removesuffix("'s")
+            if any(s <= start < e for s, e in phrases_cued):
+                continue
+            if base in class_words:
+                classes.append((class_words[base], start))
+            elif base not in FUNCTION_WORDS and not base.isdigit():
+                content.append(i)
+        relation_scores: dict[str, list[tuple[float, int]]] = {}
+        unmapped = []
+        if content:
+            names, owners = self._names()
+            name_vectors = np.stack(self._encode(names))
+            single = dict(zip(content, np.stack(self._encode([tokens[i][0] for i in content])) @ name_vectors.T))
+            spans: dict[int, list[tuple[int, int]]] = {}
+            for i in content:
+                spans[i] = [
+                    (s, n)
+                    for n in range(2, self.config.max_phrase_words + 1)
+                    for s in range(max(0, i - n + 1), min(i, len(tokens) - n) + 1)
+                ]
+            phrases = {(s, n): " ".join(w for w, _, _ in tokens[s : s + n]) for v in spans.values() for s, n in v}
+            phrase_sims = (
+                dict(zip(phrases, np.stack(self._encode(list(phrases.values()))) @ name_vectors.T)) if phrases else {}
+            )
+            # phrases around each content word: a phrase covers a word when it maps to a name
+            # better than its other content words alone do
+            covered: dict[int, np.ndarray] = {}
+            for i in content:
+                best = single[i]
+                for s, n in spans[i]:
+                    others = [single[j] for j in range(s, s + n) if j in single and j != i]
+                    floor = np.max(others, axis=0) + self.config.phrase_gain if others else -1.0
+                    sims = phrase_sims[(s, n)]
+                    best = np.maximum(best, np.where(sims >= floor, sims, -1.0))
+                covered[i] = best
+            for i in content:
+                sims = covered[i]
+                j = int(sims.argmax())
+                kind, owner = owners[j]
+                if sims[j] < self.config.word_similarity:
+                    unmapped.append((tokens[i][0], tokens[i][1]))
+                elif kind == "class" and single[i][j] >= self.config.class_similarity:
+                    classes.append((owner, tokens[i][1]))
+                for k, (kind, owner) in enumerate(owners):
+                    if kind == "relation" and sims[k] >= self.config.word_similarity:
+                        relation_scores.setdefault(owner, []).append((float(sims[k]), tokens[i][1]))
+        classes.sort(key=lambda c: c[1])
+        return _Words(tokens, relation_scores, classes, unmapped)
+
+    def _names(self) -> tuple[list[str], list[tuple[str, str]]]:
+        names, owners = [], []
+        for r in self.schema.relations.values():
+            for name in r.names:
+                names.append(name)
+                owners.append(("relation", r.id))
+        for c in self.schema.classes.values():
+            for name in c.names:
+                names.append(name)
+                owners.append(("class", c.id))
+        return names, owners
+
+    # ------------------------------------------------------------ shapes
+    def _program(self, question: str, mentions: list[_Mention], words: _Words):
+        q = question.lower().replace("’", "'")
+        words_only = " " + " ".join(w for w, _, _ in words.tokens) + " "
+        link_confidence = min((m.score for m in mentions), default=1.0)
+        details: dict[str, Any] = {"classes": [c for c, _ in words.classes]}
+        first = words.tokens[0][0] if words.tokens else ""
+        is_yes_no = first in AUXILIARIES and not (mentions and mentions[0].start == 0)
+        comparison = _cue(words_only, MORE_CUES + FEWER_CUES) and (" than " in q or " or " in q)
+        superlative = _cue(words_only, MAX_CUES + MIN_CUES)
+        negated_at = _first_cue(q, NEGATIONS)
+        asked = words.classes[0][0] if words.classes else None
+
+        if comparison:
+            program, confidence = self._comparison(q, mentions, words, is_yes_no, words_only)
+            shape = "comparison"
+        elif superlative:
+            program, confidence = self._superlative(q, mentions, words, words_only, negated_at)
+            shape = "superlative"
+        elif is_yes_no and len(mentions) == 2 and negated_at is None and " both " not in words_only:
+            program, confidence = self._exists(mentions, words)
+            shape = "exists"
+        else:
+            counting = _cue(words_only, (" how many ", " number of ", " count "))
+            shape = "count" if counting else "list"
+            inner, confidence = self._set(mentions, words, asked, negated_at)
+            if is_yes_no and not counting:
+                program, shape = Exists(inner), "exists"
+            else:
+                program = Count(inner) if counting else inner
+            if negated_at is not None:
+                shape += "+difference"
+            elif sum(1 for m in mentions if negated_at is None or m.start < negated_at) > 1:
+                shape += "+intersection"
+        return program, shape, confidence * link_confidence, details
+
+    def _set(self, mentions, words: _Words, asked: str | None, negated_at: int | None) -> tuple[SetExpr, float]:
+        positive = [m for m in mentions if negated_at is None or m.start < negated_at]
+        negative = [m for m in mentions if negated_at is not None and m.start >= negated_at]
+        if not positive:
+            if asked is None:
+                raise Refusal("I could not find an entity of this graph in the question", "list")
+            if negative:
+                raise Refusal("I could not tell which set the exception applies to", "list")
+            return ClassSet(asked), 0.9
+        confidence = 1.0
+        target = asked
+        parts: list[SetExpr] = []
+        for m in positive:
+            (relation, direction), c, result_class = self._hop_for(m, words, target, before=negated_at)
+            target = target or result_class
+            confidence = min(confidence, c)
+            parts.append(Hop(relation, direction, EntityRef(m.entity.id)))
+        expr = parts[0]
+        for part in parts[1:]:
+            expr = And(expr, part)
+        for m in negative:
+            (relation, direction), c, _ = self._hop_for(m, words, target, after=negated_at)
+            confidence = min(confidence, c)
+            expr = Where(relation, _flip(direction), EntityRef(m.entity.id), expr, negate=True)
+            if target in self._types_of(m.entity.id):  # "border Kenya but not Uganda": Uganda itself is out too
+                expr = Minus(expr, EntityRef(m.entity.id))
+        if asked is not None and self._needs_class_filter(parts, asked):
+            expr = FilterClass(asked, expr)
+        return expr, confidence
+
+    def _exists(self, mentions, words: _Words) -> tuple[Program, float]:
+        a, b = mentions
+        b_types = self._types_of(b.entity.id)
+        (relation, direction), confidence, _ = self._hop_for(a, words, None, reaches=b_types)
+        return Exists(And(Hop(relation, direction, EntityRef(a.entity.id)), EntityRef(b.entity.id))), confidence
+
+    def _comparison(self, q: str, mentions, words: _Words, is_yes_no: bool, words_only: str):
+        if len(mentions) != 2:
+            raise Refusal("a comparison needs two entities of this graph", "comparison")
+        a, b = mentions
+        shared = set(self._types_of(a.entity.id)) & set(self._types_of(b.entity.id))
+        if not shared:
+            raise Refusal(
+                f"{a.entity.label} and {b.entity.label} are different kinds of thing; they cannot be compared",
+                "comparison",
+            )
+        relation, confidence = self._metric_relation(words, shared)
+        direction = self._metric_direction(relation, shared)
+        more = _first_cue(words_only, MORE_CUES)
+        fewer = _first_cue(words_only, FEWER_CUES)
+        op = "more" if fewer is None or (more is not None and more < fewer) else "fewer"
+        metric = Degree(relation, direction)
+        if is_yes_no:
+            return Compare(op, metric, a.entity.id, b.entity.id), confidence
+        order = "max" if op == "more" else "min"
+        return Rank(order, 1, metric, Or(EntityRef(a.entity.id), EntityRef(b.entity.id))), confidence
+
+    def _superlative(self, q: str, mentions, words: _Words, words_only: str, negated_at):
+        order = "max" if _first_cue(words_only, MAX_CUES) is not None else "min"
+        k = 1
+        for w, _, _ in words.tokens:
+            if w.isdigit() or w in NUMBERS:
+                k = int(w) if w.isdigit() else NUMBERS[w]
+                break
+        classes = list(dict.fromkeys(c for c, _ in words.classes))
+        if not classes:
+            raise Refusal("I could not tell what kind of thing is ranked", "superlative")
+        # "which region is the country with the most neighbours in": the ranked class is the last named
+        ranked, asked = classes[-1], classes[0]
+        if mentions:
+            domain, confidence = self._set(mentions, words, ranked, negated_at)
+            if not isinstance(domain, FilterClass):
+                domain = FilterClass(ranked, domain)
+        else:
+            domain, confidence = ClassSet(ranked), 1.0
+        used = {h.relation for h in _hops(domain)}
+        relation, c = self._metric_relation(words, {ranked}, exclude=used)
+        program: SetExpr = Rank(order, k, Degree(relation, self._metric_direction(relation, {ranked})), domain)
+        confidence = min(confidence, c)
+        if asked != ranked:
+            link = self._class_link(ranked, asked)
+            if link is None:
+                raise Refusal(f"I could not link a {self._class_name(ranked)} to a {self._class_name(asked)}")
+            program = FilterClass(asked, Hop(link[0], link[1], program))
+        return program, confidence
+
+    # ------------------------------------------------------------ grounding
+    def _hop_for(
+        self,
+        mention: _Mention,
+        words: _Words,
+        target: str | None,
+        before: int | None = None,
+        after: int | None = None,
+        reaches: tuple[str, ...] = (),
+    ) -> tuple[tuple[str, str], float, str | None]:
+        """The relation and direction from ``mention`` the question means, its confidence and the
+        main class it reaches; only edges the entity really has are candidates."""
+        incident = self._incident_of(mention.entity.id)
+        if not incident:
+            raise Refusal(f"the graph has no facts about {mention.entity.label}")
+        scored = []
+        for (relation, direction), others in incident.items():
+            hits = [
+                s
+                for s, pos in words.relation_scores.get(relation, [])
+                if (before is None or pos < before) and (after is None or pos >= after)
+            ]
+            word = max(hits, default=0.0)
+            classes = self._classes_of(others)
+            fits = (target is None or target in classes) and (not reaches or bool(set(reaches) & classes))
+            scored.append((fits, word, relation, direction, classes))
+        scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
+        fits, word, relation, direction, classes = scored[0]
+        if not fits:
+            wanted = self._class_name(target) if target else "such things"
+            raise Refusal(f"{mention.entity.label} is not linked to any {wanted} in this graph")
+        named_elsewhere = {
+            r
+            for r, hits in words.relation_scores.items()
+            if r != relation
+            and any((before is None or pos < before) and (after is None or pos >= after) for _, pos in hits)
+        }
+        if word < self.config.word_similarity and len({s[2] for s in scored}) > 1 and named_elsewhere:
+            # the question names another relation and none names this one: it is not what was asked
+            raise Refusal(f"I could not tell how the question relates to {mention.entity.label}")
+        rivals = [s for s in scored[1:] if s[0]]
+        if not rivals:
+            confidence = 0.95
+        elif word >= self.config.word_similarity:
+            margin = word - rivals[0][1]
+            confidence = min(0.95, 0.5 + 2.5 * margin)
+        else:
+            named = " or ".join(sorted({self.store.label(s[2]) for s in scored if s[0]}))
+            raise Refusal(f"I could not tell how the question relates to {mention.entity.label} ({named}?)")
+        main = max(classes, key=lambda c: self.schema.classes[c].size if c in self.schema.classes else 0, default=None)
+        return (relation, direction), confidence, (target or main)
+
+    def _metric_relation(self, words: _Words, classes: set[str], exclude: set[str] = frozenset()):
+        """The relation a count metric is over: the best-named relation that entities of ``classes`` have."""
+        candidates = []
+        for relation, hits in words.relation_scores.items():
+            info = self.schema.relations[relation]
+            if relation in exclude and len(words.relation_scores) > 1:
+                continue
+            if not any(info.head_classes[c] or info.tail_classes[c] for c in classes):
+                continue
+            candidates.append((max(s for s, _ in hits), relation))
+        if not candidates:
+            raise Refusal("I could not tell what to count for the comparison or ranking", "superlative")
+        candidates.sort(reverse=True)
+        best, relation = candidates[0]
+        margin = best - (candidates[1][0] if len(candidates) > 1 else 0.0)
+        return relation, min(0.95, 0.5 + 2.5 * margin)
+
+    def _metric_direction(self, relation: str, classes: set[str]) -> str:
+        info = self.schema.relations[relation]
+        if info.symmetric:
+            return "both"
+        heads = sum(info.head_classes[c] for c in classes)
+        tails = sum(info.tail_classes[c] for c in classes)
+        return "out" if heads >= tails else "in"
+
+    def _class_link(self, source: str, target: str) -> tuple[str, str] | None:
+        best = None
+        for info in self.schema.relations.values():
+            out = min(info.head_classes[source], info.tail_classes[target])
+            back = min(info.head_classes[target], info.tail_classes[source])
+            for n, direction in ((out, "out"), (back, "in")):
+                if n and (best is None or n > best[0]):
+                    best = (n, info.id, direction)
+        return None if best is None else (best[1], best[2])
+
+    def _needs_class_filter(self, parts: list[SetExpr], asked: str) -> bool:
+        for part in parts:
+            assert isinstance(part, Hop) and isinstance(part.source, EntityRef)
+            others = self._incident_of(part.source.id).get((part.relation, part.direction), set())
+            if any(asked not in self._types_of(o) for o in others):
+                return True
+        return False
+
+    def _incident_of(self, entity: str) -> dict[tuple[str, str], set[str]]:
+        if entity not in self._incident:
+            found: dict[tuple[str, str], set[str]] = {}
+            for t in self.store.neighbors(entity, "both", limit=20_000):
+                info = self.schema.relations.get(t.relation)
+                if info is not None and info.symmetric:
+                    key = (t.relation, "both")
+                else:
+                    key = (t.relation, "out" if t.head == entity else "in")
+                found.setdefault(key, set()).add(t.tail if t.head == entity else t.head)
+            self._incident[entity] = found
+        return self._incident[entity]
+
+    def _types_of(self, node: str) -> tuple[str, ...]:
+        if node not in self._types:
+            self._types[node] = self.store.describe(node).types
+        return self._types[node]
+
+    def _classes_of(self, nodes: set[str]) -> set[str]:
+        return {c for n in nodes for c in self._types_of(n)}
+
+    def _class_name(self, cls: str) -> str:
+        info = self.schema.classes.get(cls)
+        return info.names[0] if info and info.names else self.store.label(cls)
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self.retriever.encoder.encode(missing)))
+        return [self._vectors[t] for t in texts]
+
+
+def _hops(expr) -> list[Hop]:
+    found = []
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Hop):
+            found.append(node)
+        for name in ("source", "left", "right", "target"):
+            child = getattr(node, name, None)
+            if child is not None and not isinstance(child, str):
+                stack.append(child)
+    return found
+
+
+def _flip(direction: str) -> str:
+    return {"out": "in", "in": "out"}.get(direction, direction)
+
+
+def _cue(text: str, cues) -> bool:
+    return _first_cue(" " + text + " ", cues) is not None
+
+
+def _first_cue(text: str, cues) -> int | None:
+    positions = [
+        m.start() for cue in cues for m in re.finditer(r"(?<![a-z])" + re.escape(cue.strip()) + r"(?![a-z])", text)
+    ]
+    return min(positions, default=None)
+
+
+def _quote(words: list[str]) -> str:
+    words = list(dict.fromkeys(words))
+    quoted = [f"'{w}'" for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
