@@ -165,7 +165,7 @@ def test_an_api_key_guards_the_api_but_not_the_page_or_health(session):
 
 def test_serve_benchmark_sends_every_request_and_counts_errors(session):
     from kgllm.bench.serve import run_serve_benchmark
-    from kgllm.cli import QUESTION_SETS
+    from kgllm.cli.main import QUESTION_SETS
 
     result = run_serve_benchmark(
         session, QUESTION_SETS[0], "graph + encoder", requests=6, concurrency=3, progress=False

@@ -207,15 +207,28 @@ def serve(
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to keep trying while the store's server cannot be reached.")
     ] = 0.0,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve on a non-loopback --host without an API key (KGLLM_API_KEY); refused otherwise.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (/ask, graph browsing, OpenAI-compatible /v1), its docs (/docs) and the web page (/)."""
+    """Serve the HTTP API (/ask, graph browsing, OpenAI-compatible /v1), its docs (/docs) and the web page (/).
+
+    A --host other than loopback needs an API key (KGLLM_API_KEY), or --insecure."""
     from kgllm.api import connect
     from kgllm.server import create_app
     from kgllm.server import serve as run_server
+    from kgllm.server.run import check_exposure
     from kgllm.server.startup import load_if_empty as load_once
     from kgllm.server.startup import wait_for_store
 
     settings = Settings()
+    check_exposure(host, settings.api_key or None, insecure)
+    if insecure and not settings.api_key:
+        errors.print(f"[bold red]warning:[/] serving on {host} with no API key (--insecure)", highlight=False)
     kg = wait_for_store(graph, store or settings.store, settings, wait_seconds=wait)
     if load_if_empty is not None:
         load_once(kg, load_if_empty)
@@ -431,8 +444,8 @@ def bench_serve(
             out,
             "serve: concurrent /ask requests on loopback",
             f"kgllm bench serve --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
-            notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; the server answers one request at a time "
-            "(one session behind a lock), so latency includes the time queued.",
+            notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; requests run side by side on the "
+            "server's worker threads, and latency includes the time queued for one.",
         )
 
 

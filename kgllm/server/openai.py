@@ -9,7 +9,8 @@ Beyond OpenAI's fields, ``top_k`` and ``repetition_penalty`` are understood (as 
 ``logprobs``, each choice carries the log-probability of every token of its text (of the
 prompt too with ``echo``), which is how a client scores candidates: ``max_tokens=0``,
 ``echo=true``, ``logprobs=0``. Log-probabilities and token counts need a local Hugging Face
-model (``HFCausalLM``), the kind ``kgllm serve`` loads.
+model (``HFCausalLM``), the kind ``kgllm serve`` loads. Generation runs on the server's worker
+threads, one request at a time (``ServerState.model_lock``): the rest of the API goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -87,21 +88,27 @@ class ChatRequest(Sampling):
 
 
 @router.get("/models", summary="The model this server serves")
-def models(request: Request) -> dict[str, Any]:
+async def models(request: Request) -> dict[str, Any]:
     lm = request.app.state.kgllm.session.lm
     data = [{"id": lm.name, "object": "model", "created": 0, "owned_by": "kgllm"}] if lm is not None else []
     return {"object": "list", "data": data}
 
 
 @router.post("/completions", summary="Continue prompts (OpenAI's legacy completions API)")
-def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
+async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
     server = request.app.state.kgllm
     lm = _served_model(server.session.lm, body)
     if body.logprobs is not None and not isinstance(lm, HFCausalLM):
         raise HTTPException(400, "log-probabilities need a local Hugging Face model; this server's model is remote")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    choices, generated = await server.run(_complete_prompts, server, lm, body, prompts)
+    response = _response("text_completion", "cmpl", lm, choices, prompts, generated)
+    return _events(response, "text_completion", choices) if body.stream else response
+
+
+def _complete_prompts(server, lm: LanguageModel, body: CompletionRequest, prompts: list[str]):
     choices, generated = [], []
-    with server.lock:
+    with server.model_lock:
         outputs = (
             lm.generate(prompts, body.config(body.max_tokens)) if body.max_tokens else [[""] * body.n for _ in prompts]
         )
@@ -119,26 +126,29 @@ def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
                     )
                 choices.append(choice)
                 generated.append(text)
-    response = _response("text_completion", "cmpl", lm, choices, prompts, generated)
-    return _events(response, "text_completion", choices) if body.stream else response
+    return choices, generated
 
 
 @router.post("/chat/completions", summary="Reply to a chat (OpenAI's chat completions API)")
-def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
+async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
     server = request.app.state.kgllm
     lm = _served_model(server.session.lm, body)
     prompt, stops = chat_prompt([(m.role, m.content) for m in body.messages], getattr(lm, "tokenizer", None))
     max_tokens = body.max_completion_tokens or body.max_tokens or 64
-    with server.lock:
-        texts = lm.generate(prompt, body.config(max_tokens, stops))[0]
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text.strip()},
-                "finish_reason": _finish_reason(lm, text, max_tokens),
-            }
-            for i, text in enumerate(texts)
-        ]
+
+    def generate() -> list[str]:
+        with server.model_lock:
+            return lm.generate(prompt, body.config(max_tokens, stops))[0]
+
+    texts = await server.run(generate)
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": text.strip()},
+            "finish_reason": _finish_reason(lm, text, max_tokens),
+        }
+        for i, text in enumerate(texts)
+    ]
     response = _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
     deltas = [{"index": c["index"], "delta": c["message"], "finish_reason": c["finish_reason"]} for c in choices]
     return _events(response, "chat.completion.chunk", deltas) if body.stream else response
