@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgllm.api import Session
@@ -33,6 +34,30 @@ STATIC_DIR = Path(__file__).with_name("static")
 API_ROUTERS = (graph.router, complete.router, openai.router)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
 PUBLIC_PATHS = ("/", "/health", "/docs", "/openapi.json", "/static/")  # never behind the API key
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"message", "type"}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad input (a value the schema allows but the server cannot use)"),
+        (401, "Missing or wrong API key (when the server has one)"),
+        (404, "Not found"),
+        (413, "Request body too large"),
+        (422, "The request does not match the schema"),
+        (503, "The store does not answer, no model is loaded, or the server is too busy (Retry-After)"),
+    )
+}
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
 
 
@@ -80,9 +105,9 @@ def create_app(
     _add_error_handlers(app)
     protected = [Depends(_bearer_key(api_key))] if api_key else []
     for router in API_ROUTERS:
-        app.include_router(router, dependencies=protected)
+        app.include_router(router, dependencies=protected, responses=ERROR_RESPONSES)
     for router in OPEN_ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses={503: ERROR_RESPONSES[503]})
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

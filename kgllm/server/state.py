@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
-    """Worker threads for request work: a few per core (much of the work waits on torch or a store)."""
-    return min(32, 4 * (os.cpu_count() or 1))
+    """Worker threads for request work: two per core (torch and the stores release the GIL while
+    they work; more threads would only queue for the GIL, the event loop's thread among them)."""
+    return min(32, 2 * (os.cpu_count() or 1))
 
 
 class ServerState:
