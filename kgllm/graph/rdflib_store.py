@@ -75,7 +75,11 @@ def to_iri(identifier: str, base: str = DEFAULT_BASE) -> URIRef:
 
 
 class ReadWriteLock:
-    """Many readers or one writer; re-entrant per thread (a writer may also read), writers first.
+    """Many readers or one writer; re-entrant per thread (a writer may also read).
+
+    A writer passes a turnstile that new readers pass too: once a writer waits, readers that come
+    after it wait for it, and when it is done they contend for the turnstile with the next writer,
+    so neither a stream of readers nor a stream of writes shuts the other side out.
 
     Example::
 
@@ -87,10 +91,9 @@ class ReadWriteLock:
     """
 
     def __init__(self) -> None:
+        self._turnstile = threading.Lock()  # held by a writer from its arrival to its end
         self._condition = threading.Condition()
         self._readers = 0
-        self._writer: int | None = None  # the thread holding the write lock
-        self._writers_waiting = 0
         self._held = threading.local()  # this thread's depth: reads, writes
 
     @contextlib.contextmanager
@@ -104,9 +107,7 @@ class ReadWriteLock:
             finally:
                 held["reads"] -= 1
             return
-        with self._condition:
-            while self._writer is not None or self._writers_waiting:
-                self._condition.wait()
+        with self._turnstile, self._condition:  # waits while a writer waits or writes
             self._readers += 1
         held["reads"] = 1
         try:
@@ -120,7 +121,7 @@ class ReadWriteLock:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """Hold the lock alone; waits for the readers in progress, and new readers wait for it."""
+        """Hold the lock alone: new readers wait, and the readers in progress are waited for."""
         held = self._held.__dict__
         if held.get("writes", 0):
             held["writes"] += 1
@@ -131,22 +132,15 @@ class ReadWriteLock:
             return
         if held.get("reads", 0):
             raise RuntimeError("a thread reading the store cannot start writing to it")
-        with self._condition:
-            self._writers_waiting += 1
-            try:
-                while self._writer is not None or self._readers:
-                    self._condition.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = threading.get_ident()
-        held["writes"] = 1
-        try:
-            yield
-        finally:
-            held["writes"] = 0
+        with self._turnstile:
             with self._condition:
-                self._writer = None
-                self._condition.notify_all()
+                while self._readers:
+                    self._condition.wait()
+            held["writes"] = 1
+            try:
+                yield
+            finally:
+                held["writes"] = 0
 
 
 def _reads(method):
