@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kgllm.exceptions import EntityNotFoundError
@@ -69,16 +69,17 @@ class JobStatus(BaseModel):
 @router.post(
     "/complete",
     summary="Predict missing facts (KG completion)",
+    response_model=dict[str, Any],
     responses={202: {"model": JobStatus, "description": "The model is being trained; poll GET /jobs/{id}."}},
 )
-async def complete(body: CompleteRequest, request: Request) -> dict[str, Any]:
+async def complete(body: CompleteRequest, request: Request) -> Response:
     """One record per query, in order: its predictions (best first, each with the scores that produced
     it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store.
     With no trained model yet: 202 and a job that trains one, then answers (``GET /jobs/{id}``)."""
     server = state(request)
     queries = [(q.head, q.relation, q.tail) for q in body.queries]
-    if server.completion_ready:
-        return await server.run(server.complete, queries, body.top_k, body.min_score)
+    if await server.run(lambda: server.completion_ready):  # looking in the cache reads the store: off the loop
+        return await server.run_json(server.complete, queries, body.top_k, body.min_score)
     job = server.jobs.submit("complete", lambda: server.complete(queries, body.top_k, body.min_score))
     return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgllm.exceptions import ConfigurationError, EntityNotFoundError
@@ -53,8 +53,8 @@ def state(request: Request):
     return request.app.state.kgllm
 
 
-@router.post("/ask", summary="Answer a question with the graph paths that support it")
-async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
+@router.post("/ask", summary="Answer a question with the graph paths that support it", response_model=dict[str, Any])
+async def ask(body: AskRequest, request: Request) -> Response:
     """The answer as ``kgllm ask --json`` prints it, plus ``graph``: the evidence subgraph as nodes
     (``role``: question, answer or other) and edges, for drawing. The search has the server's
     time budget; one cut short answers nothing and says so (``metadata.cut``)."""
@@ -70,7 +70,7 @@ async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
         seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
         return answer_json(server.session.ask(body.question, max_seconds=seconds, **options), body.max_paths)
 
-    return await server.run(work)
+    return await server.run_json(work)
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
@@ -93,8 +93,8 @@ def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
     }
 
 
-@router.get("/entity", summary="One entity: label, other names, classes")
-async def entity(request: Request, id: str = EntityId) -> dict[str, Any]:
+@router.get("/entity", summary="One entity: label, other names, classes", response_model=dict[str, Any])
+async def entity(request: Request, id: str = EntityId) -> Response:
     store = state(request).session.store
 
     def work() -> dict[str, Any]:
@@ -103,42 +103,43 @@ async def entity(request: Request, id: str = EntityId) -> dict[str, Any]:
             raise EntityNotFoundError(f"no entity with id {id!r}")
         return {**entity_json(found), "type_labels": [store.label(t) for t in found.types]}
 
-    return await state(request).run(work)
+    return await state(request).run_json(work)
 
 
-@router.get("/search", summary="Entities whose label or another name contains the text")
+@router.get("/search", summary="Entities whose label or another name contains the text", response_model=dict[str, Any])
 async def search(
     request: Request, q: str = Query(min_length=1, max_length=200), limit: int = Query(10, ge=1, le=MAX_RESULTS)
-) -> dict[str, Any]:
+) -> Response:
     store = state(request).session.store
-    return await state(request).run(lambda: {"results": [entity_json(e) for e in store.search(q, limit)]})
+    return await state(request).run_json(lambda: {"results": [entity_json(e) for e in store.search(q, limit)]})
 
 
-@router.get("/neighbors", summary="The facts touching an entity, as a list and as a graph")
+@router.get(
+    "/neighbors", summary="The facts touching an entity, as a list and as a graph", response_model=dict[str, Any]
+)
 async def neighbors(
     request: Request,
     id: str = EntityId,
     direction: Literal["out", "in", "both"] = "both",
     limit: int = Query(50, ge=1, le=MAX_RESULTS),
-) -> dict[str, Any]:
+) -> Response:
     store = state(request).session.store
 
-    def work():
+    def work() -> dict[str, Any]:
         found = store.entity(id)
         if found is None:
             raise EntityNotFoundError(f"no entity with id {id!r}")
         # one more than asked, to say whether there are more
         triples = store.neighbors(id, direction, limit=limit + 1)
         labels = {x: store.label(x) for t in triples[:limit] for x in (t.head, t.relation, t.tail)}
-        return found, triples, labels
+        return {
+            "entity": entity_json(found),
+            "more": len(triples) > limit,
+            "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
+            "graph": graph_json(triples[:limit], labels.__getitem__),
+        }
 
-    found, triples, labels = await state(request).run(work)
-    return {
-        "entity": entity_json(found),
-        "more": len(triples) > limit,
-        "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
-        "graph": graph_json(triples[:limit], labels.__getitem__),
-    }
+    return await state(request).run_json(work)
 
 
 @health_router.get("/health", summary="Whether the store answers, and what it holds")

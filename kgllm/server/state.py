@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 
 from kgllm.api import Session
 from kgllm.exceptions import KGLLMError
@@ -83,6 +84,11 @@ class ServerState:
         if self._pool is None:
             raise HTTPException(503, "the server is starting or stopping", headers={"Retry-After": "1"})
         return await asyncio.wrap_future(self._pool.submit(work, *args))
+
+    async def run_json(self, work: Callable[..., Any], *args: Any) -> JSONResponse:
+        """Like :meth:`run`, with the result rendered as JSON on the worker thread too: a large
+        answer's encoding then never holds up the event loop (and ``/health`` with it)."""
+        return await self.run(lambda: JSONResponse(work(*args)))
 
     def seconds_left(self, arrived: float, wanted: float | None = None) -> float:
         """What is left of a request's time budget (from its arrival); 503 when nothing is."""
