@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class Phase:
     concurrency: int
     seconds: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: Counter = field(default_factory=Counter)  # status code (or exception name) -> count
     wall_seconds: float = 0.0
     health_seconds: list[float] = field(default_factory=list)
     health_errors: int = 0
@@ -68,7 +70,7 @@ class Phase:
             "scenario": self.name,
             "requests": str(len(self.seconds)),
             "concurrency": str(self.concurrency),
-            "errors": str(self.errors),
+            "errors": f"{self.errors}" + (f" ({_kinds(self.error_kinds)})" if self.errors else ""),
             "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}" if self.seconds else "-",
             "p95 ms": f"{1000 * self.percentile(0.95):.0f}",
             "requests/s": f"{len(self.seconds) / self.wall_seconds:.1f}" if self.wall_seconds else "-",
@@ -76,6 +78,10 @@ class Phase:
             "/health polls (errors)": f"{len(self.health_seconds)} ({self.health_errors})",
             "heavy question": heavy,
         }
+
+
+def _kinds(counts: Counter) -> str:
+    return ", ".join(f"{count}x {kind}" for kind, count in counts.most_common())
 
 
 def heavy_question(labels: list[str], length: int = 1000) -> str:
@@ -184,9 +190,12 @@ async def _burst(client: httpx.AsyncClient, questions: list[str], concurrency: i
             started = time.perf_counter()
             try:
                 response = await client.post("/ask", json={"question": question})
-                phase.errors += response.status_code != 200
-            except httpx.HTTPError:
+                if response.status_code != 200:
+                    phase.errors += 1
+                    phase.error_kinds[str(response.status_code)] += 1
+            except httpx.HTTPError as exc:
                 phase.errors += 1
+                phase.error_kinds[type(exc).__name__] += 1
             phase.seconds.append(time.perf_counter() - started)
 
     started = time.perf_counter()

@@ -91,15 +91,18 @@ class ServerState:
         return await self.run(lambda: JSONResponse(work(*args)))
 
     def seconds_left(self, arrived: float, wanted: float | None = None) -> float:
-        """What is left of a request's time budget (from its arrival); 503 when nothing is."""
-        left = min(self.time_budget, wanted or self.time_budget) - (time.monotonic() - arrived)
+        """What is left of a request's time budget (from its arrival): 503 when the server's own
+        budget ran out while it queued; a smaller budget the client ``wanted`` is cut to at least
+        1 ms, so the work stops at once and says so."""
+        waited = time.monotonic() - arrived
+        left = self.time_budget - waited
         if left <= 0:
             raise HTTPException(
                 503,
                 "the server is too busy to start this request within its time budget; try again",
                 headers={"Retry-After": "1"},
             )
-        return left
+        return max(0.001, min(left, wanted - waited)) if wanted else left
 
     # ------------------------------------------------------------ completion
     @property
