@@ -471,10 +471,11 @@ def bench_reliability(
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     if not chosen or set(chosen) - {"graph", "model"}:
         raise typer.BadParameter(f"unknown mode in {modes!r}; use graph and/or model")
-    rows = []
+    rows, load = [], [os.getloadavg()[0]]
     for mode in chosen:
         for phase in run_reliability(model=mode == "model", requests=requests, concurrency=concurrency):
             rows.append({"server": "no model" if mode == "graph" else "default model", **phase.row()})
+    load.append(os.getloadavg()[0])
     print_table(rows, f"kgllm serve under load: {requests} /ask at concurrency {concurrency}")
     if out:
         save_markdown(
@@ -485,7 +486,9 @@ def bench_reliability(
             notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; demo graph; a fresh server per "
             f"mode; request time budget {REQUEST_SECONDS:g} s. The heavy question: 1,000 characters naming many "
             "entities, max_hops=4, sent 0.2 s before the burst; its column is its own latency, status and whether "
-            "its search was cut by the budget. /health polled every 50 ms by a separate client during each burst.",
+            "its search was cut by the budget. /health polled every 50 ms by a separate client during each burst. "
+            f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (1 minute; other work shares "
+            "the machine when it is above the core count, and every figure is slower for it).",
         )
 
 
