@@ -158,19 +158,31 @@ def run_reliability(
 
 async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, timeout: float) -> list[Phase]:
     limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+
+    def client() -> httpx.AsyncClient:
+        """A client per phase: a connection left idle between phases may be closed by the server."""
+        return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+
+    async with client() as warm:
         for question in WARM_UP:
-            (await client.post("/ask", json={"question": question})).raise_for_status()
-        alone = Phase("burst", concurrency)
-        await _with_health(url, alone, _burst(client, batch, concurrency, alone))
+            (await warm.post("/ask", json={"question": question})).raise_for_status()
 
-        loaded = Phase("burst + heavy question in flight", concurrency)
+    alone = Phase("burst", concurrency)
 
-        async def heavy_and_burst() -> None:
+    async def burst_alone() -> None:
+        async with client() as burst:
+            await _burst(burst, batch, concurrency, alone)
+
+    await _with_health(url, alone, burst_alone())
+
+    loaded = Phase("burst + heavy question in flight", concurrency)
+
+    async def heavy_and_burst() -> None:
+        async with client() as burst:
             started = time.perf_counter()
-            heavy_task = asyncio.create_task(client.post("/ask", json={"question": heavy, "max_hops": 4}))
+            heavy_task = asyncio.create_task(burst.post("/ask", json={"question": heavy, "max_hops": 4}))
             await asyncio.sleep(0.2)  # the heavy question is in the server before the burst
-            await _burst(client, batch, concurrency, loaded)
+            await _burst(burst, batch, concurrency, loaded)
             try:
                 response = await heavy_task
                 status, cut = response.status_code, response.json().get("metadata", {}).get("cut", False)
@@ -178,7 +190,7 @@ async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, time
                 status, cut = type(exc).__name__, False
             loaded.heavy = {"seconds": time.perf_counter() - started, "status": status, "cut": cut}
 
-        await _with_health(url, loaded, heavy_and_burst())
+    await _with_health(url, loaded, heavy_and_burst())
     return [alone, loaded]
 
 
@@ -225,7 +237,7 @@ async def _with_health(url: str, phase: Phase, work) -> None:
         [sys.executable, "-c", _POLLER, f"{url}/health", str(HEALTH_EVERY)], stdout=subprocess.PIPE, text=True
     )
     try:
-        if poller.stdout.readline().strip() != "ready":
+        if (await asyncio.to_thread(poller.stdout.readline)).strip() != "ready":
             raise KGLLMError("the /health poller did not start")
         await work
     finally:
