@@ -8,6 +8,7 @@ not about how fast this machine is.
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -174,3 +175,23 @@ def test_the_readers_writer_lock_lets_readers_share_and_writers_wait():
     assert log[-1] == "write"
     with pytest.raises(RuntimeError, match="cannot start writing"), lock.reading(), lock.writing():
         pass
+
+
+def test_questions_scored_by_the_model_side_by_side_get_the_answers_they_get_alone(encoder):
+    """The model scores plans for several requests at once (no lock around it): same answers as one by one."""
+    questions = [BORDER, "In which region is Kenya?", "Which subregion are the neighbours of Chad located in?"] * 4
+    with (
+        kgllm.connect(encoder=encoder) as session,
+        running_server(create_app(session, time_budget=600)) as url,
+        httpx.Client(base_url=url, timeout=600) as api,
+    ):
+        assert api.get("/health").json()["model"]
+
+        def ask(question: str) -> tuple[str, list[str]]:
+            answer = api.post("/ask", json={"question": question, "mode": "model"}).json()
+            return answer["answer"], [plan["scores"].get("model") for plan in answer["metadata"]["plans"]]
+
+        alone = [ask(q) for q in questions]
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(ask, questions))
+    assert together == alone and all(scores[0] is not None for _, scores in alone)
