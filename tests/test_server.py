@@ -1,17 +1,27 @@
 """The HTTP API over the demo graph, through a real uvicorn server on loopback (no language model)."""
 
+import os
 import re
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 import kgllm
 from kgllm.server import create_app, running_server
+from kgllm.server.app import PUBLIC_PATHS
 from kgllm.server.limits import MAX_BODY_BYTES
+from kgllm.server.run import check_exposure
+from kgllm.settings import Settings
 
 QUESTION = "Which subregion are the neighbours of Chad located in?"
 CHAD = "https://kgllm.dev/countries/chad"
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 300  # seconds: generous, so that a slow machine answers these questions in full
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +32,10 @@ def session(encoder):
 
 @pytest.fixture(scope="module")
 def api(session):
-    with running_server(create_app(session)) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        running_server(create_app(session, time_budget=BUDGET)) as url,
+        httpx.Client(base_url=url, timeout=600) as client,
+    ):
         yield client
 
 
@@ -161,21 +174,53 @@ def test_an_api_key_guards_the_api_but_not_the_page_or_health(session):
         )
         assert right.status_code == 200 and right.json()["entities"]
         assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
+        for path in PUBLIC_PATHS:  # the page, its assets, the docs and the health check stay open
+            target = path + "style.css" if path.endswith("/") and path != "/" else path
+            assert httpx.get(f"{url}{target}").status_code == 200, target
+        assert httpx.get(f"{url}/jobs/0123").status_code == 401
+        assert httpx.post(f"{url}/complete", json={"queries": []}).status_code == 401
+
+
+def test_serve_refuses_a_public_address_without_an_api_key():
+    environment = {key: value for key, value in os.environ.items() if key != "KGLLM_API_KEY"}
+    environment["PYTHONPATH"] = str(ROOT)
+    refused = subprocess.run(
+        [sys.executable, "-c", "from kgllm.cli import main; main()", "serve", "--host", "0.0.0.0", "--no-model"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "refusing to serve on 0.0.0.0 without an API key" in refused.stderr
+    assert "--insecure" in refused.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org"])
+def test_only_loopback_is_served_without_a_key_unless_insecure(host, caplog):
+    from kgllm.exceptions import ConfigurationError
+
+    for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_exposure(loopback, api_key=None)
+    with pytest.raises(ConfigurationError, match="without an API key"):
+        check_exposure(host, api_key=None)
+    check_exposure(host, api_key="s3cret")
+    with caplog.at_level("WARNING"):
+        check_exposure(host, api_key=None, insecure=True)
+    assert "WITHOUT AN API KEY" in caplog.text
 
 
 def test_serve_benchmark_sends_every_request_and_counts_errors(session):
+    from kgllm.bench.reliability import DEMO_QUESTIONS
     from kgllm.bench.serve import run_serve_benchmark
-    from kgllm.graph.demo import demo_question_sets
 
-    result = run_serve_benchmark(
-        session, demo_question_sets()[0], "graph + encoder", requests=6, concurrency=3, progress=False
-    )
+    result = run_serve_benchmark(session, DEMO_QUESTIONS, "graph + encoder", requests=6, concurrency=3, progress=False)
     assert len(result.seconds) == 6 and result.errors == 0 and result.wall_seconds > 0
     row = result.row()
     assert row["requests"] == "6" and row["errors"] == "0" and float(row["requests/s"]) > 0
 
 
-def test_complete_predicts_new_facts_and_reports_unknown_names(session):
+def test_complete_trains_in_the_background_then_answers_directly(encoder, tmp_path):
+    """No completer cached: 202 and a job to poll, the API answering meanwhile; then 200 at once."""
     from kgllm.pipelines.completion.completer import CompletionConfig
     from kgllm.pipelines.completion.kge import KGEConfig
 
@@ -186,13 +231,23 @@ def test_complete_predicts_new_facts_and_reports_unknown_names(session):
         {"head": "Chad", "relation": "neighbor of", "tail": "?"},
         {"head": "Atlantis", "relation": "neighbor of", "tail": "?"},
     ]
+    settings = Settings(cache_dir=tmp_path / "cache")  # nothing cached: the first request must train
     with (
-        running_server(create_app(session, completion_config=config)) as url,
+        kgllm.connect(use_model=False, encoder=encoder, settings=settings) as session,
+        running_server(create_app(session, completion_config=config, time_budget=BUDGET)) as url,
         httpx.Client(base_url=url, timeout=600) as api,
     ):
-        response = api.post("/complete", json={"queries": queries, "top_k": 3})
-        assert response.status_code == 200, response.text
-        chad, atlantis = response.json()["results"]
+        started = api.post("/complete", json={"queries": queries, "top_k": 3})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["status"] in ("queued", "running") and started.headers["location"] == f"/jobs/{job['id']}"
+        assert api.get("/health").status_code == 200  # the server answers while the job trains
+        deadline = time.monotonic() + 600
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = api.get(f"/jobs/{job['id']}").json()
+        assert job["status"] == "done" and job["error"] is None, job
+        chad, atlantis = job["result"]["results"]
         known = {t.tail for t in session.store.triples(head=CHAD, relation="https://kgllm.dev/countries/neighborOf")}
         predicted = [p["tail"] for p in chad["predictions"]]
         assert len(predicted) == 3 and not set(predicted) & known and CHAD not in predicted
@@ -200,6 +255,10 @@ def test_complete_predicts_new_facts_and_reports_unknown_names(session):
         scores = [p["score"] for p in chad["predictions"]]
         assert scores == sorted(scores, reverse=True)
         assert atlantis["predictions"] == [] and "Atlantis" in atlantis["error"]
+        direct = api.post("/complete", json={"queries": queries, "top_k": 3})
+        assert direct.status_code == 200 and direct.json() == job["result"]
         bad = api.post("/complete", json={"queries": [{"head": "?", "relation": "neighbor of", "tail": "?"}]})
         assert bad.status_code == 422 and "exactly one" in error_message(bad)
-    assert session.store.count_triples() == 1165  # nothing written
+        missing = api.get("/jobs/no-such-job")
+        assert missing.status_code == 404 and "no-such-job" in error_message(missing)
+        assert session.store.count_triples() == 1165  # nothing written

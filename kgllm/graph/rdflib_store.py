@@ -5,6 +5,13 @@ Relations are RDF properties between IRIs. Labels are ``rdfs:label`` (or
 literal-valued statements are not relation triples. Ids that are not absolute
 IRIs are minted in ``base``.
 
+Threads: reads run side by side, writes one at a time with no read in progress (a
+readers-writer lock, re-entrant per thread). rdflib's in-memory graph is safe to read from
+several threads while nothing writes, and the caches built during a read are deterministic,
+so two readers building one at once store the same value. Iterators are materialized under
+the lock, so a caller never holds it between items. SPARQL runs one query at a time (rdflib's
+query parser is not thread-safe).
+
 Provenance: a derived fact is a plain triple like any other (every reader sees
 it), plus a blank node per record, reified rdf:Statement-style (``rdf:subject``,
 ``rdf:predicate``, ``rdf:object``) with ``kgllm:`` properties, and one
@@ -17,9 +24,12 @@ with its ``kgllm:source``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -64,6 +74,93 @@ def to_iri(identifier: str, base: str = DEFAULT_BASE) -> URIRef:
     return URIRef(identifier if _IRI.match(identifier) else base + quote(identifier.strip().replace(" ", "_")))
 
 
+class ReadWriteLock:
+    """Many readers or one writer; re-entrant per thread (a writer may also read).
+
+    A writer passes a turnstile that new readers pass too: once a writer waits, readers that come
+    after it wait for it, and when it is done they contend for the turnstile with the next writer,
+    so neither a stream of readers nor a stream of writes shuts the other side out.
+
+    Example::
+
+        lock = ReadWriteLock()
+        with lock.reading():
+            ...  # any number of threads at once
+        with lock.writing():
+            ...  # this thread alone
+    """
+
+    def __init__(self) -> None:
+        self._turnstile = threading.Lock()  # held by a writer from its arrival to its end
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._held = threading.local()  # this thread's depth: reads, writes
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the lock as one of any number of readers."""
+        held = self._held.__dict__
+        if held.get("reads", 0) or held.get("writes", 0):  # already inside: no new wait, no deadlock
+            held["reads"] = held.get("reads", 0) + 1
+            try:
+                yield
+            finally:
+                held["reads"] -= 1
+            return
+        with self._turnstile, self._condition:  # waits while a writer waits or writes
+            self._readers += 1
+        held["reads"] = 1
+        try:
+            yield
+        finally:
+            held["reads"] = 0
+            with self._condition:
+                self._readers -= 1
+                if not self._readers:
+                    self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the lock alone: new readers wait, and the readers in progress are waited for."""
+        held = self._held.__dict__
+        if held.get("writes", 0):
+            held["writes"] += 1
+            try:
+                yield
+            finally:
+                held["writes"] -= 1
+            return
+        if held.get("reads", 0):
+            raise RuntimeError("a thread reading the store cannot start writing to it")
+        with self._turnstile:
+            with self._condition:
+                while self._readers:
+                    self._condition.wait()
+            held["writes"] = 1
+            try:
+                yield
+            finally:
+                held["writes"] = 0
+
+
+def _reads(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._reading():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _writes(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock.writing():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def rdf_format(path: Path, format: str | None = None) -> str:
     if format:
         return format
@@ -85,6 +182,8 @@ class RDFLibStore(GraphStore):
         self.base = base
         self._graph: Graph | None = None
         self._cache: dict[str, object] = {}
+        self._lock = ReadWriteLock()
+        self._sparql = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -141,6 +240,15 @@ class RDFLibStore(GraphStore):
                 self._parse_file(self.path)
         return self._graph
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The read lock; a graph not loaded yet is loaded first, under the write lock."""
+        if self._graph is None:
+            with self._lock.writing():
+                self.graph  # noqa: B018 - loads the file once
+        with self._lock.reading():
+            yield
+
     def _parse_file(self, path: Path) -> None:
         try:
             self._graph.parse(path, format=rdf_format(path, self.format))
@@ -167,6 +275,7 @@ class RDFLibStore(GraphStore):
         os.replace(tmp, self.path)
 
     # ---------------------------------------------------------------- writes
+    @_writes
     def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
         staged = Graph()
         self._stage_entities(staged, entities)
@@ -233,6 +342,7 @@ class RDFLibStore(GraphStore):
             span=(int(start), int(end)) if start is not None else None,
         )
 
+    @_writes
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
         staged = Graph()
         self._stage_entities(staged, entities)
@@ -262,15 +372,19 @@ class RDFLibStore(GraphStore):
         g = self.graph
         return (node, None, None) not in g and (None, None, node) not in g and (None, node, None) not in g
 
+    @_reads
     def _provenance(self, triple: Triple) -> list[Provenance]:
         return [self._record(n) for n in self._statements(triple, KGLLM.Record)]
 
+    @_reads
     def _is_asserted(self, triple: Triple) -> bool:
         return self._spo(triple) in self.graph and not self._statements(triple, KGLLM.Derived)
 
+    @_reads
     def _sources(self) -> set[str]:
         return {str(s) for s in self.graph.objects(None, KGLLM.source)}
 
+    @_writes
     def _record_source(self, source: str) -> None:
         g = self.graph
         if any((n, RDF.type, KGLLM.Source) in g for n in g.subjects(KGLLM.source, Literal(source))):
@@ -280,6 +394,7 @@ class RDFLibStore(GraphStore):
         g.add((node, KGLLM.source, Literal(source)))
         self._changed()
 
+    @_writes
     def _remove_source(self, source: str) -> list[Triple]:
         g = self.graph
         nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
@@ -324,6 +439,7 @@ class RDFLibStore(GraphStore):
                 return str(value)
         return None
 
+    @_reads
     def label(self, node_id: str) -> str:
         node = self._iri(node_id)
         stored = self._label_of(node)
@@ -336,12 +452,14 @@ class RDFLibStore(GraphStore):
             "properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS}
         )
 
+    @_reads
     def entity(self, entity_id: str) -> Entity | None:
         node = self._iri(entity_id)
         if node not in self._entity_nodes():
             return None
         return self._entity(node)
 
+    @_reads
     def describe(self, node_id: str) -> Entity:
         return self._entity(self._iri(node_id))
 
@@ -379,9 +497,11 @@ class RDFLibStore(GraphStore):
 
         return self._cached("labels", build)
 
+    @_reads
     def _find_by_label(self, key: str) -> list[Entity]:
         return [self._entity(URIRef(i)) for i in sorted(set(self._label_index().get(key, [])))]
 
+    @_reads
     def _search(self, key: str, limit: int) -> list[Entity]:
         hits = sorted((len(name), name, i) for name, ids in self._label_index().items() if key in name for i in ids)
         seen: dict[str, None] = {}
@@ -389,6 +509,7 @@ class RDFLibStore(GraphStore):
             seen.setdefault(i, None)
         return [self._entity(URIRef(i)) for i in list(seen)[:limit]]
 
+    @_reads
     def _neighbors(self, entity_id: str, direction: Direction, relation: str | None, limit: int | None) -> list[Triple]:
         node = self._iri(entity_id)
         predicate = self._iri(relation) if relation else None
@@ -410,29 +531,34 @@ class RDFLibStore(GraphStore):
         self, head: str | None = None, relation: str | None = None, tail: str | None = None
     ) -> Iterator[Triple]:
         pattern = tuple(self._iri(x) if x else None for x in (head, relation, tail))
-        for s, p, o in self.graph.triples(pattern):
-            if self._is_relation_triple(p, o):
-                yield self._triple(s, p, o)
+        with self._reading():
+            found = [self._triple(s, p, o) for s, p, o in self.graph.triples(pattern) if self._is_relation_triple(p, o)]
+        return iter(found)
 
     def entities(self) -> Iterator[Entity]:
-        for node in sorted(self._entity_nodes()):
-            yield self._entity(node)
+        with self._reading():
+            found = [self._entity(node) for node in sorted(self._entity_nodes())]
+        return iter(found)
 
+    @_reads
     def relations(self) -> list[str]:
         return sorted(
             str(p)
             for p in self._cached("properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS})
         )
 
+    @_reads
     def count_triples(self) -> int:
-        return sum(1 for _ in self.triples())
+        return sum(1 for _, p, o in self.graph if self._is_relation_triple(p, o))
 
+    @_reads
     def count_entities(self) -> int:
         return len(self._entity_nodes())
 
     def query(self, sparql: str, **bindings: str):
         """Run a SPARQL query; ``bindings`` are passed as initial bindings (never formatted into the text)."""
-        return self.graph.query(sparql, initBindings={k: self._iri(v) for k, v in bindings.items()})
+        with self._reading(), self._sparql:
+            return self.graph.query(sparql, initBindings={k: self._iri(v) for k, v in bindings.items()})
 
     def export(self, path: str | os.PathLike, format: str | None = None) -> Path:
         path = Path(path)
@@ -441,7 +567,8 @@ class RDFLibStore(GraphStore):
 
             return write_tsv(self.triples(), path)
         tmp = path.with_name(path.name + ".tmp")
-        self.graph.serialize(tmp, format=rdf_format(path, format))
+        with self._reading():
+            self.graph.serialize(tmp, format=rdf_format(path, format))
         os.replace(tmp, path)
         return path
 

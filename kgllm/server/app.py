@@ -1,14 +1,16 @@
 """The FastAPI app: one session shared by every request, API-key check, bounded bodies, JSON errors.
 
 Each group of endpoints is a router in its own module, listed in ``API_ROUTERS``; a new group
-(KG completion, say) is one more module and one more entry there.
+(KG completion, say) is one more module and one more entry there. How requests share the
+session (worker threads, locks, background jobs) is in ``state.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
-import threading
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -17,51 +19,80 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgllm.api import Session
 from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError, KGLLMError, StoreUnavailableError
 from kgllm.server import complete, graph, openai, sparql
-from kgllm.server.limits import MAX_BODY_BYTES
+from kgllm.server.limits import MAX_BODY_BYTES, REQUEST_SECONDS
+from kgllm.server.state import ServerState
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 API_ROUTERS = (graph.router, complete.router, openai.router, sparql.router)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
+PUBLIC_PATHS = ("/", "/health", "/docs", "/openapi.json", "/static/")  # never behind the API key
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"message", "type"}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad input (a value the schema allows but the server cannot use)"),
+        (401, "Missing or wrong API key (when the server has one)"),
+        (404, "Not found"),
+        (413, "Request body too large"),
+        (422, "The request does not match the schema"),
+        (503, "The store does not answer, no model is loaded, or the server is too busy (Retry-After)"),
+    )
+}
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key (KGLLM_API_KEY), when it has one.")
 
 
-class ServerState:
-    """The session and the lock that serializes its use: stores, indexes and models are not all thread-safe."""
-
-    def __init__(self, session: Session, completion_config=None):
-        self.session = session
-        self.lock = threading.Lock()
-        self._completion_config = completion_config
-        self._completion = None
-
-    def completion(self):
-        """The store's completer, the answers it already holds and a name resolver (built once)."""
-        from kgllm.pipelines.completion.completer import CompletionConfig
-        from kgllm.pipelines.completion.jobs import KnownAnswers, NameResolver, cached_completer
-
-        if self._completion is None:
-            store = self.session.store
-            completer = cached_completer(
-                store, self._completion_config or CompletionConfig(), self.session.settings, progress=False
-            )
-            vocabulary = completer.kge.vocabulary
-            self._completion = completer, KnownAnswers(store, vocabulary), NameResolver(store, vocabulary)
-        return self._completion
-
-
-def create_app(session: Session, api_key: str | None = None, completion_config=None) -> FastAPI:
+def create_app(
+    session: Session,
+    api_key: str | None = None,
+    completion_config=None,
+    *,
+    time_budget: float = REQUEST_SECONDS,
+    workers: int | None = None,
+) -> FastAPI:
     """The HTTP app over ``session``; with ``api_key``, API calls need ``Authorization: Bearer <key>``.
-    ``completion_config`` (a ``CompletionConfig``) sets how ``/complete`` trains its model."""
+
+    ``completion_config`` (a ``CompletionConfig``) sets how ``/complete`` trains its model;
+    ``time_budget`` is the seconds one request may work, from its arrival (a question whose search
+    runs longer is answered with what it says was cut); ``workers`` the threads that do the work.
+
+    Example::
+
+        app = create_app(kgllm.connect(use_model=False), api_key="s3cret", time_budget=5)
+    """
     from kgllm import __version__
 
+    state = ServerState(session, completion_config, time_budget=time_budget, workers=workers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(state.start)
+        try:
+            yield
+        finally:
+            state.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="kgllm",
         version=__version__,
         docs_url=None,
@@ -69,22 +100,22 @@ def create_app(session: Session, api_key: str | None = None, completion_config=N
         description="Answers with evidence from a knowledge graph, graph browsing, and the "
         "project's language model behind OpenAI-compatible endpoints.",
     )
-    app.state.kgllm = ServerState(session, completion_config)
+    app.state.kgllm = state
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _add_error_handlers(app)
     protected = [Depends(_bearer_key(api_key))] if api_key else []
     for router in API_ROUTERS:
-        app.include_router(router, dependencies=protected)
+        app.include_router(router, dependencies=protected, responses=ERROR_RESPONSES)
     for router in OPEN_ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses={503: ERROR_RESPONSES[503]})
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
+    async def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="kgllm API",

@@ -1,18 +1,24 @@
-"""KG completion over HTTP: ``POST /complete`` predicts the missing head or tail of each query.
+"""KG completion over HTTP: ``POST /complete`` predicts the missing head or tail of each query;
+``GET /jobs/{id}`` polls a background job.
 
 The completer (structural model and re-rankers) is the one ``kgllm complete`` trains for the
-same store: loaded from the cache, or trained on the first request and cached.
+same store. When it is built, or the cache holds one, ``/complete`` answers at once (200).
+Otherwise the request starts a background job that trains it (and caches it) and then answers
+the queries: the reply is 202 with the job's id, and ``GET /jobs/{id}`` has the result once
+its status is ``done``. Jobs run one at a time, on a thread of their own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kgllm.exceptions import EntityNotFoundError
 from kgllm.server.graph import state
-from kgllm.server.limits import MAX_RESULTS
+from kgllm.server.limits import MAX_JOBS_KEPT, MAX_RESULTS
 
 router = APIRouter(tags=["completion"])
 Name = Field(min_length=1, max_length=2000)
@@ -44,15 +50,45 @@ class CompleteRequest(BaseModel):
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Keep predictions scoring at least this.")
 
 
-@router.post("/complete", summary="Predict missing facts (KG completion)")
-def complete(body: CompleteRequest, request: Request) -> dict[str, Any]:
-    """One record per query, in order: its predictions (best first, each with the scores that produced
-    it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store."""
-    from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
+class JobError(BaseModel):
+    message: str
+    type: str
 
+
+class JobStatus(BaseModel):
+    """A background job: ``result`` once ``status`` is ``done``, ``error`` once it is ``failed``."""
+
+    id: str
+    kind: str
+    status: Literal["queued", "running", "done", "failed"]
+    seconds: float = Field(description="Since the job was created (until it finished).")
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+
+
+@router.post(
+    "/complete",
+    summary="Predict missing facts (KG completion)",
+    response_model=dict[str, Any],
+    responses={202: {"model": JobStatus, "description": "The model is being trained; poll GET /jobs/{id}."}},
+)
+async def complete(body: CompleteRequest, request: Request) -> Response:
+    """One record per query, in order: its predictions (best first, each with the scores that produced
+    it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store.
+    With no trained model yet: 202 and a job that trains one, then answers (``GET /jobs/{id}``)."""
     server = state(request)
-    with server.lock:
-        completer, known, resolver = server.completion()
-        batch = [resolver.query(number, (q.head, q.relation, q.tail)) for number, q in enumerate(body.queries, 1)]
-        records = predict_batch(batch, completer, server.session.store, known, JobSummary(), body.top_k, body.min_score)
-    return {"model": completer.model_name, "results": records}
+    queries = [(q.head, q.relation, q.tail) for q in body.queries]
+    if await server.run(lambda: server.completion_ready):  # looking in the cache reads the store: off the loop
+        return await server.run_json(server.complete, queries, body.top_k, body.min_score)
+    job = server.jobs.submit("complete", lambda: server.complete(queries, body.top_k, body.min_score))
+    return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+@router.get("/jobs/{job_id}", summary="A background job's status, and its result once done")
+async def job_status(request: Request, job_id: str = Path(min_length=1, max_length=64)) -> JobStatus:
+    job = state(request).jobs.get(job_id)
+    if job is None:
+        raise EntityNotFoundError(
+            f"no job with id {job_id!r} (the server keeps its last {MAX_JOBS_KEPT} jobs while it runs)"
+        )
+    return JobStatus(**job.to_dict())

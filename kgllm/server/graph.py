@@ -1,19 +1,21 @@
 """Questions and graph browsing: ``POST /ask``, ``GET /entity``, ``GET /search``, ``GET /neighbors``, ``GET /health``.
 
 Everything a request sends reaches the store as a method argument, and the stores pass
-it to SPARQL or Cypher as a bound parameter only.
+it to SPARQL or Cypher as a bound parameter only. The work of each request runs on the
+server's worker threads (``ServerState.run``); ``/health`` reads a snapshot and never waits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgllm.exceptions import ConfigurationError, EntityNotFoundError, KGLLMError, StoreUnavailableError
+from kgllm.exceptions import ConfigurationError, EntityNotFoundError
 from kgllm.server.limits import MAX_QUESTION_CHARS, MAX_RESULTS
 from kgllm.types import Answer, Entity, Triple
 
@@ -38,26 +40,38 @@ class AskRequest(BaseModel):
         None, ge=1, le=4, description="Longest relation path followed (default: the server's setting)."
     )
     max_paths: int = Field(20, ge=1, le=MAX_RESULTS, description="Most evidence paths (and facts) returned.")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Time budget of the search (at most the server's). A search that runs out of it "
+        "answers nothing and says so: metadata.cut is true.",
+    )
 
 
 def state(request: Request):
     return request.app.state.kgllm
 
 
-@router.post("/ask", summary="Answer a question with the graph paths that support it")
-def ask(body: AskRequest, request: Request) -> dict[str, Any]:
+@router.post("/ask", summary="Answer a question with the graph paths that support it", response_model=dict[str, Any])
+async def ask(body: AskRequest, request: Request) -> Response:
     """The answer as ``kgllm ask --json`` prints it, plus ``found`` (False: the graph holds no answer,
     and the facts are only the closest context) and ``graph``: the evidence subgraph as nodes
-    (``role``: question, answer or other) and edges, for drawing."""
+    (``role``: question, answer or other) and edges, for drawing. The search has the server's
+    time budget; one cut short answers nothing and says so (``metadata.cut``)."""
+    arrived = time.monotonic()
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
     options: dict[str, Any] = {"use_model": body.mode != "graph"}
     if body.max_hops is not None:
         options["max_hops"] = body.max_hops
-    with server.lock:
-        answer = server.session.ask(body.question, **options)
-    return answer_json(answer, body.max_paths)
+
+    def work() -> dict[str, Any]:
+        seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
+        return answer_json(server.session.ask(body.question, max_seconds=seconds, **options), body.max_paths)
+
+    return await server.run_json(work)
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
@@ -85,62 +99,66 @@ def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:
     }
 
 
-@router.get("/entity", summary="One entity: label, other names, classes")
-def entity(request: Request, id: str = EntityId) -> dict[str, Any]:
-    server = state(request)
-    with server.lock:
-        found = server.session.store.entity(id)
+@router.get("/entity", summary="One entity: label, other names, classes", response_model=dict[str, Any])
+async def entity(request: Request, id: str = EntityId) -> Response:
+    store = state(request).session.store
+
+    def work() -> dict[str, Any]:
+        found = store.entity(id)
         if found is None:
             raise EntityNotFoundError(f"no entity with id {id!r}")
-        return {**entity_json(found), "type_labels": [server.session.store.label(t) for t in found.types]}
+        return {**entity_json(found), "type_labels": [store.label(t) for t in found.types]}
+
+    return await state(request).run_json(work)
 
 
-@router.get("/search", summary="Entities whose label or another name contains the text")
-def search(
+@router.get("/search", summary="Entities whose label or another name contains the text", response_model=dict[str, Any])
+async def search(
     request: Request, q: str = Query(min_length=1, max_length=200), limit: int = Query(10, ge=1, le=MAX_RESULTS)
-) -> dict[str, Any]:
-    server = state(request)
-    with server.lock:
-        return {"results": [entity_json(e) for e in server.session.store.search(q, limit)]}
+) -> Response:
+    store = state(request).session.store
+    return await state(request).run_json(lambda: {"results": [entity_json(e) for e in store.search(q, limit)]})
 
 
-@router.get("/neighbors", summary="The facts touching an entity, as a list and as a graph")
-def neighbors(
+@router.get(
+    "/neighbors", summary="The facts touching an entity, as a list and as a graph", response_model=dict[str, Any]
+)
+async def neighbors(
     request: Request,
     id: str = EntityId,
     direction: Literal["out", "in", "both"] = "both",
     limit: int = Query(50, ge=1, le=MAX_RESULTS),
-) -> dict[str, Any]:
-    server = state(request)
-    store = server.session.store
-    with server.lock:
+) -> Response:
+    store = state(request).session.store
+
+    def work() -> dict[str, Any]:
         found = store.entity(id)
         if found is None:
             raise EntityNotFoundError(f"no entity with id {id!r}")
         # one more than asked, to say whether there are more
         triples = store.neighbors(id, direction, limit=limit + 1)
         labels = {x: store.label(x) for t in triples[:limit] for x in (t.head, t.relation, t.tail)}
-    return {
-        "entity": entity_json(found),
-        "more": len(triples) > limit,
-        "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
-        "graph": graph_json(triples[:limit], labels.__getitem__),
-    }
+        return {
+            "entity": entity_json(found),
+            "more": len(triples) > limit,
+            "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
+            "graph": graph_json(triples[:limit], labels.__getitem__),
+        }
+
+    return await state(request).run_json(work)
 
 
 @health_router.get("/health", summary="Whether the store answers, and what it holds")
-def health(request: Request) -> dict[str, Any]:
-    session = state(request).session
-    try:
-        with state(request).lock:
-            triples, entities = session.store.count_triples(), session.store.count_entities()
-    except KGLLMError as exc:
-        raise StoreUnavailableError(f"the graph store does not answer: {exc}") from exc
+async def health(request: Request) -> dict[str, Any]:
+    """Counts from the latest background check of the store (a few seconds old at most): this
+    endpoint never waits for the store or for other requests. 503 when the store does not answer."""
+    server = state(request)
+    counts = server.health.report()
+    session = server.session
     return {
         "status": "ok",
         "store": session.store.name,
-        "triples": triples,
-        "entities": entities,
+        **counts,
         "model": session.lm.name if session.lm is not None else None,
     }
 

@@ -21,7 +21,8 @@ Beyond OpenAI's fields, ``top_k`` and ``repetition_penalty`` are understood (as 
 ``logprobs``, each choice carries the log-probability of every token of its text (of the
 prompt too with ``echo``), which is how a client scores candidates: ``max_tokens=0``,
 ``echo=true``, ``logprobs=0``. Log-probabilities and token counts need a local Hugging Face
-model (``HFCausalLM``), the kind ``kgllm serve`` loads.
+model (``HFCausalLM``), the kind ``kgllm serve`` loads. Generation runs on the server's worker
+threads, one request at a time (``ServerState.model_lock``): the rest of the API goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ class ChatRequest(Sampling):
 
 
 @router.get("/models", summary="The model this server serves")
-def models(request: Request) -> dict[str, Any]:
+async def models(request: Request) -> dict[str, Any]:
     lm = request.app.state.kgllm.session.lm
     return {"object": "list", "data": [_model_card(lm)] if lm is not None else []}
 
@@ -301,9 +302,10 @@ def _model_card(lm: LanguageModel) -> dict[str, Any]:
 
 
 @router.post("/completions", summary="Continue prompts (OpenAI's legacy completions API)")
-def completions(body: CompletionRequest, request: Request) -> Any:
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    server = request.app.state.kgllm
     try:
-        return _complete(body, request.app.state.kgllm)
+        return await server.run(_complete, body, server)
     except Refused as refused:
         return refused.response()
 
@@ -315,7 +317,7 @@ def _complete(body: CompletionRequest, server: Any) -> Any:
         raise HTTPException(400, "log-probabilities need a local Hugging Face model; this server's model is remote")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     choices, generated = [], []
-    with server.lock:
+    with server.model_lock:  # one generation at a time: seeded sampling sets torch's global RNG
         outputs = (
             lm.generate(prompts, body.config(body.max_tokens)) if body.max_tokens else [[""] * body.n for _ in prompts]
         )
@@ -340,9 +342,10 @@ def _complete(body: CompletionRequest, server: Any) -> Any:
 
 
 @router.post("/chat/completions", summary="Reply to a chat (OpenAI's chat completions API)")
-def chat_completions(body: ChatRequest, request: Request) -> Any:
+async def chat_completions(body: ChatRequest, request: Request) -> Any:
+    server = request.app.state.kgllm
     try:
-        return _chat(body, request.app.state.kgllm)
+        return await server.run(_chat, body, server)
     except Refused as refused:
         return refused.response()
 
@@ -361,7 +364,7 @@ def _chat(body: ChatRequest, server: Any) -> Any:
         raise Refused("stop strings would cut a JSON reply; do not combine stop with response_format", "stop")
     prompt, stops = chat_prompt(messages, getattr(lm, "tokenizer", None))
     max_tokens = body.max_completion_tokens or body.max_tokens or (JSON_DEFAULT_MAX_TOKENS if json_mode else 64)
-    with server.lock:
+    with server.model_lock:  # one generation at a time: seeded sampling sets torch's global RNG
         if json_mode:
             try:
                 texts = generate_json(lm, prompt, schema, body.config(max_tokens))

@@ -58,6 +58,7 @@ class ReasonerConfig:
     temperature: float = 0.05  # softmax temperature turning plan scores into a confidence
     max_evidence_paths: int = 60
     related_facts: int = 5  # closest facts (FAISS) shown with a refusal, as context
+    max_seconds: float = 0.0  # time budget of one answer (0: none); past it the search stops and says so
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= 4:
@@ -66,6 +67,8 @@ class ReasonerConfig:
             raise InputError("max_fanout, max_walks and max_topics must be positive")
         if self.beam_width < 0:
             raise InputError("beam_width must be 0 (rank every plan) or positive")
+        if not self.max_seconds >= 0:
+            raise InputError("max_seconds must be 0 (no time budget) or positive")
 
 
 @dataclass
@@ -92,8 +95,14 @@ class Plan:
         return list(dict.fromkeys(w.end for w in self.walks))
 
 
+class SearchCut(Exception):
+    """The search ran past its ``max_seconds`` budget (raised inside the reasoner, caught by ``answer``)."""
+
+
 class PathReasoner:
     """Answers questions over a store by planning and walking relation paths."""
+
+    _deadline: float | None = None  # monotonic time at which the search of the current call stops
 
     def __init__(
         self, store: GraphStore, retriever, lm: LanguageModel | None = None, config: ReasonerConfig | None = None
@@ -120,12 +129,21 @@ class PathReasoner:
         if not question:
             raise InputError("the question is empty")
         started = time.perf_counter()
+        if self.config.max_seconds and self._deadline is None:
+            timed = copy.copy(self)  # the deadline belongs to this call; the caches stay shared
+            timed._deadline = time.monotonic() + self.config.max_seconds
+            return timed.answer(question)
         links = self.retriever.link(question)[: self.config.max_topics]
-        plans, named_relations = self.search(question, links)
+        try:
+            plans, named_relations = self.search(question, links)
+        except SearchCut:
+            plans, named_relations = None, 0
         best = plans[0] if plans else None
         # A question that names a relation of the graph may match its plan less closely.
         floor = self.config.min_plan_similarity - (self.config.named_relation_allowance if named_relations else 0)
-        if best is None or best.scores["encoder"] < floor:
+        if plans is None:
+            answer = self._cut(question, links)
+        elif best is None or best.scores["encoder"] < floor:
             answer = self._not_found(question, links, best)
         else:
             answer = self._found(question, best, plans)
@@ -162,6 +180,7 @@ class PathReasoner:
         """Every relation path from ``topic`` up to ``max_hops``, split by the classes of the nodes it passes."""
         grouped: dict[tuple[tuple[Hop, ...], tuple[str | None, ...]], list[GraphPath]] = defaultdict(list)
         for hops, walk in self._walks(topic.id):
+            self._check_time()
             for classes in itertools.product(*((self._classes_of(n) or (None,)) for n in walk.nodes[1:])):
                 grouped[(hops, classes)].append(walk)
         return [Plan(topic, hops, classes, walks, link_score) for (hops, classes), walks in grouped.items()]
@@ -291,6 +310,7 @@ class PathReasoner:
         if len(edges) == self.config.max_walks:
             log.warning("walk limit %d reached extending a plan from %s", self.config.max_walks, plan.topic.id)
         for walk, t in edges:
+            self._check_time()
             forward = t.head == walk.end
             extended = GraphPath(walk.start, (*walk.triples, t))
             for cls in self._classes_of(t.tail if forward else t.head) or (None,):
@@ -306,6 +326,7 @@ class PathReasoner:
         for depth in range(self.config.max_hops):
             next_frontier = []
             for node, walked, hops in frontier:
+                self._check_time()
                 for t in self.store.neighbors(node, "both", limit=self.config.max_fanout):
                     forward = t.head == node
                     step = (*walked, t), (*hops, Hop(t.relation, forward))
@@ -320,14 +341,23 @@ class PathReasoner:
 
     def _edges_at_ends(self, walks: list[GraphPath]):
         for walk in walks:
+            self._check_time()
             for t in self.store.neighbors(walk.end, "both", limit=self.config.max_fanout):
                 yield walk, t
 
     def _encode_cached(self, texts: list[str]) -> list[np.ndarray]:
-        missing = [t for t in texts if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self.retriever.encoder.encode(missing)))
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        # under a time budget, in chunks with the clock checked between them
+        step = _TIMED_CHUNK if self._deadline is not None else max(1, len(missing))
+        for start in range(0, len(missing), step):
+            self._check_time()
+            chunk = missing[start : start + step]
+            self._vectors.update(zip(chunk, self.retriever.encoder.encode(chunk)))
         return [self._vectors[t] for t in texts]
+
+    def _check_time(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise SearchCut
 
     def _lookup_classes(self, node: str) -> tuple[str, ...]:
         entity = self.store.entity(node)
@@ -336,7 +366,12 @@ class PathReasoner:
     def _rank_with_model(self, question: str, plans: list[Plan]) -> None:
         texts = [self._path_text(p) for p in plans]
         unique = list(dict.fromkeys(texts))
-        logp = dict(zip(unique, self.lm.score(plan_prompt(question), unique, normalize=True)))
+        step = _TIMED_CHUNK if self._deadline is not None else max(1, len(unique))
+        logp: dict[str, float] = {}
+        for start in range(0, len(unique), step):
+            self._check_time()
+            chunk = unique[start : start + step]
+            logp.update(zip(chunk, self.lm.score(plan_prompt(question), chunk, normalize=True)))
         for plan, text in zip(plans, texts):
             plan.scores["model"] = self.config.lm_weight * logp[text]
 
@@ -391,6 +426,21 @@ class PathReasoner:
             },
         )
 
+    def _cut(self, question: str, links) -> Answer:
+        """No answer: the search ran out of its time budget before it had ranked every plan."""
+        budget = self.config.max_seconds
+        considered = [link.entity.label for link in links]
+        return Answer(
+            question=question,
+            text=f"The search was cut after its time budget of {budget:g} s, before it had ranked every "
+            "relation path, so no answer is given. Ask about fewer entities, or with a smaller max_hops.",
+            entities=[],
+            evidence=Evidence(triples=[], source="synergize:relation-path"),
+            confidence=0.0,
+            labels={},
+            metadata={"found": False, "cut": True, "time_budget_seconds": budget, "considered": considered},
+        )
+
     def _not_found(self, question: str, links, best: Plan | None) -> Answer:
         considered = [link.entity.label for link in links]
         if considered:
@@ -419,6 +469,7 @@ class PathReasoner:
 
 
 MASK = "X"
+_TIMED_CHUNK = 64  # texts encoded (or plans scored by the model) between two looks at the clock
 WH_WORDS = frozenset({"which", "what", "name", "list", "all", "every", "whose", "who", "where"})
 STOP_WORDS = frozenset(
     [
