@@ -92,15 +92,15 @@ def load(
     """Load a file of triples into a store (all or nothing) and index it."""
     from kgllm.api import connect
     from kgllm.graph import open_store
-    from kgllm.graph.loaders import load as load_file
+    from kgllm.graph.loaders import load_report
 
     settings = Settings()
     target = open_store(into, store=store, settings=settings, writable=True)
     started = time.perf_counter()
     with console.status(f"loading {source}"):
-        added = load_file(target, source, format=format)
+        report = load_report(target, source, format=format)
     console.print(
-        f"loaded {added} new triples from {source} in {time.perf_counter() - started:.1f} s "
+        f"{report.line()} in {time.perf_counter() - started:.1f} s "
         f"({target.count_triples()} triples, {target.count_entities()} entities in the store)"
     )
     if index:
