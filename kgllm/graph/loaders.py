@@ -237,6 +237,11 @@ def syntax_error(exc: BaseException, text: str | None = None, fmt: str = "") -> 
     """``(line, reason)`` of an RDF parser's exception (line None where the parser gives none)."""
     why = getattr(exc, "_why", None)
     if why is not None and hasattr(exc, "lines"):  # Turtle, TriG, N3 (rdflib's notation3 parser)
+        source, position = getattr(exc, "_str", None), getattr(exc, "_i", None)
+        if isinstance(source, bytes):
+            source = source.decode("utf-8", errors="replace")  # the position counts characters, not bytes
+        if isinstance(source, str) and isinstance(position, int):  # its own line count can run one ahead
+            return source[:position].count("\n") + 1, f"bad syntax: {why}"
         return exc.lines + 1, f"bad syntax: {why}"
     if hasattr(exc, "getLineNumber") and hasattr(exc, "getMessage"):  # RDF/XML (SAX)
         return exc.getLineNumber(), f"not valid XML: {exc.getMessage()}"
@@ -365,10 +370,18 @@ def _read_text(path: Path) -> str:
 
 
 def _check_bytes(path: Path) -> None:
+    """Refuse control characters in a file that may declare its own encoding (RDF/XML)."""
     raw = path.read_bytes()
-    found = CONTROL_BYTES.search(raw)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # another declared encoding: its ASCII range is what can be checked
+        found = CONTROL_BYTES.search(raw)
+        if found:
+            _refuse_control(path, raw.decode("latin-1"), found.start(), found.group()[0])
+        return
+    found = CONTROL.search(text)
     if found:
-        _refuse_control(path, raw.decode("latin-1"), found.start(), found.group()[0])
+        _refuse_control(path, text, found.start(), ord(found.group()))
 
 
 def _refuse_control(path: Path, text: str, position: int, code: int) -> None:
