@@ -51,6 +51,7 @@ CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 CONTROL_BYTES = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTROL_IN_VALUE = CONTROL  # literal values may hold tabs and line breaks (escaped in the file)
 CONTROL_IN_IRI = re.compile("[\x00-\x20\x7f-\x9f]")
+FORMAT_NAMES = {"json-ld": "JSON-LD", "turtle": "Turtle", "nt": "N-Triples", "xml": "RDF/XML", "trig": "TriG"}
 TEXT_RDF_FORMATS = ("turtle", "nt", "n3", "json-ld", "trig", "nquads", "ntriples", "nt11", "ttl")
 
 
@@ -252,7 +253,10 @@ def syntax_error(exc: BaseException, text: str | None = None, fmt: str = "") -> 
         if found:
             return found
     message = " ".join(str(exc).split())
-    return None, f"not valid {fmt or 'RDF'}: {message or type(exc).__name__}"
+    name = FORMAT_NAMES.get(fmt, fmt or "RDF")
+    if isinstance(exc, (AttributeError, TypeError, KeyError, IndexError, ValueError)):  # the parser tripped over it
+        return None, f"not valid {name} ({type(exc).__name__}: {message})"
+    return None, f"not valid {name}: {message or type(exc).__name__}"
 
 
 def _ntriples_error(text: str, fmt: str) -> tuple[int, str] | None:
