@@ -228,11 +228,16 @@ class JobOutput:
             log.warning("%s: output of a job with other settings; starting it over (--restart)", self.path)
             self._rewrite([])
             return
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        complete = text[: text.rfind("\n") + 1]
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # a cut-off last line is dropped
         corrupt: list[tuple[int, str]] = []
         first_line: dict[str, int] = {}
-        for number, line in enumerate(complete.splitlines(), 1):
+        for number, chunk in enumerate(complete.split(b"\n")[:-1], 1):
+            try:
+                line = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                corrupt.append((number, f"not UTF-8 text ({exc.reason})"))
+                continue
             if not line.strip():
                 continue
             problem, key = _check_record(line)
@@ -256,7 +261,7 @@ class JobOutput:
             )
         if corrupt:
             log.warning("%s: dropping %d corrupt lines (--repair): %s", self.path, len(corrupt), corrupt[:10])
-        if corrupt or complete != text:
+        if corrupt or complete != raw:
             self._rewrite([line for _, line, _ in self._lines])
 
     def resume(self, keys: Iterable[str]) -> set[str]:

@@ -15,7 +15,7 @@ import pytest
 import kgllm
 from kgllm.exceptions import ConfigurationError, InputError, ParseError
 from kgllm.graph.demo import demo_graph_path
-from kgllm.jobs import item_key, read_job, run_ask_job
+from kgllm.jobs import JobOutput, item_key, read_job, run_ask_job
 from kgllm.settings import Settings
 
 TSV = "chad\tneighborOf\tniger\nniger\tneighborOf\tchad\nchad\tlocatedIn\tafrica\n"
@@ -258,3 +258,16 @@ def test_a_job_killed_mid_way_resumes_with_no_lost_or_repeated_line(tmp_path):
     assert repaired.returncode == 0, err
     assert "1 questions answered, 89 already done" in out
     assert sorted(int(r["id"]) for r in lines(output)) == list(range(1, 91))
+
+
+def test_job_output_lines_that_are_not_utf8_are_corrupt(tmp_path):
+    output = tmp_path / "o.jsonl"
+    with JobOutput(output, "spec") as writing:
+        assert writing.resume(["a", "b"]) == set()
+        writing.write([{"key": "a"}, {"key": "b"}])
+    output.write_bytes(output.read_bytes().replace(b'"b"', b'"\xff"'))
+    with pytest.raises(ParseError, match=r"o.jsonl:2: not UTF-8 text"), JobOutput(output, "spec"):
+        pass
+    with JobOutput(output, "spec", repair=True) as repairing:
+        assert repairing.resume(["a", "b"]) == {"a"}
+    assert output.read_text() == '{"key": "a"}\n'
