@@ -271,3 +271,22 @@ def test_job_output_lines_that_are_not_utf8_are_corrupt(tmp_path):
     with JobOutput(output, "spec", repair=True) as repairing:
         assert repairing.resume(["a", "b"]) == {"a"}
     assert output.read_text() == '{"key": "a"}\n'
+
+
+def test_a_complete_job_refuses_stale_answers_before_any_training(tmp_path):
+    from kgllm.graph.rdflib_store import RDFLibStore
+    from kgllm.jobs import CompleteJob
+    from kgllm.pipelines.completion.jobs import run_complete_job
+
+    (tmp_path / "q.tsv").write_text("chad\tneighborOf\t?\n")
+    job = CompleteJob(job="complete", queries=tmp_path / "q.tsv", output=tmp_path / "out.jsonl", scorers=[])
+    with JobOutput(job.output, job.fingerprint()) as output:  # answers to an older queries file
+        output.resume([])
+        output.write(
+            [{"id": "1", "query": ["niger", "neighborOf", "?"], "key": item_key("1", "niger", "neighborOf", "?")}]
+        )
+    store = RDFLibStore()
+    store.add([("chad", "neighborOf", "niger")])
+    with pytest.raises(ConfigurationError, match=r"1 of its 1 lines answer queries that are no longer in the input"):
+        run_complete_job(job, store, Settings(cache_dir=tmp_path / "cache"), progress=False)
+    assert not (tmp_path / "cache").exists()  # refused before training anything
