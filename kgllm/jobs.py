@@ -1,17 +1,30 @@
 """Batch jobs described in YAML (``pipelines/*.yaml``) and run by ``kgllm run``.
 
-A job writes one JSON line per item as it goes and resumes where it stopped:
-items already in the output are skipped, a line cut off by an interruption is
-dropped, and an output written by a different job is refused rather than appended to.
+A job writes one JSON line per item as it goes and resumes where it stopped
+(:class:`JobOutput`):
+
+- Every line records ``key``, a hash of the item it answers (its id and its text), so
+  an item counts as done only while the input still holds it unchanged. Lines whose
+  item is no longer in the input are *stale*: the job refuses to run, saying how many,
+  until ``restart`` (``--restart``) drops them; the lines still current are kept.
+- One job at a time writes an output: it holds ``<output>.lock`` while it runs, and a
+  second job on the same output stops at once with an error.
+- A line cut off by an interruption is dropped. Any other line that is not a JSON
+  record (or repeats an earlier line's item) is *corrupt*: the job refuses, naming its
+  line number, until ``repair`` (``--repair``) drops it. Rewrites are atomic.
+- An output written by a job with other settings is refused rather than appended to
+  (``restart`` starts it over).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,7 +32,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
-from kgllm.exceptions import ConfigurationError, InputError
+from kgllm.cache import LockTimeoutError, atomic_write, file_lock, lock_path, write_text_atomic
+from kgllm.exceptions import ConfigurationError, InputError, ParseError
+
+log = logging.getLogger(__name__)
 
 
 class Job(BaseModel):
@@ -129,30 +145,171 @@ def read_questions(path: Path) -> Iterator[tuple[str, str]]:
             yield str(number), line.strip()
 
 
-def run_ask_job(job: AskJob, session, progress: bool = True) -> dict[str, int]:
-    """Answer the questions not yet in ``job.output``; returns counts of answered and skipped."""
-    done = resume_output(job.output, job.fingerprint())
-    pending = [(i, q) for i, q in read_questions(job.questions) if i not in done]
-    with job.output.open("a", encoding="utf-8") as out:
-        for item_id, question in tqdm(pending, desc="answering", unit="question", disable=not progress):
-            record = {"id": item_id, **session.ask(question).to_dict()}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            out.flush()
+def run_ask_job(
+    job: AskJob, session, progress: bool = True, *, restart: bool = False, repair: bool = False
+) -> dict[str, int]:
+    """Answer the questions not yet in ``job.output``; returns counts of answered and skipped.
+
+    ``restart`` drops answers to questions no longer in the file, ``repair`` drops corrupt
+    lines (see :class:`JobOutput`); without them the job refuses to touch such an output.
+    """
+    questions = [(item_key(i, q), i, q) for i, q in read_questions(job.questions)]
+    with JobOutput(job.output, job.fingerprint(), restart=restart, repair=repair, items="questions") as output:
+        done = output.resume(key for key, _, _ in questions)
+        pending = list({key: (key, i, q) for key, i, q in questions if key not in done}.values())
+        for key, item_id, question in tqdm(pending, desc="answering", unit="question", disable=not progress):
+            output.write([{"id": item_id, **session.ask(question).to_dict(), "key": key}])
     return {"answered": len(pending), "skipped": len(done)}
 
 
-def resume_output(output: Path, fingerprint: str) -> set[str]:
-    """Ids already answered in ``output``, after checking it belongs to this job and dropping a cut-off line."""
-    meta = output.with_name(output.name + ".job.json")
-    if output.exists() and output.stat().st_size:
-        if not meta.is_file() or json.loads(meta.read_text()).get("fingerprint") != fingerprint:
-            raise ConfigurationError(f"{output} holds the output of another job; choose another output or delete it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"fingerprint": fingerprint}))
-    if not output.exists():
-        return set()
-    text = output.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
-    if complete != text:
-        output.write_text(complete, encoding="utf-8")
-    return {json.loads(line)["id"] for line in complete.splitlines() if line.strip()}
+def item_key(*parts: str) -> str:
+    """The content hash an output line records for the item it answers (its id and its text)."""
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+class JobOutput:
+    """The JSON-lines output of a job: locked while the job runs, resumed by content, appended durably.
+
+    Use it as a context manager: entering takes ``<output>.lock`` (another job holding it is
+    an error, not a wait) and reads the output; :meth:`resume` says which items are done;
+    :meth:`write` appends records, each with its ``key`` (:func:`item_key`), flushed to disk.
+
+    Example::
+
+        with JobOutput(Path("answers.jsonl"), job.fingerprint()) as output:
+            done = output.resume(item_key(i, q) for i, q in items)
+            output.write([{"id": "1", "key": item_key("1", "Who?"), "answer": "..."}])
+    """
+
+    def __init__(
+        self, path: Path, fingerprint: str, *, restart: bool = False, repair: bool = False, items: str = "queries"
+    ):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.restart = restart
+        self.repair = repair
+        self.items = items
+        self._meta = self.path.with_name(self.path.name + ".job.json")
+        self._held = contextlib.ExitStack()
+        self._file = None
+        self._lines: list[tuple[int, str, str | None]] = []  # (line number, text, key or None)
+
+    def __enter__(self) -> JobOutput:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._held.enter_context(file_lock(self.path, timeout=0))
+        except LockTimeoutError:
+            raise ConfigurationError(
+                f"{self.path} is being written by another job (it holds {lock_path(self.path)}); "
+                "wait for that job to finish, or choose another output"
+            ) from None
+        try:
+            self._read()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._held.close()
+
+    def _read(self) -> None:
+        if not self.path.exists() or not self.path.stat().st_size:
+            return
+        if not self._meta.is_file() or _fingerprint_of(self._meta) != self.fingerprint:
+            if not self.restart:
+                raise ConfigurationError(
+                    f"{self.path} holds the output of another job (other settings); choose another output, "
+                    "delete it, or run again with --restart to start it over"
+                )
+            log.warning("%s: output of a job with other settings; starting it over (--restart)", self.path)
+            self._rewrite([])
+            return
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # a cut-off last line is dropped
+        corrupt: list[tuple[int, str]] = []
+        first_line: dict[str, int] = {}
+        for number, chunk in enumerate(complete.split(b"\n")[:-1], 1):
+            try:
+                line = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                corrupt.append((number, f"not UTF-8 text ({exc.reason})"))
+                continue
+            if not line.strip():
+                continue
+            problem, key = _check_record(line)
+            if key is not None and key in first_line:
+                problem = f"repeats the item of line {first_line[key]}"
+            if problem:
+                corrupt.append((number, problem))
+                continue
+            if key is not None:
+                first_line[key] = number
+            self._lines.append((number, line, key))
+        if corrupt and not self.repair:
+            number, problem = corrupt[0]
+            others = (
+                f" ({len(corrupt)} such lines: {', '.join(str(n) for n, _ in corrupt[:10])})"
+                if len(corrupt) > 1
+                else ""
+            )
+            raise ParseError(
+                f"{problem}{others}; run again with --repair to drop the corrupt lines", str(self.path), number
+            )
+        if corrupt:
+            log.warning("%s: dropping %d corrupt lines (--repair): %s", self.path, len(corrupt), corrupt[:10])
+        if corrupt or complete != raw:
+            self._rewrite([line for _, line, _ in self._lines])
+
+    def resume(self, keys: Iterable[str]) -> set[str]:
+        """The keys of ``keys`` the output already answers; refuses (or with ``restart`` drops) stale lines."""
+        current = set(keys)
+        stale = [(number, line) for number, line, key in self._lines if key not in current]
+        if stale and not self.restart:
+            raise ConfigurationError(
+                f"{self.path}: {len(stale)} of its {len(self._lines)} lines answer {self.items} that are no longer "
+                f"in the input (first: line {stale[0][0]}); run again with --restart to drop them "
+                f"(the {len(self._lines) - len(stale)} still current are kept), or choose another output"
+            )
+        if stale:
+            log.warning(
+                "%s: dropping %d lines for %s no longer in the input (--restart)", self.path, len(stale), self.items
+            )
+            self._lines = [entry for entry in self._lines if entry[2] in current]
+            self._rewrite([line for _, line, _ in self._lines])
+        write_text_atomic(self._meta, json.dumps({"fingerprint": self.fingerprint}))
+        return {key for _, _, key in self._lines}
+
+    def write(self, records: list[dict]) -> None:
+        """Append one JSON line per record and flush them to disk (a kill loses no written line)."""
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _rewrite(self, lines: list[str]) -> None:
+        with atomic_write(self.path) as out:
+            out.write("".join(line + "\n" for line in lines))
+
+
+def _fingerprint_of(meta: Path) -> str | None:
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_record(line: str) -> tuple[str, str | None]:
+    """``(problem, key)`` of an output line: problem is empty for a JSON record, key None when it has none."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        return f"not a JSON record ({exc})", None
+    if not isinstance(record, dict):
+        return "not a JSON object", None
+    key = record.get("key")
+    return "", key if isinstance(key, str) else None

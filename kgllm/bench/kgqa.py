@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from kgllm.cache import cached_artifact
 from kgllm.datasets.pathquestion import read_pathquestion
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import local_name
@@ -80,7 +81,8 @@ def trained_reasoner(
     examples = planning_examples(session.store, read_pathquestion(train_file))
     config = PlannerConfig(max_minutes=minutes, threads=settings.threads)
     adapter_dir = _adapter_dir(base_dir, examples, config, settings)
-    if not (adapter_dir / "adapter_config.json").is_file():
+
+    def build(staging: Path) -> None:
         log.warning(
             "training the planner on %d questions of %s (at most %.1f min); cached in %s",
             len(examples),
@@ -88,7 +90,9 @@ def trained_reasoner(
             minutes,
             adapter_dir,
         )
-        train_planner(base_dir, examples, adapter_dir, config, progress=progress)
+        train_planner(base_dir, examples, staging, config, progress=progress)
+
+    cached_artifact(adapter_dir, build, marker="adapter_config.json")
     planner = load_planner(base_dir, adapter_dir, threads=settings.threads)
     reasoner = PathReasoner(
         session.store, session.retriever, lm=planner, config=replace(session.reasoner.config, lm_weight=1.0)

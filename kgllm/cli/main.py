@@ -53,6 +53,18 @@ TrainDataOption = Annotated[
 NoModelOption = Annotated[
     bool, typer.Option("--no-model", help="Answer with the encoder and the graph only (no language model).")
 ]
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Drop output lines whose query is no longer in the input (or the whole output, when written with "
+        "other settings); lines still current are kept. Without it the job refuses such an output.",
+    ),
+]
+RepairOption = Annotated[
+    bool,
+    typer.Option("--repair", help="Drop corrupt output lines (reported with their line numbers) and resume."),
+]
 
 
 def main() -> None:
@@ -99,15 +111,15 @@ def load(
     """Load a file of triples into a store (all or nothing) and index it."""
     from kgllm.api import connect
     from kgllm.graph import open_store
-    from kgllm.graph.loaders import load as load_file
+    from kgllm.graph.loaders import load_report
 
     settings = Settings()
     target = open_store(into, store=store, settings=settings, writable=True)
     started = time.perf_counter()
     with console.status(f"loading {source}"):
-        added = load_file(target, source, format=format)
+        report = load_report(target, source, format=format)
     console.print(
-        f"loaded {added} new triples from {source} in {time.perf_counter() - started:.1f} s "
+        f"{report.line()} in {time.perf_counter() - started:.1f} s "
         f"({target.count_triples()} triples, {target.count_entities()} entities in the store)"
     )
     if index:
@@ -183,7 +195,11 @@ def demo(no_model: NoModelOption = False) -> None:
 
 
 @app.command()
-def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")]) -> None:
+def run(
+    job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")],
+    restart: RestartOption = False,
+    repair: RepairOption = False,
+) -> None:
     """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
     from kgllm.api import connect
     from kgllm.jobs import read_job, run_ask_job
@@ -192,11 +208,11 @@ def run(job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipeline
     if job.job == "complete":
         from kgllm.pipelines.completion.jobs import open_and_complete
 
-        console.print(open_and_complete(job, Settings()))
+        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
         return
     started = time.perf_counter()
     session = connect(job.graph, store=job.store, use_model=job.use_model)
-    counts = run_ask_job(job, session)
+    counts = run_ask_job(job, session, restart=restart, repair=repair)
     seconds = time.perf_counter() - started
     console.print(
         f"{counts['answered']} questions answered, {counts['skipped']} already done, in {seconds:.1f} s -> {job.output}"
@@ -331,6 +347,8 @@ def complete(
     kge_seconds: Annotated[
         float, typer.Option("--kge-seconds", help="Training budget of the structural model (cached per graph).")
     ] = 60.0,
+    restart: RestartOption = False,
+    repair: RepairOption = False,
 ) -> None:
     """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
     from kgllm.pipelines.completion.jobs import job_from_options, open_and_complete
@@ -347,7 +365,7 @@ def complete(
         kge_seconds=kge_seconds,
         scorers=names,
     )
-    console.print(open_and_complete(job, Settings()))
+    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)

@@ -1,38 +1,95 @@
 """Read triples from files (TSV, CSV with a header, RDF) and write them back out.
 
-A file is parsed in full before anything reaches a store, so a malformed line
-(reported with the file and line number) leaves the store untouched.
+A file is parsed and checked in full before anything reaches a store, so a bad file
+leaves the store untouched. Every refusal names the file, the line and the reason:
+a syntax error in any format, text that is not UTF-8, and control characters (NUL and
+the other C0/C1 controls but tab and line breaks), which are refused anywhere in a file.
+
+Literal-valued statements in RDF (``ex:chad ex:population 17``) are attributes: kept by
+stores that hold them (the rdflib store keeps them as literal triples, which readers of
+relations skip) and reported, never silently dropped, by the others. Statements about
+blank nodes cannot be named in a store; they are counted and reported as skipped.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rdflib import RDF, SKOS, Graph, URIRef
+from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
+from kgllm.cache import atomic_write
 from kgllm.exceptions import InputError, ParseError
 from kgllm.graph.base import GraphStore
-from kgllm.graph.rdflib_store import DEFAULT_BASE, LABEL_PREDICATES, NON_RELATIONS, RDF_FORMATS, to_iri
+from kgllm.graph.rdflib_store import (
+    DEFAULT_BASE,
+    LABEL_PREDICATES,
+    NON_RELATIONS,
+    RDF_FORMATS,
+    Attribute,
+    to_iri,
+)
 from kgllm.types import Entity, Triple
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = {
     "head": ("head", "subject", "source", "h", "s"),
     "relation": ("relation", "predicate", "type", "r", "p"),
     "tail": ("tail", "object", "target", "t", "o"),
 }
+NAME_PREDICATES = (*LABEL_PREDICATES, SKOS.altLabel)
+# C0 controls but tab, line feed and carriage return; DEL; C1 controls.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROL_BYTES = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_IN_VALUE = CONTROL  # literal values may hold tabs and line breaks (escaped in the file)
+CONTROL_IN_IRI = re.compile("[\x00-\x20\x7f-\x9f]")
+FORMAT_NAMES = {"json-ld": "JSON-LD", "turtle": "Turtle", "nt": "N-Triples", "xml": "RDF/XML", "trig": "TriG"}
+TEXT_RDF_FORMATS = ("turtle", "nt", "n3", "json-ld", "trig", "nquads", "ntriples", "nt11", "ttl")
 
 
 @dataclass
 class GraphData:
-    """What a file holds: relation triples and entity descriptions (labels, aliases, types)."""
+    """What a file holds: relation triples, entity descriptions (labels, aliases, types),
+    attributes (literal-valued statements) and the count of statements that could not be kept."""
 
     triples: list[Triple] = field(default_factory=list)
     entities: list[Entity] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+    skipped: int = 0
+    """Statements no store can hold: about blank nodes, labels past the one kept, a class or name of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did: new triples, and what the file held besides relation triples."""
+
+    path: Path
+    new_triples: int
+    triples: int
+    entities: int
+    attributes: int
+    attributes_dropped: int
+    skipped: int
+
+    def line(self) -> str:
+        """``loaded 3 new triples (2 attributes kept, 1 statement skipped) from kg.ttl``."""
+        extra = []
+        if self.attributes:
+            extra.append(f"{self.attributes} literal-valued attributes kept")
+        if self.attributes_dropped:
+            extra.append(f"{self.attributes_dropped} literal-valued attributes not loaded (the store holds none)")
+        if self.skipped:
+            extra.append(f"{self.skipped} statements skipped (blank nodes, extra labels)")
+        detail = f" ({'; '.join(extra)})" if extra else ""
+        return f"loaded {self.new_triples} new triples{detail} from {self.path}"
 
 
 def file_format(path: Path, format: str | None = None) -> str:
@@ -51,7 +108,11 @@ def file_format(path: Path, format: str | None = None) -> str:
 
 
 def read_file(path: str | os.PathLike, format: str | None = None, base: str = DEFAULT_BASE) -> GraphData:
-    """Parse a triples file. Plain names in TSV/CSV become IRIs in ``base``."""
+    """Parse and check a triples file in full. Plain names in TSV/CSV become IRIs in ``base``.
+
+    Raises :class:`~kgllm.exceptions.ParseError` naming the file, the line and the reason
+    when the file does not parse or holds control characters.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -70,9 +131,56 @@ def load(
     base: str = DEFAULT_BASE,
     batch_size: int = 1000,
 ) -> int:
-    """Parse ``path`` in full, then add it to ``store``; returns the number of new triples."""
+    """Parse ``path`` in full, then add it to ``store`` in one atomic write; returns the number of new triples."""
+    return load_report(store, path, format, base, batch_size).new_triples
+
+
+def load_report(
+    store: GraphStore,
+    path: str | os.PathLike,
+    format: str | None = None,
+    base: str = DEFAULT_BASE,
+    batch_size: int = 1000,
+) -> LoadReport:
+    """As :func:`load`, and say what was kept: triples, attributes, skipped statements.
+
+    Attributes go to stores with ``supports_attributes`` in the same atomic write as the
+    triples; other stores get the triples, and the attributes are reported as not loaded.
+    """
+    path = Path(path)
     data = read_file(path, format, base)
-    return store.add(data.triples, data.entities, batch_size=batch_size)
+    keeps_attributes = getattr(store, "supports_attributes", False)
+    if keeps_attributes:
+        new = store.add(data.triples, data.entities, batch_size=batch_size, attributes=data.attributes)
+    else:
+        new = store.add(data.triples, data.entities, batch_size=batch_size)
+        if data.attributes:
+            s, p, o = data.attributes[0]
+            log.warning(
+                "%s: %d literal-valued statements not loaded (e.g. %s %s %r): the %s store holds relations "
+                "between entities only",
+                path,
+                len(data.attributes),
+                s,
+                p,
+                str(o),
+                store.name,
+            )
+    if data.skipped:
+        log.warning(
+            "%s: %d statements skipped: about blank nodes (no id to store) or labels beyond one per entity",
+            path,
+            data.skipped,
+        )
+    return LoadReport(
+        path=path,
+        new_triples=new,
+        triples=len(data.triples),
+        entities=len(data.entities),
+        attributes=len(data.attributes) if keeps_attributes else 0,
+        attributes_dropped=0 if keeps_attributes else len(data.attributes),
+        skipped=data.skipped,
+    )
 
 
 def _minted(parts: Iterable[str], base: str) -> Triple:
@@ -98,46 +206,137 @@ def _read_tsv(path: Path, base: str) -> GraphData:
 
 def _read_csv(path: Path, base: str) -> GraphData:
     data = GraphData()
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    header = [h.strip().lower() for h in next(reader, [])]
-    columns = {role: next((header.index(n) for n in names if n in header), None) for role, names in CSV_COLUMNS.items()}
-    missing = [role for role, index in columns.items() if index is None]
-    if missing:
-        raise ParseError(f"header {header} lacks column(s) {missing} (e.g. head,relation,tail)", path=str(path), line=1)
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        try:
-            parts = [row[columns[role]].strip() for role in ("head", "relation", "tail")]
-        except IndexError:
-            parts = []
-        if len(parts) != 3 or not all(parts):
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        columns = {
+            role: next((header.index(n) for n in names if n in header), None) for role, names in CSV_COLUMNS.items()
+        }
+        missing = [role for role, index in columns.items() if index is None]
+        if missing:
             raise ParseError(
-                f"expected head, relation and tail values, got {row!r}", path=str(path), line=reader.line_num
+                f"header {header} lacks column(s) {missing} (e.g. head,relation,tail)", path=str(path), line=1
             )
-        data.triples.append(_minted(parts, base))
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            try:
+                parts = [row[columns[role]].strip() for role in ("head", "relation", "tail")]
+            except IndexError:
+                parts = []
+            if len(parts) != 3 or not all(parts):
+                raise ParseError(
+                    f"expected head, relation and tail values, got {row!r}", path=str(path), line=reader.line_num
+                )
+            data.triples.append(_minted(parts, base))
+    except csv.Error as exc:
+        raise ParseError(f"not valid CSV ({exc})", path=str(path), line=reader.line_num) from None
     return data
+
+
+def syntax_error(exc: BaseException, text: str | None = None, fmt: str = "") -> tuple[int | None, str]:
+    """``(line, reason)`` of an RDF parser's exception (line None where the parser gives none)."""
+    why = getattr(exc, "_why", None)
+    if why is not None and hasattr(exc, "lines"):  # Turtle, TriG, N3 (rdflib's notation3 parser)
+        source, position = getattr(exc, "_str", None), getattr(exc, "_i", None)
+        if isinstance(source, bytes):
+            source = source.decode("utf-8", errors="replace")  # the position counts characters, not bytes
+        if isinstance(source, str) and isinstance(position, int):  # its own line count can run one ahead
+            return source[:position].count("\n") + 1, f"bad syntax: {why}"
+        return exc.lines + 1, f"bad syntax: {why}"
+    if hasattr(exc, "getLineNumber") and hasattr(exc, "getMessage"):  # RDF/XML (SAX)
+        return exc.getLineNumber(), f"not valid XML: {exc.getMessage()}"
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})"
+    if text is not None and fmt in ("nt", "ntriples", "nt11", "nquads"):
+        found = _ntriples_error(text, fmt)
+        if found:
+            return found
+    message = " ".join(str(exc).split())
+    name = FORMAT_NAMES.get(fmt, fmt or "RDF")
+    if isinstance(exc, (AttributeError, TypeError, KeyError, IndexError, ValueError)):  # the parser tripped over it
+        return None, f"not valid {name} ({type(exc).__name__}: {message})"
+    return None, f"not valid {name}: {message or type(exc).__name__}"
+
+
+def _ntriples_error(text: str, fmt: str) -> tuple[int, str] | None:
+    """The first line of an N-Triples / N-Quads text that does not parse, and why (rdflib names no line)."""
+    from rdflib import Dataset
+    from rdflib.plugins.parsers.nquads import NQuadsParser
+    from rdflib.plugins.parsers.ntriples import ParseError as NTError
+    from rdflib.plugins.parsers.ntriples import W3CNTriplesParser, r_tail, r_wspaces
+
+    parser = NQuadsParser() if fmt == "nquads" else W3CNTriplesParser(sink=_NoSink())
+    if fmt == "nquads":
+        parser.sink = Dataset(default_union=True)
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+        parser.line = line
+        try:
+            parser.parseline()
+        except NTError as exc:
+            message = str(exc)
+            if r_tail.pattern in message:
+                reason = f"expected ' .' to end the statement, found {parser.line[:40]!r}"
+            elif r_wspaces.pattern in message:
+                reason = f"expected whitespace between terms, found {parser.line[:40]!r}"
+            else:
+                reason = message
+            return number, f"bad syntax: {reason}"
+    return None
+
+
+class _NoSink:
+    """Where the line-by-line N-Triples check sends its triples: nowhere."""
+
+    def triple(self, *_: object) -> None:
+        pass
 
 
 def _read_rdf(path: Path, fmt: str) -> GraphData:
     graph = Graph()
+    text = None
     try:
-        graph.parse(path, format=fmt)
+        if fmt in TEXT_RDF_FORMATS:
+            text = _read_text(path)
+            if fmt == "json-ld":
+                json.loads(text)  # a JSON syntax error, with its line, before the JSON-LD processor
+            graph.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
+        else:  # RDF/XML may declare its own encoding: check the bytes, let the parser decode
+            _check_bytes(path)
+            graph.parse(path, format=fmt)
+    except ParseError:
+        raise
     except Exception as exc:  # rdflib raises many types; all mean the file did not parse
-        raise ParseError(
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, path=str(path)
-        ) from exc
+        line, reason = syntax_error(exc, text, fmt)
+        raise ParseError(reason, path=str(path), line=line) from exc
+    return _graph_data(graph, path)
+
+
+def _graph_data(graph: Graph, path: Path) -> GraphData:
     data = GraphData()
     described: set[URIRef] = set()
     for s, p, o in graph:
-        if not isinstance(s, URIRef):
-            continue
-        if p in NON_RELATIONS:
-            described.add(s)
-        elif isinstance(o, URIRef):
+        _check_terms(path, s, p, o)
+        if not isinstance(s, URIRef) or not isinstance(o, (URIRef, Literal)):
+            data.skipped += 1
+        elif p in NAME_PREDICATES or p == RDF.type:
+            if isinstance(o, Literal) == (p != RDF.type):
+                described.add(s)
+            else:
+                data.skipped += 1
+        elif isinstance(o, Literal):
+            if p in NON_RELATIONS and p != RDFS.comment:
+                data.skipped += 1  # kgllm's own bookkeeping on a non-blank node: not a fact
+            else:
+                data.attributes.append((str(s), str(p), o))
+        elif p in NON_RELATIONS:
+            data.skipped += 1
+        else:
             data.triples.append(Triple(str(s), str(p), str(o)))
     for node in sorted(described):
         label = next((str(graph.value(node, lp)) for lp in LABEL_PREDICATES if graph.value(node, lp) is not None), "")
+        labels = {str(v) for lp in LABEL_PREDICATES for v in graph.objects(node, lp) if isinstance(v, Literal)}
+        data.skipped += max(0, len(labels) - 1)  # an entity has one label; the others would be lost unsaid
         data.entities.append(
             Entity(
                 id=str(node),
@@ -149,23 +348,57 @@ def _read_rdf(path: Path, fmt: str) -> GraphData:
     return data
 
 
+def _check_terms(path: Path, *terms) -> None:
+    """Refuse control characters that escapes (``\\u0000``) put into IRIs or literal values."""
+    for term in terms:
+        pattern = CONTROL_IN_IRI if isinstance(term, URIRef) else CONTROL_IN_VALUE
+        if isinstance(term, (URIRef, Literal)) and (found := pattern.search(str(term))):
+            kind = "IRI" if isinstance(term, URIRef) else "literal"
+            raise ParseError(
+                f"{kind} {str(term)[:60]!r} holds the control character U+{ord(found.group()):04X}", path=str(path)
+            )
+
+
 def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, refused (with its line) when not UTF-8 or holding a control character."""
     raw = path.read_bytes()
-    if b"\x00" in raw[:8192]:
-        raise ParseError("binary file, not text", path=str(path))
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ParseError(f"not UTF-8 text ({exc.reason})", path=str(path), line=line) from exc
+    found = CONTROL.search(text)
+    if found:
+        _refuse_control(path, text, found.start(), ord(found.group()))
+    return text
+
+
+def _check_bytes(path: Path) -> None:
+    """Refuse control characters in a file that may declare its own encoding (RDF/XML)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # another declared encoding: its ASCII range is what can be checked
+        found = CONTROL_BYTES.search(raw)
+        if found:
+            _refuse_control(path, raw.decode("latin-1"), found.start(), found.group()[0])
+        return
+    found = CONTROL.search(text)
+    if found:
+        _refuse_control(path, text, found.start(), ord(found.group()))
+
+
+def _refuse_control(path: Path, text: str, position: int, code: int) -> None:
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    what = "NUL byte (binary file, not text)" if code == 0 else f"control character U+{code:04X}"
+    raise ParseError(f"{what} at column {column}", path=str(path), line=line)
 
 
 def write_tsv(triples: Iterable[Triple], path: str | os.PathLike) -> Path:
     """Write ``head<TAB>relation<TAB>tail`` lines atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
+    with atomic_write(path) as out:
         for t in triples:
             out.write(f"{t.head}\t{t.relation}\t{t.tail}\n")
-    os.replace(tmp, path)
     return path

@@ -5,13 +5,6 @@ Relations are RDF properties between IRIs. Labels are ``rdfs:label`` (or
 literal-valued statements are not relation triples. Ids that are not absolute
 IRIs are minted in ``base``.
 
-Threads: reads run side by side, writes one at a time with no read in progress (a
-readers-writer lock, re-entrant per thread). rdflib's in-memory graph is safe to read from
-several threads while nothing writes, and the caches built during a read are deterministic,
-so two readers building one at once store the same value. Iterators are materialized under
-the lock, so a caller never holds it between items. SPARQL runs one query at a time (rdflib's
-query parser is not thread-safe).
-
 Provenance: a derived fact is a plain triple like any other (every reader sees
 it), plus a blank node per record, reified rdf:Statement-style (``rdf:subject``,
 ``rdf:predicate``, ``rdf:object``) with ``kgllm:`` properties, and one
@@ -20,6 +13,22 @@ derived fact drops its marker, which makes it asserted. Likewise an entity that
 ``add_derived`` introduced carries ``kgllm:origin kgllm:DerivedEntity`` until ``add``
 asserts it, and a source recorded without facts is a ``kgllm:Source`` blank node
 with its ``kgllm:source``.
+
+Literal-valued statements other than labels (``ex:chad ex:population 17``) are kept
+in the graph as attributes: readers of relations skip them, exports keep them.
+
+A persisted store is safe to write from several processes at once: every write
+takes an inter-process lock on ``<file>.lock``, re-reads the file if another
+process changed it since it was read (so one writer adds to the other's result,
+never overwrites it), and replaces the file atomically (unique temporary file in
+the same folder, fsync, rename, fsync of the folder).
+
+Threads: reads run side by side, writes one at a time with no read in progress (a
+readers-writer lock, re-entrant per thread). rdflib's in-memory graph is safe to read from
+several threads while nothing writes, and the caches built during a read are deterministic,
+so two readers building one at once store the same value. Iterators are materialized under
+the lock, so a caller never holds it between items. SPARQL runs one query at a time (rdflib's
+query parser is not thread-safe).
 """
 
 from __future__ import annotations
@@ -30,15 +39,16 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
 from rdflib.term import Node
 
-from kgllm.exceptions import ConfigurationError, GraphStoreError, ParseError
-from kgllm.graph.base import Direction, GraphStore, is_described
+from kgllm.cache import atomic_write, file_lock
+from kgllm.exceptions import ConfigurationError, GraphStoreError, InputError, ParseError
+from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_entity, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.types import Entity, Provenance, Triple
 
@@ -55,6 +65,7 @@ NON_RELATIONS = frozenset(
 )
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 TABLE_SUFFIXES = (".tsv", ".txt", ".csv")  # triple tables the loaders read
+Attribute = tuple[str, str, Literal]  # (subject id, property id, value): a literal-valued statement
 RDF_FORMATS = {
     ".ttl": "turtle",
     ".nt": "nt",
@@ -72,6 +83,15 @@ RDF_FORMATS = {
 def to_iri(identifier: str, base: str = DEFAULT_BASE) -> URIRef:
     """The IRI for an id: absolute IRIs stay as they are, plain names are minted in ``base``."""
     return URIRef(identifier if _IRI.match(identifier) else base + quote(identifier.strip().replace(" ", "_")))
+
+
+def rdf_format(path: Path, format: str | None = None) -> str:
+    if format:
+        return format
+    try:
+        return RDF_FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise GraphStoreError(f"{path}: unknown RDF format; use one of {sorted(RDF_FORMATS)} or pass format=") from None
 
 
 class ReadWriteLock:
@@ -175,15 +195,19 @@ class RDFLibStore(GraphStore):
 
     name = "rdflib"
     supports_sparql = True
+    supports_attributes = True
+    lock_timeout = 600.0
+    """Seconds a write waits for another process writing the same file before it gives up."""
 
     def __init__(self, path: str | os.PathLike | None = None, format: str | None = None, base: str = DEFAULT_BASE):
         self.path = Path(path) if path is not None else None
         self.format = format
         self.base = base
         self._graph: Graph | None = None
-        self._cache: dict[str, object] = {}
+        self._signature: tuple[int, int, int] | None = None  # the file as last read or written
         self._lock = ReadWriteLock()
         self._sparql = threading.Lock()
+        self._cache: dict[str, object] = {}
 
     @classmethod
     def from_settings(
@@ -215,7 +239,16 @@ class RDFLibStore(GraphStore):
             return store
         if writable:
             rdf_format(path, kwargs.get("format"))  # refuse a suffix it could not write, before any work
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise ConfigurationError(f"{path}: a file is in the way of its folder {path.parent}") from None
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})"
+                ) from None
+            if path.is_dir():
+                raise ConfigurationError(f"{path}: is a folder, not a graph file")
         elif not path.is_file():
             raise ConfigurationError(f"{path}: no such graph file")
         return cls(path, **kwargs)
@@ -235,9 +268,11 @@ class RDFLibStore(GraphStore):
     def graph(self) -> Graph:
         """The underlying rdflib graph (loaded on first use)."""
         if self._graph is None:
-            self._graph = Graph()
+            graph = Graph()
+            self._signature = None
             if self.path is not None and self.path.exists():
-                self._parse_file(self.path)
+                self._signature = self._parse_file(graph, self.path)
+            self._graph = graph
         return self._graph
 
     @contextlib.contextmanager
@@ -249,11 +284,21 @@ class RDFLibStore(GraphStore):
         with self._lock.reading():
             yield
 
-    def _parse_file(self, path: Path) -> None:
+    def _parse_file(self, graph: Graph, path: Path) -> tuple[int, int, int]:
+        """Parse ``path`` into ``graph``; returns the signature of the file read (taken from the open file)."""
+        from kgllm.graph.loaders import syntax_error
+
+        fmt = rdf_format(path, self.format)
         try:
-            self._graph.parse(path, format=rdf_format(path, self.format))
+            with open(path, "rb") as source:
+                signature = _signature(os.fstat(source.fileno()))
+                graph.parse(source, format=fmt, publicID=path.resolve().as_uri())
+        except OSError as exc:
+            raise GraphStoreError(f"{path}: cannot read the graph file ({exc.strerror or exc})") from None
         except Exception as exc:  # rdflib raises many types; all mean the file did not parse
-            raise ParseError(str(exc).strip().splitlines()[0], path=str(path)) from exc
+            line, reason = syntax_error(exc)
+            raise ParseError(reason, path=str(path), line=line) from exc
+        return signature
 
     def _iri(self, identifier: str) -> URIRef:
         return to_iri(identifier, self.base)
@@ -269,26 +314,101 @@ class RDFLibStore(GraphStore):
             self._cache[key] = build()
         return self._cache[key]
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One isolated, atomic write of a persisted store (a no-op frame for one in memory).
+
+        Writers of the file take turns on its lock; under the lock the graph is re-read
+        when another process has replaced the file since this one read it, so the write
+        applies to the latest graph. If the write fails, the graph in memory is dropped
+        and read again from the file (which still holds the last complete write).
+        """
+        if self.path is None:
+            yield
+            return
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(file_lock(self.path, timeout=self.lock_timeout, what=f"graph file {self.path}"))
+        except OSError as exc:
+            raise GraphStoreError(f"{self.path}: cannot lock the graph file ({exc.strerror or exc})") from None
+        with held:
+            try:
+                self._catch_up()
+                yield
+            except BaseException:
+                self._graph, self._signature = None, None
+                self._cache.clear()
+                raise
+
+    def _catch_up(self) -> None:
+        """Re-read the file if it is not the one this store last read or wrote (call under the lock)."""
+        try:
+            current = _signature(os.stat(self.path))
+        except FileNotFoundError:
+            current = None
+        if self._graph is not None and current != self._signature:
+            log.info("%s changed since it was read; reading it again before writing", self.path)
+            self._graph = None
+            self._cache.clear()
+        self.graph  # noqa: B018 - load it now, under the lock
+
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.graph.serialize(tmp, format=rdf_format(self.path, self.format))
-        os.replace(tmp, self.path)
+        """Replace the file with the graph (call under the lock): unique temporary file, fsync, rename."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # from writers killed mid-save
+            leftover.unlink(missing_ok=True)
+        self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)  # the name older versions used
+        try:
+            with atomic_write(self.path, "wb") as out:
+                self.graph.serialize(out, format=rdf_format(self.path, self.format), encoding="utf-8")
+        except OSError as exc:
+            raise GraphStoreError(f"{self.path}: cannot write the graph file ({exc.strerror or exc})") from None
+        self._signature = _signature(os.stat(self.path))
 
     # ---------------------------------------------------------------- writes
+    def add(
+        self,
+        triples: Iterable[Triple],
+        entities: Iterable[Entity] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        attributes: Iterable[Attribute] = (),
+    ) -> int:
+        """Add entities, triples and ``attributes`` (literal-valued statements) in one atomic write.
+
+        ``attributes`` are ``(subject id, property id, rdflib Literal)``: kept in the graph
+        (and in exports), never read as relations. Otherwise as :meth:`GraphStore.add`.
+        """
+        triples = [check_triple(t) for t in triples]
+        entities = [check_entity(e) for e in entities]
+        attributes = [check_attribute(a) for a in attributes]
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+        return self._write(triples, entities, batch_size, attributes)
+
     @_writes
-    def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
-        staged = Graph()
-        self._stage_entities(staged, entities)
-        new = 0
-        for t in triples:
-            spo = self._spo(t)
-            if spo not in self.graph and spo not in staged:
-                new += 1
-            staged.add(spo)
-        self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
-        self._assert(triples, entities)
-        self._changed()
+    def _write(
+        self, triples: list[Triple], entities: list[Entity], batch_size: int, attributes: list[Attribute] = ()
+    ) -> int:
+        with self._transaction():
+            staged = Graph()
+            self._stage_entities(staged, entities)
+            for subject, prop, value in attributes:
+                staged.add((self._iri(subject), self._iri(prop), value))
+            new = 0
+            for t in triples:
+                spo = self._spo(t)
+                if spo not in self.graph and spo not in staged:
+                    new += 1
+                staged.add(spo)
+            self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
+            self._assert(triples, entities)
+            self._changed()
         return new
+
+    @_reads
+    def count_attributes(self) -> int:
+        """Literal-valued statements other than labels, aliases and provenance fields."""
+        names = {*LABEL_PREDICATES, SKOS.altLabel, *RECORD_FIELDS}
+        return sum(1 for s, p, o in self.graph if isinstance(o, Literal) and isinstance(s, URIRef) and p not in names)
 
     def _assert(self, triples: list[Triple], entities: list[Entity]) -> None:
         """Drop the derived markers of the triples and entities being added."""
@@ -344,28 +464,29 @@ class RDFLibStore(GraphStore):
 
     @_writes
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
-        staged = Graph()
-        self._stage_entities(staged, entities)
-        for e in entities:
-            if is_described(e) and self._is_new(self._iri(e.id)):
-                staged.add((self._iri(e.id), *DERIVED_ENTITY))
-        stored: dict[Triple, set[tuple]] = {}
-        new = 0
-        for t, record in zip(triples, records):
-            if t not in stored:
-                stored[t] = {_record_key(self._record(n)) for n in self._statements(t, KGLLM.Record)}
-                if self._spo(t) not in self.graph:
-                    staged.add(self._spo(t))
-                    _reify(staged, BNode(), KGLLM.Derived, self._spo(t))
-            if _record_key(record) not in stored[t]:
-                stored[t].add(_record_key(record))
-                node = BNode()
-                _reify(staged, node, KGLLM.Record, self._spo(t))
-                for field, value in _record_values(record):
-                    staged.add((node, field, value))
-                new += 1
-        self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
-        self._changed()
+        with self._transaction():
+            staged = Graph()
+            self._stage_entities(staged, entities)
+            for e in entities:
+                if is_described(e) and self._is_new(self._iri(e.id)):
+                    staged.add((self._iri(e.id), *DERIVED_ENTITY))
+            stored: dict[Triple, set[tuple]] = {}
+            new = 0
+            for t, record in zip(triples, records):
+                if t not in stored:
+                    stored[t] = {_record_key(self._record(n)) for n in self._statements(t, KGLLM.Record)}
+                    if self._spo(t) not in self.graph:
+                        staged.add(self._spo(t))
+                        _reify(staged, BNode(), KGLLM.Derived, self._spo(t))
+                if _record_key(record) not in stored[t]:
+                    stored[t].add(_record_key(record))
+                    node = BNode()
+                    _reify(staged, node, KGLLM.Record, self._spo(t))
+                    for field, value in _record_values(record):
+                        staged.add((node, field, value))
+                    new += 1
+            self.graph.addN((s, p, o, self.graph) for s, p, o in staged)
+            self._changed()
         return new
 
     def _is_new(self, node: URIRef) -> bool:
@@ -386,29 +507,31 @@ class RDFLibStore(GraphStore):
 
     @_writes
     def _record_source(self, source: str) -> None:
-        g = self.graph
-        if any((n, RDF.type, KGLLM.Source) in g for n in g.subjects(KGLLM.source, Literal(source))):
-            return
-        node = BNode()
-        g.add((node, RDF.type, KGLLM.Source))
-        g.add((node, KGLLM.source, Literal(source)))
-        self._changed()
+        with self._transaction():
+            g = self.graph
+            if any((n, RDF.type, KGLLM.Source) in g for n in g.subjects(KGLLM.source, Literal(source))):
+                return
+            node = BNode()
+            g.add((node, RDF.type, KGLLM.Source))
+            g.add((node, KGLLM.source, Literal(source)))
+            self._changed()
 
     @_writes
     def _remove_source(self, source: str) -> list[Triple]:
-        g = self.graph
-        nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
-        touched = dict.fromkeys(
-            Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes if (n, RDF.type, KGLLM.Record) in g
-        )
-        for n in nodes:
-            g.remove((n, None, None))
-        deleted = [t for t in touched if self._delete_unsupported(t)]
-        for node in dict.fromkeys(self._iri(x) for t in deleted for x in (t.head, t.tail)):
-            if (node, *DERIVED_ENTITY) in g and not self._in_use(node):
-                g.remove((node, None, None))
-        if nodes:
-            self._changed()
+        with self._transaction():
+            g = self.graph
+            nodes = list(g.subjects(KGLLM.source, Literal(source)))  # its records and its source node
+            touched = dict.fromkeys(
+                Triple(*(str(g.value(n, f)) for f in REIFICATION)) for n in nodes if (n, RDF.type, KGLLM.Record) in g
+            )
+            for n in nodes:
+                g.remove((n, None, None))
+            deleted = [t for t in touched if self._delete_unsupported(t)]
+            for node in dict.fromkeys(self._iri(x) for t in deleted for x in (t.head, t.tail)):
+                if (node, *DERIVED_ENTITY) in g and not self._in_use(node):
+                    g.remove((node, None, None))
+            if nodes:
+                self._changed()
         return deleted
 
     def _delete_unsupported(self, t: Triple) -> bool:
@@ -544,7 +667,7 @@ class RDFLibStore(GraphStore):
     def relations(self) -> list[str]:
         return sorted(
             str(p)
-            for p in self._cached("properties", lambda: {p for p in self.graph.predicates() if p not in NON_RELATIONS})
+            for p in self._cached("relations", lambda: {p for _, p, o in self.graph if self._is_relation_triple(p, o)})
         )
 
     @_reads
@@ -566,11 +689,27 @@ class RDFLibStore(GraphStore):
             from kgllm.graph.loaders import write_tsv
 
             return write_tsv(self.triples(), path)
-        tmp = path.with_name(path.name + ".tmp")
-        with self._reading():
-            self.graph.serialize(tmp, format=rdf_format(path, format))
-        os.replace(tmp, path)
+        fmt = rdf_format(path, format)
+        with self._reading(), atomic_write(path, "wb") as out:
+            self.graph.serialize(out, format=fmt, encoding="utf-8")
         return path
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+    """What tells one version of a file from another: inode (every save is a new file), mtime, size."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def check_attribute(attribute: object) -> Attribute:
+    """A valid ``(subject id, property id, Literal)``."""
+    if not (
+        isinstance(attribute, tuple)
+        and len(attribute) == 3
+        and all(isinstance(x, str) and x.strip() for x in attribute[:2])
+        and isinstance(attribute[2], Literal)
+    ):
+        raise InputError(f"not an attribute (subject, property, rdflib Literal): {attribute!r}")
+    return attribute
 
 
 def _reify(graph: Graph, node: Node, kind: URIRef, spo: tuple[URIRef, URIRef, URIRef]) -> None:

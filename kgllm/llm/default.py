@@ -8,6 +8,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from kgllm.cache import cached_artifact
 from kgllm.graph.base import GraphStore
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.settings import Settings
@@ -48,19 +49,23 @@ def default_model_dir(texts: list[str], config, settings: Settings) -> Path:
 
 
 def ensure_default_model(store: GraphStore, settings: Settings, progress: bool = True) -> Path:
-    """The default model's directory, training it first when it is not cached yet."""
+    """The default model's directory, training it first when it is not cached yet.
+
+    Two processes asking at once train it once: the second waits, then reads the cache.
+    """
     from kgllm.llm.training import train_causal_lm
 
     texts = CorpusBuilder(store, seed=CORPUS_SEED).texts()
     config = default_training_config(settings)
     out_dir = default_model_dir(texts, config, settings)
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    log.warning(
-        "training the default model on %d texts from the graph (at most %.1f min); cached in %s",
-        len(texts),
-        settings.train_minutes,
-        out_dir,
-    )
-    train_causal_lm(texts, out_dir, config, progress=progress)
-    return out_dir
+
+    def build(staging: Path) -> None:
+        log.warning(
+            "training the default model on %d texts from the graph (at most %.1f min); cached in %s",
+            len(texts),
+            settings.train_minutes,
+            out_dir,
+        )
+        train_causal_lm(texts, staging, config, progress=progress)
+
+    return cached_artifact(out_dir, build, marker="config.json")

@@ -22,6 +22,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from kgllm.cache import file_lock, write_text_atomic
 from kgllm.exceptions import InputError, RetrievalError
 
 log = logging.getLogger(__name__)
@@ -136,11 +137,25 @@ class VectorIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index to ``directory`` atomically: a new FAISS file, then the JSON sidecar naming it."""
+        """Write the index to ``directory`` atomically: a new FAISS file, then the JSON sidecar naming it.
+
+        Savers of one folder take turns on its lock (``<directory>.lock``); both files are
+        fsync-ed before the sidecar is renamed into place. The vectors file the sidecar named
+        before is kept (a reader may have just read that sidecar); older ones are deleted.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        with file_lock(directory, what=f"index {directory}"):
+            return self._save(directory)
+
+    def _save(self, directory: Path) -> Path:
+        try:
+            previous = json.loads((directory / META_FILE).read_text(encoding="utf-8")).get("vectors_file")
+        except (OSError, ValueError, AttributeError):
+            previous = None
         vectors_file = f"vectors-{uuid.uuid4().hex[:12]}.faiss"
         faiss.write_index(self._index, str(directory / vectors_file))
+        _fsync_file(directory / vectors_file)
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -151,9 +166,9 @@ class VectorIndex:
             "keys": [[i, k] for i, k in self._keys.items()],
             "tombstones": sorted(self._tombstones),
         }
-        _write_atomic(directory / META_FILE, json.dumps(meta))
+        write_text_atomic(directory / META_FILE, json.dumps(meta))
         for stale in directory.glob("vectors-*.faiss"):  # earlier saves, and any left by an interrupted one
-            if stale.name != vectors_file:
+            if stale.name not in (vectors_file, previous):
                 stale.unlink(missing_ok=True)
         return directory
 
@@ -234,7 +249,9 @@ def _read_meta(path: Path) -> dict:
         raise RetrievalError(f"{path}: unreadable index metadata: {exc}") from exc
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -4,8 +4,10 @@ A query file has one ``head<TAB>relation<TAB>?`` or ``?<TAB>relation<TAB>tail`` 
 naming entities and relations by id or label. Malformed lines stop the job before any
 work, naming their line number; unknown names are reported on their line and skipped.
 Output is one JSON line per query, written as it goes and resumed like every job
-(:mod:`kgllm.jobs`). The trained completer is cached by a hash of the store's asserted
-triples and the configuration, so a second job does not train again.
+(:mod:`kgllm.jobs`): by content (a line whose query is no longer in the file is stale),
+one job per output at a time. The trained completer is cached by a hash of the store's
+asserted triples and the configuration, so a second job does not train again, and two
+jobs that need the same completer train it once.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
+from kgllm.cache import cached_artifact, file_lock
 from kgllm.exceptions import ConfigurationError, InputError, ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
-from kgllm.jobs import CompleteJob, resume_output
+from kgllm.jobs import CompleteJob, JobOutput, item_key
 from kgllm.pipelines.completion.completer import (
     Completer,
     CompletionConfig,
@@ -53,6 +56,11 @@ class QueryLine:
     fields: tuple[str, str, str]
     query: Query | None = None
     error: str = ""
+
+    @property
+    def key(self) -> str:
+        """The content hash its output line records (see :class:`kgllm.jobs.JobOutput`)."""
+        return item_key(self.id, *self.fields)
 
 
 def read_query_file(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
@@ -169,30 +177,37 @@ def cached_completer(store: GraphStore, config: CompletionConfig, settings, prog
     directory = completer_directory(triples, config, settings)
     digest = directory.name.removeprefix("kge-")
     vocabulary = Vocabulary.from_triples(triples)
-    if (directory / "weights.json").is_file():
-        kge = TrainedKGE.load(directory)
-        weights = json.loads((directory / "weights.json").read_text())
-        scorers = make_scorers(
-            [n for n in config.scorers if n in weights],
-            store,
-            kge,
-            vocabulary.encode(triples),
-            settings,
-            config,
-            progress=progress,
-            vectors_dir=directory,
-        )
+    built: list[Completer] = []
+
+    def build(staging: Path) -> None:
+        train, valid = split_valid(triples, config)
+        completer = build_completer(store, train, valid, config, settings, vocabulary, progress, vectors_dir=staging)
+        if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
+            every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
+            completer.scorers = [every_fact if s.name == "rules" else s for s in completer.scorers]
+        completer.kge.save(staging)
+        (staging / "weights.json").write_text(json.dumps(completer.weights))
+        built.append(completer)
+
+    cached_artifact(directory, build, marker="weights.json")
+    if built:
+        completer = built[0]
+    else:
+        with file_lock(directory, what=str(directory)):  # the encoder's vectors may be added to the folder
+            kge = TrainedKGE.load(directory)
+            weights = json.loads((directory / "weights.json").read_text())
+            scorers = make_scorers(
+                [n for n in config.scorers if n in weights],
+                store,
+                kge,
+                vocabulary.encode(triples),
+                settings,
+                config,
+                progress=progress,
+                vectors_dir=directory,
+            )
         completer = Completer(kge, scorers, config.candidates, weights)
-        completer.model_name = _model_name(completer, digest)
-        return completer
-    train, valid = split_valid(triples, config)
-    completer = build_completer(store, train, valid, config, settings, vocabulary, progress, vectors_dir=directory)
     completer.model_name = _model_name(completer, digest)
-    if any(s.name == "rules" for s in completer.scorers):  # mined from every fact, as when loaded from the cache
-        every_fact = RuleScorer(vocabulary.encode(triples), len(vocabulary.entities), len(vocabulary.relations))
-        completer.scorers = [every_fact if s.name == "rules" else s for s in completer.scorers]
-    completer.kge.save(directory)
-    (directory / "weights.json").write_text(json.dumps(completer.weights))
     return completer
 
 
@@ -253,28 +268,43 @@ class JobSummary:
 
 
 def run_complete_job(
-    job: CompleteJob, store: GraphStore, settings, progress: bool = True, completer: Completer | None = None
+    job: CompleteJob,
+    store: GraphStore,
+    settings,
+    progress: bool = True,
+    completer: Completer | None = None,
+    *,
+    restart: bool = False,
+    repair: bool = False,
 ) -> JobSummary:
-    """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes."""
+    """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes.
+
+    ``restart`` drops output lines of queries no longer in the file and ``repair`` drops
+    corrupt lines (see :class:`kgllm.jobs.JobOutput`); without them such an output is
+    refused before any training.
+    """
     lines = (
         [] if job.queries == "all" else read_query_file(Path(job.queries))
     )  # a malformed line stops the job before any work
-    done = resume_output(job.output, job.fingerprint())
-    completer = completer or cached_completer(store, job_config(job), settings, progress)
-    known = KnownAnswers(store, completer.kge.vocabulary)
-    pending = [q for q in job_queries(job, store, completer.kge.vocabulary, lines) if q.id not in done]
-    summary = JobSummary(already_done=len(done))
-    started = time.perf_counter()
-    with (
-        job.output.open("a", encoding="utf-8") as out,
-        tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar,
-    ):
-        for start in range(0, len(pending), BATCH):
-            batch = pending[start : start + BATCH]
-            records = predict_batch(batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back)
-            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            out.flush()
-            bar.update(len(batch))
+    with JobOutput(job.output, job.fingerprint(), restart=restart, repair=repair) as output:
+        if job.queries != "all":  # checked before training: the keys come from the file alone
+            done = output.resume(item_key(str(number), *fields) for number, fields in lines)
+        completer = completer or cached_completer(store, job_config(job), settings, progress)
+        known = KnownAnswers(store, completer.kge.vocabulary)
+        queries = list(job_queries(job, store, completer.kge.vocabulary, lines))
+        if job.queries == "all":
+            done = output.resume(q.key for q in queries)
+        pending = [q for q in queries if q.key not in done]
+        summary = JobSummary(already_done=len(queries) - len(pending))
+        started = time.perf_counter()
+        with tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar:
+            for start in range(0, len(pending), BATCH):
+                batch = pending[start : start + BATCH]
+                records = predict_batch(
+                    batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back
+                )
+                output.write(records)
+                bar.update(len(batch))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -312,14 +342,19 @@ def predict_batch(
         if q.query is None:
             log.warning("line %s skipped: %s", q.id, q.error)
             summary.skipped += 1
-            records.append({"id": q.id, "query": list(q.fields), "error": q.error, "predictions": []})
+            records.append({"id": q.id, "query": list(q.fields), "error": q.error, "predictions": [], "key": q.key})
             continue
         kept = [p for p in predicted[q.id] if p.score >= min_score]
         summary.queries += 1
         summary.predictions += len(kept)
         derived += kept
         records.append(
-            {"id": q.id, "query": list(q.fields), "predictions": [_prediction_record(p, store) for p in kept]}
+            {
+                "id": q.id,
+                "query": list(q.fields),
+                "predictions": [_prediction_record(p, store) for p in kept],
+                "key": q.key,
+            }
         )
     if write_back and derived:
         summary.written_back += store.add_derived(
@@ -339,10 +374,15 @@ def _prediction_record(prediction, store: GraphStore) -> dict:
     }
 
 
-def open_and_complete(job: CompleteJob, settings, progress: bool = True) -> str:
-    """Open the job's store, run the job, close the store; returns the summary line."""
+def open_and_complete(
+    job: CompleteJob, settings, progress: bool = True, *, restart: bool = False, repair: bool = False
+) -> str:
+    """Open the job's store, run the job, close the store; returns the summary line.
+
+    ``restart`` and ``repair`` are :func:`run_complete_job`'s.
+    """
     from kgllm.graph import open_store
 
     with open_store(job.graph, store=job.store, settings=settings, writable=job.write_back) as store:
-        summary = run_complete_job(job, store, settings, progress)
+        summary = run_complete_job(job, store, settings, progress, restart=restart, repair=repair)
     return summary.line(job.output)

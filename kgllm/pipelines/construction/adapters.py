@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from kgllm.cache import cached_artifact
 from kgllm.exceptions import ModelError
 from kgllm.llm.adapters import AdapterConfig, merge_adapter
 from kgllm.llm.hf import HFCausalLM
@@ -58,19 +58,20 @@ def base_model_dir(settings: Settings, train_path: str | Path, progress: bool = 
         [file_digest(train_path), asdict(BASE_MODEL), {**asdict(BASE_RUN), "threads": None}], sort_keys=True
     )
     out_dir = settings.cache_dir / "models" / f"text-lm-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if (out_dir / RESULT_FILE).is_file():
-        return out_dir
-    corpus = pretraining_texts(train_path)
-    log.warning(
-        "pre-training the base model on %d texts of %s (at most %.0f min); cached in %s",
-        len(corpus),
-        Path(train_path).name,
-        BASE_RUN.max_minutes,
-        out_dir,
-    )
-    run = RunConfig(**{**asdict(BASE_RUN), "threads": settings.threads})
-    pretrain(corpus, out_dir, model_config=BASE_MODEL, run=run, progress=progress)
-    return out_dir
+
+    def build(staging: Path) -> None:
+        corpus = pretraining_texts(train_path)
+        log.warning(
+            "pre-training the base model on %d texts of %s (at most %.0f min); cached in %s",
+            len(corpus),
+            Path(train_path).name,
+            BASE_RUN.max_minutes,
+            out_dir,
+        )
+        run = RunConfig(**{**asdict(BASE_RUN), "threads": settings.threads})
+        pretrain(corpus, staging, model_config=BASE_MODEL, run=run, progress=progress)
+
+    return cached_artifact(out_dir, build, marker=RESULT_FILE)
 
 
 def ensure_adapter(
@@ -85,23 +86,20 @@ def ensure_adapter(
     """The cached ``task`` adapter for (base model, data, training); trained first when missing."""
     key = json.dumps([str(Path(base_dir).resolve()), data_digest, training.key()], sort_keys=True)
     out_dir = settings.cache_dir / "adapters" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if (out_dir / RESULT_FILE).is_file():
-        return out_dir
-    examples = make_examples()
-    log.warning(
-        "training the %s adapter on %d examples (at most %.1f min); cached in %s",
-        task,
-        len(examples),
-        training.run.max_minutes or float("inf"),
-        out_dir,
-    )
-    staging = out_dir.with_name(out_dir.name + ".partial")  # a cut run never looks finished
-    shutil.rmtree(staging, ignore_errors=True)
-    run = RunConfig(**{**asdict(training.run), "threads": settings.threads})
-    finetune(base_dir, TaskSplits(task, examples, [], []), staging, training.adapter, run, progress=progress)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
-    return out_dir
+
+    def build(staging: Path) -> None:  # a cut run never looks finished: it trains beside out_dir
+        examples = make_examples()
+        log.warning(
+            "training the %s adapter on %d examples (at most %.1f min); cached in %s",
+            task,
+            len(examples),
+            training.run.max_minutes or float("inf"),
+            out_dir,
+        )
+        run = RunConfig(**{**asdict(training.run), "threads": settings.threads})
+        finetune(base_dir, TaskSplits(task, examples, [], []), staging, training.adapter, run, progress=progress)
+
+    return cached_artifact(out_dir, build, marker=RESULT_FILE)
 
 
 def trained_adapter(
