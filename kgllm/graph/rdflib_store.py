@@ -181,15 +181,6 @@ def _writes(method):
     return locked
 
 
-def rdf_format(path: Path, format: str | None = None) -> str:
-    if format:
-        return format
-    try:
-        return RDF_FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise GraphStoreError(f"{path}: unknown RDF format; use one of {sorted(RDF_FORMATS)} or pass format=") from None
-
-
 class RDFLibStore(GraphStore):
     """In-memory rdflib graph; with ``path``, loaded from and saved to that file after every write."""
 
