@@ -143,6 +143,8 @@ def test_continued_pretraining_starts_from_the_base(store, tmp_path):
     assert perplexity(HFCausalLM.from_pretrained(tmp_path / "more"), texts.train) < base_ppl
     with pytest.raises(ModelError, match="config.json missing"):
         pretrain(texts.train, tmp_path / "x", base_dir=tmp_path / "nowhere", progress=False)
+    with pytest.raises(ConfigurationError, match="keeps its own shape"):
+        pretrain(texts.train, tmp_path / "y", base_dir=tmp_path / "base", model_config=TINY, progress=False)
 
 
 def test_cli_pretrain_prints_a_summary(tmp_path):

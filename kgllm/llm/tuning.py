@@ -571,7 +571,14 @@ def pretrain(
     """Continue training ``base_dir`` on ``texts``, or (without a base) train a tokenizer and a model of
     ``model_config``'s size from scratch. Checkpoints go to ``out_dir/checkpoints``; with ``resume`` a
     run interrupted there continues from its last checkpoint. The final model, its perplexity on
-    ``held_out`` and ``loss.png`` are saved in ``out_dir``."""
+    ``held_out`` and ``loss.png`` are saved in ``out_dir``.
+
+    Only the model's shape is taken from ``model_config`` (architecture, sizes, vocabulary,
+    ``max_seq_len``); the run follows ``run`` (``model_config.run_config()`` gives the default
+    model's recipe). A base model keeps its own shape, so ``model_config`` with ``base_dir`` is refused.
+    """
+    if base_dir is not None and model_config is not None:
+        raise ConfigurationError("model_config sizes a model trained from scratch; a base_dir keeps its own shape")
     run = run or RunConfig()
     run.check_hardware()
     texts = [t for t in texts if t.strip()]
