@@ -262,7 +262,23 @@ def test_every_training_config_refuses_unknown_keys_naming_the_known_ones():
         RunConfig(lr_schedule="step")
     run = TINY.run_config()
     assert (run.learning_rate, run.batch_size, run.threads) == (TINY.learning_rate, TINY.batch_size, TINY.threads)
-    assert (run.lr_schedule, run.min_lr_ratio, run.group_by_length) == ("cosine", 0.1, True)
+    assert (run.lr_schedule, run.min_lr_ratio, run.length_buckets) == ("cosine", 0.1, True)
+    with pytest.raises(ConfigurationError, match="not both"):
+        RunConfig(group_by_length=True, length_buckets=True)
+
+
+def test_length_buckets_batch_texts_of_one_length_in_an_order_set_by_seed_and_epoch():
+    from kgllm.llm.tuning import _LengthBuckets
+
+    lengths = [i % 5 for i in range(23)]
+    sampler = _LengthBuckets(lengths, batch_size=4, seed=0)
+    first = list(sampler)
+    assert sorted(first) == list(range(23)) and first == list(sampler)
+    batches = [first[i : i + 4] for i in range(0, 23, 4)]
+    assert len(batches[-1]) == 3  # the short batch comes last
+    assert sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) <= 4  # (nearly) one length
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(23))
 
 
 def test_cli_trains_the_default_model_into_a_folder(tmp_path):

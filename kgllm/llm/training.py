@@ -177,7 +177,7 @@ class TrainingConfig(ConfigMixin):
 
     def run_config(self) -> RunConfig:
         """The run settings the training engine gets: this config's, plus the from-scratch recipe
-        (cosine decay to 10 %, AdamW beta2 0.95, batches of similar-length texts)."""
+        (cosine decay to 10 %, AdamW beta2 0.95, batches of one length in random order)."""
         from kgllm.llm.tuning import RunConfig
 
         return RunConfig(
@@ -191,7 +191,7 @@ class TrainingConfig(ConfigMixin):
             adam_beta2=0.95,
             weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm,
-            group_by_length=True,
+            length_buckets=True,
             precision="bf16" if self.bf16 else "fp32",
             gradient_checkpointing=self.gradient_checkpointing,
             save_steps=self.save_steps,

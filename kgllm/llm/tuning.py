@@ -95,7 +95,11 @@ class RunConfig(ConfigMixin):
     max_grad_norm: float = 1.0
     """Gradients are clipped to this norm; 0 turns clipping off."""
     group_by_length: bool = False
-    """Batch examples of similar length (less padding, so more examples per second on CPU)."""
+    """Batch examples of similar length (less padding, so more examples per second on CPU): transformers'
+    sampler, which sorts random groups of 50 batches longest first."""
+    length_buckets: bool = False
+    """Batches of examples of (nearly) one length, in random order: the least padding, and successive
+    steps independent draws (no run of long-to-short batches); the from-scratch recipe."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (autocast, CPU or CUDA) or ``fp16`` (CUDA only)."""
     quantization: str | None = None
@@ -127,6 +131,8 @@ class RunConfig(ConfigMixin):
         for name in ("learning_rate", "batch_size", "gradient_accumulation", "save_steps", "logging_steps", "threads"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.group_by_length and self.length_buckets:
+            raise ConfigurationError("choose group_by_length or length_buckets, not both")
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:
             raise ConfigurationError("set epochs, max_steps or max_minutes, or training would never stop")
         if self.epochs is not None and self.epochs <= 0:
@@ -325,6 +331,31 @@ class _Watch(TrainerCallback):
             self.bar.close()
 
 
+class _LengthBuckets(torch.utils.data.Sampler):
+    """Example indices batch after batch: each batch of (nearly) one length, the full batches in random
+    order and the one short batch last, so the data loader's chunks of ``batch_size`` are these batches.
+    The order depends on the seed and the epoch only (the Trainer sets the epoch), so a resumed run
+    skips exactly the batches it had trained on."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = random.Random(f"{self.seed}-{self.epoch}")
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        full = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(full)
+        for batch in full + [b for b in batches if len(b) < self.batch_size]:
+            yield from batch
+
+
 @dataclass
 class RunStats:
     """What one run of the engine did."""
@@ -386,6 +417,11 @@ def _train(
         return lr_factor(step, max_steps, run.warmup_steps, budget.fraction(), run.lr_schedule, run.min_lr_ratio)
 
     class _Trainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if run.length_buckets:
+                return _LengthBuckets([len(r["input_ids"]) for r in rows], run.batch_size, run.seed)
+            return super()._get_train_sampler(train_dataset)
+
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
                 self.lr_scheduler = LambdaLR(optimizer or self.optimizer, schedule)
