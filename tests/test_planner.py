@@ -148,7 +148,7 @@ def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
         batch_size=8,
         learning_rate=3e-3,
         warmup_steps=5,
-        epochs=10,
+        epochs=20,
         threads=1,
     )
     train_causal_lm(CorpusBuilder(store).texts() + examples, base, config, progress=False)
