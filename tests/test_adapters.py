@@ -187,6 +187,35 @@ def test_lora_learns_the_task(base, splits, tmp_path):
     assert 0 < result.trainable_percent < 100 and result.steps == 60 * 2
 
 
+def test_finetune_takes_a_peft_config_as_well(base, splits, tmp_path):
+    from peft import IA3Config, LoraConfig
+
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])  # no task_type: CAUSAL_LM is set
+    result = finetune(base, splits, tmp_path / "peft", lora, RunConfig(learning_rate=1e-2, **SHORT), progress=False)
+    # r x (in + out) per adapted matrix: 2 layers x (q_proj, v_proj) x 2 x (64 + 64)
+    assert result.method == "lora" and result.trainable_parameters == 2 * 2 * 2 * (64 + 64)
+    manifest = AdapterManifest.load(tmp_path / "peft")
+    assert manifest.method == "lora" and manifest.config["r"] == 2
+    assert sorted(manifest.config["target_modules"]) == ["q_proj", "v_proj"] and lora.task_type is None
+    tuned = AdaptedLM.from_pretrained(base, threads=1)
+    assert tuned.use(tuned.load(tmp_path / "peft")).generate("Kenya | located in |")
+    with pytest.raises(ConfigurationError, match="LoraConfig, PrefixTuningConfig"):
+        finetune(base, splits, tmp_path / "ia3", IA3Config(target_modules=["q_proj"]), RunConfig(**SHORT))
+    with pytest.raises(ConfigurationError, match="task_type must be CAUSAL_LM"):
+        finetune(base, splits, tmp_path / "cls", LoraConfig(task_type="SEQ_CLS"), RunConfig(**SHORT))
+    with pytest.raises(ConfigurationError, match="AdapterConfig, a peft PeftConfig or None"):
+        finetune(base, splits, tmp_path / "dict", {"method": "lora"}, RunConfig(**SHORT))
+
+
+def test_adapter_config_round_trips_and_refuses_unknown_keys():
+    config = AdapterConfig(method="prefix", num_virtual_tokens=8)
+    assert AdapterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigurationError, match="unknown AdapterConfig key 'r'; known keys: method, rank"):
+        AdapterConfig.from_dict({"method": "lora", "r": 8})
+    with pytest.raises(ConfigurationError, match=r"'lora_alpha' \(did you mean 'alpha'\?\)"):
+        AdapterConfig(lora_alpha=8)
+
+
 def test_full_fine_tuning_saves_a_whole_model(base, splits, tmp_path):
     result = finetune(base, splits, tmp_path / "full", None, RunConfig(**SHORT), progress=False)
     assert result.trainable_parameters == result.total_parameters and result.method == "full"

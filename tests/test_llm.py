@@ -175,9 +175,11 @@ def test_training_config_is_validated(bad):
         TrainingConfig(**bad)
 
 
-def test_training_config_round_trips_and_drops_unknown_keys(trained):
+def test_training_config_round_trips_and_refuses_unknown_keys(trained):
     data = json.loads((trained.out_dir / "train_result.json").read_text())["config"]
-    assert TrainingConfig.from_dict({**data, "from_the_future": 1}) == trained.config
+    assert TrainingConfig.from_dict(data) == trained.config
+    with pytest.raises(ConfigurationError, match="key 'from_the_future'; known keys: architecture"):
+        TrainingConfig.from_dict({**data, "from_the_future": 1})
 
 
 def test_gpt2_architecture_and_overwrite_protection(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,14 @@ from kgllm.graph.loaders import load
 from kgllm.graph.rdflib_store import RDFLibStore, to_iri
 from kgllm.llm import TrainingConfig, train_causal_lm
 from kgllm.llm.corpus import CorpusBuilder, plan_prompt
-from kgllm.pipelines.synergize.planner import PlannerConfig, load_planner, planning_examples, train_planner
+from kgllm.pipelines.synergize.planner import (
+    PLANNER_LORA,
+    PLANNER_RUN,
+    PlannerConfig,
+    load_planner,
+    planning_examples,
+    train_planner,
+)
 from kgllm.pipelines.synergize.reasoner import PathReasoner, ReasonerConfig
 from kgllm.types import Entity
 
@@ -106,6 +113,28 @@ def test_planning_examples_reject_a_line_without_a_gold_path(store):
         planning_examples(store, [parse_line("who is anna 's son ?\tcarl(carl/)")])
 
 
+def test_planner_config_is_an_adapter_and_a_run_and_round_trips():
+    from kgllm.exceptions import ConfigurationError
+    from kgllm.llm.adapters import AdapterConfig
+    from kgllm.llm.tuning import RunConfig
+
+    config = PlannerConfig(run=replace(PLANNER_RUN, max_minutes=10))
+    assert config.adapter == PLANNER_LORA and config.run.max_minutes == 10 and config.run.epochs == PLANNER_RUN.epochs
+    assert PlannerConfig().run is not PLANNER_RUN  # each config owns its parts
+    saved = config.to_dict()
+    assert set(saved) == {"adapter", "run"} and PlannerConfig.from_dict(saved) == config
+    assert PlannerConfig(adapter={"rank": 4}).adapter == AdapterConfig(rank=4)
+    with pytest.raises(ConfigurationError, match=r"'rank'.*known keys: adapter, run"):
+        PlannerConfig(rank=4)
+    with pytest.raises(ConfigurationError, match=r"RunConfig key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+        PlannerConfig.from_dict({"run": {**saved["run"], "learnig_rate": 1e-3}})
+    with pytest.raises(ConfigurationError, match="LoRA"):
+        PlannerConfig(adapter=AdapterConfig(method="prefix"))
+    with pytest.raises(ConfigurationError, match="must be a RunConfig"):
+        PlannerConfig(run=AdapterConfig())
+    assert isinstance(PlannerConfig.from_dict({}).run, RunConfig)
+
+
 @pytest.fixture(scope="module")
 def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
     threads = torch.get_num_threads()
@@ -119,7 +148,7 @@ def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
         batch_size=8,
         learning_rate=3e-3,
         warmup_steps=5,
-        epochs=10,
+        epochs=20,
         threads=1,
     )
     train_causal_lm(CorpusBuilder(store).texts() + examples, base, config, progress=False)
@@ -128,7 +157,10 @@ def planner(store, lines, tmp_path_factory) -> tuple[Path, Path, list[str]]:
         base,
         examples,
         adapter,
-        PlannerConfig(rank=4, alpha=8, learning_rate=1e-2, batch_size=8, epochs=300, max_minutes=30, threads=1),
+        PlannerConfig(
+            adapter=replace(PLANNER_LORA, rank=4, alpha=8),
+            run=replace(PLANNER_RUN, learning_rate=1e-2, batch_size=8, epochs=300, max_minutes=30, threads=1),
+        ),
         progress=False,
     )
     yield base, adapter, examples

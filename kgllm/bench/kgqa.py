@@ -74,12 +74,18 @@ def trained_reasoner(
     paths. The planner's weight, and how close a plan must match the question to be answered
     (``min_plan_similarity``), are the best on the dev split next to it (``*.train.*`` -> ``*.dev.*``)."""
     from kgllm.llm.default import ensure_default_model
-    from kgllm.pipelines.synergize.planner import PlannerConfig, load_planner, planning_examples, train_planner
+    from kgllm.pipelines.synergize.planner import (
+        PLANNER_RUN,
+        PlannerConfig,
+        load_planner,
+        planning_examples,
+        train_planner,
+    )
 
     train_file = Path(train_file)
     base_dir = ensure_default_model(session.store, settings, progress=progress)
     examples = planning_examples(session.store, read_pathquestion(train_file))
-    config = PlannerConfig(max_minutes=minutes, threads=settings.threads)
+    config = PlannerConfig(run=replace(PLANNER_RUN, max_minutes=minutes, threads=settings.threads))
     adapter_dir = _adapter_dir(base_dir, examples, config, settings)
 
     def build(staging: Path) -> None:

@@ -7,6 +7,8 @@
   perplexity and closed-book accuracy (``head relation`` -> tail, decoding constrained to entity
   labels) before and after.
 - ``throughput``: generation tokens/s of the default model at batch 1 and 16.
+- ``from-scratch``: the default model's own training (``train_causal_lm`` on the demo corpus with
+  the default sizes) for ``minutes``: steps, tokens/s and final loss.
 
 Each fine-tuning run is a fresh process (spawned), so its peak RSS is its own.
 """
@@ -29,7 +31,7 @@ from kgllm.settings import Settings
 
 console = Console()
 TASK = "tail"
-SECTIONS = ("lora-vs-full", "methods", "injection", "throughput")
+SECTIONS = ("lora-vs-full", "methods", "injection", "throughput", "from-scratch")
 # Peak learning rates: virtual-token methods need larger steps than LoRA or full fine-tuning.
 LEARNING_RATES = {
     "full": 5e-4,
@@ -69,6 +71,10 @@ def run_llm_benchmarks(sections: list[str], minutes: float, out: Path | None) ->
             )
         if "throughput" in sections:
             parts.append(("generation throughput of the default model", throughput()))
+        if "from-scratch" in sections:
+            parts.append(
+                (f"the default model trained from scratch ({minutes:g} min)", from_scratch(Path(root), minutes))
+            )
     for title, rows in parts:
         print_table(rows, title)
     if out:
@@ -269,6 +275,29 @@ def injection(root: Path, minutes: float) -> list[dict[str, str]]:
         row("reference: the default model (its corpus has every fact)", HFCausalLM.from_pretrained(_base_dir()), "-")
     )
     return rows
+
+
+def from_scratch(root: Path, minutes: float) -> list[dict[str, str]]:
+    """The default model's training run, as ``ensure_default_model`` does it, for ``minutes``."""
+    from kgllm.llm.corpus import CorpusBuilder
+    from kgllm.llm.default import CORPUS_SEED, default_training_config
+    from kgllm.llm.training import train_causal_lm
+
+    settings = Settings(train_minutes=minutes)
+    texts = CorpusBuilder(_demo_store(), seed=CORPUS_SEED).texts()
+    console.print(f"[dim]training the default model from scratch on {len(texts)} texts ({minutes:g} min)[/]")
+    result = train_causal_lm(texts, root / "from-scratch", default_training_config(settings), progress=False)
+    return [
+        {
+            "texts": str(result.n_texts),
+            "parameters": f"{result.n_parameters:,}",
+            "threads": str(result.config.threads),
+            "steps": str(result.steps),
+            "epochs": f"{result.epochs:.2f}",
+            "tokens/s": f"{result.tokens_per_second:.0f}",
+            "final loss (last 50 steps)": f"{result.final_loss:.3f}",
+        }
+    ]
 
 
 def throughput(repeats: int = 3, new_tokens: int = 32) -> list[dict[str, str]]:

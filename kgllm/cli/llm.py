@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from kgllm.exceptions import ConfigurationError
 from kgllm.settings import Settings
 
 console = Console()
@@ -50,6 +51,10 @@ def train_default(
     store: StoreOption = None,
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Save here instead of the cache.")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(help="With --out: checkpoint the run, and continue an interrupted one from its last checkpoint."),
+    ] = False,
 ) -> None:
     """Train the default language model from scratch on the graph's facts and questions."""
     from kgllm.llm.corpus import CorpusBuilder
@@ -57,12 +62,14 @@ def train_default(
     from kgllm.llm.training import train_causal_lm
 
     settings = Settings(**({"train_minutes": minutes} if minutes else {}))
+    if resume and out is None:
+        raise ConfigurationError("--resume needs --out (the cached default model is trained in one go)")
     kg = _store(graph, store, settings)
     if out is None:
         path = ensure_default_model(kg, settings)
     else:
         path = train_causal_lm(
-            CorpusBuilder(kg).texts(), out, default_training_config(settings), overwrite=True
+            CorpusBuilder(kg).texts(), out, default_training_config(settings), overwrite=True, resume=resume
         ).out_dir
     console.print(f"model ready in {path}")
 

@@ -32,6 +32,7 @@ import torch
 
 from kgllm.exceptions import ConfigurationError, ModelError
 from kgllm.llm.base import GenerationConfig
+from kgllm.llm.configs import ConfigMixin, config
 from kgllm.llm.hf import HFCausalLM
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,17 @@ def check_method(method: str) -> str:
     return method
 
 
-@dataclass
-class AdapterConfig:
-    """One PEFT method and its settings; only the fields of the chosen method are used."""
+@config
+class AdapterConfig(ConfigMixin):
+    """One PEFT method and its settings; only the fields of the chosen method are used.
+
+    Checked at construction; unknown keys raise ``ConfigurationError``. For settings not here,
+    :func:`~kgllm.llm.tuning.finetune` also takes a peft config of the same four methods.
+
+    Example::
+
+        AdapterConfig(method="lora", rank=16, alpha=32, target_modules=["q_proj", "v_proj"])
+    """
 
     method: str = "lora"
     """``lora``, ``prefix`` (prefix tuning), ``prompt`` (prompt tuning) or ``ptuning`` (P-tuning)."""
@@ -97,11 +106,6 @@ class AdapterConfig:
         if self.method == "prompt":
             return PromptTuningConfig(**virtual)
         return PromptEncoderConfig(encoder_hidden_size=self.encoder_hidden_size, **virtual)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def base_fingerprint(base_dir: str | os.PathLike[str]) -> str:

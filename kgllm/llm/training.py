@@ -1,10 +1,11 @@
 """Train a small causal language model from scratch on a list of short texts.
 
 A byte-level BPE tokenizer is trained on the texts, then a Llama- or GPT-2-style
-model with a plain PyTorch loop (AdamW, warmup + cosine decay, batches of
-similar-length examples). The result is saved in the standard Hugging Face
-layout, so ``HFCausalLM.from_pretrained(out_dir)`` and
-``AutoModelForCausalLM.from_pretrained(out_dir)`` both load it.
+model on the one training engine of the package, the transformers ``Trainer`` as
+:mod:`kgllm.llm.tuning` drives it (AdamW, warmup + cosine decay, batches of
+similar-length examples, a time budget, checkpoints to resume from). The result is
+saved in the standard Hugging Face layout, so ``HFCausalLM.from_pretrained(out_dir)``
+and ``AutoModelForCausalLM.from_pretrained(out_dir)`` both load it.
 
 Example::
 
@@ -20,21 +21,28 @@ import logging
 import math
 import os
 import platform
-import random
 import shutil
-import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    TrainerCallback,
+)
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.llm.configs import ConfigMixin, config
+
+if TYPE_CHECKING:
+    from kgllm.llm.tuning import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +91,21 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: str | os.Pat
     return tokenizer
 
 
-@dataclass
-class TrainingConfig:
-    """Settings for :func:`train_causal_lm`; values are checked at construction.
+@config
+class TrainingConfig(ConfigMixin):
+    """Settings for :func:`train_causal_lm`: the model's size and the run; checked at construction.
 
     Training stops after ``epochs`` passes over the texts or after ``max_minutes``,
-    whichever comes first (at least one must be set). The learning rate warms up
-    linearly for ``warmup_steps`` and then follows a cosine down to 10 % of its peak
-    over the run, measured in steps or in time, whichever is further along.
+    whichever comes first (at least one must be set). The learning rate warms up linearly for
+    ``warmup_steps`` and then follows a cosine down to 10 % of its peak over the run, measured
+    in steps or in time, whichever is further along. The run goes through the same engine as
+    :func:`~kgllm.llm.tuning.pretrain` and :func:`~kgllm.llm.tuning.finetune`;
+    :meth:`run_config` is the :class:`~kgllm.llm.tuning.RunConfig` it is given. Unknown keys
+    raise ``ConfigurationError``.
+
+    Example::
+
+        TrainingConfig(hidden_size=128, num_layers=2, epochs=None, max_minutes=2)
     """
 
     architecture: Literal["llama", "gpt2"] = "llama"
@@ -110,7 +125,7 @@ class TrainingConfig:
     learning_rate: float = 2e-3
     """Peak AdamW learning rate."""
     batch_size: int = 32
-    """Texts per optimisation step."""
+    """Texts per optimisation step (batched with texts of similar length)."""
     epochs: float | None = 30
     """Passes over the texts (fractions allowed); ``None`` to stop on ``max_minutes`` only."""
     max_minutes: float | None = None
@@ -118,7 +133,7 @@ class TrainingConfig:
     warmup_steps: int = 50
     """Linear warmup length in steps."""
     weight_decay: float = 0.01
-    """AdamW weight decay on matrices (not on norms, biases or embeddings)."""
+    """AdamW weight decay (not on norms and biases)."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold."""
     seed: int = 0
@@ -128,15 +143,19 @@ class TrainingConfig:
     device: str = "cpu"
     """Torch device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
     bf16: bool = False
-    """bf16 autocast; honoured on CUDA only, ignored with a warning elsewhere."""
+    """bf16 autocast (on CPU as on CUDA)."""
     gradient_checkpointing: bool = False
-    """Recompute activations to save memory; honoured on CUDA only, ignored with a warning elsewhere."""
+    """Recompute activations in the backward pass to save memory (on CPU as on CUDA)."""
+    save_steps: int = 500
+    """A checkpoint every this many steps, when :func:`train_causal_lm` runs with ``resume=True``."""
+    logging_steps: int = 5
+    """Steps per point of the loss curve (``loss.png`` beside the model)."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ("llama", "gpt2"):
             raise ConfigurationError(f"architecture must be 'llama' or 'gpt2', got {self.architecture!r}")
         positive = ("hidden_size", "num_layers", "num_heads", "max_seq_len", "batch_size", "threads", "learning_rate")
-        for name in positive:
+        for name in (*positive, "save_steps", "logging_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
@@ -156,14 +175,31 @@ class TrainingConfig:
         except RuntimeError as exc:
             raise ConfigurationError(f"invalid device {self.device!r}: {exc}") from exc
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        """Build from saved JSON, dropping unknown keys with a warning (files from newer versions load)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            logger.warning("ignoring unknown training config keys: %s", ", ".join(unknown))
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def run_config(self) -> RunConfig:
+        """The run settings the training engine gets: this config's, plus the from-scratch recipe
+        (cosine decay to 10 %, AdamW beta2 0.95, batches of one length in random order)."""
+        from kgllm.llm.tuning import RunConfig
+
+        return RunConfig(
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            max_minutes=self.max_minutes,
+            warmup_steps=self.warmup_steps,
+            lr_schedule="cosine",
+            min_lr_ratio=0.1,
+            adam_beta2=0.95,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            length_buckets=True,
+            precision="bf16" if self.bf16 else "fp32",
+            gradient_checkpointing=self.gradient_checkpointing,
+            save_steps=self.save_steps,
+            logging_steps=self.logging_steps,
+            seed=self.seed,
+            threads=self.threads,
+            device=self.device,
+        )
 
 
 @dataclass
@@ -174,6 +210,7 @@ class TrainResult:
     steps: int
     epochs: float
     tokens: int
+    """Tokens trained on (padding not counted)."""
     seconds: float
     final_loss: float
     """Mean training loss over the last (up to) 50 steps."""
@@ -214,34 +251,49 @@ def train_causal_lm(
     config: TrainingConfig | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> TrainResult:
     """Train a tokenizer and a causal LM from scratch on ``texts`` and save both to ``out_dir``.
 
-    Each text is one example (``<s>`` text ``</s>``). The model is written to a hidden
-    sibling directory and renamed into place at the end, so an interrupted run never
-    leaves a complete-looking ``out_dir``. An existing non-empty ``out_dir`` is replaced
-    only with ``overwrite=True``.
+    Each text is one example (``<s>`` text ``</s>``). Training runs on the engine of
+    :func:`~kgllm.llm.tuning.pretrain` (the transformers ``Trainer``: time budget, progress bar,
+    loss curve saved as ``loss.png``). The model is written to a hidden sibling directory and
+    renamed into place at the end, so an interrupted run never leaves a complete-looking
+    ``out_dir``. An existing non-empty ``out_dir`` is replaced only with ``overwrite=True``.
+
+    With ``resume=True`` the run checkpoints every ``config.save_steps`` steps into that hidden
+    directory, which an interrupted run leaves behind; the next call with ``resume=True`` (same
+    texts, same config) continues from its last checkpoint. ``callbacks`` are ``TrainerCallback``s
+    added to the run.
     """
     config = config or TrainingConfig()
+    run = config.run_config()
+    run.check_hardware()
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise InputError("no non-empty training texts")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ModelError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
-    device = _training_device(config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = out_dir.parent / (f".{out_dir.name}.partial" if resume else f".{out_dir.name}.partial-{os.getpid()}")
+    if not resume:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(exist_ok=True)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    finished = False
     try:
-        tokenizer = train_tokenizer(texts, config.vocab_size, staging)
+        if resume and (staging / "tokenizer.json").is_file():
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(staging)  # the one the checkpoints were trained with
+        else:
+            tokenizer = train_tokenizer(texts, config.vocab_size, staging)
         tokenizer.model_max_length = config.max_seq_len
-        examples = _encode(texts, tokenizer, config.max_seq_len)
+        rows = _encode(texts, tokenizer, config.max_seq_len)
         torch.manual_seed(config.seed)
-        model = _build_model(config, tokenizer).to(device)
-        stats = _train_loop(model, examples, tokenizer.pad_token_id, config, device, progress)
+        model = _build_model(config, tokenizer)
+        stats = _train_loop(model, tokenizer, rows, staging, run, progress, resume, callbacks)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         result = TrainResult(
@@ -254,9 +306,11 @@ def train_causal_lm(
         )
         result.save(staging)
         _move_into_place(staging, out_dir)
+        finished = True
     finally:
         torch.set_num_threads(previous_threads)
-        shutil.rmtree(staging, ignore_errors=True)
+        if finished or not resume:
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info(
         "trained %s parameters for %d steps in %.0f s (%.0f tokens/s, final loss %.3f) -> %s",
         f"{result.n_parameters:,}",
@@ -269,19 +323,8 @@ def train_causal_lm(
     return result
 
 
-def _training_device(config: TrainingConfig) -> torch.device:
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"device {config.device!r} requested but CUDA is not available; use device='cpu'")
-    if device.type != "cuda":
-        for flag in ("bf16", "gradient_checkpointing"):
-            if getattr(config, flag):
-                logger.warning("%s is honoured on CUDA only; ignored on %s", flag, device)
-    return device
-
-
-def _encode(texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int) -> list[list[int]]:
-    """Token ids of each text with ``<s>`` before and ``</s>`` after, truncated to ``max_len``."""
+def _encode(texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int) -> list[dict[str, list[int]]]:
+    """Each text's token ids with ``<s>`` before and ``</s>`` after, truncated to ``max_len``; loss on all."""
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
     examples = [ids[: max_len - 1] + [tokenizer.eos_token_id] for ids in encoded]
     truncated = sum(len(ids) >= max_len for ids in encoded)
@@ -289,7 +332,7 @@ def _encode(texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int) 
         logger.warning(
             "%d of %d texts are longer than max_seq_len=%d tokens and were truncated", truncated, len(texts), max_len
         )
-    return examples
+    return [{"input_ids": ids, "labels": ids} for ids in examples]
 
 
 def _build_model(config: TrainingConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
@@ -328,136 +371,31 @@ def _build_model(config: TrainingConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return model
 
 
-def _batches(examples: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Indices grouped into batches of similar length (little padding), in random order."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i]), rng.random()))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def _collate(
-    examples: list[list[int]], batch: list[int], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input ids and labels (-100 on padding).
-
-    No attention mask is needed: with right padding a causal model never lets a real
-    token attend to a pad, and skipping the mask keeps the fast causal attention path.
-    """
-    width = max(len(examples[i]) for i in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, i in enumerate(batch):
-        ids = torch.tensor(examples[i], dtype=torch.long)
-        input_ids[row, : len(ids)] = ids
-        labels[row, : len(ids)] = ids
-    return input_ids.to(device), labels.to(device)
-
-
-def _optimizer(model: PreTrainedModel, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [
-        p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n
-    ]
-    decay_ids = {id(p) for p in decay}
-    no_decay = [p for p in model.parameters() if id(p) not in decay_ids]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates all parameters at once: several times faster than the per-tensor loop on CPU too.
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=fused)
-
-
-def _lr_factor(step: int, progress: float, warmup: int) -> float:
-    """Linear warmup, then cosine from 1 down to 0.1 as ``progress`` goes from 0 to 1."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def _epoch_batches(examples: list[list[int]], config: TrainingConfig, rng: random.Random) -> Iterator[list[int]]:
-    """Batches of successive epochs, ending after ``config.epochs`` (or never)."""
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    limit = math.ceil(config.epochs * per_epoch) if config.epochs is not None else None
-    produced = 0
-    while limit is None or produced < limit:
-        for batch in _batches(examples, config.batch_size, rng):
-            if limit is not None and produced >= limit:
-                return
-            produced += 1
-            yield batch
-
-
 def _train_loop(
     model: PreTrainedModel,
-    examples: list[list[int]],
-    pad_id: int,
-    config: TrainingConfig,
-    device: torch.device,
+    tokenizer: PreTrainedTokenizerFast,
+    rows: list[dict[str, list[int]]],
+    staging: Path,
+    run: RunConfig,
     progress: bool,
+    resume: bool,
+    callbacks: list[TrainerCallback] | None,
 ) -> dict[str, Any]:
-    on_cuda = device.type == "cuda"
-    if config.gradient_checkpointing and on_cuda:
-        model.gradient_checkpointing_enable()
-    model.train()
-    optimizer = _optimizer(model, config, device)
-    rng = random.Random(config.seed)
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    total_steps = math.ceil(config.epochs * per_epoch) if config.epochs is not None else None
-    budget = config.max_minutes * 60 if config.max_minutes is not None else None
-    recent: deque[float] = deque(maxlen=50)
-    steps = tokens = 0
-    # Progress in percent of the run, whichever of the epoch and time limits ends it first.
-    bar = tqdm(total=100, desc="training", unit="%", disable=not progress, leave=False)
-    start = time.perf_counter()
-    for batch in _epoch_batches(examples, config, rng):
-        elapsed = time.perf_counter() - start
-        if budget is not None and elapsed >= budget:
-            break
-        fraction = max(steps / total_steps if total_steps else 0.0, elapsed / budget if budget else 0.0)
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * _lr_factor(steps, fraction, config.warmup_steps)
-        input_ids, labels = _collate(examples, batch, pad_id, device)
-        recent.append(_step(model, optimizer, input_ids, labels, config, bf16=config.bf16 and on_cuda))
-        steps += 1
-        tokens += sum(len(examples[i]) for i in batch)
-        if steps % 10 == 0:
-            bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix(
-                step=steps,
-                loss=f"{sum(recent) / len(recent):.3f}",
-                tok_s=f"{tokens / (time.perf_counter() - start):.0f}",
-            )
-    bar.close()
-    seconds = time.perf_counter() - start
-    model.eval()
+    """Train ``model`` on the shared engine (checkpoints in ``staging`` only when resumable); the
+    run's figures as :class:`TrainResult` records them."""
+    from kgllm.llm.tuning import _train, save_loss_curve
+
+    stats = _train(model, tokenizer, rows, staging, run, progress, resume, callbacks, checkpoints=resume)
+    if stats.losses:
+        save_loss_curve(stats.losses, staging / "loss.png", f"training from scratch on {len(rows)} texts")
     return {
-        "steps": steps,
-        "epochs": steps / per_epoch,
-        "tokens": tokens,
-        "seconds": seconds,
-        "final_loss": sum(recent) / len(recent) if recent else float("nan"),
-        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "steps": stats.steps,
+        "epochs": stats.steps / stats.steps_per_epoch,
+        "tokens": stats.tokens,
+        "seconds": stats.seconds,
+        "final_loss": stats.mean_loss(last_steps=50),
+        "tokens_per_second": stats.tokens / stats.seconds if stats.seconds > 0 else 0.0,
     }
-
-
-def _step(
-    model: PreTrainedModel,
-    optimizer: torch.optim.Optimizer,
-    input_ids: torch.Tensor,
-    labels: torch.Tensor,
-    config: TrainingConfig,
-    bf16: bool,
-) -> float:
-    """One optimisation step; returns the batch loss."""
-    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = model(input_ids=input_ids, labels=labels).loss
-    value = loss.item()
-    if not math.isfinite(value):
-        raise ModelError(f"training diverged (loss {value}); lower learning_rate")
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return value
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -25,7 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -34,10 +35,14 @@ from kgllm.exceptions import ConfigurationError, InputError, MissingDependencyEr
 from kgllm.graph.base import GraphStore
 from kgllm.llm.adapters import AdapterConfig, AdapterManifest, base_fingerprint
 from kgllm.llm.base import GenerationConfig
+from kgllm.llm.configs import ConfigMixin, config
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample, TaskSplits, fact_text
 from kgllm.llm.training import TrainingConfig, _build_model, train_tokenizer
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +52,72 @@ FULL = "full"
 RESULT_FILE = "tuning_result.json"
 
 
-@dataclass
-class RunConfig:
-    """Optimisation and memory settings of one training run; checked at construction."""
+SCHEDULES = ("linear", "cosine")
+
+
+@config
+class RunConfig(ConfigMixin):
+    """Optimisation and memory settings of one training run; checked at construction.
+
+    The run ends after ``max_steps``, else after ``epochs`` passes over the data, or at
+    ``max_minutes``, whichever comes first. The learning rate warms up linearly for
+    ``warmup_steps``, then decays (``lr_schedule``) to ``min_lr_ratio`` x its peak at the end
+    of the run, measured in steps or in time, whichever is further along; so a run that time
+    ends still finishes its decay. Unknown keys raise ``ConfigurationError``.
+
+    Example::
+
+        RunConfig(learning_rate=2e-3, epochs=None, max_minutes=4, lr_schedule="cosine", min_lr_ratio=0.1)
+    """
 
     learning_rate: float = 1e-3
+    """Peak AdamW learning rate."""
     batch_size: int = 16
+    """Examples per batch."""
     gradient_accumulation: int = 1
     """Batches whose gradients add up before each optimiser step (effective batch = batch_size x this)."""
-    epochs: float = 3
+    epochs: float | None = 3
+    """Passes over the data (fractions allowed); ``None`` to stop on ``max_steps`` or ``max_minutes`` only."""
     max_steps: int | None = None
     """Optimiser steps of the run; overrides ``epochs`` when set."""
     max_minutes: float | None = None
-    """Stop early (and save) once this much time has passed."""
+    """Stop early (and save) once this much time has passed in this call."""
     warmup_steps: int = 20
+    """Linear warmup length in optimiser steps."""
+    lr_schedule: str = "linear"
+    """Decay after the warmup: ``linear`` or ``cosine``."""
+    min_lr_ratio: float = 0.0
+    """Learning rate at the end of the run, as a share of the peak."""
+    adam_beta2: float = 0.999
+    """AdamW's second-moment decay (0.95 suits short from-scratch runs)."""
     weight_decay: float = 0.0
+    """AdamW weight decay (not on biases and norms)."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this norm; 0 turns clipping off."""
     group_by_length: bool = False
-    """Batch examples of similar length (less padding, so more examples per second on CPU)."""
+    """Batch examples of similar length (less padding, so more examples per second on CPU): transformers'
+    sampler, which sorts random groups of 50 batches longest first."""
+    length_buckets: bool = False
+    """Batches of examples of (nearly) one length, in random order: the least padding, and successive
+    steps independent draws (no run of long-to-short batches); the from-scratch recipe."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (autocast, CPU or CUDA) or ``fp16`` (CUDA only)."""
     quantization: str | None = None
     """``8bit`` or ``4bit`` weights through bitsandbytes (CUDA and ``kgllm[gpu]`` only), for adapter training."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (CPU and CUDA)."""
     device_map: str | None = None
     """``auto``: accelerate spreads the layers over the GPUs and offloads the rest to CPU memory."""
     save_steps: int = 100
+    """A checkpoint (model, optimiser, scheduler, RNG and data position) every this many steps."""
     logging_steps: int = 5
+    """Steps per point of the loss curve."""
     seed: int = 0
+    """Seed of the initialisation, the batch order and dropout."""
     threads: int = 1
+    """CPU threads for torch during the run (restored afterwards)."""
     device: str = "cpu"
+    """Torch device: ``cpu``, ``cuda``, ``cuda:1``, ..."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -86,23 +126,29 @@ class RunConfig:
             raise ConfigurationError(
                 f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
             )
-        for name in (
-            "learning_rate",
-            "batch_size",
-            "gradient_accumulation",
-            "epochs",
-            "save_steps",
-            "logging_steps",
-            "threads",
-        ):
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigurationError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for name in ("learning_rate", "batch_size", "gradient_accumulation", "save_steps", "logging_steps", "threads"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_grad_norm < 0 or self.weight_decay < 0:
-            raise ConfigurationError("max_grad_norm and weight_decay cannot be negative")
+        if self.group_by_length and self.length_buckets:
+            raise ConfigurationError("choose group_by_length or length_buckets, not both")
+        if self.epochs is None and self.max_steps is None and self.max_minutes is None:
+            raise ConfigurationError("set epochs, max_steps or max_minutes, or training would never stop")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigurationError(f"epochs must be positive when set, got {self.epochs}")
+        if self.max_grad_norm < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigurationError("max_grad_norm, weight_decay and warmup_steps cannot be negative")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.adam_beta2 < 1:
+            raise ConfigurationError("min_lr_ratio must be in [0, 1] and adam_beta2 in (0, 1)")
         if (self.max_steps is not None and self.max_steps < 1) or (
             self.max_minutes is not None and self.max_minutes <= 0
         ):
             raise ConfigurationError("max_steps and max_minutes must be positive when set")
+        try:
+            torch.device(self.device)
+        except RuntimeError as exc:
+            raise ConfigurationError(f"invalid device {self.device!r}: {exc}") from exc
 
     def check_hardware(self) -> None:
         """Refuse the options this machine cannot honour, instead of silently ignoring them."""
@@ -208,37 +254,133 @@ class _Collator:
 # ---------------------------------------------------------------- the run
 
 
-class _TimeBudget(TrainerCallback):
-    """Stops the run at its deadline. When time, not the step count, will end the run, the
-    linear decay is stretched to reach zero at the deadline instead of at an unreached step."""
+_UNBOUNDED_STEPS = 1_000_000_000  # a run without an epoch or step limit: its time budget ends it
 
-    def __init__(self, minutes: float | None):
+
+def lr_factor(
+    step: int, max_steps: int, warmup: int, time_done: float = 0.0, schedule: str = "linear", min_ratio: float = 0.0
+) -> float:
+    """The learning rate of optimiser step ``step`` (from 0) as a share of the peak: a linear warmup
+    over ``warmup`` steps, then a ``linear`` or ``cosine`` decay from 1 to ``min_ratio``, following
+    the run's progress in steps or in time (``time_done``, 0 to 1), whichever is further along."""
+    if step < warmup:
+        return (step + 1) / warmup
+    steps_done = (step - warmup) / max(1, max_steps - warmup)
+    progress = min(1.0, max(steps_done, time_done))
+    shape = 1 - progress if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return min_ratio + (1 - min_ratio) * shape
+
+
+class _TimeBudget(TrainerCallback):
+    """Stops the run at its deadline (``max_minutes`` of this call), saving a checkpoint there when the
+    run keeps checkpoints; ``fraction()``, the share of the time used, drives the learning-rate decay.
+    The last stretch of steps, however short, is logged, so the loss curve reaches the end."""
+
+    def __init__(self, minutes: float | None, save: bool = True):
         self.seconds = 60 * minutes if minutes else None
+        self.save = save
         self.started = time.monotonic()
+
+    def fraction(self) -> float:
+        return 0.0 if self.seconds is None else (time.monotonic() - self.started) / self.seconds
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
 
-    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-        if self.seconds is None:
-            return
-        time_done = (time.monotonic() - self.started) / self.seconds
-        if time_done >= 1:
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.fraction() >= 1:
             control.should_training_stop = True
-            control.should_save = True
-        steps_done = state.global_step / max(1, state.max_steps)
-        if optimizer is not None and state.global_step > args.warmup_steps and time_done > steps_done:
-            for group in optimizer.param_groups:  # the scheduler sets the rate afresh every step
-                group["lr"] *= max(0.0, 1 - time_done) / max(1e-9, 1 - steps_done)
+            control.should_save = control.should_save or self.save
+        if control.should_training_stop:
+            control.should_log = True
+
+
+class _Watch(TrainerCallback):
+    """Fails a diverged run at once, and (with ``progress``) shows a bar in percent of the run (steps
+    or time, whichever is further along) with the latest loss and tokens per second."""
+
+    def __init__(self, budget: _TimeBudget, progress: bool):
+        self.budget = budget
+        self.progress = progress
+        self.bar: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=100, desc="training", unit="%", leave=False)
+        self.started, self.tokens = time.monotonic(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            done = max(state.global_step / max(1, state.max_steps), self.budget.fraction())
+            self.bar.update(min(100, int(100 * done)) - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            raise ModelError(f"training diverged at step {state.global_step} (loss {loss}); lower learning_rate")
+        if self.bar is not None:
+            rate = (state.num_input_tokens_seen - self.tokens) / max(1e-9, time.monotonic() - self.started)
+            self.bar.set_postfix(step=state.global_step, loss=f"{loss:.3f}", tok_s=f"{rate:.0f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _LengthBuckets(torch.utils.data.Sampler):
+    """Example indices batch after batch: each batch of (nearly) one length, the full batches in random
+    order and the one short batch last, so the data loader's chunks of ``batch_size`` are these batches.
+    The order depends on the seed and the epoch only (the Trainer sets the epoch), so a resumed run
+    skips exactly the batches it had trained on."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = random.Random(f"{self.seed}-{self.epoch}")
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        full = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(full)
+        for batch in full + [b for b in batches if len(b) < self.batch_size]:
+            yield from batch
 
 
 @dataclass
 class RunStats:
+    """What one run of the engine did."""
+
     steps: int
     seconds: float
     seconds_per_step: float
     final_loss: float
+    """The last point of the loss curve."""
     losses: list[tuple[int, float]]
+    """The loss curve: (step, mean loss of the steps since the previous point)."""
+    tokens: int = 0
+    """Tokens trained on (padding not counted)."""
+    steps_per_epoch: int = 1
+
+    def mean_loss(self, last_steps: int) -> float:
+        """Mean training loss of the last ``last_steps`` steps (as far as the curve's points resolve them)."""
+        total = weight = 0.0
+        previous = 0
+        for step, loss in self.losses:
+            if step > self.steps - last_steps:
+                total += loss * (step - previous)
+                weight += step - previous
+            previous = step
+        return total / weight if weight else float("nan")
 
 
 def _train(
@@ -250,27 +392,55 @@ def _train(
     progress: bool,
     resume: bool,
     callbacks: list[TrainerCallback] | None,
+    checkpoints: bool = True,
 ) -> RunStats:
+    """The training engine of ``train_causal_lm``, ``pretrain`` and ``finetune``: the transformers
+    ``Trainer`` with our time budget, learning-rate schedule, progress bar and divergence check.
+    Checkpoints go to ``out_dir/checkpoints`` (none with ``checkpoints=False``); with ``resume`` the
+    run continues from the last one there. They are removed when the run completes."""
+    from torch.optim.lr_scheduler import LambdaLR
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     if not rows:
         raise InputError("no training examples")
     per_epoch = math.ceil(len(rows) / (run.batch_size * run.gradient_accumulation))
-    max_steps = run.max_steps or max(1, math.ceil(run.epochs * per_epoch))
+    if run.max_steps:
+        max_steps = run.max_steps
+    elif run.epochs is not None:
+        max_steps = max(1, math.ceil(run.epochs * per_epoch))
+    else:
+        max_steps = _UNBOUNDED_STEPS
     cuda = torch.device(run.device).type == "cuda"
+    budget = _TimeBudget(run.max_minutes, save=checkpoints)
+
+    def schedule(step: int) -> float:
+        return lr_factor(step, max_steps, run.warmup_steps, budget.fraction(), run.lr_schedule, run.min_lr_ratio)
+
+    class _Trainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if run.length_buckets:
+                return _LengthBuckets([len(r["input_ids"]) for r in rows], run.batch_size, run.seed)
+            return super()._get_train_sampler(train_dataset)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = LambdaLR(optimizer or self.optimizer, schedule)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=max_steps,
         per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=run.gradient_accumulation,
         learning_rate=run.learning_rate,
-        warmup_steps=run.warmup_steps,
+        adam_beta2=run.adam_beta2,
+        optim="adamw_torch_fused",  # one kernel for all parameters: several times faster on CPU too
         weight_decay=run.weight_decay,
         max_grad_norm=run.max_grad_norm,
         train_sampling_strategy="group_by_length" if run.group_by_length else "random",
-        lr_scheduler_type="linear",
         logging_steps=min(run.logging_steps, max_steps),
-        save_strategy="steps",
+        save_strategy="steps" if checkpoints else "no",
         save_steps=run.save_steps,
         save_total_limit=2,
         report_to="none",
@@ -279,20 +449,22 @@ def _train(
         fp16=run.precision == "fp16",
         seed=run.seed,
         data_seed=run.seed,
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # _Watch draws the bar: in percent of the run, which may end on time
+        include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         remove_unused_columns=False,
         **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
     )
-    trainer = Trainer(
+    trainer = _Trainer(
         model=model,
         args=args,
         train_dataset=rows,
         data_collator=_Collator(tokenizer.pad_token_id),
-        callbacks=[_TimeBudget(run.max_minutes), *(callbacks or [])],
+        processing_class=tokenizer,
+        callbacks=[budget, _Watch(budget, progress), *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no dict per log step
-    checkpoint = resume and any((out_dir / "checkpoints").glob("checkpoint-*"))
+    checkpoint = resume and checkpoints and any((out_dir / "checkpoints").glob("checkpoint-*"))
     previous = torch.get_num_threads()
     torch.set_num_threads(run.threads)
     started = time.perf_counter()
@@ -305,7 +477,15 @@ def _train(
     steps = trainer.state.global_step
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete: nothing left to resume
     model.eval()
-    return RunStats(steps, seconds, seconds / max(1, steps), losses[-1][1] if losses else float("nan"), losses)
+    return RunStats(
+        steps,
+        seconds,
+        seconds / max(1, steps),
+        losses[-1][1] if losses else float("nan"),
+        losses,
+        int(trainer.state.num_input_tokens_seen),
+        per_epoch,
+    )
 
 
 def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str) -> Path:
@@ -406,8 +586,9 @@ class TuningResult:
     def summary(self) -> str:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
         return (
-            f"{self.kind} {self.method}{f' on {self.task}' if self.task else ''}: {self.trainable_parameters:,} trainable "
-            f"parameters ({self.trainable_percent:.2f}% of {self.total_parameters:,}), {self.steps} steps in "
+            f"{self.kind} {self.method}{f' on {self.task}' if self.task else ''}: "
+            f"{self.trainable_parameters:,} trainable parameters "
+            f"({self.trainable_percent:.2f}% of {self.total_parameters:,}), {self.steps} steps in "
             f"{self.seconds:.0f} s, final loss {self.final_loss:.3f}" + (f", {metrics}" if metrics else "")
         )
 
@@ -426,7 +607,14 @@ def pretrain(
     """Continue training ``base_dir`` on ``texts``, or (without a base) train a tokenizer and a model of
     ``model_config``'s size from scratch. Checkpoints go to ``out_dir/checkpoints``; with ``resume`` a
     run interrupted there continues from its last checkpoint. The final model, its perplexity on
-    ``held_out`` and ``loss.png`` are saved in ``out_dir``."""
+    ``held_out`` and ``loss.png`` are saved in ``out_dir``.
+
+    Only the model's shape is taken from ``model_config`` (architecture, sizes, vocabulary,
+    ``max_seq_len``); the run follows ``run`` (``model_config.run_config()`` gives the default
+    model's recipe). A base model keeps its own shape, so ``model_config`` with ``base_dir`` is refused.
+    """
+    if base_dir is not None and model_config is not None:
+        raise ConfigurationError("model_config sizes a model trained from scratch; a base_dir keeps its own shape")
     run = run or RunConfig()
     run.check_hardware()
     texts = [t for t in texts if t.strip()]
@@ -467,7 +655,7 @@ def pretrain(
         total,
         total,
         metrics,
-        asdict(run),
+        run.to_dict(),
     )
     result.save()
     return result
@@ -512,11 +700,45 @@ def load_for_training(
 # ---------------------------------------------------------------- fine-tuning
 
 
+_PEFT_METHODS = {"LORA": "lora", "PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt", "P_TUNING": "ptuning"}
+
+
+def _adapter_spec(adapter: Any) -> tuple[Any, str, dict[str, Any]]:
+    """The peft config to train, kgllm's name of its method and the settings the manifest records."""
+    if isinstance(adapter, AdapterConfig):
+        return adapter.peft_config(), adapter.method, adapter.to_dict()
+    from peft import PeftConfig
+
+    if not isinstance(adapter, PeftConfig):
+        raise ConfigurationError(
+            f"adapter must be an AdapterConfig, a peft PeftConfig or None (full fine-tuning), got {adapter!r}"
+        )
+    kind = getattr(adapter.peft_type, "value", adapter.peft_type)
+    method = _PEFT_METHODS.get(str(kind))
+    if method is None:
+        raise ConfigurationError(
+            f"finetune trains peft's LoraConfig, PrefixTuningConfig, PromptTuningConfig and PromptEncoderConfig "
+            f"(the methods AdaptedLM loads), got {type(adapter).__name__}"
+        )
+    if adapter.task_type is None:
+        adapter = copy.deepcopy(adapter)
+        adapter.task_type = "CAUSAL_LM"
+    elif adapter.task_type != "CAUSAL_LM":
+        raise ConfigurationError(f"the adapter's task_type must be CAUSAL_LM, got {adapter.task_type}")
+    return adapter, method, json.loads(json.dumps(adapter.to_dict(), default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return getattr(value, "value", str(value))
+
+
 def finetune(
     base_dir: str | os.PathLike[str],
     splits: TaskSplits,
     out_dir: str | os.PathLike[str],
-    adapter: AdapterConfig | None = None,
+    adapter: AdapterConfig | PeftConfig | None = None,
     run: RunConfig | None = None,
     progress: bool = True,
     resume: bool = False,
@@ -524,30 +746,41 @@ def finetune(
 ) -> TuningResult:
     """Train ``adapter`` (a PEFT method over the frozen base) or, with ``adapter=None``, every weight
     (full fine-tuning) on ``splits.train``; measure accuracy on ``splits.dev`` and save the adapter
-    alone with its manifest (or the whole model) in ``out_dir``."""
+    alone with its manifest (or the whole model) in ``out_dir``.
+
+    ``adapter`` is an :class:`AdapterConfig` or a peft config of the same four methods (``LoraConfig``,
+    ``PrefixTuningConfig``, ``PromptTuningConfig``, ``PromptEncoderConfig``), for settings
+    ``AdapterConfig`` does not carry; its ``task_type`` is ``CAUSAL_LM`` (set when left empty).
+
+    Example::
+
+        finetune("models/base", build_task(store, "tail"), "adapters/tail",
+                 LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), RunConfig(epochs=3))
+    """
     run = run or RunConfig()
     run.check_hardware()
     if adapter is None and run.quantization:
         raise ConfigurationError("quantized weights cannot be trained in full; use an adapter method")
+    spec = _adapter_spec(adapter) if adapter is not None else None
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     torch.manual_seed(run.seed)
     model, tokenizer = load_for_training(base_dir, run)
-    if adapter is not None:
+    if spec is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, adapter.peft_config())
+        model = get_peft_model(model, spec[0])
         if run.gradient_checkpointing:
             model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    virtual = adapter.num_virtual_tokens if adapter and adapter.prompt_learning else 0
+    virtual = spec[0].num_virtual_tokens if spec and spec[0].is_prompt_learning else 0
     rows = _encode_examples(tokenizer, splits.train, _max_len(model) - virtual)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = _train(model, tokenizer, rows, out_dir, run, progress, resume, callbacks)
     metrics = {"dev_accuracy": accuracy(HFCausalLM(model, tokenizer), splits.dev)} if splits.dev else {}
-    method = adapter.method if adapter else FULL
+    method = spec[1] if spec else FULL
     model.save_pretrained(out_dir)
-    if adapter is None:
+    if spec is None:
         tokenizer.save_pretrained(out_dir)
     else:
         AdapterManifest(
@@ -555,7 +788,7 @@ def finetune(
             method,
             base_dir.resolve().name,
             base_fingerprint(base_dir),
-            asdict(adapter),
+            spec[2],
             {**metrics, "final_loss": stats.final_loss},
         ).save(out_dir)
     if stats.losses:
@@ -572,7 +805,7 @@ def finetune(
         trainable,
         total,
         metrics,
-        asdict(run),
+        run.to_dict(),
     )
     result.save()
     return result

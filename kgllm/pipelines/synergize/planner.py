@@ -4,7 +4,7 @@ Training examples are ``plan_prompt(question) + path_text(gold path)``, exactly 
 text the reasoner scores for a plan, so the adapter learns to rank plans::
 
     examples = planning_examples(store, read_pathquestion("PQ-2H.train.txt"))
-    train_planner(base_dir, examples, out_dir, PlannerConfig(max_minutes=3))
+    train_planner(base_dir, examples, out_dir, PlannerConfig(run=replace(PLANNER_RUN, max_minutes=3)))
     reasoner = PathReasoner(store, retriever, lm=load_planner(base_dir, out_dir))
 
 Each path ends with the tokenizer's end-of-sequence token, in training and in scoring,
@@ -13,18 +13,20 @@ so a plan that stops early (a prefix of the gold path) is not as likely as the g
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import torch
 
 from kgllm.datasets.pathquestion import PathQuestionItem
-from kgllm.exceptions import InputError
+from kgllm.exceptions import ConfigurationError, InputError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.rdflib_store import to_iri
 from kgllm.llm.adapters import LLAMA_LINEAR, AdapterConfig, merge_adapter
+from kgllm.llm.configs import ConfigMixin, check_config, config
 from kgllm.llm.corpus import path_text, plan_prompt
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample, TaskSplits
@@ -33,24 +35,48 @@ from kgllm.llm.tuning import RunConfig, finetune
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PlannerConfig:
-    """LoRA and training settings of the planner (trained by :func:`kgllm.llm.tuning.finetune`)."""
+PLANNER_LORA = AdapterConfig(method="lora", rank=8, alpha=16, dropout=0.05, target_modules=list(LLAMA_LINEAR))
+"""The planner's adapter by default: LoRA r=8 on every linear layer of the Llama blocks."""
+PLANNER_RUN = RunConfig(
+    learning_rate=2e-3,
+    batch_size=16,
+    epochs=16,
+    max_minutes=3.0,
+    warmup_steps=20,
+    weight_decay=0.01,
+    max_grad_norm=0.0,  # AdamW's usual decay and no clipping (the gradient norms stay under 1 here)
+    threads=2,
+    seed=0,
+    save_steps=10_000,
+)
+"""The planner's run by default: 16 epochs or 3 minutes, whichever ends first."""
 
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
-    learning_rate: float = 2e-3
-    batch_size: int = 16
-    epochs: float = 16
-    max_minutes: float = 3.0
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    max_grad_norm: float = 0.0
-    """AdamW's usual decay and no clipping (the gradient norms stay under 1 here)."""
-    threads: int = 2
-    seed: int = 0
+
+@config
+class PlannerConfig(ConfigMixin):
+    """The planner's adapter and run, trained by :func:`kgllm.llm.tuning.finetune`.
+
+    Built from the two configs it is made of; change one setting with ``dataclasses.replace``
+    of the defaults. A saved config (``to_dict``) loads back with ``PlannerConfig.from_dict``.
+
+    Example::
+
+        PlannerConfig(run=replace(PLANNER_RUN, max_minutes=10, threads=4))
+        PlannerConfig(adapter=AdapterConfig(rank=4, alpha=8), run=RunConfig(epochs=300, learning_rate=1e-2))
+    """
+
+    adapter: AdapterConfig = field(default_factory=lambda: copy.deepcopy(PLANNER_LORA))
+    """The LoRA adapter (the planner is merged into the base to score plans, so LoRA only)."""
+    run: RunConfig = field(default_factory=lambda: copy.deepcopy(PLANNER_RUN))
+    """Optimisation settings of the planner's training run."""
+
+    def __post_init__(self) -> None:
+        self.adapter = check_config(self.adapter, AdapterConfig, "PlannerConfig.adapter")
+        self.run = check_config(self.run, RunConfig, "PlannerConfig.run")
+        if self.adapter.method != "lora":
+            raise ConfigurationError(
+                f"the planner is a LoRA adapter (merged into the base to score plans), got {self.adapter.method!r}"
+            )
 
 
 def planning_examples(store: GraphStore, items: Iterable[PathQuestionItem]) -> list[str]:
@@ -111,30 +137,13 @@ def train_planner(
     """Train a LoRA adapter over the frozen base model on ``examples`` (loss on the path and the end
     token only) and save the adapter alone in ``out_dir``; returns steps, seconds, loss and trainable share."""
     config = config or PlannerConfig()
-    adapter = AdapterConfig(
-        method="lora",
-        rank=config.rank,
-        alpha=config.alpha,
-        dropout=config.dropout,
-        target_modules=list(config.target_modules),
-    )
-    run = RunConfig(
-        learning_rate=config.learning_rate,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        max_minutes=config.max_minutes,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        threads=config.threads,
-        seed=config.seed,
-        save_steps=10_000,
-    )
     split = [
         TaskExample(prompt + "\nPath:", path, (path.strip(),))
         for prompt, path in (text.split("\nPath:", 1) for text in examples)
     ]
-    result = finetune(base_dir, TaskSplits("plan", split, [], []), out_dir, adapter, run, progress=progress)
+    result = finetune(
+        base_dir, TaskSplits("plan", split, [], []), out_dir, config.adapter, config.run, progress=progress
+    )
     log.info("planner: %s", result.summary())
     return {
         "steps": result.steps,
