@@ -189,6 +189,7 @@ class _SharedBase:
         self.base_dir = Path(base_dir)
         self.fingerprint = base_fingerprint(base_dir)
         self.library = library
+        self.num_parameters = base.model.num_parameters()  # counted before peft adds layers to it
         self.wrappers: dict[str, Any] = {}  # method -> PeftModel
         self.loaded: dict[str, AdapterManifest] = {}  # adapter name -> manifest
         self.lock = threading.RLock()
@@ -319,6 +320,11 @@ class AdaptedLM(HFCausalLM):
     def loaded(self) -> dict[str, AdapterManifest]:
         return dict(self._shared.loaded)
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the base model (adapters not counted)."""
+        return self._shared.num_parameters
+
     def _base(self):
         return self.base_model
 
@@ -351,8 +357,11 @@ class AdaptedLM(HFCausalLM):
         if lora is None or method == "lora":
             yield
             return
-        with lora.disable_adapter():
-            yield
+        try:
+            with lora.disable_adapter():
+                yield
+        finally:
+            lora.requires_grad_(False)  # peft marks the active LoRA adapter trainable again when it re-enables it
 
     def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
         if self._method() in (None, "lora"):
