@@ -10,6 +10,9 @@ Example::
     lm.use("qa").generate("Facts: ...\\nQuestion: Where is Kenya?\\nAnswer:")
     lm.use("tail").score("Kenya | located in |", [" Eastern Africa", " Europe"])
 
+    extract = load_adapted("models/base", "adapters/extract")      # a pipeline's task model
+    verbalize = load_adapted("models/base", "adapters/verbalize")  # same base weights, its own adapter
+
 Prefix tuning, prompt tuning and P-tuning add virtual tokens in front of every forward
 pass (peft replaces any ``past_key_values`` given to a prefix-tuned model), so the
 cached two-pass ``score`` of :class:`HFCausalLM` would score candidates without their
@@ -19,7 +22,6 @@ prompt; :class:`AdaptedLM` scores those methods with one full pass per candidate
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -199,9 +201,9 @@ class AdaptedLM(HFCausalLM):
     """One frozen base model with task adapters loaded on demand, kept, and switched per task.
 
     ``use(task)`` loads the task's adapter from the library the first time and makes it the
-    active one; ``use(None)`` runs the bare base model. ``for_task(task)`` is another handle on
-    the same base and adapters with its own active task, so an extractor and a verbalizer share
-    one base in memory; each call switches the wrappers to its handle's adapter under a lock.
+    active one; ``use(None)`` runs the bare base model. :func:`load_adapted` gives each task model
+    its own handle on one shared base (an extractor and a verbalizer hold one copy of it); each
+    call switches the wrappers to its handle's adapter under a lock.
     peft cannot hold LoRA and prompt-learning adapters in one wrapper, so each method gets its own
     wrapper over the same base module, and LoRA layers are switched off while a prompt-learning
     adapter runs.
@@ -309,12 +311,6 @@ class AdaptedLM(HFCausalLM):
         with self._shared.lock:
             self._activate()
         return self
-
-    def for_task(self, task: str | None) -> AdaptedLM:
-        """Another handle on the same base and adapters with ``task`` active (loaded from the library
-        once); this one keeps its own task."""
-        view = copy.copy(self)
-        return view.use(task)
 
     @property
     def loaded(self) -> dict[str, AdapterManifest]:

@@ -228,7 +228,7 @@ class HFCausalLM(LanguageModel):
         results = []
         for row, (text, ids) in enumerate(zip(texts, generated.tolist(), strict=True)):
             end = next((i + 1 for i, token in enumerate(ids) if token in eos), len(ids))
-            results.append(Generation(text, tuple(ids[:end]), tuple(steps[row][:end]) if steps else None))
+            results.append(Generation(text, tuple(ids[:end]), tuple(steps[row][:end]) if steps is not None else None))
         n = config.num_return_sequences
         return [results[i * n : (i + 1) * n] for i in range(len(prompts))]
 
