@@ -15,7 +15,15 @@ from kgllm.exceptions import ConfigurationError, ModelError
 from kgllm.graph.loaders import load
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import GenerationConfig, HFCausalLM, TrainingConfig, train_causal_lm
-from kgllm.llm.adapters import METHODS, AdaptedLM, AdapterConfig, AdapterLibrary, AdapterManifest, merge_adapter
+from kgllm.llm.adapters import (
+    METHODS,
+    AdaptedLM,
+    AdapterConfig,
+    AdapterLibrary,
+    AdapterManifest,
+    load_adapted,
+    merge_adapter,
+)
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.tasks import build_task
 from kgllm.llm.tuning import RunConfig, accuracy, finetune
@@ -144,6 +152,55 @@ def test_lora_merged_into_the_base_scores_as_the_adapter(library, base, tmp_path
     )
     with pytest.raises(ConfigurationError, match="only LoRA"):
         merge_adapter(base, library / "tail-prefix")
+
+
+def test_greedy_output_through_the_adapter_equals_the_merged_model(library, base):
+    merged = merge_adapter(base, library / "tail-lora")
+    adapted = load_adapted(base, library / "tail-lora", threads=1)
+    prompts = [f"{c.title()} | located in |" for c in REGIONS] + ["Ghana | neighbor of |"]
+    config = GenerationConfig(max_new_tokens=6, stop=())
+    expected = merged.generate_tokens(prompts, config)
+    assert adapted.generate_tokens(prompts, config) == expected
+    # the same after another handle on the same base ran a prompt-learning adapter in between
+    prefix = load_adapted(base, library / "tail-prefix", threads=1)
+    prefix.generate(prompts[:2], config)
+    assert adapted.generate_tokens(prompts, config) == expected
+    assert [merged.score(p, [" east", " west"]) for p in prompts[:3]] == [
+        pytest.approx(adapted.score(p, [" east", " west"]), abs=1e-4) for p in prompts[:3]
+    ]
+
+
+def test_adapters_of_one_base_share_its_weights(library, base, splits, tmp_path):
+    """Two task models loaded on one base hold one copy of it; merged copies would hold two."""
+    second = tmp_path / "second-lora"
+    task_splits = type(splits)("second", splits.train, splits.dev, splits.test)
+    finetune(base, task_splits, second, AdapterConfig(rank=4), RunConfig(learning_rate=5e-2, **SHORT), progress=False)
+    first_lm = load_adapted(base, library / "tail-lora", threads=1)
+    second_lm = load_adapted(base, second, threads=1)
+    assert first_lm.base_model is second_lm.base_model and first_lm.active != second_lm.active
+    base_bytes = _bytes([HFCausalLM.from_pretrained(base).model])
+    shared = _bytes([first_lm.model, second_lm.model])
+    merged = _bytes([merge_adapter(base, library / "tail-lora").model, merge_adapter(base, second).model])
+    assert shared < 1.5 * base_bytes and merged == 2 * base_bytes
+    # each handle keeps its own adapter, whatever the other ran last
+    prompt = "Kenya | located in |"
+    alone = [
+        HFCausalLM(merge_adapter(base, d).model, first_lm.tokenizer).score(prompt, [" east"])
+        for d in (library / "tail-lora", second)
+    ]
+    for _ in range(2):
+        assert first_lm.score(prompt, [" east"]) == pytest.approx(alone[0], abs=1e-4)
+        assert second_lm.score(prompt, [" east"]) == pytest.approx(alone[1], abs=1e-4)
+    assert alone[0] != pytest.approx(alone[1], abs=1e-3)
+
+
+def _bytes(modules) -> int:
+    """Bytes of the distinct tensors the modules hold (a tensor shared between them counts once)."""
+    seen = {}
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
 
 
 def test_bad_adapters_give_one_clear_error(library, base, store, tmp_path):

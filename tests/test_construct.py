@@ -11,7 +11,7 @@ import torch
 from kgllm.exceptions import InputError, ParseError
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
-from kgllm.llm.adapters import AdapterConfig
+from kgllm.llm.adapters import AdapterConfig, merge_adapter
 from kgllm.llm.tasks import TaskSplits
 from kgllm.llm.tuning import RunConfig, finetune
 from kgllm.pipelines.construction.constructor import (
@@ -50,8 +50,8 @@ def train_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def extractor(train_file, tmp_path_factory):
-    """A tiny base model and an extraction adapter trained on four sentences (about 20 s)."""
+def extraction_model(train_file, tmp_path_factory):
+    """(base, adapter): a tiny base model and an extraction adapter trained on four sentences (about 20 s)."""
     threads = torch.get_num_threads()
     base = tmp_path_factory.mktemp("base") / "model"
     texts = [
@@ -80,8 +80,13 @@ def extractor(train_file, tmp_path_factory):
         RunConfig(learning_rate=1e-2, batch_size=4, epochs=150, max_minutes=30, warmup_steps=5, save_steps=10_000),
         progress=False,
     )
-    yield Extractor.load(base, adapter, threads=1, relations=RELATIONS)
+    yield base, adapter
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def extractor(extraction_model):
+    return Extractor.load(*extraction_model, threads=1, relations=RELATIONS)
 
 
 def test_every_output_the_grammar_allows_is_a_triple_list_of_text_spans(extractor):
@@ -118,6 +123,23 @@ def test_trained_adapter_extracts_the_sentences_it_learned(extractor):
         expected = {(s.replace("_", " "), r, o.replace("_", " ")) for s, r, o in gold}
         assert {(t.subject, t.relation, t.object) for t in triples} == expected, text
         assert all(0 < t.score <= 1 for t in triples)
+
+
+def test_extraction_through_the_adapter_equals_the_merged_model(extraction_model, extractor):
+    """The adapter served over the shared base decodes as the base with the adapter merged in (greedy)."""
+    texts = [*SENTENCES, "Dan Brown was born in Oslo and works for Initech, which is located in Madrid."]
+    merged_lm = merge_adapter(*extraction_model)
+    for relations in (RELATIONS, None):
+        expected = Extractor(merged_lm, relations).extract(texts)
+        found = Extractor(extractor.lm, relations).extract(texts)
+        assert facts(found) == facts(expected) and any(facts(found))
+        assert [t.score for ts in found for t in ts] == pytest.approx(
+            [t.score for ts in expected for t in ts], abs=1e-5
+        )
+
+
+def facts(extracted):
+    return [[(t.subject, t.relation, t.object) for t in triples] for triples in extracted]
 
 
 def test_chunks_are_whole_sentences_within_the_limit():

@@ -10,9 +10,9 @@ import torch
 from kgllm.datasets.webnlg import delexicalize, read_webnlg, relexicalize
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.llm import TrainingConfig, train_causal_lm
-from kgllm.llm.adapters import AdapterConfig
+from kgllm.llm.adapters import AdapterConfig, load_adapted
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.construction.adapters import TaskTraining, ensure_adapter, load_adapted, training_record
+from kgllm.pipelines.construction.adapters import TaskTraining, ensure_adapter, training_record
 from kgllm.pipelines.construction.kg2text import (
     Verbalizer,
     answer_facts,

@@ -246,3 +246,100 @@ def test_the_default_model_is_cached_by_what_it_learns_not_by_the_thread_count(t
         texts, config, settings
     )
     assert default_model_dir(texts[:1], config, settings) != default_model_dir(texts, config, settings)
+
+
+def test_a_constraint_object_gives_each_prompt_its_own_rule(lm):
+    from kgllm.llm.constrained import PerPrompt, TokenTrie
+
+    def trie(*candidates: str) -> TokenTrie:
+        return TokenTrie(
+            lm.tokenizer(list(candidates), add_special_tokens=False)["input_ids"], lm.tokenizer.eos_token_id
+        )
+
+    prompts = [prompt("France"), prompt("Kenya"), prompt("Peru")]
+    rules = PerPrompt([trie(" Rome", " Madrid"), trie(" Nairobi", " Lima"), trie(" Tokyo")])
+    outputs = lm.generate(prompts, GenerationConfig(max_new_tokens=8, stop=()), constraint=rules)
+    expected = [lm.generate(prompts[0], allowed=[" Rome", " Madrid"])[0], [" Nairobi"], [" Tokyo"]]
+    assert outputs == expected
+    assert lm.generate(prompts[0], allowed=[" Rome", " Madrid"]) == lm.generate(
+        prompts[0], GenerationConfig(stop=()), constraint=trie(" Rome", " Madrid")
+    )
+    with pytest.raises(InputError, match="not both"):
+        lm.generate(prompts[0], allowed=[" Rome"], constraint=trie(" Rome"))
+    with pytest.raises(InputError, match="prefix_allowed_tokens"):
+        lm.generate(prompts[0], constraint=[" Rome"])
+
+
+def test_token_logprobs_are_those_of_the_decoding_distribution(lm):
+    config = GenerationConfig(max_new_tokens=12, stop=("\n",))
+    [[output]] = lm.generate_tokens(prompt("Japan"), config, logprobs=True)
+    assert output.text == " Tokyo." and lm.tokenizer.decode(output.token_ids).startswith(" Tokyo.\n")
+    assert len(output.token_logprobs) == len(output.token_ids)
+    prompt_ids = lm.tokenizer(prompt("Japan"))["input_ids"]
+    for i, (token, logprob) in enumerate(zip(output.token_ids, output.token_logprobs, strict=True)):
+        expected = lm.next_token_logprobs(prompt_ids + list(output.token_ids[:i]))[-1, token]
+        assert logprob == pytest.approx(float(expected), abs=1e-4)
+    # Under a constraint the distribution is renormalized over what it allows: one path is certain.
+    [[forced]] = lm.generate_tokens(prompt("Japan"), allowed=[" Lima is far"], logprobs=True)
+    assert forced.text == " Lima is far" and forced.token_ids[-1] == lm.tokenizer.eos_token_id
+    assert forced.token_logprobs == pytest.approx([0.0] * len(forced.token_ids), abs=1e-6)
+    [[plain]] = lm.generate_tokens(prompt("Japan"), config)
+    assert plain.token_logprobs is None and plain.token_ids == output.token_ids
+
+
+def test_a_left_padded_batch_decodes_as_each_prompt_alone(lm):
+    prompts = [prompt("Peru"), "Done.", prompt("Egypt") + " Cairo.\nDone. " + prompt("Kenya")]
+    assert len({len(lm.tokenizer(p)["input_ids"]) for p in prompts}) == 3
+    config = GenerationConfig(max_new_tokens=6, stop=())
+    batched = lm.generate_tokens(prompts, config, logprobs=True)
+    for text, [output] in zip(prompts, batched, strict=True):
+        [[alone]] = lm.generate_tokens(text, config, logprobs=True)
+        assert (alone.text, alone.token_ids) == (output.text, output.token_ids)
+        assert alone.token_logprobs == pytest.approx(output.token_logprobs, abs=1e-4)
+
+
+def test_min_new_tokens_and_no_repeat_ngrams(lm):
+    [[long]] = lm.generate_tokens(prompt("Peru"), GenerationConfig(max_new_tokens=20, min_new_tokens=20, stop=()))
+    assert len(long.token_ids) == 20 and lm.tokenizer.eos_token_id not in long.token_ids
+    [[unique]] = lm.generate_tokens(
+        prompt("Peru"), GenerationConfig(max_new_tokens=20, min_new_tokens=20, no_repeat_ngram_size=2, stop=())
+    )
+    pairs = list(zip(unique.token_ids, unique.token_ids[1:]))
+    assert len(pairs) == len(set(pairs)) and len(set(zip(long.token_ids, long.token_ids[1:]))) < len(pairs)
+    with pytest.raises(InputError):
+        GenerationConfig(max_new_tokens=2, min_new_tokens=3)
+
+
+def test_model_facts_are_public(lm):
+    assert lm.num_parameters == sum(p.numel() for p in lm.model.parameters()) > 0
+    assert lm.model_type == "llama"
+    prompt_ids = lm.tokenizer(prompt("Peru"))["input_ids"]
+    city = lm.tokenizer(" Lima.", add_special_tokens=False)["input_ids"]
+    ids = prompt_ids + city
+    logprobs = lm.next_token_logprobs(ids)
+    assert logprobs.shape == (len(ids), lm.model.config.vocab_size)
+    assert torch.allclose(logprobs.exp().sum(-1), torch.ones(len(ids)), atol=1e-4)
+    total = sum(float(logprobs[len(prompt_ids) - 1 + j, token]) for j, token in enumerate(city))
+    assert len(city) > 1 and total == pytest.approx(lm.score(prompt("Peru"), [" Lima."])[0], abs=1e-4)
+
+
+def test_scoring_and_generation_raise_no_deprecation_warning(lm):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        lm.score(prompt("Peru"), [" Lima", " Lisbon is far"])
+        lm.generate(prompt("Peru"), allowed=[" Lima", " Lisbon"])
+        lm.generate_tokens(prompt("Peru"), logprobs=True)
+
+
+def test_a_served_model_refuses_token_constraints_before_any_request():
+    from kgllm.llm.constrained import TokenTrie
+    from kgllm.llm.openai_compat import OpenAICompatibleLM
+
+    served = OpenAICompatibleLM("http://127.0.0.1:9/v1", model="m")
+    assert not served.supports_constraints
+    with pytest.raises(ConfigurationError, match="local model"):
+        served.generate("x", constraint=TokenTrie([[5]], eos_id=2))
+    with pytest.raises(ConfigurationError, match="local model"):
+        served.generate_tokens("x", logprobs=True)

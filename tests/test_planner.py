@@ -203,3 +203,19 @@ def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, enc
     reasoner.config.lm_weight, reasoner.config.min_plan_similarity = weight, floor
     assert expected > 0
     assert run_kgqa_benchmark(reasoner, dev, "trained", progress=False).hits == expected
+
+
+def test_the_planner_scores_as_the_merged_model_with_the_end_token(planner):
+    from kgllm.llm.adapters import merge_adapter
+    from kgllm.llm.hf import HFCausalLM
+
+    base, adapter, examples = planner
+    lm = load_planner(base, adapter, threads=1)
+    merged = merge_adapter(base, adapter)
+    merged = HFCausalLM(merged.model, merged.tokenizer, complete_candidates=True)
+    prompt, gold = examples[0].split("Path:")
+    candidates = [gold, gold.rsplit(" ", 1)[0]]  # the gold plan and a plan that stops early
+    scores = lm.score(prompt + "Path:", candidates, normalize=True)
+    assert scores == pytest.approx(merged.score(prompt + "Path:", candidates, normalize=True), abs=1e-4)
+    without_end = HFCausalLM(merged.model, merged.tokenizer).score(prompt + "Path:", candidates, normalize=True)
+    assert scores != pytest.approx(without_end, abs=1e-3)

@@ -229,7 +229,7 @@ def resolution_benchmark(
 
 # ------------------------------------------------------------------ reports
 def _model_description(lm) -> str:
-    return f"{lm.model.config.model_type} {lm.model.num_parameters() / 1e6:.1f} M + LoRA"
+    return f"{lm.model_type} {lm.num_parameters / 1e6:.1f} M + LoRA"
 
 
 def _training_minutes(base: Path, adapter: Path) -> str:
@@ -247,7 +247,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
     """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
     from kgllm.datasets.webnlg import relation_vocabulary
-    from kgllm.pipelines.construction.adapters import load_adapted
+    from kgllm.llm.adapters import load_adapted
     from kgllm.pipelines.construction.extraction import Extractor, train_extractor
     from kgllm.pipelines.construction.kg2text import Verbalizer, train_verbalizer
 

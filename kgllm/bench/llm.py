@@ -302,37 +302,29 @@ def from_scratch(root: Path, minutes: float) -> list[dict[str, str]]:
 
 def throughput(repeats: int = 3, new_tokens: int = 32) -> list[dict[str, str]]:
     """Greedy decoding of exactly ``new_tokens`` per prompt (end-of-sequence suppressed until then),
-    through ``HFCausalLM``'s padding and the model's ``generate``."""
-    import torch
-
+    through ``HFCausalLM.generate_tokens``: its left-padded batching and the model's ``generate``."""
+    from kgllm.llm.base import GenerationConfig
     from kgllm.llm.hf import HFCausalLM
     from kgllm.llm.tasks import build_task
 
     lm = HFCausalLM.from_pretrained(_base_dir(), threads=Settings().threads)
     prompts = [e.prompt for e in build_task(_demo_store(), "qa", seed=0).train]
+    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, stop=())
     rows = []
     for batch in (1, 16):
         rates, latencies = [], []
         for i in range(repeats):
-            input_ids, attention_mask = lm._left_pad(lm._prompt_ids(prompts[i * batch : (i + 1) * batch]))
+            chunk = prompts[i * batch : (i + 1) * batch]
             started = time.perf_counter()
-            with torch.inference_mode():
-                output = lm.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    do_sample=False,
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    pad_token_id=lm._pad_id,
-                )
+            outputs = lm.generate_tokens(chunk, config)
             seconds = time.perf_counter() - started
-            rates.append((output.shape[1] - input_ids.shape[1]) * batch / seconds)
+            rates.append(sum(len(output.token_ids) for [output] in outputs) / seconds)
             latencies.append(seconds)
         rows.append(
             {
                 "batch": str(batch),
                 "new tokens per prompt": str(new_tokens),
-                "prompt tokens (longest)": str(input_ids.shape[1]),
+                "prompt tokens (longest)": str(max(len(ids) for ids in lm.tokenizer(chunk)["input_ids"])),
                 "tokens/s (median)": f"{statistics.median(rates):.0f}",
                 "s per batch (median)": f"{statistics.median(latencies):.2f}",
             }

@@ -527,8 +527,8 @@ def bench_serve(
 
     from kgllm.api import connect
     from kgllm.bench.report import print_table, save_markdown
-    from kgllm.graph.demo import demo_question_sets
     from kgllm.bench.serve import run_serve_benchmark
+    from kgllm.graph.demo import demo_question_sets
 
     if requests < 1 or concurrency < 1:
         raise typer.BadParameter("--requests and --concurrency must be at least 1")

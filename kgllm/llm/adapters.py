@@ -10,6 +10,9 @@ Example::
     lm.use("qa").generate("Facts: ...\\nQuestion: Where is Kenya?\\nAnswer:")
     lm.use("tail").score("Kenya | located in |", [" Eastern Africa", " Europe"])
 
+    extract = load_adapted("models/base", "adapters/extract")      # a pipeline's task model
+    verbalize = load_adapted("models/base", "adapters/verbalize")  # same base weights, its own adapter
+
 Prefix tuning, prompt tuning and P-tuning add virtual tokens in front of every forward
 pass (peft replaces any ``past_key_values`` given to a prefix-tuned model), so the
 cached two-pass ``score`` of :class:`HFCausalLM` would score candidates without their
@@ -23,6 +26,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,7 +36,6 @@ from typing import Any
 import torch
 
 from kgllm.exceptions import ConfigurationError, ModelError
-from kgllm.llm.base import GenerationConfig
 from kgllm.llm.configs import ConfigMixin, config
 from kgllm.llm.hf import HFCausalLM
 
@@ -182,36 +186,91 @@ class AdapterLibrary:
         return found
 
 
+class _SharedBase:
+    """What every handle on one base model shares: the frozen base module, its tokenizer, the peft
+    wrappers (one per method), the loaded adapters, and the lock held around each forward pass."""
+
+    def __init__(self, base: HFCausalLM, base_dir: str | os.PathLike[str], library: AdapterLibrary | None):
+        self.base = base
+        self.base_dir = Path(base_dir)
+        self.fingerprint = base_fingerprint(base_dir)
+        self.library = library
+        self.num_parameters = base.model.num_parameters()  # counted before peft adds layers to it
+        self.wrappers: dict[str, Any] = {}  # method -> PeftModel
+        self.loaded: dict[str, AdapterManifest] = {}  # adapter name -> manifest
+        self.lock = threading.RLock()
+
+
 class AdaptedLM(HFCausalLM):
     """One frozen base model with task adapters loaded on demand, kept, and switched per task.
 
     ``use(task)`` loads the task's adapter from the library the first time and makes it the
-    active one; ``use(None)`` runs the bare base model. peft cannot hold LoRA and prompt-learning
-    adapters in one wrapper, so each method gets its own wrapper over the same base module, and
-    LoRA layers are switched off while a prompt-learning adapter runs.
+    active one; ``use(None)`` runs the bare base model. :func:`load_adapted` gives each task model
+    its own handle on one shared base (an extractor and a verbalizer hold one copy of it); each
+    call switches the wrappers to its handle's adapter under a lock.
+    peft cannot hold LoRA and prompt-learning adapters in one wrapper, so each method gets its own
+    wrapper over the same base module, and LoRA layers are switched off while a prompt-learning
+    adapter runs.
     """
 
     name = "adapted"
 
-    def __init__(self, base: HFCausalLM, base_dir: str | os.PathLike[str], library: AdapterLibrary | None = None):
-        super().__init__(base.model, base.tokenizer, score_batch_size=base.score_batch_size)
-        self.base_model = base.model
-        self.base_dir = Path(base_dir)
-        self.base_fingerprint = base_fingerprint(base_dir)
-        self.library = library
+    def __init__(
+        self,
+        base: HFCausalLM,
+        base_dir: str | os.PathLike[str],
+        library: AdapterLibrary | None = None,
+        *,
+        complete_candidates: bool = False,
+    ):
+        self._attach(_SharedBase(base, base_dir, library), complete_candidates)
+
+    def _attach(self, shared: _SharedBase, complete_candidates: bool) -> None:
+        base = shared.base
+        HFCausalLM.__init__(
+            self,
+            base.model,
+            base.tokenizer,
+            score_batch_size=base.score_batch_size,
+            complete_candidates=complete_candidates,
+        )
+        self._shared = shared
         self.name = base.name
         self.active: str | None = None
-        self._wrappers: dict[str, Any] = {}  # method -> PeftModel
-        self._loaded: dict[str, AdapterManifest] = {}  # adapter name -> manifest
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike[str], library: str | os.PathLike[str] | None = None, **kwargs
+        cls,
+        path: str | os.PathLike[str],
+        library: str | os.PathLike[str] | None = None,
+        *,
+        complete_candidates: bool = False,
+        **kwargs,
     ) -> AdaptedLM:
+        """The base model in ``path`` (frozen), with adapters to come from ``library`` when given;
+        other keyword arguments go to :meth:`HFCausalLM.from_pretrained`."""
         base = HFCausalLM.from_pretrained(path, **kwargs)
         for parameter in base.model.parameters():
             parameter.requires_grad_(False)
-        return cls(base, path, AdapterLibrary(library) if library is not None else None)
+        library = AdapterLibrary(library) if library is not None else None
+        return cls(base, path, library, complete_candidates=complete_candidates)
+
+    @property
+    def base_model(self):
+        """The frozen base module every adapter runs over."""
+        return self._shared.base.model
+
+    @property
+    def base_dir(self) -> Path:
+        return self._shared.base_dir
+
+    @property
+    def base_fingerprint(self) -> str:
+        return self._shared.fingerprint
+
+    @property
+    def library(self) -> AdapterLibrary | None:
+        return self._shared.library
 
     def load(self, directory: str | os.PathLike[str], name: str | None = None) -> str:
         """Load the adapter in ``directory`` under ``name`` (default: its task); returns the name."""
@@ -224,20 +283,22 @@ class AdaptedLM(HFCausalLM):
                 f"not on {self.base_dir.name} ({self.base_fingerprint})"
             )
         name = name or manifest.task
-        if name in self._loaded:
-            return name
-        wrapper = self._wrappers.get(manifest.method)
-        try:
-            if wrapper is None:
-                with self._lora_off(manifest.method):
-                    wrapper = PeftModel.from_pretrained(self.base_model, str(directory), adapter_name=name)
-                self._wrappers[manifest.method] = wrapper.eval()
-            else:
-                wrapper.load_adapter(str(directory), adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"cannot load the adapter in {directory}: {exc}") from exc
-        wrapper.requires_grad_(False)  # served, not trained
-        self._loaded[name] = manifest
+        shared = self._shared
+        with shared.lock:
+            if name in shared.loaded:
+                return name
+            wrapper = shared.wrappers.get(manifest.method)
+            try:
+                if wrapper is None:
+                    with self._lora_off(manifest.method):
+                        wrapper = PeftModel.from_pretrained(self.base_model, str(directory), adapter_name=name)
+                    shared.wrappers[manifest.method] = wrapper.eval()
+                else:
+                    wrapper.load_adapter(str(directory), adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ModelError(f"cannot load the adapter in {directory}: {exc}") from exc
+            wrapper.requires_grad_(False)  # served, not trained
+            shared.loaded[name] = manifest
         log.info("loaded %s adapter %r from %s", manifest.method, name, directory)
         return name
 
@@ -246,43 +307,61 @@ class AdaptedLM(HFCausalLM):
         if task is None:
             self.active, self.model = None, self.base_model
             return self
-        if task not in self._loaded:
+        if task not in self._shared.loaded:
             if self.library is None:
                 raise ConfigurationError(f"adapter {task!r} is not loaded and no adapter library was given")
             self.load(self.library.path(task), task)
-        method = self._loaded[task].method
-        wrapper = self._wrappers[method]
-        wrapper.set_adapter(task)
-        wrapper.requires_grad_(False)  # peft's set_adapter marks the adapter trainable again
-        self.active, self.model = task, wrapper
+        self.active, self.model = task, self._shared.wrappers[self._loaded_method(task)]
+        with self._shared.lock:
+            self._activate()
         return self
 
     @property
     def loaded(self) -> dict[str, AdapterManifest]:
-        return dict(self._loaded)
+        return dict(self._shared.loaded)
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the base model (adapters not counted)."""
+        return self._shared.num_parameters
+
+    def _base(self):
+        return self.base_model
+
+    def _loaded_method(self, task: str) -> str:
+        return self._shared.loaded[task].method
 
     def _method(self) -> str | None:
-        return self._loaded[self.active].method if self.active else None
+        return self._loaded_method(self.active) if self.active else None
+
+    def _activate(self) -> None:
+        """Point this handle's wrapper at its adapter (another handle may have switched it)."""
+        if self.active is None:
+            return
+        wrapper = self.model
+        if wrapper.active_adapter != self.active:
+            wrapper.set_adapter(self.active)
+            wrapper.requires_grad_(False)  # peft's set_adapter marks the adapter trainable again
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        with self._shared.lock:
+            self._activate()
+            with self._lora_off(self._method()):
+                yield
 
     @contextlib.contextmanager
     def _lora_off(self, method: str | None) -> Iterator[None]:
         """Switch LoRA layers off unless a LoRA adapter is the one meant to run."""
-        lora = self._wrappers.get("lora")
+        lora = self._shared.wrappers.get("lora")
         if lora is None or method == "lora":
             yield
             return
-        with lora.disable_adapter():
-            yield
-
-    def _generate(
-        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
-    ) -> list[list[str]]:
-        with self._lora_off(self._method()):
-            return super()._generate(prompts, config, allowed)
-
-    def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
-        with self._lora_off(self._method()):
-            return super()._score(prompt, candidates, normalize)
+        try:
+            with lora.disable_adapter():
+                yield
+        finally:
+            lora.requires_grad_(False)  # peft marks the active LoRA adapter trainable again when it re-enables it
 
     def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
         if self._method() in (None, "lora"):
@@ -322,9 +401,53 @@ def merge_adapter(
             f"only LoRA adapters can be merged into the base; {adapter_dir} is {method!r}, "
             "which adds virtual tokens at run time (load it with AdaptedLM instead)"
         )
-    merged = HFCausalLM(lm._wrappers["lora"].merge_and_unload().eval(), lm.tokenizer)
+    merged = HFCausalLM(lm._shared.wrappers["lora"].merge_and_unload().eval(), lm.tokenizer)
     merged.name = f"{lm.name}+{task}"
     if out_dir is not None:
         merged.model.save_pretrained(out_dir)
         merged.tokenizer.save_pretrained(out_dir)
     return merged
+
+
+_BASES: weakref.WeakValueDictionary[tuple[str, str], _SharedBase] = weakref.WeakValueDictionary()
+_BASES_LOCK = threading.Lock()
+
+
+def load_adapted(
+    base_dir: str | os.PathLike[str],
+    adapter_dir: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+    complete_candidates: bool = False,
+) -> AdaptedLM:
+    """The model in ``base_dir`` with the adapter in ``adapter_dir`` active: how a pipeline loads its
+    task model (extraction, verbalization, the planner).
+
+    Every call for the same base directory and device, while an earlier result is alive, shares
+    that one base in memory and adds its adapter to it (loaded once); each result keeps its own
+    active adapter. ``threads`` sets torch's CPU thread count; ``complete_candidates`` scores each
+    candidate followed by the end-of-sequence token (see :class:`~kgllm.llm.hf.HFCausalLM`).
+
+    Example::
+
+        extract = load_adapted("models/base", "adapters/extract-1a2b")
+        verbalize = load_adapted("models/base", "adapters/verbalize-3c4d")  # the same base weights
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    key = (str(Path(base_dir).resolve()), str(torch.device(device)))
+    with _BASES_LOCK:
+        shared = _BASES.get(key)
+        if shared is None:
+            lm = AdaptedLM.from_pretrained(base_dir, device=device, complete_candidates=complete_candidates)
+            _BASES[key] = lm._shared
+        else:
+            lm = AdaptedLM.__new__(AdaptedLM)
+            lm._attach(shared, complete_candidates)
+    manifest = AdapterManifest.load(adapter_dir)
+    # named by task and folder, so two adapters of one task (two training runs) never clash
+    folder = hashlib.sha256(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:12]
+    lm.use(lm.load(adapter_dir, f"{manifest.task}-{folder}"))
+    lm.name = f"{lm.name}+{manifest.task}"
+    return lm

@@ -1,4 +1,5 @@
-"""The ``LanguageModel`` protocol: generate text, and score candidate continuations."""
+"""The ``LanguageModel`` protocol: generate text (optionally constrained, with token log-probabilities),
+and score candidate continuations."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from kgllm.exceptions import InputError
+from kgllm.exceptions import ConfigurationError, InputError
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class GenerationConfig:
     """Decoding settings. ``num_beams > 1`` is beam search; ``do_sample`` uses top-k / top-p / temperature."""
 
     max_new_tokens: int = 32
+    min_new_tokens: int = 0
+    """End-of-sequence is suppressed until this many tokens are generated."""
     num_beams: int = 1
     num_return_sequences: int = 1
     do_sample: bool = False
@@ -23,12 +26,16 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    """When positive, no n-gram of this size is generated twice (0: off)."""
     stop: tuple[str, ...] = field(default=("\n",))
     seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise InputError("max_new_tokens must be at least 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise InputError("min_new_tokens must be between 0 and max_new_tokens")
         if self.num_beams < 1 or self.num_return_sequences < 1:
             raise InputError("num_beams and num_return_sequences must be at least 1")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
@@ -37,6 +44,33 @@ class GenerationConfig:
             raise InputError("temperature must be positive")
         if not 0 < self.top_p <= 1:
             raise InputError("top_p must be in (0, 1]")
+        if self.no_repeat_ngram_size < 0:
+            raise InputError("no_repeat_ngram_size must be non-negative")
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """A token-level rule for constrained decoding, built against the model's tokenizer
+    (:attr:`HFCausalLM.tokenizer <kgllm.llm.hf.HFCausalLM.tokenizer>`): a prefix trie over
+    candidates (:class:`~kgllm.llm.constrained.TokenTrie`), a grammar, one rule per prompt
+    (:class:`~kgllm.llm.constrained.PerPrompt`), ...
+    """
+
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> Sequence[int]:
+        """Token ids that may follow ``generated``, the ids generated so far for the prompt at index
+        ``batch_id`` of the batch (the prompt and its padding excluded). Never empty."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One continuation: its text (cut at the first stop string), the generated token ids (up to and
+    including end-of-sequence; empty where the backend does not expose tokens) and, when asked for,
+    each token's log-probability under the decoding distribution (after constraints and penalties)."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] | None = None
 
 
 class LanguageModel(ABC):
@@ -47,6 +81,8 @@ class LanguageModel(ABC):
     """
 
     name: str = "model"
+    supports_constraints: bool = False
+    """Whether ``constraint`` and ``logprobs`` work (a local model); ``allowed`` works on every backend."""
 
     @classmethod
     @abstractmethod
@@ -54,7 +90,11 @@ class LanguageModel(ABC):
         """The model ``model`` names (a local directory, a served model name), else the settings' one."""
 
     def generate(
-        self, prompts: str | Sequence[str], config: GenerationConfig | None = None, allowed: Sequence[str] | None = None
+        self,
+        prompts: str | Sequence[str],
+        config: GenerationConfig | None = None,
+        allowed: Sequence[str] | None = None,
+        constraint: Constraint | None = None,
     ) -> list[list[str]]:
         """Continuations of each prompt: one list of ``num_return_sequences`` strings per prompt,
         cut at the first stop string (which is not included).
@@ -62,21 +102,56 @@ class LanguageModel(ABC):
         With ``allowed`` (entity labels, relation names, ...), every continuation is one of
         those strings, decoded through a prefix trie; stop strings are not applied then and
         ``max_new_tokens`` grows to fit the longest candidate. Give candidates their leading
-        space (``" Paris"``) as they would follow the prompt in text.
+        space (``" Paris"``) as they would follow the prompt in text. With ``constraint``, every
+        token is one the constraint allows (see :class:`Constraint`). Prompts of different
+        lengths run as one left-padded batch.
+
+        Example::
+
+            lm.generate(["The capital of Peru is"], GenerationConfig(stop=(".",)))  # [[" Lima"]]
         """
+        return [
+            [g.text for g in row]
+            for row in self.generate_tokens(prompts, config, allowed=allowed, constraint=constraint)
+        ]
+
+    def generate_tokens(
+        self,
+        prompts: str | Sequence[str],
+        config: GenerationConfig | None = None,
+        *,
+        allowed: Sequence[str] | None = None,
+        constraint: Constraint | None = None,
+        logprobs: bool = False,
+    ) -> list[list[Generation]]:
+        """As :meth:`generate`, with each continuation's token ids and, when ``logprobs``, each
+        token's log-probability (:class:`Generation`)."""
         batch = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not batch:
-            return []
         if allowed is not None:
             allowed = list(allowed)
             if not allowed or any(not a for a in allowed):
                 raise InputError("allowed must be a non-empty list of non-empty strings")
-        return self._generate(batch, config or GenerationConfig(), allowed)
+            if constraint is not None:
+                raise InputError("give allowed or constraint, not both")
+        if (constraint is not None or logprobs) and not self.supports_constraints:
+            raise ConfigurationError(
+                f"{type(self).__name__} cannot constrain tokens or return their log-probabilities; use a local model"
+            )
+        if constraint is not None and not isinstance(constraint, Constraint):
+            raise InputError("constraint must have a prefix_allowed_tokens(batch_id, generated) method")
+        if not batch:
+            return []
+        return self._generate(batch, config or GenerationConfig(), allowed, constraint, logprobs)
 
     @abstractmethod
     def _generate(
-        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
-    ) -> list[list[str]]: ...
+        self,
+        prompts: list[str],
+        config: GenerationConfig,
+        allowed: list[str] | None,
+        constraint: Constraint | None,
+        logprobs: bool,
+    ) -> list[list[Generation]]: ...
 
     def score(self, prompt: str, candidates: Sequence[str], normalize: bool = False) -> list[float]:
         """Log-likelihood of each candidate continuing ``prompt`` (summed over its tokens;

@@ -1,4 +1,9 @@
-"""Constrained decoding: a prefix trie over token ids, so generation can only spell one of the candidates.
+"""Constrained decoding: rules that say, at each step, which tokens generation may emit.
+
+Any object with ``prefix_allowed_tokens(batch_id, generated)`` is a
+:class:`~kgllm.llm.base.Constraint`. :class:`TokenTrie` holds generation to one of a list of
+candidates (what ``generate(..., allowed=[...])`` builds); :class:`PerPrompt` gives each prompt
+of a batch its own rule (a grammar per text chunk, for one).
 
 Each candidate is encoded as it would follow the prompt (give it its leading space,
 ``" Eastern Africa"``) and ends with the end-of-sequence token, so a finished candidate
@@ -11,10 +16,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kgllm.exceptions import InputError
+from kgllm.llm.base import Constraint
 
 
 class TokenTrie:
-    """Candidates as token-id sequences sharing their prefixes."""
+    """Candidates as token-id sequences sharing their prefixes.
+
+    Example::
+
+        trie = TokenTrie(lm.tokenizer([" Lima", " Lisbon"], add_special_tokens=False)["input_ids"],
+                         lm.tokenizer.eos_token_id)
+        lm.generate("The capital of Peru is", constraint=trie)
+    """
 
     def __init__(self, sequences: Sequence[Sequence[int]], eos_id: int):
         if not sequences:
@@ -39,11 +52,17 @@ class TokenTrie:
                 return [self.eos_id]
         return list(node) or [self.eos_id]
 
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
+        """The :class:`~kgllm.llm.base.Constraint` method: the same candidates for every prompt."""
+        return self.allowed(generated)
 
-def prefix_allowed_tokens_fn(trie: TokenTrie, prompt_len: int):
-    """The callback transformers' ``generate`` asks, per row and step, for the tokens it may emit."""
 
-    def allowed(batch_id: int, input_ids) -> list[int]:
-        return trie.allowed(input_ids[prompt_len:].tolist())
+class PerPrompt:
+    """One constraint per prompt of a batch, in the order of the prompts."""
 
-    return allowed
+    def __init__(self, constraints: Sequence[Constraint]):
+        self.constraints = list(constraints)
+
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> Sequence[int]:
+        """What the constraint of prompt ``batch_id`` allows after ``generated``."""
+        return self.constraints[batch_id].prefix_allowed_tokens(batch_id, generated)

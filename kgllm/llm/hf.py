@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,8 +32,8 @@ from transformers import (
 )
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
-from kgllm.llm.base import GenerationConfig, LanguageModel
-from kgllm.llm.constrained import TokenTrie, prefix_allowed_tokens_fn
+from kgllm.llm.base import Constraint, Generation, GenerationConfig, LanguageModel
+from kgllm.llm.constrained import TokenTrie
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,13 @@ class HFCausalLM(LanguageModel):
     special tokens) separately and appends the candidate's ids, so exactly the
     candidate's own tokens are scored; give candidates their leading space
     (``" Paris"``) as they would follow the prompt in text. ``score_batch_size`` is the
-    most candidates scored in one forward pass; more are scored in several passes.
+    most candidates scored in one forward pass; more are scored in several passes. With
+    ``complete_candidates``, each candidate is scored as a whole continuation, followed by the
+    end-of-sequence token, so a candidate that stops early (a prefix of the likely one) is not as likely.
     """
 
     name = "hf"
+    supports_constraints = True
 
     def __init__(
         self,
@@ -66,12 +69,16 @@ class HFCausalLM(LanguageModel):
         tokenizer: PreTrainedTokenizerBase,
         *,
         score_batch_size: int = 64,
+        complete_candidates: bool = False,
     ):
         if score_batch_size < 1:
             raise ConfigurationError(f"score_batch_size must be at least 1, got {score_batch_size}")
+        if complete_candidates and tokenizer.eos_token is None:
+            raise ConfigurationError("complete_candidates needs a tokenizer with an end-of-sequence token")
         self.model = model
         self.tokenizer = tokenizer
         self.score_batch_size = score_batch_size
+        self.complete_candidates = complete_candidates
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = pad if pad is not None else 0
 
@@ -124,6 +131,7 @@ class HFCausalLM(LanguageModel):
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return self.model.device
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
@@ -134,38 +142,95 @@ class HFCausalLM(LanguageModel):
             raise InputError("empty prompt, and the tokenizer has no BOS or EOS token to start from")
         return [ids or [start] for ids in encoded]
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the base model (adapters not counted)."""
+        return self._base().num_parameters()
+
+    @property
+    def model_type(self) -> str:
+        """The architecture's name in its config (``llama``, ``gpt2``, ...)."""
+        return self._base().config.model_type
+
+    def _base(self) -> PreTrainedModel:
+        return self.model
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Held around every forward pass: where a subclass switches adapters in and out."""
+        yield
+
+    def next_token_logprobs(self, input_ids: Sequence[int]) -> torch.Tensor:
+        """Log-probabilities of the next token after each prefix of ``input_ids``: row ``i`` of the
+        ``(len(input_ids), vocabulary)`` float32 tensor is the distribution of token ``i + 1``.
+
+        Example::
+
+            ids = lm.tokenizer("The capital of Peru is Lima")["input_ids"]
+            lm.next_token_logprobs(ids)[-2, ids[-1]]  # log P(" Lima" | the rest)
+        """
+        if not input_ids:
+            raise InputError("next_token_logprobs needs at least one token")
+        with self._running(), torch.inference_mode():
+            try:
+                logits = self.model(input_ids=torch.tensor([list(input_ids)], device=self.device)).logits[0]
+            except (RuntimeError, IndexError) as exc:
+                raise ModelError(f"forward pass failed: {exc}") from exc
+        return torch.log_softmax(logits[-len(input_ids) :].float(), dim=-1)
+
     def _generate(
-        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
-    ) -> list[list[str]]:
+        self,
+        prompts: list[str],
+        config: GenerationConfig,
+        allowed: list[str] | None,
+        constraint: Constraint | None,
+        logprobs: bool,
+    ) -> list[list[Generation]]:
         input_ids, attention_mask = self._left_pad(self._prompt_ids(prompts))
-        constraint = {}
+        width = input_ids.shape[1]
         if allowed is not None:
-            trie = TokenTrie(
+            constraint = TokenTrie(
                 self.tokenizer(allowed, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id
             )
-            constraint["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn(trie, input_ids.shape[1])
-            config = replace(config, stop=(), max_new_tokens=max(config.max_new_tokens, trie.longest))
-        hf_config = self._hf_generation_config(config)
+            config = replace(config, stop=(), max_new_tokens=max(config.max_new_tokens, constraint.longest))
+        hf_config = self._hf_generation_config(config, logprobs)
+        extra = {}
+        if constraint is not None:
+            extra["prefix_allowed_tokens_fn"] = _prefix_allowed_tokens_fn(constraint, width)
         # transformers' own stop_strings rebuilds a table over the whole vocabulary on every call;
         # decoding the few generated tokens per step is far cheaper for short answers.
         stopping = StoppingCriteriaList(
-            [_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1])] if any(config.stop) else []
+            [_StopOnStrings(self.tokenizer, config.stop, width)] if any(config.stop) else []
         )
-        with torch.inference_mode(), _seeded(config.seed, self.device):
+        with self._running(), torch.inference_mode(), _seeded(config.seed, self.device):
             try:
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=hf_config,
                     stopping_criteria=stopping,
-                    **constraint,
+                    **extra,
+                )
+                sequences = output.sequences if logprobs else output
+                steps = (
+                    self.model.compute_transition_scores(
+                        sequences, output.scores, getattr(output, "beam_indices", None), normalize_logits=True
+                    ).tolist()
+                    if logprobs
+                    else None
                 )
             except (RuntimeError, IndexError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc
-        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
-        texts = [_cut(text, config.stop) for text in texts]
+        generated = sequences[:, width:]
+        texts = [_cut(text, config.stop) for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        eos = hf_config.eos_token_id
+        eos = set(eos) if isinstance(eos, list) else {eos}
+        results = []
+        for row, (text, ids) in enumerate(zip(texts, generated.tolist(), strict=True)):
+            end = next((i + 1 for i, token in enumerate(ids) if token in eos), len(ids))
+            results.append(Generation(text, tuple(ids[:end]), tuple(steps[row][:end]) if steps is not None else None))
         n = config.num_return_sequences
-        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [results[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, ids))
@@ -176,7 +241,7 @@ class HFCausalLM(LanguageModel):
             attention_mask[row, width - len(seq) :] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
 
-    def _hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
+    def _hf_generation_config(self, config: GenerationConfig, logprobs: bool = False) -> transformers.GenerationConfig:
         """Every decoding setting explicit, so the model's own generation defaults never override ours."""
         if config.repetition_penalty <= 0 or config.top_k < 0:
             raise InputError("repetition_penalty must be positive and top_k non-negative")
@@ -190,6 +255,12 @@ class HFCausalLM(LanguageModel):
             "pad_token_id": self._pad_id,
             "eos_token_id": eos if eos is not None else self.tokenizer.eos_token_id,
         }
+        if config.min_new_tokens:
+            settings["min_new_tokens"] = config.min_new_tokens
+        if config.no_repeat_ngram_size:
+            settings["no_repeat_ngram_size"] = config.no_repeat_ngram_size
+        if logprobs:
+            settings.update(output_scores=True, return_dict_in_generate=True)
         if config.do_sample:
             settings.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
         try:
@@ -198,6 +269,12 @@ class HFCausalLM(LanguageModel):
             raise InputError(f"invalid generation settings: {exc}") from exc
 
     def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
+        with self._running():
+            return self._score_candidates(prompt, candidates, normalize)
+
+    def _score_candidates(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
+        if self.complete_candidates:
+            candidates = [c + self.tokenizer.eos_token for c in candidates]
         prompt_ids = self._prompt_ids([prompt])[0]
         candidate_ids = self.tokenizer(candidates, add_special_tokens=False)["input_ids"]
         empty = [c for c, ids in zip(candidates, candidate_ids, strict=True) if not ids]
@@ -231,9 +308,9 @@ class HFCausalLM(LanguageModel):
             logits = prefix.logits[:, -1:].expand(n, 1, -1)
             if width > 1:
                 # Token j of a candidate is predicted at position j - 1, so the last one is never fed.
-                cache = prefix.past_key_values
+                cache = prefix.cache
                 cache.batch_repeat_interleave(n)
-                rest = self.model(input_ids=targets[:, :-1], past_key_values=cache, use_cache=True).logits
+                rest = self.model(input_ids=targets[:, :-1], cache=cache, use_cache=True).logits
                 logits = torch.cat([logits, rest], dim=1)
         except (RuntimeError, IndexError) as exc:
             raise ModelError(f"scoring failed: {exc}") from exc
@@ -254,6 +331,16 @@ class _StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         hits = [any(stop in text for stop in self.stops) for text in texts]
         return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
+
+
+def _prefix_allowed_tokens_fn(constraint: Constraint, prompt_len: int):
+    """The callback transformers' ``generate`` asks, per row and step, for the tokens it may emit
+    (its ``batch_id`` is the prompt's index, for beams and returned sequences alike)."""
+
+    def allowed(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        return list(constraint.prefix_allowed_tokens(batch_id, input_ids[prompt_len:].tolist()))
+
+    return allowed
 
 
 def _device(device: str) -> torch.device:

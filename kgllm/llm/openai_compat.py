@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.base import Constraint, Generation, GenerationConfig, LanguageModel
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -101,10 +101,19 @@ class OpenAICompatibleLM(LanguageModel):
         self._client.close()
 
     def _generate(
-        self, prompts: list[str], config: GenerationConfig, allowed: list[str] | None = None
-    ) -> list[list[str]]:
+        self,
+        prompts: list[str],
+        config: GenerationConfig,
+        allowed: list[str] | None,
+        constraint: Constraint | None,
+        logprobs: bool,
+    ) -> list[list[Generation]]:
+        # no token constraints or log-probabilities over the API (supports_constraints is False)
         if allowed is not None:
-            return [self._choose(prompt, allowed, config.num_return_sequences) for prompt in prompts]
+            return [
+                [Generation(text) for text in self._choose(prompt, allowed, config.num_return_sequences)]
+                for prompt in prompts
+            ]
         if config.num_beams > 1:
             raise ConfigurationError(
                 "beam search (num_beams > 1) is not part of the OpenAI API; use sampling or num_beams=1"
@@ -128,7 +137,7 @@ class OpenAICompatibleLM(LanguageModel):
             self._request("POST", "/completions", payload), len(prompts) * config.num_return_sequences
         )
         n = config.num_return_sequences
-        return [[c["text"] for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
+        return [[Generation(c["text"]) for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
     def _choose(self, prompt: str, allowed: list[str], n: int) -> list[str]:
         """Constrained decoding over the API: the ``n`` candidates the server finds most likely

@@ -458,9 +458,7 @@ def text_logprobs(lm: HFCausalLM, text: str, start: int, top: int) -> dict[str, 
     encoded = lm.tokenizer(text, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     special = set(lm.tokenizer.all_special_ids)
-    with torch.inference_mode():
-        logits = lm.model(input_ids=torch.tensor([ids], device=lm.device)).logits[0].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
+    logprobs = lm.next_token_logprobs(ids)
     result: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for i, (token, (begin, end)) in enumerate(zip(ids, offsets, strict=True)):
         if begin < start or (token in special and begin == end):

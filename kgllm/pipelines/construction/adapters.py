@@ -16,12 +16,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from kgllm.cache import cached_artifact
 from kgllm.exceptions import ModelError
-from kgllm.llm.adapters import AdapterConfig, merge_adapter
-from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tasks import TaskExample, TaskSplits
 from kgllm.llm.training import TrainingConfig
 from kgllm.llm.tuning import RESULT_FILE, RunConfig, TuningResult, finetune, pretrain
@@ -123,10 +120,3 @@ def trained_adapter(
 def training_record(adapter_dir: Path) -> TuningResult:
     """What training the adapter measured: steps, seconds, loss, trainable parameters."""
     return TuningResult(**json.loads((Path(adapter_dir) / RESULT_FILE).read_text(encoding="utf-8")))
-
-
-def load_adapted(base_dir: Path, adapter_dir: Path, threads: int | None = None) -> HFCausalLM:
-    """The base model with the adapter merged into its weights (as fast as the bare base)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return merge_adapter(base_dir, adapter_dir)

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from kgllm.datasets.webnlg import aligned_triples, read_webnlg
-from kgllm.llm.adapters import AdapterConfig
-from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.adapters import AdapterConfig, load_adapted
+from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.constrained import PerPrompt
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.construction.adapters import TaskTraining, load_adapted, trained_adapter
+from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
 from kgllm.pipelines.construction.grammar import TripleGrammar, target_text
 from kgllm.settings import Settings
 
@@ -76,10 +77,13 @@ def train_extractor(
 
 
 class Extractor:
-    """The adapted model and the decoding settings; ``relations`` holds output to a schema."""
+    """The adapted model and the decoding settings; ``relations`` holds output to a schema.
+
+    ``lm`` is a local model (``lm.supports_constraints``): decoding is held to the grammar token by token.
+    """
 
     def __init__(
-        self, lm: HFCausalLM, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
+        self, lm: LanguageModel, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
     ):
         self.lm = lm
         self.relations = list(relations) if relations else None
@@ -88,10 +92,13 @@ class Extractor:
 
     @classmethod
     def load(cls, base_dir: Path, adapter_dir: Path, threads: int | None = None, **kwargs) -> Extractor:
+        """The extraction adapter in ``adapter_dir`` over the base in ``base_dir`` (a base shared with
+        any other adapter loaded on it); ``kwargs`` go to the constructor."""
         return cls(load_adapted(base_dir, adapter_dir, threads=threads), **kwargs)
 
     @property
     def name(self) -> str:
+        """The model's name, as provenance records it."""
         return self.lm.name
 
     def extract(self, texts: Sequence[str]) -> list[list[RawTriple]]:
@@ -101,33 +108,19 @@ class Extractor:
             results += self._extract_batch(list(texts[start : start + self.batch_size]))
         return results
 
-    @torch.inference_mode()
     def _extract_batch(self, texts: list[str]) -> list[list[RawTriple]]:
         tokenizer = self.lm.tokenizer
         grammars = [TripleGrammar(tokenizer, t, self.relations, self.max_triples) for t in texts]
-        prompts = [tokenizer(extraction_prompt(t))["input_ids"] for t in texts]
-        width = max(map(len, prompts))
-        pad = self.lm._pad_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        out = self.lm.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=MAX_NEW_TOKENS,
-            do_sample=False,
-            prefix_allowed_tokens_fn=lambda row, ids: grammars[row].allowed(ids[width:].tolist()),
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad,
-            output_scores=True,
-            return_dict_in_generate=True,
+        config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, stop=())
+        outputs = self.lm.generate_tokens(
+            [extraction_prompt(t) for t in texts], config, constraint=PerPrompt(grammars), logprobs=True
         )
-        logprobs = self.lm.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         results = []
-        for row, grammar in enumerate(grammars):
-            generated = out.sequences[row, width:].tolist()
+        for [output], grammar in zip(outputs, grammars, strict=True):
+            logprobs = torch.tensor(output.token_logprobs)
             best: dict[tuple[str, str, str], float] = {}
-            for triple, first, last in grammar.parse(generated):
-                steps = logprobs[row, first:last]
+            for triple, first, last in grammar.parse(output.token_ids):
+                steps = logprobs[first:last]
                 score = math.exp(float(steps[torch.isfinite(steps)].mean())) if last > first else 0.0
                 if all(triple) and score > best.get(triple, -1.0):
                     best[triple] = score

@@ -4,7 +4,7 @@ The output is a sequence of pieces, each tokenized on its own (with a leading sp
 and followed by a separator: subject ``" |"``, relation ``" |"``, object ``" ;"`` or
 EOS. Subjects and objects are spans of the source text (a prefix trie of every
 word n-gram), relations are the schema's names (a trie) or, without a schema, any
-short text. ``allowed`` is what ``prefix_allowed_tokens_fn`` needs; ``parse``
+short text. A grammar is a :class:`~kgllm.llm.base.Constraint` on generation; ``parse``
 reads a finished output back into triples. Training targets are written by
 ``target_text`` in the same pieces, so what the model learns is what the grammar
 lets it write.
@@ -127,6 +127,10 @@ class TripleGrammar:
                 # the object has spelt out the subject: it may go on, not stop (no fact about itself)
                 options = [t for t in options if t not in (self.next[0], self.eos)] or options
         return options or [self.eos]
+
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
+        """The :class:`~kgllm.llm.base.Constraint` method: :meth:`allowed` (one grammar serves one prompt)."""
+        return self.allowed(generated)
 
     def _free(self, relation: list[int]) -> list[int]:
         """Next tokens of a free relation: any text, ended by the separator (which it cannot contain)."""

@@ -17,8 +17,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import torch
-
 from kgllm.datasets.webnlg import (
     delexicalize,
     delexicalized_triples,
@@ -29,11 +27,11 @@ from kgllm.datasets.webnlg import (
 )
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize, readable
-from kgllm.llm.adapters import AdapterConfig
-from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.adapters import AdapterConfig, load_adapted
+from kgllm.llm.base import GenerationConfig, LanguageModel
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.construction.adapters import TaskTraining, load_adapted, trained_adapter
+from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
 from kgllm.settings import Settings
 from kgllm.types import Answer
 
@@ -83,13 +81,14 @@ class Verbalizer:
     phrases an unseen relation as some relation it knows, which reads well and is false.
     """
 
-    def __init__(self, lm: HFCausalLM, known_relations: Iterable[str] | None = None, batch_size: int = 8):
+    def __init__(self, lm: LanguageModel, known_relations: Iterable[str] | None = None, batch_size: int = 8):
         self.lm = lm
         self.known = None if known_relations is None else {_relation_key(r) for r in known_relations}
         self.batch_size = batch_size
 
     @property
     def name(self) -> str:
+        """The model's name."""
         return self.lm.name
 
     def verbalize(self, triple_sets: Sequence[Sequence[tuple[str, str, str]]]) -> list[str]:
@@ -118,23 +117,9 @@ class Verbalizer:
             ]
         return texts
 
-    @torch.inference_mode()
     def _batch(self, prompts: list[str]) -> list[str]:
-        tokenizer, pad = self.lm.tokenizer, self.lm._pad_id
-        encoded = [tokenizer(p)["input_ids"] for p in prompts]
-        width = max(map(len, encoded))
-        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-        attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-        out = self.lm.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=MAX_NEW_TOKENS,
-            do_sample=False,
-            no_repeat_ngram_size=NO_REPEAT_NGRAM,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad,
-        )
-        return [" ".join(tokenizer.decode(row[width:], skip_special_tokens=True).split()) for row in out]
+        config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, no_repeat_ngram_size=NO_REPEAT_NGRAM, stop=())
+        return [" ".join(text.split()) for [text] in self.lm.generate(prompts, config)]
 
 
 def grouped(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -168,6 +153,8 @@ def with_missing_facts(text: str, triples: Sequence[tuple[str, str, str]]) -> st
 
 
 def load_verbalizer(settings: Settings, train_path: str | Path, progress: bool = True) -> Verbalizer:
+    """The cached verbalization adapter over the base model (trained first when missing), trusted
+    with the relations of ``train_path``."""
     base, adapter = train_verbalizer(train_path, settings, progress=progress)
     known = relation_vocabulary(read_webnlg(train_path))
     return Verbalizer(load_adapted(base, adapter, threads=settings.threads), known)

@@ -19,16 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import field
 from pathlib import Path
 
-import torch
-
 from kgllm.datasets.pathquestion import PathQuestionItem
 from kgllm.exceptions import ConfigurationError, InputError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.rdflib_store import to_iri
-from kgllm.llm.adapters import LLAMA_LINEAR, AdapterConfig, merge_adapter
+from kgllm.llm.adapters import LLAMA_LINEAR, AdaptedLM, AdapterConfig, load_adapted
 from kgllm.llm.configs import ConfigMixin, check_config, config
 from kgllm.llm.corpus import path_text, plan_prompt
-from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample, TaskSplits
 from kgllm.llm.tuning import RunConfig, finetune
 
@@ -108,21 +105,10 @@ def _is_forward(store: GraphStore, head: str, relation: str, tail: str) -> bool:
     )
 
 
-class PlannerLM(HFCausalLM):
-    """Base model with the planner adapter; scores each candidate with the end token appended."""
-
-    name = "planner"
-
-    def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]:
-        return super()._score(prompt, [c + self.tokenizer.eos_token for c in candidates], normalize)
-
-
-def load_planner(base_dir: str | Path, adapter_dir: str | Path, threads: int | None = None) -> PlannerLM:
-    """The base model with the adapter merged into its weights (same scores, faster than unmerged)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    merged = merge_adapter(base_dir, adapter_dir)
-    lm = PlannerLM(merged.model, merged.tokenizer)
+def load_planner(base_dir: str | Path, adapter_dir: str | Path, threads: int | None = None) -> AdaptedLM:
+    """The base model with the planner adapter (:func:`~kgllm.llm.adapters.load_adapted`); each plan is
+    scored followed by the end token, as it was trained."""
+    lm = load_adapted(base_dir, adapter_dir, threads=threads, complete_candidates=True)
     lm.name = f"{Path(base_dir).name}+{Path(adapter_dir).name}"
     return lm
 
