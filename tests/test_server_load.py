@@ -68,7 +68,11 @@ async def _heavy_with_burst(url: str, heavy: str, requests: int, concurrency: in
             return response, time.monotonic()
 
         heavy_task = asyncio.create_task(
-            timed(client.post("/ask", json={"question": heavy, "max_hops": 4, "max_seconds": HEAVY_SECONDS}))
+            timed(
+                client.post(
+                    "/ask", json={"question": heavy, "answerer": "paths", "max_hops": 4, "max_seconds": HEAVY_SECONDS}
+                )
+            )
         )
         await asyncio.sleep(0.3)  # the heavy question is in the server first
         health = [await timed(client.get("/health"))]
@@ -92,7 +96,7 @@ async def _heavy_with_burst(url: str, heavy: str, requests: int, concurrency: in
 
 def test_the_reasoner_stops_at_its_time_budget_and_says_so(session, heavy):
     started = time.monotonic()
-    answer = session.ask(heavy, max_hops=4, max_seconds=1.0)
+    answer = session.ask(heavy, "paths", max_hops=4, max_seconds=1.0)
     assert time.monotonic() - started < 60  # stopped long before the full search
     assert answer.metadata["cut"] is True and answer.entities == [] and answer.confidence == 0.0
     assert "time budget of 1 s" in answer.text

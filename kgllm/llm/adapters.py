@@ -363,6 +363,14 @@ class AdaptedLM(HFCausalLM):
         finally:
             lora.requires_grad_(False)  # peft marks the active LoRA adapter trainable again when it re-enables it
 
+    def _hf_generation_config(self, config, logprobs: bool = False):
+        settings = super()._hf_generation_config(config, logprobs)
+        if self._method() == "prefix":
+            # peft hands the prefix to the model as its first cache; a decoding cache would replace it
+            # after the first step, so every step runs on the whole sequence with the prefix in front.
+            settings.use_cache = False
+        return settings
+
     def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
         if self._method() in (None, "lora"):
             return super()._score_batch(prompt_ids, candidate_ids)

@@ -36,6 +36,11 @@ class AskRequest(BaseModel):
         description="'graph': encoder and graph only; 'model': also the language model (the server must "
         "have loaded one); 'auto': the model when one is loaded.",
     )
+    answerer: Literal["auto", "paths", "programs"] = Field(
+        "auto",
+        description="'paths': follow relation chains; 'programs': query programs (counts, yes/no, set "
+        "operations, superlatives, comparisons); 'auto': chosen from the question's shape.",
+    )
     max_hops: int | None = Field(
         None, ge=1, le=4, description="Longest relation path followed (default: the server's setting)."
     )
@@ -63,13 +68,19 @@ async def ask(body: AskRequest, request: Request) -> Response:
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
-    options: dict[str, Any] = {"use_model": body.mode != "graph"}
-    if body.max_hops is not None:
-        options["max_hops"] = body.max_hops
 
     def work() -> dict[str, Any]:
         seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
-        return answer_json(server.session.ask(body.question, max_seconds=seconds, **options), body.max_paths)
+        if body.answerer == "programs":
+            options: dict[str, Any] = {"time_limit": seconds}
+        else:  # auto hands each answerer only the options it knows
+            options = {"use_model": body.mode != "graph", "max_seconds": seconds}
+            if body.answerer == "auto":
+                options["time_limit"] = seconds
+            if body.max_hops is not None:
+                options["max_hops"] = body.max_hops
+        answer = server.session.ask(body.question, body.answerer, **options)
+        return answer_json(answer, body.max_paths)
 
     return await server.run_json(work)
 

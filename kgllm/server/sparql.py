@@ -102,7 +102,16 @@ class QueryTimeout(Exception):
     """The query ran past its time limit."""
 
 
-@router.get("/sparql", summary="SPARQL 1.1 query (read-only)")
+# What a SPARQL client can meet beyond the API's common errors (declared for OpenAPI clients).
+SPARQL_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "Results as negotiated: SPARQL JSON/XML/CSV/TSV, or an RDF syntax for CONSTRUCT"},
+    406: {"description": "No result format the client accepts"},
+    415: {"description": "The query was sent in a content type other than a form or application/sparql-query"},
+    501: {"description": "This store does not run SPARQL"},
+}
+
+
+@router.get("/sparql", summary="SPARQL 1.1 query (read-only)", responses=SPARQL_RESPONSES)
 def sparql_get(request: Request) -> Response:
     """Run the ``query`` parameter; SPARQL 1.1 Protocol, query via GET."""
     params = request.query_params
@@ -111,7 +120,7 @@ def sparql_get(request: Request) -> Response:
     return _answer(request, _one(params.getlist("query")), params)
 
 
-@router.post("/sparql", summary="SPARQL 1.1 query by POST (read-only)")
+@router.post("/sparql", summary="SPARQL 1.1 query by POST (read-only)", responses=SPARQL_RESPONSES)
 async def sparql_post(request: Request) -> Response:
     """Run a query sent as a form (``query=``) or directly (``application/sparql-query``)."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
