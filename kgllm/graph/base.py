@@ -211,7 +211,10 @@ class GraphStore(ABC):
         """Write the graph to a file (format from the suffix when not given)."""
 
     def close(self) -> None:
-        """Release connections and flush persistent storage."""
+        """Release connections and flush persistent storage.
+
+        A hook, not an abstract method: a store that holds nothing to release keeps this no-op."""
+        return None
 
     def __enter__(self) -> GraphStore:
         return self

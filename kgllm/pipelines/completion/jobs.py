@@ -64,7 +64,8 @@ class QueryLine:
 
 
 def read_query_file(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
-    """``(line number, (head, relation, tail))`` with exactly one of head and tail ``?``; blank and ``#`` lines skipped."""
+    """``(line number, (head, relation, tail))`` with exactly one of head and tail ``?``;
+    blank and ``#`` lines skipped."""
     if not path.is_file():
         raise ParseError("no such queries file", str(path))
     rows = []

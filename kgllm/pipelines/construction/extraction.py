@@ -59,7 +59,8 @@ def extraction_prompt(text: str) -> str:
 
 
 def extraction_examples(train_path: str | Path) -> list[TaskExample]:
-    """(text, its triples as the grammar writes them) of every WebNLG entry and reference text with an aligned triple."""
+    """(text, its triples as the grammar writes them) of every WebNLG entry and reference text
+    with an aligned triple."""
     examples = []
     for example in read_webnlg(train_path):
         for text in example.texts:

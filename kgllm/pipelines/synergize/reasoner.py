@@ -541,7 +541,7 @@ def _mask(question: str, mentions: list[str]) -> str:
     """The question with entity mentions replaced by ``MASK``, so plans are compared without the topic."""
     for mention in sorted(mentions, key=len, reverse=True):
         possessive = re.match(r"(.*?)(['’]s?)$", mention)
-        name, suffix = (possessive.group(1), possessive.group(2)) if possessive else (mention, "")
+        name = possessive.group(1) if possessive else mention
         question = re.sub(re.escape(name), MASK, question, flags=re.IGNORECASE)
     return question
 
