@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import normalize
@@ -216,7 +216,7 @@ class GraphStore(ABC):
         A hook, not an abstract method: a store that holds nothing to release keeps this no-op."""
         return None
 
-    def __enter__(self) -> GraphStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
