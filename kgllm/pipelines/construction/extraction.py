@@ -19,8 +19,9 @@ import torch
 
 from kgllm.datasets.webnlg import aligned_triples, read_webnlg
 from kgllm.llm.adapters import AdapterConfig, load_adapted
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.base import GenerationConfig
 from kgllm.llm.constrained import PerPrompt
+from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
 from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
@@ -84,7 +85,7 @@ class Extractor:
     """
 
     def __init__(
-        self, lm: LanguageModel, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
+        self, lm: HFCausalLM, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
     ):
         self.lm = lm
         self.relations = list(relations) if relations else None
