@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -715,7 +715,8 @@ BaseModelOption = Annotated[
 
 
 def _augment_settings(model: Optional[Path]) -> Settings:
-    return Settings(**({"model": model} if model else {}))
+    overrides: dict[str, Any] = {"model": model} if model else {}
+    return Settings(**overrides)
 
 
 @app.command()
