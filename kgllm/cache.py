@@ -26,7 +26,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
@@ -108,7 +108,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     tmp = temporary_path(path)
     binary = "b" in mode
     try:
-        with open(tmp, mode, **({} if binary else {"encoding": encoding, "newline": ""})) as out:
+        text_options: dict[str, Any] = {} if binary else {"encoding": encoding, "newline": ""}
+        with open(tmp, mode, **text_options) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

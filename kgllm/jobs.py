@@ -26,7 +26,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import IO, Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -107,7 +107,7 @@ class CompleteJob(Job):
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
 
 
-JOB_KINDS = {"ask": AskJob, "complete": CompleteJob}
+JOB_KINDS: dict[str, type[AskJob] | type[CompleteJob]] = {"ask": AskJob, "complete": CompleteJob}
 
 
 def read_job(path: str | os.PathLike) -> AskJob | CompleteJob:
@@ -191,7 +191,7 @@ class JobOutput:
         self.items = items
         self._meta = self.path.with_name(self.path.name + ".job.json")
         self._held = contextlib.ExitStack()
-        self._file = None
+        self._file: IO[str] | None = None
         self._lines: list[tuple[int, str, str | None]] = []  # (line number, text, key or None)
 
     def __enter__(self) -> JobOutput:
@@ -281,7 +281,8 @@ class JobOutput:
             self._lines = [entry for entry in self._lines if entry[2] in current]
             self._rewrite([line for _, line, _ in self._lines])
         write_text_atomic(self._meta, json.dumps({"fingerprint": self.fingerprint}))
-        return {key for _, _, key in self._lines}
+        # every line left is current, so has a key (a keyless line never is)
+        return {key for _, _, key in self._lines if key is not None}
 
     def write(self, records: list[dict]) -> None:
         """Append one JSON line per record and flush them to disk (a kill loses no written line)."""

@@ -88,6 +88,7 @@ def test_the_text_form_is_readable():
         ("(count (degree r both))", "set expression"),
         ("(compare bigger (degree r both) a b)", "compare OP"),
         ("(entity a b)", "argument"),
+        ("(degree r both)", "found the metric"),
     ],
 )
 def test_malformed_programs_are_rejected_with_the_reason(text, message):

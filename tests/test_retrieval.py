@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from kgllm.retrieval import (
     encoder_from_settings,
     encoders,
 )
+from kgllm.retrieval.index import META_FILE
 from kgllm.settings import Settings
 from kgllm.types import Entity, Evidence, Triple
 
@@ -205,7 +208,9 @@ def test_hnsw_above_threshold_with_removal_replacement_and_persistence(tmp_path)
 
     loaded.remove(keys[10:30])  # many: the graph is rebuilt without them
     loaded.save(tmp_path)
-    assert faiss.read_index(str(next(tmp_path.glob("*.faiss")))).ntotal == len(loaded) == 18
+    # the save before this one's file is kept beside it (for a reader still on it): read the current one
+    current = json.loads((tmp_path / META_FILE).read_text(encoding="utf-8"))["vectors_file"]
+    assert faiss.read_index(str(tmp_path / current)).ntotal == len(loaded) == 18
     assert {key for key, _ in loaded.search(vectors[0], k=40)[0]} == found - set(keys[10:30])
 
 

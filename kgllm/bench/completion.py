@@ -288,7 +288,10 @@ def completion_benchmark_report(
     if throughput_triples:
         speed = [run_throughput(throughput_triples, budget, tried, settings) for tried in dict.fromkeys((names, ()))]
         print_table(speed, "kgllm complete: batch throughput")
-        text += f"\n## Throughput of kgllm complete\n\n`{command} --throughput-triples {throughput_triples}`\n\n{markdown(speed)}"
+        text += (
+            f"\n## Throughput of kgllm complete\n\n`{command} --throughput-triples {throughput_triples}`"
+            f"\n\n{markdown(speed)}"
+        )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")

@@ -183,6 +183,7 @@ async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, time
             heavy_task = asyncio.create_task(burst.post("/ask", json={"question": heavy, "max_hops": 4}))
             await asyncio.sleep(0.2)  # the heavy question is in the server before the burst
             await _burst(burst, batch, concurrency, loaded)
+            status: int | str
             try:
                 response = await heavy_task
                 status, cut = response.status_code, response.json().get("metadata", {}).get("cut", False)
@@ -236,6 +237,7 @@ async def _with_health(url: str, phase: Phase, work) -> None:
     poller = subprocess.Popen(
         [sys.executable, "-c", _POLLER, f"{url}/health", str(HEALTH_EVERY)], stdout=subprocess.PIPE, text=True
     )
+    assert poller.stdout is not None  # stdout=PIPE
     try:
         if (await asyncio.to_thread(poller.stdout.readline)).strip() != "ready":
             raise KGLLMError("the /health poller did not start")

@@ -19,7 +19,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,29 +419,38 @@ def reliability_rows(outcomes: list[ShapeOutcome]) -> list[dict[str, str]]:
     return rows
 
 
+@dataclass
+class _ModeTally:
+    """One answering mode's results over a chain question set."""
+
+    correct: int = 0
+    programs: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+
 def chain_rows(ask_auto, ask_paths, path: Path) -> list[dict[str, str]]:
     """The relation-chain questions of ``path`` (JSON lines with gold local names) under auto routing
     and under the path reasoner alone: accuracy and how many auto sent to programs."""
     items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    stats = {name: {"correct": 0, "programs": 0, "seconds": []} for name in ("auto", "paths")}
+    stats = {name: _ModeTally() for name in ("auto", "paths")}
     asks = {"auto": ask_auto, "paths": ask_paths}
     for n, item in enumerate(items):
         # alternate the order, so neither mode always meets the other's warm caches
         for name in ("auto", "paths") if n % 2 == 0 else ("paths", "auto"):
             started = time.perf_counter()
             answer, mode = asks[name](item["question"])
-            stats[name]["seconds"].append(time.perf_counter() - started)
+            stats[name].seconds.append(time.perf_counter() - started)
             got = sorted(local_name(e.id) for e in answer.entities)
-            stats[name]["correct"] += got == sorted(item["answers"])
-            stats[name]["programs"] += mode == "programs"
+            stats[name].correct += got == sorted(item["answers"])
+            stats[name].programs += mode == "programs"
     return [
         {
             "set": path.stem,
             "mode": name,
             "questions": str(len(items)),
-            "fully correct": f"{s['correct']} ({100 * s['correct'] / len(items):.1f}%)",
-            "sent to programs": str(s["programs"]) if name == "auto" else "-",
-            "p50 ms": f"{1000 * statistics.median(s['seconds']):.0f}",
+            "fully correct": f"{s.correct} ({100 * s.correct / len(items):.1f}%)",
+            "sent to programs": str(s.programs) if name == "auto" else "-",
+            "p50 ms": f"{1000 * statistics.median(s.seconds):.0f}",
         }
         for name, s in stats.items()
     ]
@@ -455,7 +464,7 @@ class ShapesReport:
     outcomes: list[ShapeOutcome] = field(default_factory=list)
 
 
-def run_shapes_benchmark(session, chain_sets: list[Path] = (), progress: bool = False) -> ShapesReport:
+def run_shapes_benchmark(session, chain_sets: Sequence[Path] = (), progress: bool = False) -> ShapesReport:
     """Generate the shape questions from ``session``'s store, answer them with ``mode="auto"``, and
     run the chain question sets in ``auto`` and ``paths`` mode."""
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -61,7 +61,8 @@ def train_default(
     from kgllm.llm.default import default_training_config, ensure_default_model
     from kgllm.llm.training import train_causal_lm
 
-    settings = Settings(**({"train_minutes": minutes} if minutes else {}))
+    overrides: dict[str, Any] = {"train_minutes": minutes} if minutes else {}
+    settings = Settings(**overrides)
     if resume and out is None:
         raise ConfigurationError("--resume needs --out (the cached default model is trained in one go)")
     kg = _store(graph, store, settings)
@@ -170,7 +171,9 @@ def train_finetune(
     adapter = None
     if method != FULL:
         check_method(method)
-        modules = {"target_modules": [m.strip() for m in target_modules.split(",")]} if target_modules else {}
+        modules: dict[str, Any] = (
+            {"target_modules": [m.strip() for m in target_modules.split(",")]} if target_modules else {}
+        )
         adapter = AdapterConfig(
             method=method, rank=rank, alpha=alpha, dropout=dropout, num_virtual_tokens=virtual_tokens, **modules
         )

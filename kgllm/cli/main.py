@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -40,7 +40,10 @@ StoreOption = Annotated[
     Optional[str],
     typer.Option(
         "--store",
-        help="A registered store: 'rdflib' (embedded, default), 'neo4j' (Bolt server from KGLLM_NEO4J_* settings) or a plugin's.",
+        help=(
+            "A registered store: 'rdflib' (embedded, default), "
+            "'neo4j' (Bolt server from KGLLM_NEO4J_* settings) or a plugin's."
+        ),
     ),
 ]
 TrainDataOption = Annotated[
@@ -459,9 +462,12 @@ def bench_load(
 
     encoder = encoder_from_settings(Settings())
     encoder.encode(["warm up"])
-    with tempfile.TemporaryDirectory() as root, console.status("starting a Bolt server (ArcadeDB)"):
-        with arcadedb_bolt_server(root) as server:
-            rows = [t.row() for t in run_load_benchmark(graph or demo_graph_path(), encoder, server, write_triples)]
+    with (
+        tempfile.TemporaryDirectory() as root,
+        console.status("starting a Bolt server (ArcadeDB)"),
+        arcadedb_bolt_server(root) as server,
+    ):
+        rows = [t.row() for t in run_load_benchmark(graph or demo_graph_path(), encoder, server, write_triples)]
     print_table(rows, "load and index")
     if out:
         save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
@@ -475,7 +481,10 @@ def bench_kgqa(
         Optional[Path],
         typer.Option(
             "--train",
-            help="Train split: also run with a relation-path planner (LoRA) trained on its gold paths; settings chosen on the .dev. split beside it.",
+            help=(
+                "Train split: also run with a relation-path planner (LoRA) trained on its gold paths; "
+                "settings chosen on the .dev. split beside it."
+            ),
         ),
     ] = None,
     minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training the planner.")] = 8.0,
@@ -602,7 +611,8 @@ def bench_llm(
     minutes: Annotated[float, typer.Option("--minutes", help="Time budget of each training run.")] = 1.5,
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
 ) -> None:
-    """The LLM module on the demo graph: LoRA vs full fine-tuning, the four PEFT methods, knowledge injection, throughput."""
+    """The LLM module on the demo graph: LoRA vs full fine-tuning, the four PEFT methods, knowledge injection,
+    throughput."""
     from kgllm.bench.llm import run_llm_benchmarks
 
     run_llm_benchmarks([s.strip() for s in sections.split(",") if s.strip()], minutes, out)
@@ -705,7 +715,8 @@ BaseModelOption = Annotated[
 
 
 def _augment_settings(model: Optional[Path]) -> Settings:
-    return Settings(**({"model": model} if model else {}))
+    overrides: dict[str, Any] = {"model": model} if model else {}
+    return Settings(**overrides)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import networkx as nx
@@ -36,7 +37,7 @@ def shortest_paths(graph: nx.MultiDiGraph, source: str, target: str, limit: int 
         return []
     paths: list[GraphPath] = []
     for nodes in nx.all_shortest_paths(undirected, source, target):
-        paths.append(GraphPath(start=source, triples=tuple(_edge(graph, a, b) for a, b in zip(nodes, nodes[1:]))))
+        paths.append(GraphPath(start=source, triples=tuple(_edge(graph, a, b) for a, b in itertools.pairwise(nodes))))
         if len(paths) >= limit:
             break
     return paths

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import normalize
@@ -211,9 +211,12 @@ class GraphStore(ABC):
         """Write the graph to a file (format from the suffix when not given)."""
 
     def close(self) -> None:
-        """Release connections and flush persistent storage."""
+        """Release connections and flush persistent storage.
 
-    def __enter__(self) -> GraphStore:
+        A hook, not an abstract method: a store that holds nothing to release keeps this no-op."""
+        return None
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, cast
 
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
@@ -53,6 +54,18 @@ CONTROL_IN_VALUE = CONTROL  # literal values may hold tabs and line breaks (esca
 CONTROL_IN_IRI = re.compile("[\x00-\x20\x7f-\x9f]")
 FORMAT_NAMES = {"json-ld": "JSON-LD", "turtle": "Turtle", "nt": "N-Triples", "xml": "RDF/XML", "trig": "TriG"}
 TEXT_RDF_FORMATS = ("turtle", "nt", "n3", "json-ld", "trig", "nquads", "ntriples", "nt11", "ttl")
+
+
+class _AttributeStore(Protocol):
+    """A store whose ``supports_attributes`` is true: its ``add`` also takes literal-valued statements."""
+
+    def add(
+        self,
+        triples: Iterable[Triple],
+        entities: Iterable[Entity] = ...,
+        batch_size: int = ...,
+        attributes: Iterable[Attribute] = ...,
+    ) -> int: ...
 
 
 @dataclass
@@ -151,7 +164,9 @@ def load_report(
     data = read_file(path, format, base)
     keeps_attributes = getattr(store, "supports_attributes", False)
     if keeps_attributes:
-        new = store.add(data.triples, data.entities, batch_size=batch_size, attributes=data.attributes)
+        new = cast(_AttributeStore, store).add(
+            data.triples, data.entities, batch_size=batch_size, attributes=data.attributes
+        )
     else:
         new = store.add(data.triples, data.entities, batch_size=batch_size)
         if data.attributes:
@@ -217,11 +232,12 @@ def _read_csv(path: Path, base: str) -> GraphData:
             raise ParseError(
                 f"header {header} lacks column(s) {missing} (e.g. head,relation,tail)", path=str(path), line=1
             )
+        column_of = {role: index for role, index in columns.items() if index is not None}  # every role, now
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
             try:
-                parts = [row[columns[role]].strip() for role in ("head", "relation", "tail")]
+                parts = [row[column_of[role]].strip() for role in ("head", "relation", "tail")]
             except IndexError:
                 parts = []
             if len(parts) != 3 or not all(parts):
@@ -266,9 +282,11 @@ def _ntriples_error(text: str, fmt: str) -> tuple[int, str] | None:
     from rdflib.plugins.parsers.ntriples import ParseError as NTError
     from rdflib.plugins.parsers.ntriples import W3CNTriplesParser, r_tail, r_wspaces
 
-    parser = NQuadsParser() if fmt == "nquads" else W3CNTriplesParser(sink=_NoSink())
+    # rdflib types a parser's sink as its own sink classes; any object with triple() (or a
+    # Dataset, as NQuadsParser.parse itself sets) serves
+    parser = NQuadsParser() if fmt == "nquads" else W3CNTriplesParser(sink=_NoSink())  # type: ignore[arg-type]
     if fmt == "nquads":
-        parser.sink = Dataset(default_union=True)
+        parser.sink = Dataset(default_union=True)  # type: ignore[assignment]
     for number, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         parser.line = line
         try:
@@ -379,9 +397,9 @@ def _check_bytes(path: Path) -> None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:  # another declared encoding: its ASCII range is what can be checked
-        found = CONTROL_BYTES.search(raw)
-        if found:
-            _refuse_control(path, raw.decode("latin-1"), found.start(), found.group()[0])
+        found_byte = CONTROL_BYTES.search(raw)
+        if found_byte:
+            _refuse_control(path, raw.decode("latin-1"), found_byte.start(), found_byte.group()[0])
         return
     found = CONTROL.search(text)
     if found:

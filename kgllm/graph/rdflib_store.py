@@ -39,8 +39,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
@@ -333,6 +334,7 @@ class RDFLibStore(GraphStore):
 
     def _catch_up(self) -> None:
         """Re-read the file if it is not the one this store last read or wrote (call under the lock)."""
+        assert self.path is not None  # only a persisted store's transaction holds the lock
         try:
             current = _signature(os.stat(self.path))
         except FileNotFoundError:
@@ -345,6 +347,7 @@ class RDFLibStore(GraphStore):
 
     def _save(self) -> None:
         """Replace the file with the graph (call under the lock): unique temporary file, fsync, rename."""
+        assert self.path is not None  # only a persisted store's transaction holds the lock
         for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # from writers killed mid-save
             leftover.unlink(missing_ok=True)
         self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)  # the name older versions used
@@ -377,7 +380,7 @@ class RDFLibStore(GraphStore):
 
     @_writes
     def _write(
-        self, triples: list[Triple], entities: list[Entity], batch_size: int, attributes: list[Attribute] = ()
+        self, triples: list[Triple], entities: list[Entity], batch_size: int, attributes: Sequence[Attribute] = ()
     ) -> int:
         with self._transaction():
             staged = Graph()
@@ -443,14 +446,17 @@ class RDFLibStore(GraphStore):
 
     def _record(self, node: Node) -> Provenance:
         g = self.graph
-        score, start, end = (g.value(node, f) for f in (KGLLM.score, KGLLM.spanStart, KGLLM.spanEnd))
+        # a record's score and span are typed literals when present; a span has both ends or neither
+        score, start, end = (
+            cast("Literal | None", g.value(node, f)) for f in (KGLLM.score, KGLLM.spanStart, KGLLM.spanEnd)
+        )
         return Provenance(
             source=str(g.value(node, KGLLM.source)),
             method=str(g.value(node, KGLLM.method)),
             model=str(g.value(node, KGLLM.model) or ""),
             score=float(score) if score is not None else None,
             created=str(g.value(node, KGLLM.created)),
-            span=(int(start), int(end)) if start is not None else None,
+            span=(int(start), int(cast(Literal, end))) if start is not None else None,
         )
 
     @_writes
@@ -596,7 +602,7 @@ class RDFLibStore(GraphStore):
                 if isinstance(s, URIRef):
                     nodes.add(s)
                 if self._is_relation_triple(p, o):
-                    nodes.add(o)
+                    nodes.add(cast(URIRef, o))  # a relation triple's object is an IRI
             return nodes - classes - properties - {RDFS.Class}
 
         return self._cached("entities", build)
@@ -628,7 +634,7 @@ class RDFLibStore(GraphStore):
         node = self._iri(entity_id)
         predicate = self._iri(relation) if relation else None
         found: list[Triple] = []
-        patterns = []
+        patterns: list[tuple[URIRef | None, URIRef | None, URIRef | None]] = []
         if direction in ("out", "both"):
             patterns.append((node, predicate, None))
         if direction in ("in", "both"):
@@ -644,7 +650,8 @@ class RDFLibStore(GraphStore):
     def triples(
         self, head: str | None = None, relation: str | None = None, tail: str | None = None
     ) -> Iterator[Triple]:
-        pattern = tuple(self._iri(x) if x else None for x in (head, relation, tail))
+        head_iri, relation_iri, tail_iri = (self._iri(x) if x else None for x in (head, relation, tail))
+        pattern = (head_iri, relation_iri, tail_iri)
         with self._reading():
             found = [self._triple(s, p, o) for s, p, o in self.graph.triples(pattern) if self._is_relation_triple(p, o)]
         return iter(found)

@@ -27,7 +27,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 from rapidfuzz.distance import DamerauLevenshtein
@@ -39,6 +39,10 @@ from kgllm.server.graph import answer_json, entity_json
 from kgllm.server.limits import MAX_QUESTION_CHARS, MAX_RESULTS
 from kgllm.session import Session
 from kgllm.types import Entity, Triple
+
+if TYPE_CHECKING:
+    from kgllm.pipelines.completion.completer import Completer
+    from kgllm.pipelines.completion.jobs import KnownAnswers, NameResolver
 
 try:
     from mcp.server.mcpserver import MCPServer
@@ -82,7 +86,7 @@ class GraphTools:
         self.store = session.store
         self.completion_config = completion if completion is not None else completion_config()
         self.lock = threading.Lock()
-        self._completion = None
+        self._completion: tuple[Completer, KnownAnswers, NameResolver] | None = None
 
     # ------------------------------------------------------------------ tools
     def ask(self, question: str, max_hops: int | None = None, max_paths: int = 20) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class GraphTools:
             raise InputError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
         _check_range("max_hops", max_hops, 1, 4, optional=True)
         _check_range("max_paths", max_paths, 1, MAX_RESULTS)
-        options = {} if max_hops is None else {"max_hops": max_hops}
+        options: dict[str, Any] = {} if max_hops is None else {"max_hops": max_hops}
         with self.lock:
             answer = self.session.ask(question, **options)
         shaped = answer_json(answer, max_paths)
@@ -173,7 +177,9 @@ class GraphTools:
             raise InputError("give exactly one of head and tail: the other is what is predicted")
         relation = _check_text("relation", relation)
         with self.lock:
-            anchor = self._resolve(head if head is not None else tail)
+            named = head if head is not None else tail
+            assert named is not None  # exactly one of them is given (checked above)
+            anchor = self._resolve(named)
             relation_id = self._relation(relation)
             completer, known, resolver = self._completer()
             fields = (anchor.id, relation_id, WILDCARD) if head is not None else (WILDCARD, relation_id, anchor.id)

@@ -242,18 +242,21 @@ class AdaptedLM(HFCausalLM):
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
-        library: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        threads: int | None = None,
         *,
+        library: str | os.PathLike[str] | None = None,
         complete_candidates: bool = False,
         **kwargs,
     ) -> AdaptedLM:
         """The base model in ``path`` (frozen), with adapters to come from ``library`` when given;
-        other keyword arguments go to :meth:`HFCausalLM.from_pretrained`."""
-        base = HFCausalLM.from_pretrained(path, **kwargs)
+        ``device``, ``dtype``, ``threads`` and other keyword arguments go to :meth:`HFCausalLM.from_pretrained`."""
+        base = HFCausalLM.from_pretrained(path, device=device, dtype=dtype, threads=threads, **kwargs)
         for parameter in base.model.parameters():
             parameter.requires_grad_(False)
-        library = AdapterLibrary(library) if library is not None else None
-        return cls(base, path, library, complete_candidates=complete_candidates)
+        adapters = AdapterLibrary(library) if library is not None else None
+        return cls(base, path, adapters, complete_candidates=complete_candidates)
 
     @property
     def base_model(self):

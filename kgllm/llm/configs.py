@@ -26,7 +26,7 @@ import functools
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 from kgllm.exceptions import ConfigurationError
 
@@ -73,10 +73,11 @@ class ConfigMixin:
         return cls(**values)
 
 
+@dataclass_transform()
 def config(cls: T) -> T:
     """Make ``cls`` a config dataclass whose constructor refuses unknown keyword arguments with
     ``ConfigurationError`` (not ``TypeError``), as :meth:`ConfigMixin.from_dict` refuses unknown keys."""
-    cls = dataclass(cls)
+    dataclass(cls)  # in place: without slots the decorator returns cls itself
     init = cls.__init__  # type: ignore[misc]
     known = frozenset(f.name for f in fields(cls))
 

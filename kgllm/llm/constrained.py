@@ -47,9 +47,10 @@ class TokenTrie:
         """Tokens that may follow ``prefix`` (generated tokens so far); only EOS once a candidate is complete."""
         node = self.root
         for token in prefix:
-            node = node.get(token)
-            if node is None:
+            child = node.get(token)
+            if child is None:
                 return [self.eos_id]
+            node = child
         return list(node) or [self.eos_id]
 
     def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:

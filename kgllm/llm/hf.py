@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 import transformers
@@ -121,7 +122,8 @@ class HFCausalLM(LanguageModel):
             model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch_dtype)
         except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
             raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
-        model.to(torch_device).eval()
+        # transformers types PreTrainedModel.to through a decorator wrapper that drops its signature
+        model.to(torch_device).eval()  # type: ignore[arg-type]
         logger.info(
             "loaded %s: %s parameters, %s on %s", directory, f"{model.num_parameters():,}", torch_dtype, torch_device
         )
@@ -204,7 +206,9 @@ class HFCausalLM(LanguageModel):
         )
         with self._running(), torch.inference_mode(), _seeded(config.seed, self.device):
             try:
-                output = self.model.generate(
+                # a causal LM mixes in GenerationMixin, which PreTrainedModel's type lacks (so for
+                # compute_transition_scores below)
+                output = self.model.generate(  # type: ignore[operator]
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=hf_config,
@@ -213,7 +217,7 @@ class HFCausalLM(LanguageModel):
                 )
                 sequences = output.sequences if logprobs else output
                 steps = (
-                    self.model.compute_transition_scores(
+                    self.model.compute_transition_scores(  # type: ignore[operator]
                         sequences, output.scores, getattr(output, "beam_indices", None), normalize_logits=True
                     ).tolist()
                     if logprobs
@@ -330,7 +334,7 @@ class _StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         hits = [any(stop in text for stop in self.stops) for text in texts]
-        return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.tensor(hits, dtype=torch.bool, device=input_ids.device))
 
 
 def _prefix_allowed_tokens_fn(constraint: Constraint, prompt_len: int):

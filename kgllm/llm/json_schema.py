@@ -198,6 +198,7 @@ def _finish(node: _Node) -> _Node:
         node.shortest = 2
     elif kind == "array":
         n = node.min_items
+        assert node.items is not None  # an array node always has its item schema
         node.shortest = 2 + n * node.items.shortest + max(0, n - 1)
     elif kind == "object":
         # rest[i]: characters to close the object once properties before i are settled and at least one written

@@ -33,7 +33,9 @@ from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
     LlamaConfig,
+    PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     TrainerCallback,
 )
@@ -335,13 +337,14 @@ def _encode(texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int) 
     return [{"input_ids": ids, "labels": ids} for ids in examples]
 
 
-def _build_model(config: TrainingConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+def _build_model(config: TrainingConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     ids = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
     vocab = len(tokenizer)
+    model_config: PretrainedConfig
     if config.architecture == "llama":
         intermediate = config.intermediate_size or 32 * math.ceil(config.hidden_size * 8 / 3 / 32)
         model_config = LlamaConfig(

@@ -428,6 +428,8 @@ def _train(
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
+    # only passed when on: transformers warns of the deprecated name whenever it is given
+    checkpointing: dict[str, Any] = {"gradient_checkpointing": True} if run.gradient_checkpointing else {}
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=max_steps,
@@ -453,7 +455,7 @@ def _train(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        **({"gradient_checkpointing": True} if run.gradient_checkpointing else {}),
+        **checkpointing,
     )
     trainer = _Trainer(
         model=model,
@@ -473,7 +475,7 @@ def _train(
     finally:
         torch.set_num_threads(previous)
     seconds = time.perf_counter() - started
-    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    losses = [(int(e["step"]), e["loss"]) for e in trainer.state.log_history if "loss" in e]
     steps = trainer.state.global_step
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete: nothing left to resume
     model.eval()
@@ -550,8 +552,10 @@ def accuracy(
 
 
 def _max_len(model: PreTrainedModel) -> int:
-    config = getattr(model, "config", None) or model.get_base_model().config
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
+    # a PEFT wrapper without its own config has get_base_model, which PreTrainedModel's type lacks
+    config = getattr(model, "config", None) or model.get_base_model().config  # type: ignore[operator]
+    positions = getattr(config, "max_position_embeddings", None)
+    return positions if positions else getattr(config, "n_positions", 1024)
 
 
 # ---------------------------------------------------------------- pre-training
@@ -689,7 +693,8 @@ def load_for_training(
     except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
         raise ModelError(f"cannot load a causal LM from {directory}: {exc}") from exc
     if not run.device_map:
-        model.to(run.device)
+        # transformers types PreTrainedModel.to through a decorator wrapper that drops its signature
+        model.to(run.device)  # type: ignore[arg-type]
     if run.quantization:
         from peft import prepare_model_for_kbit_training
 

@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import faiss
 import numpy as np
@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 META_FILE = "index.json"
 Kind = Literal["flat", "hnsw"]
+
+
+class IndexOptions(TypedDict, total=False):
+    """The :class:`VectorIndex` constructor settings :meth:`VectorIndex.load` passes through."""
+
+    hnsw_threshold: int
+    hnsw_m: int
+    ef_search: int
+    compact_ratio: float
 
 
 class VectorIndex:
@@ -95,7 +104,8 @@ class VectorIndex:
         for i in ids:
             del self._keys[i]
         if self.kind == "flat":
-            self._index.remove_ids(np.array(ids, dtype=np.int64))
+            # faiss wraps remove_ids to take an id array; its stubs only know the IDSelector form
+            self._index.remove_ids(np.array(ids, dtype=np.int64))  # type: ignore[arg-type]
         else:
             self._tombstones.update(ids)
             if len(self._tombstones) > self.compact_ratio * self._index.ntotal:
@@ -173,7 +183,9 @@ class VectorIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, encoder_name: str, dim: int, **options: object) -> VectorIndex:
+    def load(
+        cls, directory: str | os.PathLike, encoder_name: str, dim: int, **options: Unpack[IndexOptions]
+    ) -> VectorIndex:
         """Read an index saved by :meth:`save`; it must have been built by the same encoder (name and dim).
 
         ``options`` are constructor settings (``hnsw_threshold``, ``ef_search``, ...).
@@ -206,6 +218,7 @@ class VectorIndex:
 
     # ------------------------------------------------------------- internals
     def _new_index(self, kind: Kind) -> faiss.Index:
+        inner: faiss.Index
         if kind == "flat":
             inner = faiss.IndexFlatIP(self.dim)
         else:
@@ -227,9 +240,11 @@ class VectorIndex:
         if self.kind == "flat":
             return None
         if not self._tombstones:
-            return faiss.SearchParametersHNSW(efSearch=self.ef_search)
+            # SearchParametersHNSW is missing from faiss's stubs (here and below)
+            return faiss.SearchParametersHNSW(efSearch=self.ef_search)  # type: ignore[attr-defined]
         excluded = faiss.IDSelectorBatch(np.array(sorted(self._tombstones), dtype=np.int64))
-        return faiss.SearchParametersHNSW(efSearch=self.ef_search, sel=faiss.IDSelectorNot(excluded))
+        not_excluded = faiss.IDSelectorNot(excluded)
+        return faiss.SearchParametersHNSW(efSearch=self.ef_search, sel=not_excluded)  # type: ignore[attr-defined]
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -236,7 +236,8 @@ class KGRetriever:
 
     def _sync(self, index: VectorIndex, wanted: dict[str, str]) -> tuple[int, int]:
         """Make the index hold exactly the ``wanted`` keys (key -> text); returns (added, removed)."""
-        removed = index.remove([k for k in index.keys() if k not in wanted])
+        held = index.keys()
+        removed = index.remove([k for k in held if k not in wanted])
         new = [k for k in wanted if k not in index]
         if new:
             index.add(new, self.encoder.encode([wanted[k] for k in new]))

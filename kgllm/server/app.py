@@ -116,6 +116,7 @@ def create_app(
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:  # Swagger UI from the package's own copy, not a CDN
+        assert app.openapi_url is not None  # FastAPI's default, left on
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="kgllm API",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -181,7 +181,7 @@ class Sampling(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-def refuse_unsupported(body: BaseModel, known: frozenset[str]) -> None:
+def refuse_unsupported(body: Sampling, known: frozenset[str]) -> None:
     """Raise :class:`Refused` for the first field of ``body`` this server does not implement."""
     for name, value in (body.model_extra or {}).items():
         if value is None or (name in NEUTRAL_VALUES and value == NEUTRAL_VALUES[name]):
@@ -189,7 +189,7 @@ def refuse_unsupported(body: BaseModel, known: frozenset[str]) -> None:
         if name in known:
             raise Refused(f"parameter {name!r} is not supported by this server", name, code="unsupported_parameter")
         raise Refused(f"unknown parameter {name!r}", name, code="unknown_parameter")
-    if getattr(body, "stream_options", None) is not None:
+    if body.stream_options is not None:
         if not body.stream:
             raise Refused("stream_options is only allowed with stream=true", "stream_options")
         extra = sorted(body.stream_options.model_extra or {})
@@ -316,7 +316,8 @@ def _complete(body: CompletionRequest, server: Any) -> Any:
     if body.logprobs is not None and not isinstance(lm, HFCausalLM):
         raise HTTPException(400, "log-probabilities need a local Hugging Face model; this server's model is remote")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    choices, generated = [], []
+    choices: list[dict[str, Any]] = []
+    generated: list[str] = []
     with server.model_lock:  # one generation at a time: seeded sampling sets torch's global RNG
         outputs = (
             lm.generate(prompts, body.config(body.max_tokens)) if body.max_tokens else [[""] * body.n for _ in prompts]
@@ -330,6 +331,7 @@ def _complete(body: CompletionRequest, server: Any) -> Any:
                     "logprobs": None,
                 }
                 if body.logprobs is not None:
+                    assert isinstance(lm, HFCausalLM)  # refused above otherwise
                     choice["logprobs"] = text_logprobs(
                         lm, prompt + text, 0 if body.echo else len(prompt), body.logprobs
                     )
@@ -382,6 +384,7 @@ def _chat(body: ChatRequest, server: Any) -> Any:
                 "logprobs": None,
             }
             if body.logprobs:
+                assert isinstance(lm, HFCausalLM)  # refused above otherwise
                 choice["logprobs"] = {"content": reply_logprobs(lm, prompt, text, body.top_logprobs or 0)}
             choices.append(choice)
     response = _response("chat.completion", "chatcmpl", lm, choices, [prompt], texts)
@@ -431,6 +434,12 @@ def _count_tokens(lm: LanguageModel, text: str) -> int | None:
     return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _count_all_tokens(lm: LanguageModel, texts: list[str]) -> int | None:
+    """The tokens of all ``texts`` together; None when ``lm`` cannot count them."""
+    counts = [_count_tokens(lm, text) for text in texts]
+    return None if None in counts else sum(n for n in counts if n is not None)
+
+
 def _response(
     kind: str, prefix: str, lm: LanguageModel, choices: list[dict], prompts: list[str], completions: list[str]
 ) -> dict[str, Any]:
@@ -441,10 +450,10 @@ def _response(
         "model": lm.name,
         "choices": choices,
     }
-    prompt_tokens = [_count_tokens(lm, p) for p in prompts]
-    completion_tokens = [_count_tokens(lm, c) for c in completions]
-    if None not in prompt_tokens:
-        usage = {"prompt_tokens": sum(prompt_tokens), "completion_tokens": sum(completion_tokens)}
+    prompt_tokens = _count_all_tokens(lm, prompts)
+    completion_tokens = _count_all_tokens(lm, completions)
+    if prompt_tokens is not None and completion_tokens is not None:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
         response["usage"] = {**usage, "total_tokens": sum(usage.values())}
     return response
 
@@ -490,7 +499,7 @@ def reply_logprobs(lm: HFCausalLM, prompt: str, text: str, top: int) -> list[dic
     logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
 
     def entry(token: int, value: float) -> dict[str, Any]:
-        piece = lm.tokenizer.decode([token])
+        piece = cast(str, lm.tokenizer.decode([token]))  # one sequence of ids decodes to one string
         return {"token": piece, "logprob": value, "bytes": list(piece.encode())}
 
     content = []

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
@@ -43,6 +43,17 @@ from rdflib.plugins.sparql.algebra import traverse
 from rdflib.plugins.sparql.parser import parseUpdate
 from rdflib.query import Result
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, QueryParams
+
+if TYPE_CHECKING:
+    from rdflib.graph import (
+        _TripleOrTriplePathType,
+        _TriplePathPatternType,
+        _TriplePathType,
+        _TriplePatternType,
+        _TripleSelectorType,
+        _TripleType,
+    )
 
 router = APIRouter(tags=["SPARQL"])
 
@@ -124,7 +135,7 @@ def sparql_get(request: Request) -> Response:
 async def sparql_post(request: Request) -> Response:
     """Run a query sent as a form (``query=``) or directly (``application/sparql-query``)."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    params = request.query_params
+    params: QueryParams | FormData = request.query_params
     if kind == UPDATE_TYPE:
         _refuse_update()
     if kind == QUERY_TYPE:
@@ -251,7 +262,7 @@ def _serialize(result: Any, kind: str, media_type: str) -> tuple[bytes, bool]:
     """The result in ``media_type``, cut at ``MAX_ROWS``; and whether it was cut."""
 
     if kind == "ASK":
-        return result.serialize(format=RESULT_TYPES[media_type]), False
+        return _bytes(result.serialize(format=RESULT_TYPES[media_type])), False
     if kind == "SELECT":
         rows = list(islice(result, MAX_ROWS + 1))
         out = Result("SELECT")
@@ -259,12 +270,18 @@ def _serialize(result: Any, kind: str, media_type: str) -> tuple[bytes, bool]:
         out.bindings = [
             {var: value for var, value in zip(result.vars, row) if value is not None} for row in rows[:MAX_ROWS]
         ]
-        return out.serialize(format=RESULT_TYPES[media_type]), len(rows) > MAX_ROWS
+        return _bytes(out.serialize(format=RESULT_TYPES[media_type])), len(rows) > MAX_ROWS
     triples = list(islice(iter(result.graph), MAX_ROWS + 1))
     graph = Graph(namespace_manager=result.graph.namespace_manager)
     for triple in triples[:MAX_ROWS]:
         graph.add(triple)
     return graph.serialize(format=GRAPH_TYPES[media_type], encoding="utf-8"), len(triples) > MAX_ROWS
+
+
+def _bytes(serialized: bytes | None) -> bytes:
+    """What ``serialize`` returns without a destination: always the bytes."""
+    assert serialized is not None
+    return serialized
 
 
 class _DeadlineGraph(Graph):
@@ -274,7 +291,16 @@ class _DeadlineGraph(Graph):
         super().__init__(store=graph.store, identifier=graph.identifier, namespace_manager=graph.namespace_manager)
         self._deadline = deadline
 
-    def triples(self, triple) -> Iterator:
+    @overload
+    def triples(self, triple: _TriplePatternType) -> Generator[_TripleType, None, None]: ...
+
+    @overload
+    def triples(self, triple: _TriplePathPatternType) -> Generator[_TriplePathType, None, None]: ...
+
+    @overload
+    def triples(self, triple: _TripleSelectorType) -> Generator[_TripleOrTriplePathType, None, None]: ...
+
+    def triples(self, triple: _TripleSelectorType) -> Generator[_TripleOrTriplePathType, None, None]:
         for count, found in enumerate(super().triples(triple)):
             if count % 256 == 0 and time.monotonic() > self._deadline:
                 raise QueryTimeout

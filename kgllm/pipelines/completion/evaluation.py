@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: ``(entities, relations, inverse) -> (batch, num_entities)`` scores of ``(e, r, ?)``, or of ``(?, r, e)`` when inverse.
+#: ``(entities, relations, inverse) -> (batch, num_entities)`` scores of ``(e, r, ?)``,
+#: or of ``(?, r, e)`` when inverse.
 ScoreFn = Callable[[np.ndarray, np.ndarray, bool], np.ndarray]
 EVAL_BATCH = 512
 

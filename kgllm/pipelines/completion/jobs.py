@@ -39,7 +39,7 @@ from kgllm.pipelines.completion.completer import (
 )
 from kgllm.pipelines.completion.evaluation import answer_sets
 from kgllm.pipelines.completion.kge import KGEConfig, TrainedKGE, Vocabulary, triples_digest
-from kgllm.types import Provenance, Triple
+from kgllm.types import Prediction, Provenance, Triple
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class QueryLine:
 
 
 def read_query_file(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
-    """``(line number, (head, relation, tail))`` with exactly one of head and tail ``?``; blank and ``#`` lines skipped."""
+    """``(line number, (head, relation, tail))`` with exactly one of head and tail ``?``;
+    blank and ``#`` lines skipped."""
     if not path.is_file():
         raise ParseError("no such queries file", str(path))
     rows = []
@@ -88,7 +89,7 @@ class NameResolver:
     def __init__(self, store: GraphStore, vocabulary: Vocabulary):
         self.store = store
         self.vocabulary = vocabulary
-        self.relation_labels = {}
+        self.relation_labels: dict[str, int] = {}
         for row, relation in enumerate(vocabulary.relations):
             self.relation_labels.setdefault(normalize(store.label(relation)), row)
 
@@ -136,14 +137,15 @@ def split_valid(triples: Sequence[Triple], config: CompletionConfig) -> tuple[li
     rng = np.random.default_rng(config.kge.seed)
     size = min(config.max_valid, int(len(triples) * config.valid_fraction))
     order = rng.permutation(len(triples))
-    train, valid = [], []
+    train: list[Triple] = []
+    valid: list[Triple] = []
     entity_counts: dict[str, int] = {}
     relation_counts: dict[str, int] = {}
     for t in triples:
         for e in (t.head, t.tail):
             entity_counts[e] = entity_counts.get(e, 0) + 1
         relation_counts[t.relation] = relation_counts.get(t.relation, 0) + 1
-    chosen = set()
+    chosen: set[int] = set()
     for i in order.tolist():
         t = triples[i]
         if len(chosen) >= size:
@@ -334,10 +336,11 @@ def predict_batch(
     write_back: bool = False,
 ) -> list[dict]:
     """Predictions of one batch, written back when asked; one output record per query."""
-    valid = [q for q in batch if q.query is not None]
-    exclude = [known.excluded(q.query) for q in valid]
-    predicted = dict(zip((q.id for q in valid), completer.predict([q.query for q in valid], top_k, exclude)))
-    records, derived = [], []
+    valid = [(q.id, q.query) for q in batch if q.query is not None]
+    exclude = [known.excluded(query) for _, query in valid]
+    predicted = dict(zip((id_ for id_, _ in valid), completer.predict([query for _, query in valid], top_k, exclude)))
+    records: list[dict] = []
+    derived: list[Prediction] = []
     for q in batch:
         if q.query is None:
             log.warning("line %s skipped: %s", q.id, q.error)

@@ -19,8 +19,9 @@ import torch
 
 from kgllm.datasets.webnlg import aligned_triples, read_webnlg
 from kgllm.llm.adapters import AdapterConfig, load_adapted
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.base import GenerationConfig
 from kgllm.llm.constrained import PerPrompt
+from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
 from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
@@ -59,7 +60,8 @@ def extraction_prompt(text: str) -> str:
 
 
 def extraction_examples(train_path: str | Path) -> list[TaskExample]:
-    """(text, its triples as the grammar writes them) of every WebNLG entry and reference text with an aligned triple."""
+    """(text, its triples as the grammar writes them) of every WebNLG entry and reference text
+    with an aligned triple."""
     examples = []
     for example in read_webnlg(train_path):
         for text in example.texts:
@@ -83,7 +85,7 @@ class Extractor:
     """
 
     def __init__(
-        self, lm: LanguageModel, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
+        self, lm: HFCausalLM, relations: Sequence[str] | None = None, batch_size: int = 8, max_triples: int = 8
     ):
         self.lm = lm
         self.relations = list(relations) if relations else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 MID_SEP = " |"
 TRIPLE_SEP = " ;"
@@ -22,6 +23,9 @@ MAX_SPAN_WORDS = 8
 MAX_RELATION_TOKENS = 12
 _WORD = re.compile(r"\w[\w'’&/.,:+-]*\w|\w")
 _END = -1  # trie key marking a complete piece
+
+#: A prefix trie of token ids: token -> subtrie, and ``_END -> True`` where a piece is complete.
+Trie = dict[int, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +59,8 @@ def target_text(triples: Sequence[tuple[str, str, str]]) -> str:
     return TRIPLE_SEP.join(f" {s.strip()}{MID_SEP} {r.strip()}{MID_SEP} {o.strip()}" for s, r, o in triples)
 
 
-def _trie(sequences: Iterable[list[int]]) -> dict:
-    root: dict = {}
+def _trie(sequences: Iterable[list[int]]) -> Trie:
+    root: Trie = {}
     for ids in sequences:
         node = root
         for token in ids:
@@ -84,11 +88,15 @@ class TripleGrammar:
 
     # The output is walked from its start at every step: outputs are short, and a walk
     # from scratch cannot drift out of step with what generate() did.
-    def _walk(self, generated: Sequence[int]) -> tuple[int, object, list[Piece], bool, int]:
+    def _walk(self, generated: Sequence[int]) -> tuple[int, Trie | list[int], list[Piece], bool, int]:
         """(slot 0/1/2, trie node or free-text tokens, complete pieces, finished, where the slot began)."""
-        slot, node, pieces, start = 0, self.subjects, [], 0
+        node: Trie | list[int] = self.subjects
+        pieces: list[Piece] = []
+        slot, start = 0, 0
         for position, token in enumerate(generated):
             if slot == 1 and self.relations is None:
+                # a free relation: node is the list of its tokens so far
+                node = cast(list[int], node)
                 node.append(token)
                 if node[-len(self.mid) :] == self.mid:
                     pieces.append(
@@ -96,16 +104,18 @@ class TripleGrammar:
                     )
                     slot, node, start = 2, self.objects, position + 1
                 continue
-            node = node.get(token)
-            if node is None:  # generate() only picks allowed tokens; anything else ends the walk
+            child = cast(Trie, node).get(token)  # a trie node everywhere but in a free relation
+            if child is None:  # generate() only picks allowed tokens; anything else ends the walk
                 return slot, {}, pieces, True, start
+            node = child
             if _END in node and len(node) == 1:
                 sep = len(self.mid) if slot < 2 else (len(self.next) if token != self.eos else 1)
                 pieces.append(Piece(self._text(generated[start : position + 1 - sep]), start, position + 1))
                 if token == self.eos:
                     return slot, {}, pieces, True, start
                 slot, start = (slot + 1) % 3, position + 1
-                node = [self.subjects, [] if self.relations is None else self.relations, self.objects][slot]
+                free: list[int] = []
+                node = (self.subjects, free if self.relations is None else self.relations, self.objects)[slot]
         return slot, node, pieces, False, start
 
     def _text(self, ids: Sequence[int]) -> str:

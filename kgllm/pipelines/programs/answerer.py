@@ -179,7 +179,7 @@ class ProgramAnswerer:
         return self._build(question, text, entities, result, confidence, metadata)
 
     def _rank_inside(self, program: Program) -> tuple[Rank, Result] | None:
-        node = program
+        node: object = program
         while node is not None and not isinstance(node, Rank):
             node = getattr(node, "source", None)
         if node is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
@@ -37,6 +37,12 @@ from kgllm.pipelines.programs.language import (
     format_program,
 )
 from kgllm.types import Triple
+
+
+class _SparqlStore(Protocol):
+    """A store whose ``supports_sparql`` is true: it answers SPARQL with bindings."""
+
+    def query(self, sparql: str, **bindings: str) -> Any: ...
 
 
 class ProgramError(InputError):
@@ -166,8 +172,8 @@ class Executor:
                 return out
             case Rank(order=o, k=k, metric=metric, source=s):
                 source = self._set(s)
-                scored = {m: self._measure(m, metric) for m in source}
-                scored = {m: v for m, (v, _) in scored.items() if v is not None}
+                measured = {m: self._measure(m, metric) for m in source}
+                scored = {m: v for m, (v, _) in measured.items() if v is not None}
                 if not scored:
                     raise ProgramError("no member of the set has a value to rank by")
                 sign = -1.0 if o == "max" else 1.0
@@ -222,7 +228,7 @@ class Executor:
     def _numeric(self, entity: str, prop: str) -> float | None:
         if not getattr(self.store, "supports_sparql", False):
             raise ProgramError(f"the {self.store.name} store offers no numeric values to rank or compare by")
-        rows = self.store.query("SELECT ?v WHERE { ?s ?p ?v }", s=entity, p=prop)
+        rows = cast(_SparqlStore, self.store).query("SELECT ?v WHERE { ?s ?p ?v }", s=entity, p=prop)
         values = []
         for (v,) in rows:
             try:

@@ -217,8 +217,9 @@ class _Quoted(str):
     """An atom that was written in quotes (so ``"both"`` is an id, not a direction)."""
 
 
-def _tokens(text: str) -> list[str | tuple]:
-    pos, out = 0, []
+def _tokens(text: str) -> list[str]:
+    pos = 0
+    out: list[str] = []
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
@@ -236,7 +237,7 @@ def _tokens(text: str) -> list[str | tuple]:
     return out
 
 
-def _tree(tokens: list, i: int = 0) -> tuple[object, int]:
+def _tree(tokens: list[str], i: int = 0) -> tuple[object, int]:
     if i >= len(tokens):
         raise ParseError("the program ends early: a parenthesis is not closed")
     token = tokens[i]
@@ -264,7 +265,10 @@ def parse_program(text: str) -> Program:
     tree, end = _tree(tokens)
     if end != len(tokens):
         raise ParseError("text after the end of the program")
-    return _build(tree)
+    program = _build(tree)
+    if isinstance(program, (Degree, Value)):
+        raise ParseError(f"expected a program, found the metric {format_program(program)}")
+    return program
 
 
 def _id(x: object, what: str) -> str:

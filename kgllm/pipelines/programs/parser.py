@@ -20,8 +20,9 @@ anything the parser is unsure of is returned as a refusal with a reason, never a
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from kgllm.pipelines.programs.language import (
     Compare,
     Count,
     Degree,
+    Direction,
     EntityRef,
     Exists,
     FilterClass,
@@ -139,7 +141,7 @@ class QuestionParser:
         self.config = config or ParserConfig()
         self._schema = schema
         self._vectors: dict[str, np.ndarray] = {}
-        self._incident: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self._incident: dict[str, dict[tuple[str, Direction], set[str]]] = {}
         self._types: dict[str, tuple[str, ...]] = {}
 
     @property
@@ -168,7 +170,8 @@ class QuestionParser:
 
     # ------------------------------------------------------------ reading
     def _mentions(self, question: str) -> list[_Mention]:
-        found, taken = [], []
+        found: list[_Mention] = []
+        taken: list[tuple[int, int]] = []
         lower = question.lower()
         for link in self.retriever.link(question):
             start = lower.find(link.mention.lower())
@@ -347,15 +350,15 @@ class QuestionParser:
         direction = self._metric_direction(relation, shared)
         more = _first_cue(words_only, MORE_CUES)
         fewer = _first_cue(words_only, FEWER_CUES)
-        op = "more" if fewer is None or (more is not None and more < fewer) else "fewer"
+        op: Literal["more", "fewer"] = "more" if fewer is None or (more is not None and more < fewer) else "fewer"
         metric = Degree(relation, direction)
         if is_yes_no:
             return Compare(op, metric, a.entity.id, b.entity.id), confidence
-        order = "max" if op == "more" else "min"
+        order: Literal["max", "min"] = "max" if op == "more" else "min"
         return Rank(order, 1, metric, Or(EntityRef(a.entity.id), EntityRef(b.entity.id))), confidence
 
     def _superlative(self, q: str, mentions, words: _Words, words_only: str, negated_at):
-        order = "max" if _first_cue(words_only, MAX_CUES) is not None else "min"
+        order: Literal["max", "min"] = "max" if _first_cue(words_only, MAX_CUES) is not None else "min"
         k = 1
         for w, _, _ in words.tokens:
             if w.isdigit() or w in NUMBERS:
@@ -392,7 +395,7 @@ class QuestionParser:
         before: int | None = None,
         after: int | None = None,
         reaches: tuple[str, ...] = (),
-    ) -> tuple[tuple[str, str], float, str | None]:
+    ) -> tuple[tuple[str, Direction], float, str | None]:
         """The relation and direction from ``mention`` the question means, its confidence and the
         main class it reaches; only edges the entity really has are candidates."""
         incident = self._incident_of(mention.entity.id)
@@ -435,7 +438,7 @@ class QuestionParser:
         main = max(classes, key=lambda c: self.schema.classes[c].size if c in self.schema.classes else 0, default=None)
         return (relation, direction), confidence, (target or main)
 
-    def _metric_relation(self, words: _Words, classes: set[str], exclude: set[str] = frozenset()):
+    def _metric_relation(self, words: _Words, classes: set[str], exclude: Collection[str] = frozenset()):
         """The relation a count metric is over: the best-named relation that entities of ``classes`` have."""
         candidates = []
         for relation, hits in words.relation_scores.items():
@@ -452,7 +455,7 @@ class QuestionParser:
         margin = best - (candidates[1][0] if len(candidates) > 1 else 0.0)
         return relation, min(0.95, 0.5 + 2.5 * margin)
 
-    def _metric_direction(self, relation: str, classes: set[str]) -> str:
+    def _metric_direction(self, relation: str, classes: set[str]) -> Direction:
         info = self.schema.relations[relation]
         if info.symmetric:
             return "both"
@@ -460,12 +463,13 @@ class QuestionParser:
         tails = sum(info.tail_classes[c] for c in classes)
         return "out" if heads >= tails else "in"
 
-    def _class_link(self, source: str, target: str) -> tuple[str, str] | None:
-        best = None
+    def _class_link(self, source: str, target: str) -> tuple[str, Direction] | None:
+        best: tuple[int, str, Direction] | None = None
         for info in self.schema.relations.values():
             out = min(info.head_classes[source], info.tail_classes[target])
             back = min(info.head_classes[target], info.tail_classes[source])
-            for n, direction in ((out, "out"), (back, "in")):
+            links: tuple[tuple[int, Direction], ...] = ((out, "out"), (back, "in"))
+            for n, direction in links:
                 if n and (best is None or n > best[0]):
                     best = (n, info.id, direction)
         return None if best is None else (best[1], best[2])
@@ -478,11 +482,12 @@ class QuestionParser:
                 return True
         return False
 
-    def _incident_of(self, entity: str) -> dict[tuple[str, str], set[str]]:
+    def _incident_of(self, entity: str) -> dict[tuple[str, Direction], set[str]]:
         if entity not in self._incident:
-            found: dict[tuple[str, str], set[str]] = {}
+            found: dict[tuple[str, Direction], set[str]] = {}
             for t in self.store.neighbors(entity, "both", limit=20_000):
                 info = self.schema.relations.get(t.relation)
+                key: tuple[str, Direction]
                 if info is not None and info.symmetric:
                     key = (t.relation, "both")
                 else:
@@ -524,8 +529,11 @@ def _hops(expr) -> list[Hop]:
     return found
 
 
-def _flip(direction: str) -> str:
-    return {"out": "in", "in": "out"}.get(direction, direction)
+_FLIPPED: dict[Direction, Direction] = {"out": "in", "in": "out"}
+
+
+def _flip(direction: Direction) -> Direction:
+    return _FLIPPED.get(direction, direction)
 
 
 def _cue(text: str, cues) -> bool:

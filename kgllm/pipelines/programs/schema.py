@@ -72,7 +72,7 @@ class Schema:
 
     def class_words(self) -> dict[str, str]:
         """Every class name, singular and plural, lower case -> class id."""
-        words = {}
+        words: dict[str, str] = {}
         for c in sorted(self.classes.values(), key=lambda c: -c.size):
             for name in c.names:
                 words.setdefault(name.lower(), c.id)

@@ -281,7 +281,7 @@ class PathReasoner:
                 names[name.lower()] = names[plural(name.lower())] = c
         mentioned = [(i, names[w]) for i, w in enumerate(words) if w in names]
         asked = [c for i, c in mentioned if i == 0 or WH_WORDS & set(words[max(0, i - 2) : i])]
-        wanted = (asked or [c for _, c in mentioned] or [None])[0]
+        wanted = next(iter(asked or [c for _, c in mentioned]), None)
         return wanted, {c for _, c in mentioned}
 
     # ------------------------------------------------------------ internals
@@ -364,6 +364,7 @@ class PathReasoner:
         return entity.types if entity else ()
 
     def _rank_with_model(self, question: str, plans: list[Plan]) -> None:
+        assert self.lm is not None  # called only when there is a model
         texts = [self._path_text(p) for p in plans]
         unique = list(dict.fromkeys(texts))
         step = _TIMED_CHUNK if self._deadline is not None else max(1, len(unique))
@@ -541,7 +542,7 @@ def _mask(question: str, mentions: list[str]) -> str:
     """The question with entity mentions replaced by ``MASK``, so plans are compared without the topic."""
     for mention in sorted(mentions, key=len, reverse=True):
         possessive = re.match(r"(.*?)(['’]s?)$", mention)
-        name, suffix = (possessive.group(1), possessive.group(2)) if possessive else (mention, "")
+        name = possessive.group(1) if possessive else mention
         question = re.sub(re.escape(name), MASK, question, flags=re.IGNORECASE)
     return question
 
