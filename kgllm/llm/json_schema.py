@@ -27,11 +27,12 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kgllm.exceptions import InputError
+from kgllm.llm.base import GenerationConfig
 
 ANNOTATIONS = frozenset(
     {
@@ -523,14 +524,10 @@ class JsonSchemaConstraint:
             if child.children:
                 self._walk(child, after, out)
 
-    def prefix_allowed_tokens_fn(self, prompt_len: int, max_new_tokens: int) -> Callable[[int, Any], list[int]]:
-        """The callback transformers' ``generate`` asks, per row and step, for the tokens it may emit."""
-
-        def allowed(batch_id: int, input_ids) -> list[int]:
-            generated = tuple(input_ids[prompt_len:].tolist())
-            return self.allowed(generated, max_new_tokens - len(generated))
-
-        return allowed
+    def within(self, max_new_tokens: int) -> _Budgeted:
+        """This constraint as a :class:`~kgllm.llm.base.Constraint` for ``generate``: documents that
+        close within ``max_new_tokens`` tokens."""
+        return _Budgeted(self, max_new_tokens)
 
     def complete(self, text: str) -> bool:
         """Whether ``text`` is a whole document under the schema."""
@@ -549,7 +546,16 @@ def _step(states: list[State], ch: str) -> list[State]:
     return out
 
 
-def generate_json(lm: Any, prompt: str, schema: dict[str, Any] | None, config: Any) -> list[str]:
+class _Budgeted:
+    def __init__(self, constraint: JsonSchemaConstraint, max_new_tokens: int):
+        self.constraint = constraint
+        self.max_new_tokens = max_new_tokens
+
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> Sequence[int]:
+        return self.constraint.allowed(tuple(generated), self.max_new_tokens - len(generated))
+
+
+def generate_json(lm: Any, prompt: str, schema: dict[str, Any] | None, config: GenerationConfig) -> list[str]:
     """``config.num_return_sequences`` JSON documents continuing ``prompt``, each valid under ``schema``
     (any JSON object when ``None``), from a local Hugging Face model (``HFCausalLM``).
 
@@ -557,38 +563,10 @@ def generate_json(lm: Any, prompt: str, schema: dict[str, Any] | None, config: A
     ``InputError`` for a schema outside the supported subset or one whose shortest document does
     not fit in ``config.max_new_tokens``.
     """
-    import torch
-    import transformers
-
     constraint = JsonSchemaConstraint.for_tokenizer(schema, lm.tokenizer)
     if constraint.shortest > config.max_new_tokens:
         raise InputError(
             f"the shortest JSON document for this schema may need {constraint.shortest} tokens; "
             f"max_tokens is {config.max_new_tokens}"
         )
-    tokenizer = lm.tokenizer
-    ids = tokenizer(prompt)["input_ids"] or [tokenizer.bos_token_id or tokenizer.eos_token_id]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    settings = {
-        "max_new_tokens": config.max_new_tokens,
-        "num_beams": config.num_beams,
-        "num_return_sequences": config.num_return_sequences,
-        "do_sample": config.do_sample,
-        "repetition_penalty": config.repetition_penalty,
-        "pad_token_id": pad,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    if config.do_sample:
-        settings.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-    input_ids = torch.tensor([ids], device=lm.device)
-    generator = torch.random.fork_rng(devices=[lm.device] if lm.device.type == "cuda" else [])
-    with torch.inference_mode(), generator:
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
-        output = lm.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            generation_config=transformers.GenerationConfig(**settings),
-            prefix_allowed_tokens_fn=constraint.prefix_allowed_tokens_fn(len(ids), config.max_new_tokens),
-        )
-    return tokenizer.batch_decode(output[:, len(ids) :], skip_special_tokens=True)
+    return lm.generate(prompt, replace(config, stop=()), constraint=constraint.within(config.max_new_tokens))[0]
