@@ -136,13 +136,9 @@ class ServerState:
         return self._completion
 
     def _completion_cached(self) -> bool:
-        from kgllm.pipelines.completion.jobs import asserted_triples, triples_digest
+        from kgllm.pipelines.completion.jobs import is_completer_cached
 
-        try:
-            digest = triples_digest(asserted_triples(self.session.store), self._completion_settings())
-        except Exception:  # any doubt means: not known to be cached, so train in the background
-            return False
-        return (self.session.settings.cache_dir / "completion" / f"kge-{digest}" / "weights.json").is_file()
+        return is_completer_cached(self.session.store, self._completion_settings(), self.session.settings)
 
 
 @dataclass
