@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 
 import pytest
 
@@ -74,3 +76,28 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             "ArcadeDB Bolt server started in {start:.2f} s, first query took {warm_up:.2f} s".format(**_bolt_timings)
         )
+
+
+# =========================================================================
+# Exit
+# =========================================================================
+# Once every test has run and the summary is printed, the interpreter's own teardown
+# (the embedded ArcadeDB JVM and native library threads finalizing in no set order)
+# has crashed with a segmentation fault now and then, turning a green run red. The
+# process therefore ends right after pytest is done, with pytest's own exit status.
+
+_exit_status: dict[str, int] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "code" in _exit_status:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status["code"])
