@@ -739,6 +739,12 @@ def extract(
         bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review", help="With --dry-run: queue the facts for review (the page's Review view, GET /review)."
+        ),
+    ] = False,
     train: TrainDataOption = None,
     model: BaseModelOption = None,
 ) -> None:
@@ -746,7 +752,8 @@ def extract(
     from kgllm.cli.construction import construction_data, run_extract
 
     settings = _augment_settings(model)
-    run_extract(files, graph, store, schema, write, delete, force, construction_data(train, settings), settings)
+    data = construction_data(train, settings)
+    run_extract(files, graph, store, schema, write, delete, force, data, settings, review=review)
 
 
 @app.command()
