@@ -65,7 +65,7 @@ class Proposal:
         return cls(
             id=data["id"],
             triple=Triple(*data["triple"]),
-            labels=tuple(data["labels"]),  # type: ignore[arg-type]
+            labels=tuple(data["labels"]),
             records=tuple(records),
             texts=tuple(r.get("text", "") for r in data["records"]),
             entities=tuple(
