@@ -48,8 +48,6 @@ def run_extract(
     from kgllm.pipelines.construction.extraction import load_extractor
     from kgllm.retrieval.encoder import encoder_from_settings
 
-    if review and (write or delete):
-        raise ConfigurationError("--review queues a dry run's facts: use it with --dry-run")
     kg = open_store(graph, store=store, settings=settings, writable=True)
     rules = read_schema(schema) if schema is not None else None
     if delete:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from kgllm.cli.llm import list_adapters, train_app
-from kgllm.exceptions import KGLLMError
+from kgllm.exceptions import ConfigurationError, KGLLMError
 from kgllm.settings import Settings
 
 app = typer.Typer(
@@ -751,6 +751,8 @@ def extract(
     """Extract triples from documents into the graph, resolved against it, with provenance."""
     from kgllm.cli.construction import construction_data, run_extract
 
+    if review and (write or delete):
+        raise ConfigurationError("--review queues a dry run's facts: use it with --dry-run")
     settings = _augment_settings(model)
     data = construction_data(train, settings)
     run_extract(files, graph, store, schema, write, delete, force, data, settings, review=review)
