@@ -98,6 +98,26 @@ def test_one_fact_from_two_sources_is_one_proposal_with_both_records(tmp_path):
     assert store.entity(ghost.id).aliases == ("Atlantida",)  # the new entity came with its fact
 
 
+@pytest.fixture(params=["rdflib", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def empty_store(request):
+    return request.getfixturevalue("neo4j_store") if request.param == "neo4j" else RDFLibStore()
+
+
+def test_every_store_takes_accepted_facts_with_their_provenance(empty_store, tmp_path):
+    store = empty_store
+    chad, niger, mali = (Entity(COUNTRIES + n, n.title()) for n in ("chad", "niger", "mali"))
+    store.add([Triple(chad.id, NEIGHBOR, niger.id)], [chad, niger, mali])
+    queue = ReviewQueue(tmp_path / REVIEW_FILE)
+    kept, dropped = Triple(niger.id, NEIGHBOR, mali.id), Triple(chad.id, NEIGHBOR, mali.id)
+    queue.propose(store, [kept, dropped], [predicted("distmult", 0.9), predicted("distmult", 0.2)])
+    queue.accept(queue.pending()[0].id, store)
+    queue.reject(queue.pending()[0].id)
+    assert set(store.triples()) == {Triple(chad.id, NEIGHBOR, niger.id), kept}
+    (record,) = store.provenance(kept)
+    assert (record.method, record.model, record.score) == ("predicted", "distmult", 0.9) and record.created
+    assert not store.is_asserted(kept) and queue.rejected() == [dropped]
+
+
 def test_an_unreadable_queue_file_gets_a_clear_error(tmp_path):
     path = tmp_path / REVIEW_FILE
     path.write_text("{not json")
