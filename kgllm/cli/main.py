@@ -338,6 +338,10 @@ def complete(
     write_back: Annotated[
         bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Queue the predictions for review (the page's Review view) instead of writing."),
+    ] = False,
     min_score: Annotated[
         float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")
     ] = 0.0,
@@ -365,6 +369,7 @@ def complete(
         top_k=top_k,
         min_score=min_score,
         write_back=write_back,
+        review=review,
         kge_seconds=kge_seconds,
         scorers=names,
     )

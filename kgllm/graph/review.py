@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kgllm.cache import atomic_write, file_lock
-from kgllm.exceptions import EntityNotFoundError, InputError
+from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError
 from kgllm.graph.base import GraphStore, check_provenance, check_triple
 from kgllm.types import Entity, Provenance, Triple
 
@@ -94,7 +94,17 @@ class ReviewQueue:
 
     @classmethod
     def for_store(cls, store: GraphStore, cache_dir: Path) -> ReviewQueue:
-        """The queue in ``store``'s index folder (beside a graph file, else in the cache)."""
+        """The queue in ``store``'s index folder (beside a graph file, else in the cache).
+
+        The bundled demo graph has none: it is package data, read-only.
+        """
+        from kgllm.graph.demo import is_bundled_demo
+
+        if is_bundled_demo(store):
+            raise ConfigurationError(
+                "the bundled demo graph is read-only: review facts into a graph file of your own "
+                "(--graph FILE.ttl, or kgllm serve --graph FILE.ttl)"
+            )
         return cls(store.index_dir(cache_dir) / REVIEW_FILE)
 
     # ------------------------------------------------------------ reading

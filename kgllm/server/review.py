@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from kgllm.exceptions import ConfigurationError
 from kgllm.server.graph import state
 
 router = APIRouter(tags=["review"])
@@ -21,13 +20,8 @@ ProposalId = Path(min_length=1, max_length=64, description="The id GET /review g
 
 
 def check_writable(server) -> None:
-    from kgllm.graph.demo import is_bundled_demo
-
-    if is_bundled_demo(server.session.store):
-        raise ConfigurationError(
-            "the bundled demo graph is read-only: serve a graph file of your own (kgllm serve --graph FILE.ttl) "
-            "to review facts into it"
-        )
+    """Refuses review on the bundled demo graph, which is read-only (a 400 that says so)."""
+    server.review  # noqa: B018 - raises for the demo graph
 
 
 @router.get("/review", summary="The facts awaiting review, best score first", response_model=dict[str, Any])
@@ -40,12 +34,10 @@ async def pending(request: Request) -> Response:
     server = state(request)
 
     def work() -> dict[str, Any]:
+        if is_bundled_demo(server.session.store):
+            return {"pending": [], "rejected": 0, "writable": False}
         queue = server.review
-        return {
-            "pending": [p.to_dict() for p in queue.pending()],
-            "rejected": len(queue.rejected()),
-            "writable": not is_bundled_demo(server.session.store),
-        }
+        return {"pending": [p.to_dict() for p in queue.pending()], "rejected": len(queue.rejected()), "writable": True}
 
     return await server.run_json(work)
 

@@ -8,7 +8,8 @@ once the server has warmed up. What is not safe to share gets its own small lock
 generation (seeded sampling forks torch's global random state) and the completion model
 (built once, then used one batch at a time). The event loop itself never waits on any of
 them, so ``/health``, the page and the static files answer while work is in progress.
-Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``.
+Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``; the review
+queue's file has its own lock (``kgllm.cache.file_lock``), shared with the CLI.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ServerState:
         self.time_budget = time_budget
         self.workers = workers or default_workers()
         self.model_lock = threading.Lock()  # one generation at a time
-        self.write_lock = threading.Lock()  # the server's writes to the graph (and its review queue) take turns
+        self.write_lock = threading.Lock()  # the server's writes to the graph take turns
         self.jobs = Jobs()
         self.health = HealthProbe(session)
         self._completion_config = completion_config
@@ -124,26 +125,19 @@ class ServerState:
         self, queries: list[tuple[str, str, str]], top_k: int, min_score: float, review: bool = False
     ) -> dict[str, Any]:
         """Predictions for each (head, relation, tail) query; builds the completer on first use.
-        With ``review``, the predictions also join the review queue (``proposed``: how many)."""
+        With ``review``, the predictions also join the review queue (``proposed``: how many are new there)."""
         from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
 
+        summary = JobSummary()
+        queue = self.review if review else None
         with self._completion_lock:
             completer, known, resolver = self._completer()
             batch = [resolver.query(number, query) for number, query in enumerate(queries, 1)]
-            records = predict_batch(batch, completer, self.session.store, known, JobSummary(), top_k, min_score)
+            records = predict_batch(
+                batch, completer, self.session.store, known, summary, top_k, min_score, review=queue
+            )
         result: dict[str, Any] = {"model": completer.model_name, "results": records}
-        if review:
-            result["proposed"] = self._propose_predictions([p for r in records for p in r["predictions"]])
-        return result
-
-    def _propose_predictions(self, predictions: list[dict[str, Any]]) -> int:
-        from kgllm.pipelines.completion.jobs import SOURCE
-        from kgllm.types import Provenance, Triple
-
-        triples = [Triple(p["head"], p["relation"], p["tail"]) for p in predictions]
-        records = [Provenance(SOURCE, "predicted", p["provenance"]["model"], p["score"]) for p in predictions]
-        with self.write_lock:
-            return len(self.review.propose(self.session.store, triples, records))
+        return {**result, "proposed": summary.queued} if review else result
 
     def _completion_settings(self):
         from kgllm.pipelines.completion.completer import CompletionConfig
