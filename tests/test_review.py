@@ -2,16 +2,13 @@
 (predictions from a really trained completer queued by ``POST /complete``, accepted or rejected)."""
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 import kgllm
 from kgllm.exceptions import EntityNotFoundError, InputError
-from kgllm.graph.demo import demo_graph_path
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.graph.review import REVIEW_FILE, ReviewQueue
 from kgllm.server import create_app, running_server
@@ -24,16 +21,6 @@ NEIGHBOR = COUNTRIES + "neighborOf"
 TIMEOUT = 600
 
 
-def copy_of_demo_graph(folder: Path) -> Path:
-    """The demo graph in a writable folder, its saved indexes with it (so nothing is encoded again)."""
-    graph = folder / "countries.ttl"
-    shutil.copy(demo_graph_path(), graph)
-    index = demo_graph_path().with_name("countries.ttl.index")
-    if index.is_dir():
-        shutil.copytree(index, folder / "countries.ttl.index")
-    return graph
-
-
 def predicted(model: str, score: float) -> Provenance:
     return Provenance("kgllm complete", "predicted", model, score)
 
@@ -41,8 +28,8 @@ def predicted(model: str, score: float) -> Provenance:
 # ============================================================ the queue
 
 
-def test_accepted_facts_are_written_with_provenance_and_rejected_ones_never_come_back(tmp_path):
-    store = RDFLibStore(copy_of_demo_graph(tmp_path))
+def test_accepted_facts_are_written_with_provenance_and_rejected_ones_never_come_back(copy_demo_graph, tmp_path):
+    store = RDFLibStore(copy_demo_graph(tmp_path))
     queue = ReviewQueue.for_store(store, tmp_path / "cache")
     assert queue.path == tmp_path / "countries.ttl.index" / REVIEW_FILE
     france, spain = Triple(CHAD, NEIGHBOR, COUNTRIES + "france"), Triple(CHAD, NEIGHBOR, COUNTRIES + "spain")
@@ -79,8 +66,8 @@ def test_accepted_facts_are_written_with_provenance_and_rejected_ones_never_come
         queue.propose(store, [france], [])
 
 
-def test_one_fact_from_two_sources_is_one_proposal_with_both_records(tmp_path):
-    store = RDFLibStore(copy_of_demo_graph(tmp_path))
+def test_one_fact_from_two_sources_is_one_proposal_with_both_records(copy_demo_graph, tmp_path):
+    store = RDFLibStore(copy_demo_graph(tmp_path))
     queue = ReviewQueue.for_store(store, tmp_path / "cache")
     ghost = Entity(COUNTRIES + "atlantis", "Atlantis", ("Atlantida",))
     fact = Triple(ghost.id, NEIGHBOR, CHAD)
@@ -129,7 +116,7 @@ def test_an_unreadable_queue_file_gets_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def review_server(encoder, tmp_path_factory):
+def review_server(encoder, copy_demo_graph, tmp_path_factory):
     """A server over a copy of the demo graph with a small completer trained on first use, and its API key."""
     from kgllm.pipelines.completion.completer import CompletionConfig
     from kgllm.pipelines.completion.kge import KGEConfig
@@ -140,7 +127,7 @@ def review_server(encoder, tmp_path_factory):
     )
     with (
         kgllm.connect(
-            copy_of_demo_graph(folder), use_model=False, encoder=encoder, settings=Settings(cache_dir=folder / "cache")
+            copy_demo_graph(folder), use_model=False, encoder=encoder, settings=Settings(cache_dir=folder / "cache")
         ) as session,
         running_server(create_app(session, api_key="s3cret", completion_config=config, time_budget=TIMEOUT)) as url,
         httpx.Client(base_url=url, timeout=TIMEOUT, headers={"Authorization": "Bearer s3cret"}) as api,
@@ -237,8 +224,8 @@ def test_the_bundled_demo_graph_takes_no_review(encoder):
         assert api.post("/complete", json=query).status_code == 400
 
 
-def test_the_queue_file_is_plain_json(tmp_path):
-    store = RDFLibStore(copy_of_demo_graph(tmp_path))
+def test_the_queue_file_is_plain_json(copy_demo_graph, tmp_path):
+    store = RDFLibStore(copy_demo_graph(tmp_path))
     queue = ReviewQueue.for_store(store, tmp_path / "cache")
     queue.propose(store, [Triple(CHAD, NEIGHBOR, COUNTRIES + "peru")], [predicted("distmult", 0.3)])
     data = json.loads(queue.path.read_text())

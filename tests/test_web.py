@@ -9,14 +9,12 @@ their paths are printed (``pytest -s`` or ``-rP`` shows them).
 """
 
 import os
-import shutil
 import time
 
 import httpx
 import pytest
 
 import kgllm
-from kgllm.graph.demo import demo_graph_path
 from kgllm.server import create_app, running_server
 from kgllm.settings import Settings
 
@@ -303,17 +301,14 @@ CHAD = "https://kgllm.dev/countries/chad"
 
 
 @pytest.fixture(scope="module")
-def review_site(site, encoder, tmp_path_factory):
+def review_site(site, encoder, copy_demo_graph, tmp_path_factory):
     """A second server, over a writable copy of the demo graph, behind an API key, with a small
     completer (trained on first use), and three predictions for Chad queued for review."""
     from kgllm.pipelines.completion.completer import CompletionConfig
     from kgllm.pipelines.completion.kge import KGEConfig
 
     folder = tmp_path_factory.mktemp("review-graph")
-    graph = folder / "countries.ttl"
-    shutil.copy(demo_graph_path(), graph)
-    if demo_graph_path().with_name("countries.ttl.index").is_dir():  # saved indexes: nothing to encode again
-        shutil.copytree(demo_graph_path().with_name("countries.ttl.index"), folder / "countries.ttl.index")
+    graph = copy_demo_graph(folder)
     config = CompletionConfig(
         kge=KGEConfig(dim=64, max_epochs=40, seconds=30), kge_models=("distmult",), scorers=("rules",)
     )
