@@ -113,6 +113,7 @@ class ReviewQueue:
         return sorted(self._read().pending, key=lambda p: -p.score)
 
     def rejected(self) -> list[Triple]:
+        """The facts rejected so far, oldest first: none of them is proposed again."""
         return [Triple(*r["triple"]) for r in self._read().rejected]
 
     # ------------------------------------------------------------ writing
