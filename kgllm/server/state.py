@@ -8,6 +8,10 @@ once the server has warmed up. What is not safe to share gets its own small lock
 generation (seeded sampling forks torch's global random state) and the completion model
 (built once, then used one batch at a time). The event loop itself never waits on any of
 them, so ``/health``, the page and the static files answer while work is in progress.
+
+Requests run side by side, so each torch call gets one thread: with several calls in flight,
+every one of them asking for all the cores oversubscribes the machine, and torch's threads then
+spin while waiting for each other (on 2 busy cores, one query encoding took ten times longer).
 """
 
 from __future__ import annotations
@@ -30,9 +34,23 @@ from fastapi.responses import JSONResponse
 
 from kgllm.api import Session
 from kgllm.exceptions import KGLLMError
-from kgllm.server.limits import HEALTH_REFRESH_SECONDS, HEALTH_STALE_SECONDS, MAX_JOBS_KEPT, REQUEST_SECONDS
+from kgllm.server.limits import (
+    ANSWER_CACHE_SECONDS,
+    ANSWER_CACHE_SIZE,
+    HEALTH_REFRESH_SECONDS,
+    HEALTH_STALE_SECONDS,
+    MAX_JOBS_KEPT,
+    REQUEST_SECONDS,
+)
 
 log = logging.getLogger(__name__)
+
+
+def one_torch_thread_per_call() -> None:
+    """Let each torch call use one core: the worker threads are the parallelism (see above)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def default_workers() -> int:
@@ -56,6 +74,7 @@ class ServerState:
         self.workers = workers or default_workers()
         self.model_lock = threading.Lock()  # one generation at a time
         self.jobs = Jobs()
+        self.answers = AnswerCache()
         self.health = HealthProbe(session)
         self._completion_config = completion_config
         self._completion = None
@@ -66,6 +85,7 @@ class ServerState:
     def start(self) -> None:
         """Warm up (load the graph and indexes, count the store) and open the worker pool."""
         self.health.check()
+        one_torch_thread_per_call()
         retriever = self.session.retriever
         retriever.label_index  # noqa: B018 - built before the first request, not by several at once
         retriever.encoder.encode_query("warm up")  # tokenizer settings fixed once, before threads share it
@@ -139,6 +159,36 @@ class ServerState:
         from kgllm.pipelines.completion.jobs import is_completer_cached
 
         return is_completer_cached(self.session.store, self._completion_settings(), self.session.settings)
+
+
+class AnswerCache:
+    """Complete answers to recent ``/ask`` requests, rendered, reused for ``seconds``.
+
+    The server never writes to its store, and the rdflib store does not re-read its file while it
+    serves, so over rdflib a reused answer is the one the graph gives. A Neo4j database can be
+    written by other clients: their writes show in answers ``seconds`` later at most. Answers cut
+    by a time budget are never kept (a later request may have the time to finish).
+    """
+
+    def __init__(self, seconds: float = ANSWER_CACHE_SECONDS, size: int = ANSWER_CACHE_SIZE):
+        self.seconds = seconds
+        self.size = size
+        self._answers: OrderedDict[Any, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            found = self._answers.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return None
+            return found[1]
+
+    def put(self, key: Any, body: bytes) -> None:
+        with self._lock:
+            self._answers[key] = (time.monotonic(), body)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
 
 
 @dataclass
