@@ -15,7 +15,9 @@ from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
 from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
-from kgllm.types import Answer, Entity, Triple
+from kgllm.types import Answer, Entity, Evidence, Triple
+
+MAX_QUESTION_ENTITIES = 8  # more than any program combines, or a path search can follow in a time budget
 
 
 class Session:
@@ -65,15 +67,20 @@ class Session:
         Each answerer gets the options it knows (a limit of the other one does not apply to it); an
         option neither knows is an error. A list question that mentions several entities (no shape
         cue) is a program too: a path from one of them would leave the others out, so when the
-        program parser declines it, the answer is its refusal.
+        program parser declines it, the answer is its refusal. A question that names more than
+        ``MAX_QUESTION_ENTITIES`` entities is refused at once: no program combines that many, and a
+        path search from only some of them would answer a different question.
         """
         path_options = {f.name for f in fields(ReasonerConfig)}
         unknown = sorted(set(options) - path_options - PROGRAM_OPTIONS)
         if unknown:
             raise InputError(f"unknown option(s) {unknown}; known: {sorted(path_options | PROGRAM_OPTIONS)}")
         mode = route(question)
+        links = self.retriever.link(question)
+        if len(links) > MAX_QUESTION_ENTITIES:
+            return _too_many_entities(question, [link.entity for link in links])
         if mode == "paths":
-            mode = route(question, len(self.retriever.link(question)))
+            mode = route(question, len(links))
         known = PROGRAM_OPTIONS if mode == "programs" else path_options
         return self.answerers[mode].answer(question, **{k: v for k, v in options.items() if k in known})
 
@@ -92,6 +99,17 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _too_many_entities(question: str, entities: list[Entity]) -> Answer:
+    named = ", ".join(e.label for e in entities[:5])
+    reason = (
+        f"the question names {len(entities)} entities of the graph ({named}, ...), and kgllm answers questions "
+        f"about at most {MAX_QUESTION_ENTITIES}; ask about fewer at a time"
+    )
+    metadata = {"found": False, "reason": reason, "entities_named": len(entities)}
+    text = f"I cannot answer this from the graph: {reason}."
+    return Answer(question, text, [], Evidence(source="auto:refused"), 0.0, {}, metadata)
 
 
 def reasoner_config_from(settings: Settings) -> ReasonerConfig:

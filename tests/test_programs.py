@@ -284,6 +284,14 @@ def demo(encoder, tmp_path_factory):
     return ProgramAnswerer(store, retriever)
 
 
+def test_an_answer_past_its_time_limit_says_it_was_cut(demo):
+    """A refusal for want of time is marked ``cut``, as the path reasoner marks its own: the server
+    keeps no such answer, since a later request may have the time to finish."""
+    answer = demo.answer("How many countries border Chad?", time_limit=1e-9)
+    assert answer.metadata["cut"] is True and "time limit" in answer.text and answer.entities == []
+    assert "cut" not in demo.answer("How many countries border Chad?").metadata
+
+
 def local(ids_) -> set[str]:
     return {i.removeprefix(KG) for i in ids_}
 

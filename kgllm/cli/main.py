@@ -599,10 +599,15 @@ def bench_reliability(
             out,
             "reliability: kgllm serve under load, on loopback",
             f"kgllm bench reliability --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
-            notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; demo graph; a fresh server per "
-            f"mode; request time budget {REQUEST_SECONDS:g} s. The heavy question: 1,000 characters naming many "
+            notes=f"{os.cpu_count()} CPU cores, one torch thread per request; demo graph; a fresh server per "
+            f"mode; request time budget {REQUEST_SECONDS:g} s; the {requests} requests cycle through the demo "
+            "question set (82 questions), so later rounds may reuse a complete answer of the last 10 s. "
+            "The heavy question: 1,000 characters naming many "
             "entities, max_hops=4, sent 0.2 s before the burst; its column is its own latency, status and whether "
             "its search was cut by the budget. /health polled every 50 ms by a separate client during each burst. "
+            "Server CPU ms/request: the CPU time the server process spent during the phase, per request; it "
+            "depends far less than latency on other work on the machine, and on idle cores it bounds throughput at "
+            "(cores x 1000 / that) requests/s. "
             f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (1 minute; other work shares "
             "the machine when it is above the core count, and every figure is slower for it).",
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgllm.exceptions import ConfigurationError, EntityNotFoundError
@@ -65,13 +66,17 @@ async def ask(body: AskRequest, request: Request) -> Response:
     """The answer as ``kgllm ask --json`` prints it, plus ``found`` (False: the graph holds no answer,
     and the facts are only the closest context) and ``graph``: the evidence subgraph as nodes
     (``role``: question, answer or other) and edges, for drawing. The search has the server's
-    time budget; one cut short answers nothing and says so (``metadata.cut``)."""
+    time budget; one cut short answers nothing and says so (``metadata.cut``). The same request
+    within a few seconds of a complete answer gets that answer again (``X-Answer-Cache: hit``)."""
     arrived = time.monotonic()
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
+    key = body.model_dump_json(exclude={"max_seconds"})  # a complete answer does not depend on the budget
+    if (cached := server.answers.get(key)) is not None:
+        return Response(cached, media_type="application/json", headers={"X-Answer-Cache": "hit"})
 
-    def work() -> dict[str, Any]:
+    def work() -> JSONResponse:
         seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
         if body.answerer == "programs":
             options: dict[str, Any] = {"time_limit": seconds}
@@ -82,9 +87,12 @@ async def ask(body: AskRequest, request: Request) -> Response:
             if body.max_hops is not None:
                 options["max_hops"] = body.max_hops
         answer = server.session.ask(body.question, body.answerer, **options)
-        return answer_json(answer, body.max_paths)
+        response = JSONResponse(answer_json(answer, body.max_paths))  # rendered here, off the event loop
+        if not answer.metadata.get("cut"):
+            server.answers.put(key, bytes(response.body))
+        return response
 
-    return await server.run_json(work)
+    return await server.run(work)
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:

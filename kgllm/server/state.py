@@ -10,6 +10,10 @@ generation (seeded sampling forks torch's global random state) and the completio
 them, so ``/health``, the page and the static files answer while work is in progress.
 Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``; the review
 queue's file has its own lock (``kgllm.cache.file_lock``), shared with the CLI.
+
+Requests run side by side, so each torch call gets one thread: with several calls in flight,
+every one of them asking for all the cores oversubscribes the machine, and torch's threads then
+spin while waiting for each other (on 2 busy cores, one query encoding took ten times longer).
 """
 
 from __future__ import annotations
@@ -32,9 +36,23 @@ from fastapi.responses import JSONResponse
 
 from kgllm.api import Session
 from kgllm.exceptions import KGLLMError
-from kgllm.server.limits import HEALTH_REFRESH_SECONDS, HEALTH_STALE_SECONDS, MAX_JOBS_KEPT, REQUEST_SECONDS
+from kgllm.server.limits import (
+    ANSWER_CACHE_SECONDS,
+    ANSWER_CACHE_SIZE,
+    HEALTH_REFRESH_SECONDS,
+    HEALTH_STALE_SECONDS,
+    MAX_JOBS_KEPT,
+    REQUEST_SECONDS,
+)
 
 log = logging.getLogger(__name__)
+
+
+def one_torch_thread_per_call() -> None:
+    """Let each torch call use one core: the worker threads are the parallelism (see above)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def default_workers() -> int:
@@ -59,6 +77,7 @@ class ServerState:
         self.model_lock = threading.Lock()  # one generation at a time
         self.write_lock = threading.Lock()  # the server's writes to the graph take turns
         self.jobs = Jobs()
+        self.answers = AnswerCache()
         self.health = HealthProbe(session)
         self._completion_config = completion_config
         self._completion = None
@@ -69,6 +88,7 @@ class ServerState:
     def start(self) -> None:
         """Warm up (load the graph and indexes, count the store) and open the worker pool."""
         self.health.check()
+        one_torch_thread_per_call()
         retriever = self.session.retriever
         retriever.label_index  # noqa: B018 - built before the first request, not by several at once
         retriever.encoder.encode_query("warm up")  # tokenizer settings fixed once, before threads share it
@@ -158,6 +178,36 @@ class ServerState:
         from kgllm.pipelines.completion.jobs import is_completer_cached
 
         return is_completer_cached(self.session.store, self._completion_settings(), self.session.settings)
+
+
+class AnswerCache:
+    """Complete answers to recent ``/ask`` requests, rendered, reused for ``seconds``.
+
+    The server never writes to its store, and the rdflib store does not re-read its file while it
+    serves, so over rdflib a reused answer is the one the graph gives. A Neo4j database can be
+    written by other clients: their writes show in answers ``seconds`` later at most. Answers cut
+    by a time budget are never kept (a later request may have the time to finish).
+    """
+
+    def __init__(self, seconds: float = ANSWER_CACHE_SECONDS, size: int = ANSWER_CACHE_SIZE):
+        self.seconds = seconds
+        self.size = size
+        self._answers: OrderedDict[Any, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            found = self._answers.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return None
+            return found[1]
+
+    def put(self, key: Any, body: bytes) -> None:
+        with self._lock:
+            self._answers[key] = (time.monotonic(), body)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
 from kgllm.llm.corpus import plural
-from kgllm.pipelines.programs.executor import Executor, ExecutorConfig, ProgramError, Result
+from kgllm.pipelines.programs.executor import Executor, ExecutorConfig, ProgramError, ProgramTimeError, Result
 from kgllm.pipelines.programs.language import (
     And,
     Compare,
@@ -120,6 +120,8 @@ class ProgramAnswerer:
             try:
                 result = Executor(self.store, config).run(parse.program)
             except ProgramError as error:
+                if isinstance(error, ProgramTimeError):
+                    metadata["cut"] = True  # as the path reasoner says of a search cut by its budget
                 answer = self._refusal(question, str(error), metadata)
             else:
                 answer = self._answer(question, parse.program, result, parse.confidence, metadata)

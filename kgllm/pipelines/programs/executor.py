@@ -53,6 +53,10 @@ class ProgramLimitError(ProgramError):
     """A program that would exceed a bound (time, set size)."""
 
 
+class ProgramTimeError(ProgramLimitError):
+    """A program that ran past its time limit: with more time, it may have an answer."""
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """Bounds of one program run."""
@@ -263,7 +267,7 @@ class Executor:
     # ------------------------------------------------------------ bounds and results
     def _tick(self) -> None:
         if time.perf_counter() > self._deadline:
-            raise ProgramLimitError(f"the program ran past its time limit of {self.config.time_limit:g} s")
+            raise ProgramTimeError(f"the program ran past its time limit of {self.config.time_limit:g} s")
 
     def _check_size(self, size: int, node) -> None:
         if size > self.config.max_set_size:
