@@ -47,6 +47,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
+from rdflib.query import ResultRow
 from rdflib.term import Node
 
 from kgllm.cache import atomic_write, file_lock
@@ -701,7 +702,7 @@ class RDFLibStore(GraphStore):
         with self._reading(), self._sparql:
             graph = DeadlineGraph(self.graph, time.monotonic() + time_limit, time_limit)
             result = graph.query(query, initBindings=bindings)
-            rows = list(itertools.islice(result, max_rows + 1))
+            rows = [cast(ResultRow, row) for row in itertools.islice(result, max_rows + 1)]
             names = [str(v) for v in result.vars or ()]
         if len(rows) > max_rows:
             raise QueryLimitError(f"the query returns more than {max_rows} rows")

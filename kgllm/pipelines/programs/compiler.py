@@ -116,7 +116,7 @@ def _top(program: Program) -> tuple[SetExpr, Metric | None]:
             return Or(EntityRef(a), EntityRef(b)), m
         case Rank(metric=m):
             return program, m
-    return program, None  # type: ignore[return-value]
+    return program, None
 
 
 class _Names:
