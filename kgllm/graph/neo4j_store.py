@@ -20,6 +20,9 @@ Data model (all Cypher is parameterized; query text is built only from constants
 * ``(:Entity)-[:ALIAS]->(:Name {key})`` - one unique ``Name`` node per normalized
   alias, so alias lookups are index seeks too (list properties cannot be indexed
   for membership on Neo4j).
+* ``(:Attribute {subject, property, value, datatype})`` - one node per literal-valued
+  statement (``ex:chad ex:population "17"``): the lexical value and its datatype IRI,
+  indexed by subject; never read as relations, kept on export.
 * Provenance: a derived fact is an ordinary ``REL`` flagged ``derived`` (``add``
   clears the flag: the fact is then asserted), and each record is a
   ``(:Provenance {key, h, r, t, source, method, model, score, created, span_start,
