@@ -254,7 +254,9 @@ def test_a_hop_to_100k_members_is_refused_in_bounded_memory(big_store):
 
 def test_a_class_of_100k_members_is_refused_at_the_set_size_limit(big_store):
     with pytest.raises(ProgramLimitError, match="more than 1000 members"):
-        Executor(big_store, ExecutorConfig(max_set_size=1000, time_limit=600)).run(parse_program(f"(count (class {X}Big))"))
+        Executor(big_store, ExecutorConfig(max_set_size=1000, time_limit=600)).run(
+            parse_program(f"(count (class {X}Big))")
+        )
 
 
 def test_a_program_past_its_time_limit_is_stopped(big_store):
@@ -443,6 +445,9 @@ def test_questions_are_answered_on_the_neo4j_store(neo4j_store, encoder):
     assert answerer.answer("Does Avalon border Dunmore?").metadata["value"] is False
     top = answerer.answer("Which country has the most neighbours?")
     assert top.metadata["value"] == [X + "camelot"], top.text
+    # the server ran the compiled Cypher, with the ids bound as parameters
+    assert top.metadata["engine"] == "cypher" and top.metadata["query"]["ran"] is True
+    assert X + "Country" in top.metadata["query"]["parameters"].values() and X not in top.metadata["query"]["text"]
     assert neo4j_store.count_triples() == before
 
 
