@@ -47,3 +47,11 @@ class RetrievalError(KGLLMError):
 
 class ModelError(KGLLMError):
     """A language model could not be loaded, trained or run."""
+
+
+class QueryRefusedError(InputError):
+    """A query (SPARQL, Cypher) that is malformed, writes, or reaches outside the graph; it was not run."""
+
+
+class QueryLimitError(GraphStoreError):
+    """A query that ran past its time limit or would return more rows than allowed; it was stopped."""

@@ -122,6 +122,23 @@ def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
     assert picture.is_file() and "<svg" in picture.read_text()
 
 
+def test_explain_shows_the_program_and_its_compiled_query(tmp_path):
+    graph = tmp_path / "mini.tsv"
+    graph.write_text(TSV)
+    result = run(
+        "ask", "How many neighbors does Chad have?", "--graph", str(graph), "--no-model", "--explain", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "program: (count (hop" in result.stdout and "SPARQL" in result.stdout
+    assert "?p0 = " in result.stdout and "SELECT ?x" in result.stdout
+    as_json = run(
+        "ask", "How many neighbors does Chad have?", "--graph", str(graph), "--no-model", "--json", tmp_path=tmp_path
+    )
+    metadata = json.loads(as_json.stdout)["metadata"]
+    assert metadata["engine"] == "protocol" and metadata["query"]["language"] == "sparql"
+    assert metadata["query"]["ran"] is False and "SELECT" in metadata["query"]["text"]
+
+
 def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     kb = tmp_path / "kb.txt"
     kb.write_text(

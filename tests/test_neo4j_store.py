@@ -333,3 +333,22 @@ def test_from_settings_and_registry(bolt_server):
     assert "wrong" not in repr(store) and bolt_server.password not in repr(store)
     store.close()
     assert stores.get("neo4j") is Neo4jStore
+
+
+def test_literal_valued_statements_are_kept_as_attributes_and_exported(neo4j_store, tmp_path):
+    from kgllm.graph.loaders import load_report
+
+    source = tmp_path / "numbers.ttl"
+    source.write_text(
+        f"@prefix ex: <{EX}> .\n"
+        'ex:chad ex:neighborOf ex:niger ; ex:population 17 ; ex:motto "Unité" .\n',
+        encoding="utf-8",
+    )
+    report = load_report(neo4j_store, source)
+    assert (report.new_triples, report.attributes, report.attributes_dropped) == (1, 2, 0)
+    assert neo4j_store.attribute_values(EX + "chad", EX + "population") == [17]
+    assert neo4j_store.relations() == [EX + "neighborOf"]  # attributes are not relations
+    assert neo4j_store.count_triples() == 1
+    exported = Graph().parse(neo4j_store.export(tmp_path / "out.ttl"))
+    assert (URIRef(EX + "chad"), URIRef(EX + "population"), Literal(17)) in exported
+    assert (URIRef(EX + "chad"), URIRef(EX + "motto"), Literal("Unité")) in exported

@@ -138,7 +138,10 @@ def ask(
     no_model: NoModelOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Also show the relation paths considered and their scores.")
+        bool,
+        typer.Option(
+            "--explain", help="Also show the relation paths considered and their scores, or the query program run."
+        ),
     ] = False,
     picture: Annotated[
         Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")
@@ -161,6 +164,7 @@ def ask(
         _print_answer(answer)
     if explain and not as_json:
         _print_plans(answer)
+        _print_program(answer)
     if verbalize and not as_json:
         from kgllm.cli.construction import construction_data
         from kgllm.pipelines.construction.kg2text import answer_facts, load_verbalizer
@@ -695,6 +699,25 @@ def _print_plans(answer) -> None:
             *(f"{scores[k]:+.3f}" if k in scores else "" for k in parts),
         )
     console.print(table)
+
+
+def _print_program(answer) -> None:
+    """The query program, the engine that ran it and its compiled query with the bound parameters."""
+    program = answer.metadata.get("program")
+    if not program:
+        return
+    console.print(f"[bold]program:[/] {program}", highlight=False)
+    query = answer.metadata.get("query")
+    engine = answer.metadata.get("engine", "protocol")
+    if not query:
+        console.print(f"[dim]run by: {engine}[/]")
+        return
+    how = "run by the store" if query["ran"] else "equivalent; the program was evaluated over the store protocol"
+    console.print(f"[bold]{query['language'].upper()}[/] [dim]({how}):[/]")
+    console.print(query["text"], highlight=False, markup=False)
+    for name, value in query["parameters"].items():
+        sigil = "$" if query["language"] == "cypher" else "?"
+        console.print(f"  [dim]{sigil}{name} =[/] {value}", highlight=False)
 
 
 def _print_answer(answer) -> None:

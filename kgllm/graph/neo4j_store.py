@@ -20,6 +20,9 @@ Data model (all Cypher is parameterized; query text is built only from constants
 * ``(:Entity)-[:ALIAS]->(:Name {key})`` - one unique ``Name`` node per normalized
   alias, so alias lookups are index seeks too (list properties cannot be indexed
   for membership on Neo4j).
+* ``(:Attribute {subject, property, value, datatype})`` - one node per literal-valued
+  statement (``ex:chad ex:population "17"``): the lexical value and its datatype IRI,
+  indexed by subject; never read as relations, kept on export.
 * Provenance: a derived fact is an ordinary ``REL`` flagged ``derived`` (``add``
   clears the flag: the fact is then asserted), and each record is a
   ``(:Provenance {key, h, r, t, source, method, model, score, created, span_start,
@@ -36,6 +39,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,11 +49,18 @@ import neo4j
 from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
-from kgllm.exceptions import ConfigurationError, GraphStoreError, InputError, StoreUnavailableError
-from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple, is_described
+from kgllm.exceptions import (
+    ConfigurationError,
+    GraphStoreError,
+    InputError,
+    QueryLimitError,
+    StoreUnavailableError,
+)
+from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_entity, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
-from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
+from kgllm.graph.queries import check_cypher
+from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, Attribute, check_attribute, to_iri
 from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,7 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
         "CREATE CONSTRAINT kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) REQUIRE p.key IS UNIQUE",
         "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)",
     ),
+    ("CREATE INDEX kgllm_attribute_subject IF NOT EXISTS FOR (a:Attribute) ON (a.subject)", None),
     ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
     ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
     (
@@ -117,6 +129,16 @@ MERGE (h)-[r:REL {id: row.r}]->(t)
 WITH r WHERE r.derived IS NOT NULL
 SET r.derived = null
 """
+_MERGE_ATTRIBUTES = """
+UNWIND $rows AS row
+MERGE (a:Attribute {subject: row.subject, property: row.property, value: row.value, datatype: row.datatype})
+"""
+_READ_ATTRIBUTES = (
+    "MATCH (a:Attribute {subject: $subject, property: $property}) RETURN a.value AS value, a.datatype AS datatype"
+)
+_ALL_ATTRIBUTES = (
+    "MATCH (a:Attribute) RETURN a.subject AS subject, a.property AS property, a.value AS value, a.datatype AS datatype"
+)
 _ASSERT_ENTITIES = "UNWIND $ids AS id MATCH (e:Entity {id: id}) WITH e WHERE e.derived IS NOT NULL SET e.derived = null"
 # only a node created here is derived: an entity the store already had keeps its status
 _MERGE_DERIVED_NODES = (
@@ -229,6 +251,8 @@ class Neo4jStore(GraphStore):
     """
 
     name = "neo4j"
+    supports_cypher = True
+    supports_attributes = True
 
     def __init__(
         self,
@@ -344,15 +368,38 @@ class Neo4jStore(GraphStore):
             driver.close()
 
     # ---------------------------------------------------------------- writes
-    def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
+    def add(
+        self,
+        triples: Iterable[Triple],
+        entities: Iterable[Entity] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        attributes: Iterable[Attribute] = (),
+    ) -> int:
+        """Add entities, triples and ``attributes`` (literal-valued statements) in one atomic write.
+
+        ``attributes`` are ``(subject id, property id, rdflib Literal)``, stored as ``(:Attribute
+        {subject, property, value, datatype})`` nodes (the lexical value and its datatype IRI):
+        kept and exported, never read as relations. Otherwise as :meth:`GraphStore.add`.
+        """
+        triples = [check_triple(t) for t in triples]
+        entities = [check_entity(e) for e in entities]
+        attributes = [check_attribute(a) for a in attributes]
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+        return self._write(triples, entities, batch_size, attributes)
+
+    def _write(
+        self, triples: list[Triple], entities: list[Entity], batch_size: int, attributes: Sequence[Attribute] = ()
+    ) -> int:
         triples = list(dict.fromkeys(triples))
-        if not triples and not entities:
+        if not triples and not entities and not attributes:
             return 0
         self._ensure_schema()
         with self._session() as session, session.begin_transaction() as tx:
             # one transaction: a failure anywhere rolls back every batch before it
             new = self._write_in(tx, triples, entities, batch_size)
             _run_batches(tx, _ASSERT_ENTITIES, list(dict.fromkeys(e.id for e in entities)), batch_size, "ids")
+            _run_batches(tx, _MERGE_ATTRIBUTES, [_attribute_row(a) for a in attributes], batch_size)
             tx.commit()
         log.debug("added %d new triples to %s", new, self.uri)
         return new
@@ -487,6 +534,34 @@ class Neo4jStore(GraphStore):
     def count_triples(self) -> int:
         return self._records("MATCH ()-[r:REL]->() RETURN count(r) AS n")[0]["n"]
 
+    def attribute_values(self, entity_id: str, prop: str) -> list[Any]:
+        records = self._records(_READ_ATTRIBUTES, subject=entity_id, property=prop)
+        return [_literal(r).toPython() for r in records]
+
+    # --------------------------------------------------------------- queries
+    def _read_query(
+        self, text: str, parameters: dict[str, Any], time_limit: float, max_rows: int
+    ) -> list[dict[str, Any]]:
+        check_cypher(text)
+        deadline = time.monotonic() + time_limit
+        rows: list[dict[str, Any]] = []
+        with self._translated_errors():
+            driver = self._get_driver()
+            with driver.session(database=self.database, default_access_mode=neo4j.READ_ACCESS) as session:
+                # the server stops the transaction at the timeout; rows are also counted and timed here
+                try:
+                    for record in session.run(neo4j.Query(text, timeout=time_limit), parameters):
+                        if time.monotonic() > deadline:
+                            raise QueryLimitError(f"the query ran past its time limit of {time_limit:g} s")
+                        if len(rows) == max_rows:
+                            raise QueryLimitError(f"the query returns more than {max_rows} rows")
+                        rows.append(dict(record))
+                except neo4j_errors.Neo4jError as exc:
+                    if "TimedOut" in (exc.code or ""):
+                        raise QueryLimitError(f"the query ran past its time limit of {time_limit:g} s") from None
+                    raise
+        return rows
+
     def count_entities(self) -> int:
         return self._records(f"MATCH (e:Entity) WHERE {_IS_ENTITY} RETURN count(e) AS n")[0]["n"]
 
@@ -545,6 +620,8 @@ class Neo4jStore(GraphStore):
                 graph.add((node, SKOS.altLabel, Literal(alias)))
             for cls in record["types"] or ():
                 graph.add((node, RDF.type, iri(cls)))
+        for record in self._stream(_ALL_ATTRIBUTES):
+            graph.add((iri(record["subject"]), iri(record["property"]), _literal(record)))
         return graph
 
 
@@ -587,6 +664,15 @@ def _delete_unused_derived_entities(tx: neo4j.Transaction, ids: list[str]) -> No
     unused = list(tx.run(_UNUSED_DERIVED_ENTITIES, ids=ids))
     tx.run(_DELETE_ENTITIES, ids=[r["id"] for r in unused]).consume()
     tx.run(_DELETE_UNUSED_NAMES, keys=list({k for r in unused for k in r["names"] or ()})).consume()
+
+
+def _attribute_row(attribute: Attribute) -> dict[str, str]:
+    subject, prop, value = attribute
+    return {"subject": subject, "property": prop, "value": str(value), "datatype": str(value.datatype or "")}
+
+
+def _literal(record: neo4j.Record) -> Literal:
+    return Literal(record["value"], datatype=URIRef(record["datatype"]) if record["datatype"] else None)
 
 
 def _triple_rows(triples: Iterable[Triple]) -> list[dict[str, str]]:
