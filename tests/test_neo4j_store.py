@@ -340,8 +340,7 @@ def test_literal_valued_statements_are_kept_as_attributes_and_exported(neo4j_sto
 
     source = tmp_path / "numbers.ttl"
     source.write_text(
-        f"@prefix ex: <{EX}> .\n"
-        'ex:chad ex:neighborOf ex:niger ; ex:population 17 ; ex:motto "Unité" .\n',
+        f'@prefix ex: <{EX}> .\nex:chad ex:neighborOf ex:niger ; ex:population 17 ; ex:motto "Unité" .\n',
         encoding="utf-8",
     )
     report = load_report(neo4j_store, source)
