@@ -10,6 +10,7 @@ from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
 from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimReport
 from kgllm.pipelines.programs import ProgramAnswerer, route
 from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
 from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
@@ -40,6 +41,7 @@ class Session:
         self.settings = settings
         self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
         self.answerers: dict[str, Answerer] = {"paths": self.reasoner, "programs": ProgramAnswerer(store, retriever)}
+        self._claim_checker: ClaimChecker | None = None
 
     def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:
         """Answer ``question`` from the graph, with the evidence that supports the answer.
@@ -77,10 +79,25 @@ class Session:
         known = PROGRAM_OPTIONS if mode == "programs" else path_options
         return self.answerers[mode].answer(question, **{k: v for k, v in options.items() if k in known})
 
+    @property
+    def claim_checker(self) -> ClaimChecker:
+        """The checker of claims against this session's graph (built on first use, rebuilt after :meth:`add`)."""
+        if self._claim_checker is None:
+            self._claim_checker = ClaimChecker(self.store, self.retriever)
+        return self._claim_checker
+
+    def check(self, text: str) -> ClaimReport:
+        """Each claim of ``text`` marked supported, contradicted or not in the graph, with its evidence.
+
+        Example: ``session.check("Chad borders Niger and lies in Western Africa.").claims[1].status``.
+        """
+        return self.claim_checker.check(text)
+
     def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
         """Add facts to the store and bring the indexes in step; returns the number of new triples."""
         added = self.store.add(triples, entities)
         self.retriever.refresh()
+        self._claim_checker = None  # what is single-valued, and which names exist, may have changed
         return added
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -180,6 +181,49 @@ def ask(
 
 app.add_typer(train_app, name="train")
 app.command("adapters")(list_adapters)
+
+
+@app.command()
+def check(
+    text: Annotated[str, typer.Argument(help="The text to check, or a file holding it.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the claims as one JSON object.")] = False,
+    extractor: Annotated[
+        bool,
+        typer.Option("--extractor", help="Also read triples with the construction extractor (trained on first use)."),
+    ] = False,
+    train: TrainDataOption = None,
+) -> None:
+    """Check what a text claims against the graph: each claim supported, contradicted or not in the graph."""
+    from kgllm.api import connect
+    from kgllm.pipelines.enhance.claims import ClaimChecker, read_text
+
+    content = read_text(text)
+    if not content.strip():
+        raise typer.BadParameter("the text is empty")
+    session = connect(graph, store=store, use_model=False, progress=not as_json)
+    if extractor:
+        from kgllm.cli.construction import construction_data
+        from kgllm.pipelines.construction.extraction import load_extractor
+
+        settings = Settings()
+        found = load_extractor(settings, construction_data(train, settings), progress=not as_json)
+        report = ClaimChecker(session.store, session.retriever, found).check(content)
+    else:
+        report = session.check(content)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    colours = {"supported": "green", "contradicted": "red", "not_in_graph": "yellow"}
+    for claim in report.to_dict()["claims"]:
+        colour = colours[claim["status"]]
+        console.print(
+            f"[{colour}]{claim['status']:>12}[/]  {claim['text']}  [dim]{claim['reason']}[/]", highlight=False
+        )
+        for triple in claim["triples"]:
+            for fact in triple["evidence"]:
+                console.print(f"{'':14}[dim]graph: {' — '.join(fact)}[/]", highlight=False)
 
 
 @app.command()
@@ -416,6 +460,34 @@ def bench_ask(
         )
     if out:
         save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
+
+
+@bench.command("claims")
+def bench_claims(
+    countries: Annotated[int, typer.Option("--countries", help="Countries sampled for sentences.")] = 60,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the perturbations.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Claim checking on true and perturbed sentences about the demo graph: precision and recall per status."""
+    from kgllm.api import connect
+    from kgllm.bench.claims import build_cases, run_claims_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    session = connect(use_model=False)
+    cases = build_cases(session.store, countries, seed)
+    result = run_claims_benchmark(session.claim_checker, cases)
+    rows = result.rows()
+    print_table(rows, f"claim checking on {len(cases)} sentences about the demo graph")
+    for case, got in result.misses:
+        console.print(
+            f"[dim]missed ({case.kind}): {case.text}  expected {[s.value for s in case.expected]}, got {got}[/]"
+        )
+    if out:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(c.kind for c in cases).items()))
+        command = f"kgllm bench claims --countries {countries} --seed {seed} --out {out}"
+        save_markdown(
+            rows, out, "claim checking: perturbed sentences about the demo graph", command, f"Sentences: {kinds}."
+        )
 
 
 @bench.command("shapes")
