@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
 from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
-from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.base import Answerer, StreamingAnswerer
 from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimReport
 from kgllm.pipelines.programs import ProgramAnswerer, route
 from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
@@ -60,6 +60,23 @@ class Session:
                 f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
             )
         return self.answerers[mode].answer(question, **options)
+
+    def ask_stream(self, question: str, mode: str = "auto", **options: Any) -> Iterator[str | Answer]:
+        """As :meth:`ask`, handing out the answer as it is written: text deltas (strings) while the
+        answerer of ``mode`` writes (when it can stream, :class:`~kgllm.pipelines.base.StreamingAnswerer`),
+        then the final :class:`~kgllm.types.Answer`. An answerer that cannot stream yields the Answer only.
+        Closing the iterator stops the work.
+
+        Example::
+
+            for item in session.ask_stream("Tell me about Chad", mode="generate"):
+                print(item if isinstance(item, str) else "\\n" + str(item.evidence.triples), end="")
+        """
+        answerer = self.answerers.get(mode)
+        if isinstance(answerer, StreamingAnswerer):
+            yield from answerer.stream(question, **options)
+        else:
+            yield self.ask(question, mode, **options)
 
     def _ask_auto(self, question: str, **options: Any) -> Answer:
         """Counts, yes/no, set operations, superlatives and comparisons go to programs, chains to paths.

@@ -148,6 +148,13 @@ def ask(
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
     train: TrainDataOption = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print the answer as it is written (with --json: one JSON line per piece, then the answer).",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
@@ -155,10 +162,10 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty")
     session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
-    answer = session.ask(question)
+    answer, streamed = _streamed_answer(session, question, as_json) if stream else (session.ask(question), False)
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
-    else:
+    elif not streamed:
         _print_answer(answer)
     if explain and not as_json:
         _print_plans(answer)
@@ -759,9 +766,34 @@ def _print_plans(answer) -> None:
     console.print(table)
 
 
+def _streamed_answer(session, question: str, as_json: bool):
+    """The answer, its text printed piece by piece as it is written (JSON lines with ``as_json``),
+    and whether any text came that way (an answerer that cannot stream gives the answer only)."""
+    from kgllm.types import Answer
+
+    streamed = False
+    for item in session.ask_stream(question):
+        if isinstance(item, Answer):
+            if streamed and not as_json:
+                print(flush=True)
+                _print_evidence(item)
+            return item, streamed
+        if not streamed and not as_json:
+            console.print(f"\n[bold]Q:[/] {question}\n[bold green]A:[/] ", end="")
+        streamed = True
+        print(
+            json.dumps({"text": item}, ensure_ascii=False) if as_json else item, end="\n" if as_json else "", flush=True
+        )
+    raise KGLLMError("the answerer's stream ended without an answer")
+
+
 def _print_answer(answer) -> None:
     console.print(f"\n[bold]Q:[/] {answer.question}")
     console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    _print_evidence(answer)
+
+
+def _print_evidence(answer) -> None:
     if not answer.evidence.paths:
         if answer.evidence.triples:
             tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")

@@ -1,4 +1,9 @@
-"""Questions and graph browsing: ``POST /ask``, ``GET /entity``, ``GET /search``, ``GET /neighbors``, ``GET /health``.
+"""Questions, claim checks and graph browsing: ``POST /ask``, ``POST /check``, ``GET /entity``, ``GET /search``,
+``GET /neighbors``, ``GET /health``.
+
+``POST /ask`` with ``"stream": true`` answers in server-sent events: ``token`` events
+(``{"text": ...}``) while the answerer writes, then one ``answer`` event (the usual JSON), or an
+``error`` event (``{"message", "type"}``). A client that disconnects stops the work.
 
 Everything a request sends reaches the store as a method argument, and the stores pass
 it to SPARQL or Cypher as a bound parameter only. The work of each request runs on the
@@ -8,17 +13,21 @@ server's worker threads (``ServerState.run``); ``/health`` reads a snapshot and 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgllm.exceptions import ConfigurationError, EntityNotFoundError
-from kgllm.server.limits import MAX_QUESTION_CHARS, MAX_RESULTS
+from kgllm.exceptions import ConfigurationError, EntityNotFoundError, KGLLMError
+from kgllm.server.limits import MAX_PROMPT_CHARS, MAX_QUESTION_CHARS, MAX_RESULTS
 from kgllm.types import Answer, Entity, Triple
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["graph"])
 health_router = APIRouter(tags=["health"])
 
@@ -52,6 +61,21 @@ class AskRequest(BaseModel):
         description="Time budget of the search (at most the server's). A search that runs out of it "
         "answers nothing and says so: metadata.cut is true.",
     )
+    stream: bool = Field(
+        False,
+        description="Answer as server-sent events: 'token' events ({\"text\"}) as the answer is written, "
+        "then one 'answer' event (the usual JSON), or an 'error' event ({\"message\", \"type\"}).",
+    )
+
+
+class CheckRequest(BaseModel):
+    """A text whose claims are checked against the graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1, max_length=MAX_PROMPT_CHARS, examples=["Chad borders Niger and lies in Western Africa."]
+    )
 
 
 def state(request: Request):
@@ -68,21 +92,65 @@ async def ask(body: AskRequest, request: Request) -> Response:
     server = state(request)
     if body.mode == "model" and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
+    if body.stream:
+        return StreamingResponse(_answer_events(server, body, arrived), media_type="text/event-stream")
 
     def work() -> dict[str, Any]:
-        seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
-        if body.answerer == "programs":
-            options: dict[str, Any] = {"time_limit": seconds}
-        else:  # auto hands each answerer only the options it knows
-            options = {"use_model": body.mode != "graph", "max_seconds": seconds}
-            if body.answerer == "auto":
-                options["time_limit"] = seconds
-            if body.max_hops is not None:
-                options["max_hops"] = body.max_hops
-        answer = server.session.ask(body.question, body.answerer, **options)
+        answer = server.session.ask(body.question, body.answerer, **_ask_options(server, body, arrived))
         return answer_json(answer, body.max_paths)
 
     return await server.run_json(work)
+
+
+def _ask_options(server, body: AskRequest, arrived: float) -> dict[str, Any]:
+    """The answerer's options for ``body``, with what is left of the time budget."""
+    seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
+    if body.answerer == "programs":
+        return {"time_limit": seconds}
+    options: dict[str, Any] = {"use_model": body.mode != "graph", "max_seconds": seconds}
+    if body.answerer == "auto":  # auto hands each answerer only the options it knows
+        options["time_limit"] = seconds
+    if body.max_hops is not None:
+        options["max_hops"] = body.max_hops
+    return options
+
+
+async def _answer_events(server, body: AskRequest, arrived: float) -> AsyncIterator[str]:
+    """``token`` events while the answer is written, then ``answer``; ``error`` when it fails."""
+
+    def produce() -> Iterator[tuple[str, dict[str, Any]]]:
+        for item in server.session.ask_stream(body.question, body.answerer, **_ask_options(server, body, arrived)):
+            if isinstance(item, str):
+                yield "token", {"text": item}
+            else:
+                yield "answer", answer_json(item, body.max_paths)
+
+    try:
+        async for event, data in server.stream(produce):
+            yield server_sent_event(event, data)
+    except KGLLMError as exc:
+        yield server_sent_event("error", {"message": " ".join(str(exc).split()), "type": type(exc).__name__})
+    except HTTPException as exc:
+        yield server_sent_event("error", {"message": str(exc.detail), "type": "http_error"})
+    except Exception as exc:
+        log.exception("POST /ask (streamed) failed")
+        message = f"internal error ({type(exc).__name__}); the server log has the details"
+        yield server_sent_event("error", {"message": message, "type": "internal_error"})
+
+
+def server_sent_event(event: str, data: dict[str, Any]) -> str:
+    """One server-sent event with a JSON payload."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post("/check", summary="Check a text's claims against the graph", response_model=dict[str, Any])
+async def check(body: CheckRequest, request: Request) -> Response:
+    """Each claim (sentence or clause) of the text with its status: ``supported`` (the graph holds
+    it), ``contradicted`` (the graph holds another value of a single-valued relation, or the claim
+    denies a fact it holds) or ``not_in_graph``, with its triples and the facts behind the status,
+    as ``kgllm check --json`` prints them."""
+    session = state(request).session
+    return await state(request).run_json(lambda: session.check(body.text).to_dict())
 
 
 def answer_json(answer: Answer, max_paths: int) -> dict[str, Any]:

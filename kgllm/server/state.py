@@ -13,6 +13,7 @@ them, so ``/health``, the page and the static files answer while work is in prog
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -20,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,48 @@ class ServerState:
         """Like :meth:`run`, with the result rendered as JSON on the worker thread too: a large
         answer's encoding then never holds up the event loop (and ``/health`` with it)."""
         return await self.run(lambda: JSONResponse(work(*args)))
+
+    async def stream(self, produce: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+        """The items of ``produce()`` as they come, the iteration running on a worker thread. When
+        the consumer stops (a client that disconnected), the iteration stops at its next item and
+        the iterator is closed on its own thread; an exception it raises is raised here."""
+        if self._pool is None:
+            raise HTTPException(503, "the server is starting or stopping", headers={"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        consumer_gone = threading.Event()
+
+        def hand_over(kind: str, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def pump() -> None:
+            iterator: Iterator[Any] | None = None
+            try:
+                iterator = produce()
+                for item in iterator:
+                    if consumer_gone.is_set():
+                        break
+                    hand_over("item", item)
+            except Exception as exc:
+                hand_over("error", exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                hand_over("end", None)
+
+        self._pool.submit(pump)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            consumer_gone.set()
 
     def seconds_left(self, arrived: float, wanted: float | None = None) -> float:
         """What is left of a request's time budget (from its arrival): 503 when the server's own
