@@ -148,6 +148,9 @@ def ask(
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
     train: TrainDataOption = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="The answerer: auto, paths, programs, or another the session has.")
+    ] = "auto",
     stream: Annotated[
         bool,
         typer.Option(
@@ -162,7 +165,10 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty")
     session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
-    answer, streamed = _streamed_answer(session, question, as_json) if stream else (session.ask(question), False)
+    if stream:
+        answer, streamed = _streamed_answer(session.ask_stream(question, mode), question, as_json)
+    else:
+        answer, streamed = session.ask(question, mode), False
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
     elif not streamed:
@@ -766,13 +772,13 @@ def _print_plans(answer) -> None:
     console.print(table)
 
 
-def _streamed_answer(session, question: str, as_json: bool):
+def _streamed_answer(items, question: str, as_json: bool):
     """The answer, its text printed piece by piece as it is written (JSON lines with ``as_json``),
     and whether any text came that way (an answerer that cannot stream gives the answer only)."""
     from kgllm.types import Answer
 
     streamed = False
-    for item in session.ask_stream(question):
+    for item in items:
         if isinstance(item, Answer):
             if streamed and not as_json:
                 print(flush=True)

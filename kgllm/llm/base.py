@@ -214,3 +214,22 @@ def until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str]:
         close = getattr(pieces, "close", None)
         if close is not None:
             close()
+
+
+def trimmed(pieces: Iterator[str]) -> Iterator[str]:
+    """``pieces`` with the whitespace around their joined text left out, as ``"".join(pieces).strip()``
+    would leave it: trailing whitespace is held back until text follows it. Closing the result
+    closes ``pieces``."""
+    pending, started = "", False
+    try:
+        for piece in pieces:
+            pending += piece
+            if not started:
+                pending = pending.lstrip()
+            if text := pending.rstrip():
+                yield text
+                pending, started = pending[len(text) :], True
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()

@@ -45,10 +45,12 @@ class AskRequest(BaseModel):
         description="'graph': encoder and graph only; 'model': also the language model (the server must "
         "have loaded one); 'auto': the model when one is loaded.",
     )
-    answerer: Literal["auto", "paths", "programs"] = Field(
+    answerer: str = Field(
         "auto",
+        max_length=64,
         description="'paths': follow relation chains; 'programs': query programs (counts, yes/no, set "
-        "operations, superlatives, comparisons); 'auto': chosen from the question's shape.",
+        "operations, superlatives, comparisons); any other answerer the session has by its name; "
+        "'auto': paths or programs, chosen from the question's shape.",
     )
     max_hops: int | None = Field(
         None, ge=1, le=4, description="Longest relation path followed (default: the server's setting)."
@@ -107,6 +109,8 @@ def _ask_options(server, body: AskRequest, arrived: float) -> dict[str, Any]:
     seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
     if body.answerer == "programs":
         return {"time_limit": seconds}
+    if body.answerer not in ("auto", "paths"):
+        return {}  # another answerer's options are its own
     options: dict[str, Any] = {"use_model": body.mode != "graph", "max_seconds": seconds}
     if body.answerer == "auto":  # auto hands each answerer only the options it knows
         options["time_limit"] = seconds

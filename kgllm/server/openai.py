@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgllm.exceptions import InputError, KGLLMError
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.base import GenerationConfig, LanguageModel, trimmed
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.json_schema import generate_json
 from kgllm.llm.openai_compat import chat_prompt
@@ -420,15 +420,17 @@ def _streamed_chat(
         return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
     yield chunk({"role": "assistant", "content": ""})
-    raw, pending = "", ""
-    with server.model_lock:  # one generation at a time; released when the stream ends or is closed
+    written: list[str] = []
+
+    def recorded() -> Iterator[str]:
         for piece in lm.stream(prompt, config):
-            raw += piece
-            # leading whitespace is trimmed: the first piece with text starts without it
-            pending = pending + piece if pending or raw.strip() != piece.strip() else piece.lstrip()
-            if content := pending.rstrip():
-                yield chunk({"content": content})
-                pending = pending[len(content) :]
+            written.append(piece)
+            yield piece
+
+    with server.model_lock:  # one generation at a time; released when the stream ends or is closed
+        for content in trimmed(recorded()):
+            yield chunk({"content": content})
+    raw = "".join(written)
     yield chunk({}, _finish_reason(lm, raw, config.max_new_tokens))
     if body.include_usage:
         usage = _response("chat.completion", "chatcmpl", lm, [], [prompt], [raw]).get("usage")
