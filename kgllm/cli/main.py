@@ -503,6 +503,33 @@ def bench_claims(
         )
 
 
+@bench.command("stream")
+def bench_stream(
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", "-q", help="Question set (JSON lines); default: the demo's.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Questions (prompts) measured.")] = 40,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Warm latency of the first streamed token with the default model, in process and over HTTP."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.stream import run_stream_benchmark
+    from kgllm.graph.demo import demo_question_sets
+
+    session = connect()
+    rows = [r.row() for r in run_stream_benchmark(session, questions or demo_question_sets()[0], limit)]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    title = f"first streamed token, warm ({_model_name(session)}, {session.settings.threads} threads)"
+    print_table(rows, title)
+    console.print(f"[dim]load average: {load}[/]")
+    if out:
+        command = f"kgllm bench stream --limit {limit} --out {out}"
+        save_markdown(rows, out, title, command, f"Load average while measured: {load} (1, 5, 15 min).")
+
+
 @bench.command("shapes")
 def bench_shapes(
     graph: GraphOption = None,
