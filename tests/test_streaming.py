@@ -176,6 +176,17 @@ def test_chat_streams_token_by_token_and_ends_with_usage(url):
     assert chunks[-2]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
 
 
+def test_a_remote_model_streams_what_the_local_one_generates(session, url):
+    from kgllm.llm.openai_compat import OpenAICompatibleLM
+
+    remote = OpenAICompatibleLM(f"{url}/v1")
+    config = GenerationConfig(max_new_tokens=16, stop=("\n",))
+    try:
+        assert "".join(remote.stream(PROMPT, config)) == session.lm.generate(PROMPT, config)[0][0]
+    finally:
+        remote.close()
+
+
 # ---------------------------------------------------------------- LangChain and the CLI
 
 
