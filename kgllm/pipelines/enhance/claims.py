@@ -262,15 +262,29 @@ class ClaimChecker:
         return list(dict.fromkeys(readings))
 
     def _pattern_readings(self, words: str, previous: Claim | None) -> list[_Reading]:
+        """Triples of one clause: its subject (the names before the first relation phrase, else the
+        previous claim's for "it" or no words) with each relation phrase and the names after it, up
+        to the next phrase ("Chad, located in Middle Africa, borders Niger")."""
         mentions = self._mentions(words)
-        relation = self._relation_mention(words, mentions)
-        if relation is None:
+        relations = self._relation_mentions(words, mentions)
+        if not relations:
             return []
-        mentions = [m for m in mentions if m.end <= relation.start or m.start >= relation.end]
-        subjects = [m for m in mentions if m.end <= relation.start]
-        objects = [m for m in mentions if m.start >= relation.end]
-        if not subjects and previous is not None and _refers_back(words[: relation.start]):
+        first = relations[0]
+        subjects = [m for m in mentions if m.end <= first.start]
+        if not subjects and previous is not None and _refers_back(words[: first.start]):
             subjects = _subjects_of(previous)
+        readings = []
+        for relation, following in zip(relations, relations[1:] + [None], strict=True):
+            end = following.start if following is not None else len(words)
+            objects = [m for m in mentions if m.start >= relation.end and m.end <= end]
+            readings += self._relation_readings(relation, subjects, objects)
+        return readings
+
+    def _relation_readings(
+        self, relation: _RelationMention, subjects: list[_Mention], objects: list[_Mention]
+    ) -> list[_Reading]:
+        if not subjects and len(objects) > 1:  # "the neighbours of Chad are Niger and Libya"
+            subjects, objects = objects[:1], objects[1:]
         if relation.pair or (not objects and len(subjects) > 1 and self._symmetric(relation.relation_id)):
             return [_Reading(subjects[0], relation, other) for other in subjects[1:] + objects]
         return [_Reading(s, relation, o) for s in subjects for o in objects]
@@ -392,30 +406,31 @@ class ClaimChecker:
                 found.append(_Mention(name.start(), name.end(), name.group(), None))
         return sorted(found, key=lambda m: m.start)
 
-    def _relation_mention(self, words: str, mentions: list[_Mention]) -> _RelationMention | None:
-        """The longest relation phrase of the schema in ``words``; else the words between the first
-        two mentions, when the encoder finds them close to a relation name."""
+    def _relation_mentions(self, words: str, mentions: list[_Mention]) -> list[_RelationMention]:
+        """The schema's relation phrases in ``words`` (longest first, not overlapping each other or a
+        name), left to right; else the words between the first two names when the encoder finds them
+        close to a relation name (or, in a clause whose subject is left out, "and lies in Western
+        Africa", the words before the first name)."""
         tokens = [(m.start(), m.end(), fold(m.group())) for m in _WORD.finditer(words)]
-        best: tuple[int, int, int, str, bool] | None = None  # (-length, start, end, relation, pair)
+        found: list[tuple[int, int, int, str, bool]] = []  # (-length, start, end, relation, pair)
         for phrase, relation, pair in self.phrases:
             n = len(phrase)
             for i in range(len(tokens) - n + 1):
                 if tuple(t[2] for t in tokens[i : i + n]) == phrase:
-                    candidate = (-n, tokens[i][0], tokens[i + n - 1][1], relation, pair)
-                    if best is None or candidate[:2] < best[:2]:
-                        best = candidate
-        if best is not None:
-            _, start, end, relation, pair = best
-            return _RelationMention(start, end, words[start:end], relation, pair)
-        if not mentions:
-            return None
-        # between the first two names; or, in a clause whose subject is left out ("and lies in
-        # Western Africa"), before the first
+                    found.append((-n, tokens[i][0], tokens[i + n - 1][1], relation, pair))
+        taken = [(m.start, m.end) for m in mentions]
+        chosen = []
+        for _, start, end, relation, pair in sorted(found):
+            if not any(s < end and start < e for s, e in taken):
+                taken.append((start, end))
+                chosen.append(_RelationMention(start, end, words[start:end], relation, pair))
+        if chosen or not mentions:
+            return sorted(chosen, key=lambda r: r.start)
         start, end = (mentions[0].end, mentions[1].start) if len(mentions) > 1 else (0, mentions[0].start)
         between = words[start:end].strip(" ,")
         joined = _JOINER.search(f" {between} ")  # "Sudan and lies in": two clauses, not one relation
         meant = self._relation_by_meaning(between) if between and not joined else None
-        return _RelationMention(start, end, between, meant) if meant is not None else None
+        return [_RelationMention(start, end, between, meant)] if meant is not None else []
 
     def _relation_named(self, name: str) -> str | None:
         key = tuple(fold(w) for w in _WORD.findall(name))
@@ -447,7 +462,7 @@ class ClaimChecker:
         return _Mention(0, 0, surface, best.entity.id if best else None)
 
     def _names_relation(self, words: str) -> bool:
-        return self._relation_mention(words, self._mentions(words)) is not None
+        return bool(self._relation_mentions(words, self._mentions(words)))
 
     def _schema_word(self, name: str) -> bool:
         """A capitalized word that names a class or relation ("Country"), not an entity."""
