@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
 from kgllm.cache import LockTimeoutError, atomic_write, file_lock, lock_path, write_text_atomic
@@ -95,6 +95,9 @@ class CompleteJob(Job):
         0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back."
     )
     write_back: bool = Field(False, description="Add the predictions to the store, marked as predicted.")
+    review: bool = Field(
+        False, description="Queue the predictions for review (the page's Review view) instead of writing them back."
+    )
     kge_models: list[KGEModelName] = Field(
         ["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept."
     )
@@ -105,6 +108,12 @@ class CompleteJob(Job):
         ["rules", "lm", "encoder"], description="Re-rankers fused with the structural score."
     )
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
+
+    @model_validator(mode="after")
+    def review_or_write_back(self) -> CompleteJob:
+        if self.review and self.write_back:
+            raise ValueError("--review and --write-back exclude each other: review queues what write-back would write")
+        return self
 
 
 JOB_KINDS: dict[str, type[AskJob] | type[CompleteJob]] = {"ask": AskJob, "complete": CompleteJob}

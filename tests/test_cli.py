@@ -152,3 +152,12 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zero-shot graph search (encoder, beam 3)" in result.stdout
     assert "trained planner (LoRA, beam 3)" in result.stdout
+
+
+def test_extract_review_goes_with_a_dry_run_only(tmp_path):
+    document = tmp_path / "note.txt"
+    document.write_text("Acme Corp is located in Berlin.")
+    result = run("extract", str(document), "--graph", str(tmp_path / "g.ttl"), "--review", tmp_path=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--review queues a dry run's facts: use it with --dry-run" in result.stderr
+    assert not (tmp_path / "g.ttl").exists()

@@ -262,6 +262,31 @@ def test_write_back_on_a_bolt_server(neo4j_store, demo_store, trained, tmp_path)
     _check_write_back(neo4j_store, trained, tmp_path)
 
 
+def test_a_review_job_queues_its_predictions_and_writes_nothing(trained, tmp_path):
+    from kgllm.graph.review import ReviewQueue
+    from kgllm.pipelines.completion.completer import Completer
+
+    store = stores.resolve("rdflib", {"path": shutil.copy(demo_graph_path(), tmp_path / "kg.ttl")})
+    count, settings = store.count_triples(), Settings(cache_dir=tmp_path)
+    completer = Completer(trained, [], 10, model_name="complex-test")
+    job = _write_back_job(tmp_path, "a.jsonl").model_copy(update={"write_back": False, "review": True})
+    first = run_complete_job(job, store, settings, False, completer)
+    assert first.queued == first.predictions > 0 and first.written_back == 0 and store.count_triples() == count
+    pending = ReviewQueue.for_store(store, settings.cache_dir).pending()
+    assert len(pending) == first.predictions
+    assert all(p.records[0].source == SOURCE and p.records[0].model == "complex-test" for p in pending)
+    again = run_complete_job(job.model_copy(update={"output": tmp_path / "b.jsonl"}), store, settings, False, completer)
+    assert again.predictions == first.predictions and again.queued == 0  # each fact is queued once
+    with pytest.raises(ConfigurationError, match="^--review and --write-back exclude each other"):
+        job_from_options(queries=tmp_path / "q.tsv", output=tmp_path / "o.jsonl", write_back=True, review=True)
+    with pytest.raises(ConfigurationError, match="bundled demo graph is read-only"):
+        run_complete_job(job.model_copy(update={"output": tmp_path / "c.jsonl"}), demo_store_of(), settings, False)
+
+
+def demo_store_of():
+    return stores.resolve("rdflib", {"path": demo_graph_path()})
+
+
 def run_cli(*args, tmp_path):
     environment = {**os.environ, "KGLLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
     return subprocess.run([KGLLM, *args], capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path)

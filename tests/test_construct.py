@@ -279,3 +279,27 @@ def test_schema_classes_type_the_new_entities(extractor, tmp_path):
     KGConstructor(store, extractor, schema=schema).extract_document(doc)
     assert store.entity(new_entity_id("Alice Smith")).types == (new_entity_id("Person"),)
     assert store.entity(new_entity_id("Paris")).types == (new_entity_id("City"),)
+
+
+def test_a_dry_run_queues_its_facts_for_review_and_accepting_one_writes_it_with_its_span(extractor, tmp_path):
+    from kgllm.cli.construction import queue_for_review
+    from kgllm.graph.review import ReviewQueue
+    from kgllm.settings import Settings
+
+    store = RDFLibStore(tmp_path / "graph.ttl")
+    document = tmp_path / "acme.txt"
+    document.write_text("Acme Corp is located in Berlin.")
+    (result,) = KGConstructor(store, extractor).run([document], write=False, progress=False)
+    settings = Settings(cache_dir=tmp_path / "cache")
+    assert queue_for_review(store, [result], settings) == 1 and store.count_triples() == 0
+    queue = ReviewQueue.for_store(store, settings.cache_dir)
+    (proposal,) = queue.pending()
+    assert proposal.labels[0] == "Acme Corp" and proposal.labels[2] == "Berlin"
+    (record,) = proposal.records
+    assert record.method == "extracted" and record.source == result.source and record.span is not None
+    assert proposal.texts == ("Acme Corp is located in Berlin",)  # the span, from the subject to the object
+    assert queue_for_review(store, [result], settings) == 0  # the same dry run again queues nothing new
+    queue.accept(proposal.id, store)
+    assert list(store.triples()) == [proposal.triple] and store.provenance(proposal.triple) == [record]
+    assert store.entity(proposal.triple.head).label == "Acme Corp"
+    assert queue.pending() == []

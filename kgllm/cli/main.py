@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from kgllm.cli.llm import list_adapters, train_app
-from kgllm.exceptions import KGLLMError
+from kgllm.exceptions import ConfigurationError, KGLLMError
 from kgllm.settings import Settings
 
 app = typer.Typer(
@@ -395,6 +395,10 @@ def complete(
     write_back: Annotated[
         bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Queue the predictions for review (the page's Review view) instead of writing."),
+    ] = False,
     min_score: Annotated[
         float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")
     ] = 0.0,
@@ -422,6 +426,7 @@ def complete(
         top_k=top_k,
         min_score=min_score,
         write_back=write_back,
+        review=review,
         kge_seconds=kge_seconds,
         scorers=names,
     )
@@ -876,14 +881,23 @@ def extract(
         bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review", help="With --dry-run: queue the facts for review (the page's Review view, GET /review)."
+        ),
+    ] = False,
     train: TrainDataOption = None,
     model: BaseModelOption = None,
 ) -> None:
     """Extract triples from documents into the graph, resolved against it, with provenance."""
     from kgllm.cli.construction import construction_data, run_extract
 
+    if review and (write or delete):
+        raise ConfigurationError("--review queues a dry run's facts: use it with --dry-run")
     settings = _augment_settings(model)
-    run_extract(files, graph, store, schema, write, delete, force, construction_data(train, settings), settings)
+    data = construction_data(train, settings)
+    run_extract(files, graph, store, schema, write, delete, force, data, settings, review=review)
 
 
 @app.command()

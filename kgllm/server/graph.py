@@ -5,6 +5,8 @@
 (``{"text": ...}``) while the answerer writes, then one ``answer`` event (the usual JSON), or an
 ``error`` event (``{"message", "type"}``). A client that disconnects stops the work.
 
+``/neighbors`` also gives the provenance of the derived facts it lists (predicted or extracted).
+
 Everything a request sends reaches the store as a method argument, and the stores pass
 it to SPARQL or Cypher as a bound parameter only. The work of each request runs on the
 server's worker threads (``ServerState.run``); ``/health`` reads a snapshot and never waits.
@@ -226,6 +228,7 @@ async def neighbors(
             "more": len(triples) > limit,
             "facts": [[labels[t.head], labels[t.relation], labels[t.tail]] for t in triples[:limit]],
             "graph": graph_json(triples[:limit], labels.__getitem__),
+            "provenance": provenance_json(store, triples[:limit]),
         }
 
     return await state(request).run_json(work)
@@ -246,6 +249,23 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
+def provenance_json(store, triples: Iterable[Triple]) -> dict[str, dict[str, Any]]:
+    """For each fact with provenance records (derived ones have some), keyed by its edge id:
+    ``asserted`` (False: predicted or extracted only) and its records, oldest first."""
+    from kgllm.graph.review import provenance_json as record_json
+
+    found = {}
+    for t in triples:
+        records = store.provenance(t)
+        if records:
+            found[edge_id(t)] = {"asserted": store.is_asserted(t), "records": [record_json(r) for r in records]}
+    return found
+
+
+def edge_id(t: Triple) -> str:
+    return f"{t.head}\t{t.relation}\t{t.tail}"
+
+
 def entity_json(entity: Entity) -> dict[str, Any]:
     return {"id": entity.id, "label": entity.label, "aliases": list(entity.aliases), "types": list(entity.types)}
 
@@ -263,8 +283,5 @@ def graph_json(
 
     return {
         "nodes": [{"id": n, "label": label(n), "role": role(n)} for n in nodes],
-        "edges": [
-            {"id": f"{t.head}\t{t.relation}\t{t.tail}", "source": t.head, "target": t.tail, "label": label(t.relation)}
-            for t in triples
-        ],
+        "edges": [{"id": edge_id(t), "source": t.head, "target": t.tail, "label": label(t.relation)} for t in triples],
     }

@@ -8,6 +8,8 @@ once the server has warmed up. What is not safe to share gets its own small lock
 generation (seeded sampling forks torch's global random state) and the completion model
 (built once, then used one batch at a time). The event loop itself never waits on any of
 them, so ``/health``, the page and the static files answer while work is in progress.
+Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``; the review
+queue's file has its own lock (``kgllm.cache.file_lock``), shared with the CLI.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class ServerState:
         self.time_budget = time_budget
         self.workers = workers or default_workers()
         self.model_lock = threading.Lock()  # one generation at a time
+        self.write_lock = threading.Lock()  # the server's writes to the graph take turns
         self.jobs = Jobs()
         self.health = HealthProbe(session)
         self._completion_config = completion_config
@@ -147,21 +150,37 @@ class ServerState:
             )
         return max(0.001, min(left, wanted - waited)) if wanted else left
 
+    # ------------------------------------------------------------ review
+    @property
+    def review(self):
+        """The graph's queue of facts awaiting review (``<graph>.index/review.json``)."""
+        from kgllm.graph.review import ReviewQueue
+
+        return ReviewQueue.for_store(self.session.store, self.session.settings.cache_dir)
+
     # ------------------------------------------------------------ completion
     @property
     def completion_ready(self) -> bool:
         """Whether ``/complete`` can answer now: the completer is built, or the cache holds one to load."""
         return self._completion is not None or self._completion_cached()
 
-    def complete(self, queries: list[tuple[str, str, str]], top_k: int, min_score: float) -> dict[str, Any]:
-        """Predictions for each (head, relation, tail) query; builds the completer on first use."""
+    def complete(
+        self, queries: list[tuple[str, str, str]], top_k: int, min_score: float, review: bool = False
+    ) -> dict[str, Any]:
+        """Predictions for each (head, relation, tail) query; builds the completer on first use.
+        With ``review``, the predictions also join the review queue (``proposed``: how many are new there)."""
         from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
 
+        summary = JobSummary()
+        queue = self.review if review else None
         with self._completion_lock:
             completer, known, resolver = self._completer()
             batch = [resolver.query(number, query) for number, query in enumerate(queries, 1)]
-            records = predict_batch(batch, completer, self.session.store, known, JobSummary(), top_k, min_score)
-        return {"model": completer.model_name, "results": records}
+            records = predict_batch(
+                batch, completer, self.session.store, known, summary, top_k, min_score, review=queue
+            )
+        result: dict[str, Any] = {"model": completer.model_name, "results": records}
+        return {**result, "proposed": summary.queued} if review else result
 
     def _completion_settings(self):
         from kgllm.pipelines.completion.completer import CompletionConfig

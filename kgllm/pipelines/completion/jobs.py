@@ -28,6 +28,7 @@ from kgllm.exceptions import ConfigurationError, InputError, ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
+from kgllm.graph.review import ReviewQueue
 from kgllm.jobs import CompleteJob, JobOutput, item_key
 from kgllm.pipelines.completion.completer import (
     Completer,
@@ -218,8 +219,15 @@ def job_from_options(**options) -> CompleteJob:
     try:
         return CompleteJob(job="complete", **options)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_option_problem(e) for e in exc.errors())
         raise ConfigurationError(problems) from exc
+
+
+def _option_problem(error) -> str:
+    """``--option: what is wrong``; a problem of several options together is its message alone."""
+    if not error["loc"]:
+        return error["msg"].removeprefix("Value error, ")
+    return f"--{'.'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}"
 
 
 def _model_name(completer: Completer, digest: str) -> str:
@@ -258,11 +266,13 @@ class JobSummary:
     skipped: int = 0
     already_done: int = 0
     written_back: int = 0
+    queued: int = 0  # facts new on the review queue
     seconds: float = 0.0
 
     def line(self, output: Path) -> str:
         rate = self.queries / self.seconds if self.seconds else 0.0
         back = f", {self.written_back} new facts written back" if self.written_back else ""
+        back += f", {self.queued} facts queued for review" if self.queued else ""
         return (
             f"{self.queries} queries, {self.predictions} predictions, {self.skipped} skipped, "
             f"{self.already_done} already done{back}, in {self.seconds:.1f} s ({rate:.1f} queries/s) -> {output}"
@@ -291,6 +301,7 @@ def run_complete_job(
     with JobOutput(job.output, job.fingerprint(), restart=restart, repair=repair) as output:
         if job.queries != "all":  # checked before training: the keys come from the file alone
             done = output.resume(item_key(str(number), *fields) for number, fields in lines)
+        review = ReviewQueue.for_store(store, settings.cache_dir) if job.review else None  # checked before training
         completer = completer or cached_completer(store, job_config(job), settings, progress)
         known = KnownAnswers(store, completer.kge.vocabulary)
         queries = list(job_queries(job, store, completer.kge.vocabulary, lines))
@@ -303,7 +314,7 @@ def run_complete_job(
             for start in range(0, len(pending), BATCH):
                 batch = pending[start : start + BATCH]
                 records = predict_batch(
-                    batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back
+                    batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back, review
                 )
                 output.write(records)
                 bar.update(len(batch))
@@ -334,8 +345,9 @@ def predict_batch(
     top_k: int,
     min_score: float = 0.0,
     write_back: bool = False,
+    review: ReviewQueue | None = None,
 ) -> list[dict]:
-    """Predictions of one batch, written back when asked; one output record per query."""
+    """Predictions of one batch, written back or queued for ``review`` when asked; one output record per query."""
     valid = [(q.id, q.query) for q in batch if q.query is not None]
     exclude = [known.excluded(query) for _, query in valid]
     predicted = dict(zip((id_ for id_, _ in valid), completer.predict([query for _, query in valid], top_k, exclude)))
@@ -359,14 +371,13 @@ def predict_batch(
                 "key": q.key,
             }
         )
-    if write_back and derived:
-        summary.written_back += store.add_derived(
-            [Triple(p.head, p.relation, p.tail) for p in derived],
-            [
-                Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score)
-                for p in derived
-            ],
-        )
+    if derived and (write_back or review is not None):
+        triples = [Triple(p.head, p.relation, p.tail) for p in derived]
+        provenance = [Provenance(SOURCE, "predicted", p.provenance["model"], p.score) for p in derived]
+        if write_back:
+            summary.written_back += store.add_derived(triples, provenance)
+        if review is not None:
+            summary.queued += len(review.propose(store, triples, provenance))
     return records
 
 
