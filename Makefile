@@ -39,6 +39,8 @@ bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
 	$(BIN)/kgllm bench serve --out benchmarks/results/serve.md
 	$(BIN)/kgllm bench complete --data $(NATIONS) --budget 60 --throughput-triples 100000 --out benchmarks/results/completion-nations.md
 	$(BIN)/kgllm bench resolution --out benchmarks/results/resolution.md
+	$(BIN)/kgllm bench claims --out benchmarks/results/claims.md
+	$(BIN)/kgllm bench stream --out benchmarks/results/stream.md
 	$(BIN)/kgllm bench webnlg --dev $(WEBNLG)/dev.jsonl --train $(WEBNLG)/train.jsonl --size 500 --tasks extract --out benchmarks/results/webnlg-extract.md
 	$(BIN)/kgllm bench webnlg --dev $(WEBNLG)/dev.jsonl --train $(WEBNLG)/train.jsonl --size 0 --tasks verbalize --out benchmarks/results/webnlg-verbalize.md
 

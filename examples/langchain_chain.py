@@ -43,4 +43,7 @@ if __name__ == "__main__":
     session = kgllm.connect()
     for doc in KGLLMRetriever(session=session, max_documents=3).invoke(question):
         print("evidence:", doc.page_content, f"(score {doc.metadata['score']:.2f})")
-    print("model says:", build_chain(session).invoke(question))
+    print("model says:", end=" ", flush=True)
+    for piece in build_chain(session).stream(question):  # token by token, as the model writes
+        print(piece, end="", flush=True)
+    print()

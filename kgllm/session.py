@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
 from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
-from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.base import Answerer, StreamingAnswerer
+from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimReport
 from kgllm.pipelines.programs import ProgramAnswerer, route
 from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
 from kgllm.pipelines.synergize import PathReasoner, ReasonerConfig
@@ -42,6 +43,7 @@ class Session:
         self.settings = settings
         self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
         self.answerers: dict[str, Answerer] = {"paths": self.reasoner, "programs": ProgramAnswerer(store, retriever)}
+        self._claim_checker: ClaimChecker | None = None
 
     def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:
         """Answer ``question`` from the graph, with the evidence that supports the answer.
@@ -60,6 +62,23 @@ class Session:
                 f"unknown answer mode {mode!r}; choose auto or one of: {', '.join(sorted(self.answerers))}"
             )
         return self.answerers[mode].answer(question, **options)
+
+    def ask_stream(self, question: str, mode: str = "auto", **options: Any) -> Iterator[str | Answer]:
+        """As :meth:`ask`, handing out the answer as it is written: text deltas (strings) while the
+        answerer of ``mode`` writes (when it can stream, :class:`~kgllm.pipelines.base.StreamingAnswerer`),
+        then the final :class:`~kgllm.types.Answer`. An answerer that cannot stream yields the Answer only.
+        Closing the iterator stops the work.
+
+        Example::
+
+            for item in session.ask_stream("Tell me about Chad", mode="generate"):
+                print(item if isinstance(item, str) else "\\n" + str(item.evidence.triples), end="")
+        """
+        answerer = self.answerers.get(mode)
+        if isinstance(answerer, StreamingAnswerer):
+            yield from answerer.stream(question, **options)
+        else:
+            yield self.ask(question, mode, **options)
 
     def _ask_auto(self, question: str, **options: Any) -> Answer:
         """Counts, yes/no, set operations, superlatives and comparisons go to programs, chains to paths.
@@ -84,10 +103,25 @@ class Session:
         known = PROGRAM_OPTIONS if mode == "programs" else path_options
         return self.answerers[mode].answer(question, **{k: v for k, v in options.items() if k in known})
 
+    @property
+    def claim_checker(self) -> ClaimChecker:
+        """The checker of claims against this session's graph (built on first use, rebuilt after :meth:`add`)."""
+        if self._claim_checker is None:
+            self._claim_checker = ClaimChecker(self.store, self.retriever)
+        return self._claim_checker
+
+    def check(self, text: str) -> ClaimReport:
+        """Each claim of ``text`` marked supported, contradicted or not in the graph, with its evidence.
+
+        Example: ``session.check("Chad borders Niger and lies in Western Africa.").claims[1].status``.
+        """
+        return self.claim_checker.check(text)
+
     def add(self, triples: Iterable[Triple], entities: Iterable[Entity] = ()) -> int:
         """Add facts to the store and bring the indexes in step; returns the number of new triples."""
         added = self.store.add(triples, entities)
         self.retriever.refresh()
+        self._claim_checker = None  # what is single-valued, and which names exist, may have changed
         return added
 
     def close(self) -> None:

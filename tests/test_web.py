@@ -386,3 +386,26 @@ def test_the_review_view_says_the_bundled_demo_graph_is_read_only(page):
     settled(page, page.get_by_role("button", name="Load facts to review").click)
     assert "read-only" in page.text_content("#review-summary")
     assert page.get_by_role("button", name="Accept").count() == 0
+
+
+@pytest.fixture(scope="module")
+def streaming_url(encoder):
+    """A server whose session has the default model and a closed-book answerer that streams."""
+    from test_streaming import ClosedBookAnswerer
+
+    from kgllm.llm.base import GenerationConfig
+
+    with kgllm.connect(encoder=encoder, progress=False) as session, running_server(create_app(session)) as url:
+        session.answerers["closed-book"] = ClosedBookAnswerer(session, GenerationConfig(max_new_tokens=16))
+        yield url
+
+
+def test_a_streamed_answer_is_shown_as_it_arrives_with_its_claims_marked(site, streaming_url):
+    page = open_page((streaming_url, site[1]))
+    settled(page, lambda: page.evaluate("window.kgllm.ask('Where is Kenya located?', {answerer: 'closed-book'})"))
+    assert page.get_attribute("#answer", "data-streamed") == "true"
+    assert page.get_attribute("#answer", "data-streaming") == "false"
+    claims = page.eval_on_selector_all("#answer span.claim", "spans => spans.map(s => s.dataset.status)")
+    assert claims and set(claims) <= {"supported", "contradicted", "not_in_graph"}
+    assert page.errors == []
+    page.context.close()

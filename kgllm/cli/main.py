@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -150,6 +151,16 @@ def ask(
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
     train: TrainDataOption = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="The answerer: auto, paths, programs, or another the session has.")
+    ] = "auto",
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print the answer as it is written (with --json: one JSON line per piece, then the answer).",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
@@ -157,10 +168,13 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty")
     session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
-    answer = session.ask(question)
+    if stream:
+        answer, streamed = _streamed_answer(session.ask_stream(question, mode), question, as_json)
+    else:
+        answer, streamed = session.ask(question, mode), False
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
-    else:
+    elif not streamed:
         _print_answer(answer)
     if explain and not as_json:
         _print_plans(answer)
@@ -184,6 +198,49 @@ def ask(
 
 app.add_typer(train_app, name="train")
 app.command("adapters")(list_adapters)
+
+
+@app.command()
+def check(
+    text: Annotated[str, typer.Argument(help="The text to check, or a file holding it.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the claims as one JSON object.")] = False,
+    extractor: Annotated[
+        bool,
+        typer.Option("--extractor", help="Also read triples with the construction extractor (trained on first use)."),
+    ] = False,
+    train: TrainDataOption = None,
+) -> None:
+    """Check what a text claims against the graph: each claim supported, contradicted or not in the graph."""
+    from kgllm.api import connect
+    from kgllm.pipelines.enhance.claims import ClaimChecker, read_text
+
+    content = read_text(text)
+    if not content.strip():
+        raise typer.BadParameter("the text is empty")
+    session = connect(graph, store=store, use_model=False, progress=not as_json)
+    if extractor:
+        from kgllm.cli.construction import construction_data
+        from kgllm.pipelines.construction.extraction import load_extractor
+
+        settings = Settings()
+        found = load_extractor(settings, construction_data(train, settings), progress=not as_json)
+        report = ClaimChecker(session.store, session.retriever, found).check(content)
+    else:
+        report = session.check(content)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    colours = {"supported": "green", "contradicted": "red", "not_in_graph": "yellow"}
+    for claim in report.to_dict()["claims"]:
+        colour = colours[claim["status"]]
+        console.print(
+            f"[{colour}]{claim['status']:>12}[/]  {claim['text']}  [dim]{claim['reason']}[/]", highlight=False
+        )
+        for triple in claim["triples"]:
+            for fact in triple["evidence"]:
+                console.print(f"{'':14}[dim]graph: {' — '.join(fact)}[/]", highlight=False)
 
 
 @app.command()
@@ -425,6 +482,61 @@ def bench_ask(
         )
     if out:
         save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
+
+
+@bench.command("claims")
+def bench_claims(
+    countries: Annotated[int, typer.Option("--countries", help="Countries sampled for sentences.")] = 60,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the perturbations.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Claim checking on true and perturbed sentences about the demo graph: precision and recall per status."""
+    from kgllm.api import connect
+    from kgllm.bench.claims import build_cases, run_claims_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    session = connect(use_model=False)
+    cases = build_cases(session.store, countries, seed)
+    result = run_claims_benchmark(session.claim_checker, cases)
+    rows = result.rows()
+    print_table(rows, f"claim checking on {len(cases)} sentences about the demo graph")
+    for case, got in result.misses:
+        console.print(
+            f"[dim]missed ({case.kind}): {case.text}  expected {[s.value for s in case.expected]}, got {got}[/]"
+        )
+    if out:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(c.kind for c in cases).items()))
+        command = f"kgllm bench claims --countries {countries} --seed {seed} --out {out}"
+        save_markdown(
+            rows, out, "claim checking: perturbed sentences about the demo graph", command, f"Sentences: {kinds}."
+        )
+
+
+@bench.command("stream")
+def bench_stream(
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", "-q", help="Question set (JSON lines); default: the demo's.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Questions (prompts) measured.")] = 40,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Warm latency of the first streamed token with the default model, in process and over HTTP."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.stream import run_stream_benchmark
+    from kgllm.graph.demo import demo_question_sets
+
+    session = connect()
+    rows = [r.row() for r in run_stream_benchmark(session, questions or demo_question_sets()[0], limit)]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    title = f"first streamed token, warm ({_model_name(session)}, {session.settings.threads} threads)"
+    print_table(rows, title)
+    console.print(f"[dim]load average: {load}[/]")
+    if out:
+        command = f"kgllm bench stream --limit {limit} --out {out}"
+        save_markdown(rows, out, title, command, f"Load average while measured: {load} (1, 5, 15 min).")
 
 
 @bench.command("shapes")
@@ -720,9 +832,34 @@ def _print_program(answer) -> None:
         console.print(f"  [dim]{sigil}{name} =[/] {value}", highlight=False)
 
 
+def _streamed_answer(items, question: str, as_json: bool):
+    """The answer, its text printed piece by piece as it is written (JSON lines with ``as_json``),
+    and whether any text came that way (an answerer that cannot stream gives the answer only)."""
+    from kgllm.types import Answer
+
+    streamed = False
+    for item in items:
+        if isinstance(item, Answer):
+            if streamed and not as_json:
+                print(flush=True)
+                _print_evidence(item)
+            return item, streamed
+        if not streamed and not as_json:
+            console.print(f"\n[bold]Q:[/] {question}\n[bold green]A:[/] ", end="")
+        streamed = True
+        print(
+            json.dumps({"text": item}, ensure_ascii=False) if as_json else item, end="\n" if as_json else "", flush=True
+        )
+    raise KGLLMError("the answerer's stream ended without an answer")
+
+
 def _print_answer(answer) -> None:
     console.print(f"\n[bold]Q:[/] {answer.question}")
     console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    _print_evidence(answer)
+
+
+def _print_evidence(answer) -> None:
     if not answer.evidence.paths:
         if answer.evidence.triples:
             tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")

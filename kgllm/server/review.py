@@ -53,7 +53,9 @@ async def accept(request: Request, proposal_id: str = ProposalId) -> Response:
     def work() -> dict[str, Any]:
         check_writable(server)
         with server.write_lock:
-            return {"accepted": server.review.accept(proposal_id, server.session.store).to_dict()}
+            accepted = server.review.accept(proposal_id, server.session.store).to_dict()
+            server.answers.clear()  # answers given before the write may be out of date
+            return {"accepted": accepted}
 
     return await server.run_json(work)
 

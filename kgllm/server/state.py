@@ -19,6 +19,7 @@ spin while waiting for each other (on 2 busy cores, one query encoding took ten 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -26,7 +27,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,48 @@ class ServerState:
         answer's encoding then never holds up the event loop (and ``/health`` with it)."""
         return await self.run(lambda: JSONResponse(work(*args)))
 
+    async def stream(self, produce: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+        """The items of ``produce()`` as they come, the iteration running on a worker thread. When
+        the consumer stops (a client that disconnected), the iteration stops at its next item and
+        the iterator is closed on its own thread; an exception it raises is raised here."""
+        if self._pool is None:
+            raise HTTPException(503, "the server is starting or stopping", headers={"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        consumer_gone = threading.Event()
+
+        def hand_over(kind: str, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def pump() -> None:
+            iterator: Iterator[Any] | None = None
+            try:
+                iterator = produce()
+                for item in iterator:
+                    if consumer_gone.is_set():
+                        break
+                    hand_over("item", item)
+            except Exception as exc:
+                hand_over("error", exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                hand_over("end", None)
+
+        self._pool.submit(pump)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            consumer_gone.set()
+
     def seconds_left(self, arrived: float, wanted: float | None = None) -> float:
         """What is left of a request's time budget (from its arrival): 503 when the server's own
         budget ran out while it queued; a smaller budget the client ``wanted`` is cut to at least
@@ -183,8 +226,8 @@ class ServerState:
 class AnswerCache:
     """Complete answers to recent ``/ask`` requests, rendered, reused for ``seconds``.
 
-    The server never writes to its store, and the rdflib store does not re-read its file while it
-    serves, so over rdflib a reused answer is the one the graph gives. A Neo4j database can be
+    The server's own writes (accepting a reviewed fact) clear it, and the rdflib store does not
+    re-read its file while it serves, so over rdflib a reused answer is the one the graph gives. A Neo4j database can be
     written by other clients: their writes show in answers ``seconds`` later at most. Answers cut
     by a time budget are never kept (a later request may have the time to finish).
     """
@@ -208,6 +251,10 @@ class AnswerCache:
             self._answers.move_to_end(key)
             while len(self._answers) > self.size:
                 self._answers.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
 
 
 @dataclass

@@ -1,7 +1,9 @@
 // The kgllm page. It asks, shows the answer with its evidence, and explores the graph: find an entity,
 // open a node (its facts, with the provenance of derived ones, and its neighbours), filter edges by
 // relation, and review predicted or extracted facts (accept or reject). It draws what the API returns
-// (/ask, /search, /entity, /neighbors, /review) and holds no graph logic of its own.
+// (/ask, /search, /entity, /neighbors, /review) and holds no graph logic of its own. The answer
+// streams in as it is written (#answer[data-streaming]); checked claims are marked
+// (span.claim[data-status]) and citations [n] link to the n-th evidence item (a.citation[data-citation]).
 //
 // Page state for people and tests: <body data-state> is "busy" while a request runs, then "ready"
 // (or "error", with the message in #status); <body data-revision> counts finished actions.
@@ -276,7 +278,7 @@
     $("result").hidden = false;
     $("result").dataset.found = String(found);
     $("answer-heading").textContent = found ? "Answer" : "No answer in the graph";
-    $("answer").textContent = answer.answer;
+    renderAnswerText(answer);
     $("confidence-line").hidden = !found;
     $("confidence-meter").value = answer.confidence;
     $("confidence").textContent = answer.confidence.toFixed(2);
@@ -285,6 +287,7 @@
     if (found) {
       $("evidence-heading").textContent = "Evidence";
       list.replaceChildren(...(answer.evidence.length ? answer.evidence : answer.facts.map((f) => [f])).map(pathItem));
+      [...list.children].forEach((li, i) => { li.id = "evidence-" + (i + 1); li.dataset.evidence = String(i + 1); });
       if (answer.paths_total > answer.evidence.length) {
         const more = document.createElement("li");
         more.textContent = "… " + (answer.paths_total - answer.evidence.length) + " more paths";
@@ -300,12 +303,112 @@
     refresh(null);
   }
 
-  function ask(question) {
+  // The answer's text with each checked claim marked by its status (metadata.claims, the graph's
+  // check of what the answer says) and each citation [n] linked to the n-th evidence item.
+  function renderAnswerText(answer) {
+    const text = answer.answer;
+    const claims = (answer.metadata.claims && answer.metadata.claims.claims) || [];
+    const parts = [];
+    let at = 0;
+    for (const claim of claims) {
+      const [start, end] = claim.span;
+      if (start < at || end > text.length) continue;
+      parts.push(...withCitations(text.slice(at, start)));
+      const span = document.createElement("span");
+      span.className = "claim";
+      span.dataset.status = claim.status;
+      span.title = claim.status.replace(/_/g, " ") + (claim.reason ? ": " + claim.reason : "");
+      span.append(...withCitations(text.slice(start, end)));
+      parts.push(span);
+      at = end;
+    }
+    parts.push(...withCitations(text.slice(at)));
+    $("answer").replaceChildren(...parts);
+  }
+
+  function withCitations(text) {
+    const parts = [];
+    let at = 0;
+    for (const match of text.matchAll(/\[(\d+)\]/g)) {
+      parts.push(text.slice(at, match.index));
+      const link = document.createElement("a");
+      link.className = "citation";
+      link.href = "#evidence-" + match[1];
+      link.dataset.citation = match[1];
+      link.textContent = match[0];
+      link.addEventListener("click", (event) => { event.preventDefault(); showCitation(match[1]); });
+      parts.push(link);
+      at = match.index + match[0].length;
+    }
+    parts.push(text.slice(at));
+    return parts;
+  }
+
+  // Marks the cited evidence item and selects its facts in the drawing.
+  function showCitation(n) {
+    const item = document.getElementById("evidence-" + n);
+    [...$("paths").children].forEach((li) => { li.dataset.cited = String(li === item); });
+    cy.elements().unselect();
+    if (!item) return;
+    const facts = [...item.querySelectorAll(".relation")].map((rel) => rel.textContent);
+    cy.edges().filter((edge) => facts.includes(edge.data("label")) &&
+      item.textContent.includes(edge.source().data("label")) &&
+      item.textContent.includes(edge.target().data("label"))).select();
+    item.scrollIntoView({ block: "nearest" });
+  }
+
+  // POST /ask as server-sent events, read with fetch and a ReadableStream: `token` events grow the
+  // answer as it is written (onToken), `answer` is the whole answer, `error` a failure.
+  async function streamAnswer(body, onToken) {
+    const response = await fetch("/ask", {
+      method: "POST", headers: headers(), body: JSON.stringify(Object.assign({ stream: true }, body)),
+    });
+    if (!response.ok) {
+      const error = await response.json().catch(() => ({}));
+      throw new Error((error.error && error.error.message) || ("HTTP " + response.status));
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the answer stream ended without an answer");
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event.name === "token") onToken(event.data.text);
+        else if (event.name === "answer") { reader.cancel(); return event.data; }
+        else if (event.name === "error") throw new Error(event.data.message);
+      }
+    }
+  }
+
+  function parseEvent(block) {
+    let name = "message";
+    let data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event: ")) name = line.slice(7);
+      else if (line.startsWith("data: ")) data += line.slice(6);
+    }
+    return { name, data: JSON.parse(data) };
+  }
+
+  // `options` are more /ask fields, e.g. { answerer: "generate" }.
+  function ask(question, options) {
     return action(async () => {
       $("ask").disabled = true;
       status("Thinking…");
+      let written = "";
       try {
-        const answer = await call("/ask", { method: "POST", body: JSON.stringify({ question }) });
+        const answer = await streamAnswer(Object.assign({ question }, options || {}), (text) => {
+          written += text;
+          $("result").hidden = false;
+          $("answer").dataset.streaming = "true";
+          $("answer").textContent = written;
+        });
+        $("answer").dataset.streaming = "false";
+        $("answer").dataset.streamed = String(written.length > 0);
         showAnswer(answer);
         status((answer.found === false ? "No answer in the graph; the closest facts are shown as context. " : "") +
           "Answered in " + (answer.metadata.seconds || 0).toFixed(2) + " s. Choose a node to open it.");
