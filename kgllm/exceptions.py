@@ -47,3 +47,15 @@ class RetrievalError(KGLLMError):
 
 class ModelError(KGLLMError):
     """A language model could not be loaded, trained or run."""
+
+
+class ModelUnavailableError(ModelError):
+    """A model server timed out, could not be reached or failed on its side; retrying later may help."""
+
+    retryable = True
+
+
+class ModelOutputError(ModelError):
+    """A model answered with text that cannot be used (empty, or citing no given fact); asking again may help."""
+
+    retryable = True

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from kgllm.cli.llm import list_adapters, train_app
@@ -130,6 +131,9 @@ def load(
         console.print("retrieval indexes are up to date")
 
 
+ASK_MODES = ("auto", "paths", "programs", "generate")
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in plain language.")],
@@ -147,14 +151,25 @@ def ask(
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
     train: TrainDataOption = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="auto (chosen from the question's shape), paths (relation chains), programs (counts, "
+            "yes/no, sets, comparisons) or generate (the model writes the answer from retrieved facts, "
+            "citing them as [n]).",
+        ),
+    ] = "auto",
 ) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
 
     if not question.strip():
         raise typer.BadParameter("the question is empty")
+    if mode not in ASK_MODES:
+        raise typer.BadParameter(f"unknown mode {mode!r}; choose one of: {', '.join(ASK_MODES)}")
     session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
-    answer = session.ask(question)
+    answer = session.ask(question, mode=mode)
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
@@ -690,6 +705,12 @@ def _print_plans(answer) -> None:
 def _print_answer(answer) -> None:
     console.print(f"\n[bold]Q:[/] {answer.question}")
     console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    if answer.metadata.get("citations"):
+        numbered = {fact["n"]: fact["fact"] for fact in answer.metadata["facts"]}
+        cited = Tree("[dim]cited facts[/]")
+        for n in answer.metadata["citations"]:
+            cited.add(escape(f"[{n}] {numbered[n]}"), highlight=False)
+        console.print(cited)
     if not answer.evidence.paths:
         if answer.evidence.triples:
             tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")

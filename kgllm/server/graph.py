@@ -36,10 +36,11 @@ class AskRequest(BaseModel):
         description="'graph': encoder and graph only; 'model': also the language model (the server must "
         "have loaded one); 'auto': the model when one is loaded.",
     )
-    answerer: Literal["auto", "paths", "programs"] = Field(
+    answerer: Literal["auto", "paths", "programs", "generate"] = Field(
         "auto",
         description="'paths': follow relation chains; 'programs': query programs (counts, yes/no, set "
-        "operations, superlatives, comparisons); 'auto': chosen from the question's shape.",
+        "operations, superlatives, comparisons); 'generate': the language model writes the answer from "
+        "retrieved facts and cites them as [n]; 'auto': chosen from the question's shape.",
     )
     max_hops: int | None = Field(
         None, ge=1, le=4, description="Longest relation path followed (default: the server's setting)."
@@ -66,13 +67,15 @@ async def ask(body: AskRequest, request: Request) -> Response:
     time budget; one cut short answers nothing and says so (``metadata.cut``)."""
     arrived = time.monotonic()
     server = state(request)
-    if body.mode == "model" and server.session.lm is None:
+    if (body.mode == "model" or body.answerer == "generate") and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
 
     def work() -> dict[str, Any]:
         seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
-        if body.answerer == "programs":
-            options: dict[str, Any] = {"time_limit": seconds}
+        if body.answerer == "generate":
+            options: dict[str, Any] = {}
+        elif body.answerer == "programs":
+            options = {"time_limit": seconds}
         else:  # auto hands each answerer only the options it knows
             options = {"use_model": body.mode != "graph", "max_seconds": seconds}
             if body.answerer == "auto":
