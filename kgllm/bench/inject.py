@@ -165,13 +165,18 @@ def injected_model(store: GraphStore, root: Path, minutes: float) -> Path:
     return root / "injected"
 
 
-def run_inject_benchmark(session, sets: list[Path], minutes: float, progress: bool = True) -> list[dict[str, str]]:
-    """One row per (question set, condition); ``minutes`` trains the knowledge-injected model."""
+def run_inject_benchmark(
+    session, sets: list[Path], minutes: float, reader_minutes: float, limit: int | None = None, progress: bool = True
+) -> list[dict[str, str]]:
+    """One row per (question set, condition); ``minutes`` trains the knowledge-injected model,
+    ``reader_minutes`` the reader (once: it is cached); ``limit`` asks the first questions of each set."""
     from kgllm.llm import open_model
     from kgllm.pipelines.enhance import READER_TEMPLATE, GenerationAnswerer
+    from kgllm.pipelines.enhance.reading import READER_CONTEXT, ReaderConfig, ensure_reader_model
 
     question_sets = [("held-out facts", held_out_questions(session.store))]
     question_sets += [(path.stem, read_questions(path)) for path in sets]
+    question_sets = [(name, items[:limit]) for name, items in question_sets]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kgllm-inject-") as root:
         injected = open_model(injected_model(session.store, Path(root), minutes), settings=session.settings)
@@ -181,12 +186,19 @@ def run_inject_benchmark(session, sets: list[Path], minutes: float, progress: bo
             answerer = GenerationAnswerer(store, retriever, lm, template=READER_TEMPLATE)
             return lambda q: answerer.answer(q, closed_book=True)
 
-        untrained_reader = GenerationAnswerer(store, retriever, session.lm, template=READER_TEMPLATE, paths=reasoner)
+        reader_dir = ensure_reader_model(store, session.settings, ReaderConfig(minutes=reader_minutes), progress)
+        reader = GenerationAnswerer(
+            store, retriever, open_model(reader_dir, settings=session.settings), READER_TEMPLATE, paths=reasoner
+        )
+        # the default model reads as far as its rotary positions stretch: the reader's context
+        untrained_reader = GenerationAnswerer(
+            store, retriever, session.lm, READER_TEMPLATE, paths=reasoner, context_tokens=READER_CONTEXT
+        )
         conditions: list[tuple[str, Callable[[str], Answer]]] = [
             ("closed-book: default model (trained on every fact)", closed_book(session.lm)),
             ("closed-book: knowledge-injected, held-out facts unseen", closed_book(injected)),
             ("facts injected: default model, not trained to read", untrained_reader.answer),
-            ("facts injected: generate mode (reader)", lambda q: session.ask(q, mode="generate")),
+            (f"facts injected: generate mode (reader, {reader_minutes:g} min)", reader.answer),
         ]
         for set_name, questions in question_sets:
             for name, ask in conditions:

@@ -17,6 +17,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kgllm.exceptions import InputError
 
@@ -145,7 +146,7 @@ class CitationGrammar:
         self.refusal = len(self.items) - 1
         self.separator = tuple(separator)
         self.eos_id = eos_id
-        self.root: dict[int, dict] = {}
+        self.root: dict[int, Any] = {}
         self.below: dict[int, set[int]] = {}  # id(node) -> items in its subtree
         for index, ids in enumerate(self.items):
             node = self.root
@@ -156,7 +157,7 @@ class CitationGrammar:
             node[self._END] = index
 
     def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
-        node: dict[int, dict] | None = self.root
+        node: dict[int, Any] | None = self.root
         used: set[int] = set()
         separator_left = 0  # separator tokens still to come after a finished item
         for token in generated:
