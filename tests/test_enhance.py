@@ -205,11 +205,13 @@ def test_facts_are_trimmed_by_rank_and_the_question_is_kept(answerer):
         answerer.prepare(question, context_tokens=20, max_new_tokens=16)
 
 
-def test_generate_mode_answers_with_cited_evidence(answerer):
+def test_generate_mode_answers_with_a_cited_fact_for_every_name(answerer):
     answer = answerer.answer("What are the neighbors of Kenya?")
-    assert [e.id for e in answer.entities] == [iri("uganda")]
-    cited = answer.evidence.triples
-    assert cited and all(iri("uganda") in (t.head, t.tail) for t in cited)
+    numbered = {fact["n"]: fact["triple"] for fact in answer.metadata["facts"]}
+    assert answer.entities and set(answer.metadata["citations"]) <= set(numbered)
+    for entity in answer.entities:
+        assert any(entity.id in (numbered[n][0], numbered[n][2]) for n in answer.metadata["citations"])
+    assert answer.evidence.triples == [Triple(*numbered[n]) for n in answer.metadata["citations"]]
     assert answer.metadata["unsupported_names"] == [] and answer.confidence == 1.0
 
 

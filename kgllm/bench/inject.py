@@ -9,8 +9,8 @@ Question sets:
 
 Conditions: the default model closed-book (its corpus holds every fact of the graph); a model
 pre-trained from scratch on the graph's text without the held-out facts (knowledge injection),
-closed-book; the default model with the facts injected but not trained to read them; and
-generate mode (the reader: the default model trained to cite facts, :mod:`kgllm.pipelines.enhance.reading`).
+closed-book; and generate mode (the reader: the default model trained to cite facts,
+:mod:`kgllm.pipelines.enhance.reading`, answering from the facts retrieved and injected).
 
 Metrics, over the questions of a set:
 
@@ -125,6 +125,13 @@ def held_out_questions(store: GraphStore, limit: int = HELD_OUT_QUESTIONS) -> li
     return questions
 
 
+def spread(items: list[dict], limit: int | None) -> list[dict]:
+    """At most ``limit`` items taken at even steps through ``items`` (all of them without a limit)."""
+    if not limit or len(items) <= limit:
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def run_condition(
     name: str, set_name: str, ask: Callable[[str], Answer], questions: list[dict], progress: bool = True
 ) -> InjectResult:
@@ -169,14 +176,15 @@ def run_inject_benchmark(
     session, sets: list[Path], minutes: float, reader_minutes: float, limit: int | None = None, progress: bool = True
 ) -> list[dict[str, str]]:
     """One row per (question set, condition); ``minutes`` trains the knowledge-injected model,
-    ``reader_minutes`` the reader (once: it is cached); ``limit`` asks the first questions of each set."""
+    ``reader_minutes`` the reader (once: it is cached); ``limit`` asks that many questions of each set,
+    spread evenly over it (a set lists its questions kind by kind)."""
     from kgllm.llm import open_model
     from kgllm.pipelines.enhance import READER_TEMPLATE, GenerationAnswerer
-    from kgllm.pipelines.enhance.reading import READER_CONTEXT, ReaderConfig, ensure_reader_model
+    from kgllm.pipelines.enhance.reading import ReaderConfig, ensure_reader_model
 
     question_sets = [("held-out facts", held_out_questions(session.store))]
     question_sets += [(path.stem, read_questions(path)) for path in sets]
-    question_sets = [(name, items[:limit]) for name, items in question_sets]
+    question_sets = [(name, spread(items, limit)) for name, items in question_sets]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kgllm-inject-") as root:
         injected = open_model(injected_model(session.store, Path(root), minutes), settings=session.settings)
@@ -190,14 +198,9 @@ def run_inject_benchmark(
         reader = GenerationAnswerer(
             store, retriever, open_model(reader_dir, settings=session.settings), READER_TEMPLATE, paths=reasoner
         )
-        # the default model reads as far as its rotary positions stretch: the reader's context
-        untrained_reader = GenerationAnswerer(
-            store, retriever, session.lm, READER_TEMPLATE, paths=reasoner, context_tokens=READER_CONTEXT
-        )
         conditions: list[tuple[str, Callable[[str], Answer]]] = [
             ("closed-book: default model (trained on every fact)", closed_book(session.lm)),
             ("closed-book: knowledge-injected, held-out facts unseen", closed_book(injected)),
-            ("facts injected: default model, not trained to read", untrained_reader.answer),
             (f"facts injected: generate mode (reader, {reader_minutes:g} min)", reader.answer),
         ]
         for set_name, questions in question_sets:

@@ -439,7 +439,7 @@ def bench_inject(
         Optional[list[Path]], typer.Option("--questions", "-q", help="Question set(s), JSON lines with gold answers.")
     ] = None,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", help="Ask only the first N questions of each set.", min=1)
+        Optional[int], typer.Option("--limit", help="Ask N questions of each set, spread evenly over it.", min=1)
     ] = None,
     minutes: Annotated[
         float, typer.Option("--minutes", help="Training budget of the knowledge-injected model (held-out facts).")

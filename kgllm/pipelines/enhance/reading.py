@@ -144,7 +144,7 @@ def _with_distractors(
     support: list[Triple], nearby: set[Triple], triples: list[Triple], rng: random.Random
 ) -> list[Triple]:
     """The supporting facts, facts about the same entities and random facts, in random order."""
-    total = rng.randint(max(8, len(support) + 2), MOST_FACTS)
+    total = min(rng.randint(max(8, len(support) + 2), MOST_FACTS), len(triples))  # a small graph has few facts
     near = rng.sample(sorted(nearby, key=_order), min(len(nearby), total - len(support)))
     chosen = set(support) | set(near)
     while len(chosen) < total:
