@@ -204,6 +204,9 @@ class GenerationAnswerer:
             return self._closed_book(prepared, parsed, generated, metadata)
         if parsed.refused:
             return self._refusal(prepared, "the retrieved facts do not answer it", metadata)
+        if prepared.constraint is not None:  # under the grammar, an item without its citation was cut short
+            metadata["cut_items"] = [item.name for item in parsed.items if not item.citations]
+            parsed = ParsedAnswer([item for item in parsed.items if item.citations], False)
         return self._cited(prepared, parsed, generated, metadata)
 
     # ------------------------------------------------------------------ answers
