@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -10,6 +10,7 @@ from kgllm.exceptions import InputError
 from kgllm.graph import GraphStore
 from kgllm.llm import LanguageModel
 from kgllm.pipelines.base import Answerer, StreamingAnswerer
+from kgllm.pipelines.enhance import READER_TEMPLATE, GenerationAnswerer
 from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimReport
 from kgllm.pipelines.programs import ProgramAnswerer, route
 from kgllm.pipelines.programs.answerer import PROGRAM_OPTIONS
@@ -25,8 +26,11 @@ class Session:
     """A store, its retriever and a language model, with the answerers built over them.
 
     ``answerers`` maps a mode name to an :class:`~kgllm.pipelines.base.Answerer`; ``"paths"``
-    (relation-path reasoning) and ``"programs"`` (query programs: counts, yes/no, set operations,
-    superlatives, comparisons) are always there.
+    (relation-path reasoning), ``"programs"`` (query programs: counts, yes/no, set operations,
+    superlatives, comparisons) and ``"generate"`` (retrieved facts injected into the prompt, the
+    answer written by the model with ``[n]`` citations) are always there. Generate mode writes with
+    ``reader`` and :data:`~kgllm.pipelines.enhance.READER_TEMPLATE` when given (a function returning
+    kgllm's own reader model, loaded on first use), else with ``lm`` and the instruction template.
     """
 
     def __init__(
@@ -36,13 +40,22 @@ class Session:
         lm: LanguageModel | None,
         settings: Settings,
         reasoner_config: ReasonerConfig | None = None,
+        reader: Callable[[], LanguageModel] | None = None,
     ):
         self.store = store
         self.retriever = retriever
         self.lm = lm
         self.settings = settings
         self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
-        self.answerers: dict[str, Answerer] = {"paths": self.reasoner, "programs": ProgramAnswerer(store, retriever)}
+        self.answerers: dict[str, Answerer] = {
+            "paths": self.reasoner,
+            "programs": ProgramAnswerer(store, retriever),
+            "generate": (
+                GenerationAnswerer(store, retriever, reader, template=READER_TEMPLATE, paths=self.reasoner)
+                if reader is not None
+                else GenerationAnswerer(store, retriever, lm, paths=self.reasoner)
+            ),
+        }
         self._claim_checker: ClaimChecker | None = None
 
     def ask(self, question: str, mode: str = "auto", **options: Any) -> Answer:

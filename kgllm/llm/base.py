@@ -143,7 +143,9 @@ class LanguageModel(ABC):
             return []
         return self._generate(batch, config or GenerationConfig(), allowed, constraint, logprobs)
 
-    def stream(self, prompt: str, config: GenerationConfig | None = None) -> Iterator[str]:
+    def stream(
+        self, prompt: str, config: GenerationConfig | None = None, constraint: Constraint | None = None
+    ) -> Iterator[str]:
         """The continuation of ``prompt`` piece by piece as it is generated, cut at the first stop
         string (not included): joined, the pieces are what :meth:`generate` returns. One sequence
         only (``num_beams`` and ``num_return_sequences`` 1). Leaving the loop (or ``close()``)
@@ -159,13 +161,15 @@ class LanguageModel(ABC):
         config = config or GenerationConfig()
         if config.num_beams > 1 or config.num_return_sequences > 1:
             raise InputError("streaming decodes one sequence: num_beams and num_return_sequences must be 1")
-        return until_stop(self._stream(prompt, config), config.stop)
+        if constraint is not None and not self.supports_constraints:
+            raise InputError(f"{self.name} cannot hold its decoding to a constraint")
+        return until_stop(self._stream(prompt, config, constraint), config.stop)
 
-    def _stream(self, prompt: str, config: GenerationConfig) -> Iterator[str]:
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
         """Pieces of the continuation as they are generated (stop strings may be left in: :meth:`stream`
         cuts them). This default yields the whole continuation at once; a backend that can hand out
         tokens as it makes them overrides it."""
-        yield self._generate([prompt], config, None, None, False)[0][0].text
+        yield self._generate([prompt], config, None, constraint, False)[0][0].text
 
     @abstractmethod
     def _generate(

@@ -238,7 +238,7 @@ class HFCausalLM(LanguageModel):
         n = config.num_return_sequences
         return [results[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _stream(self, prompt: str, config: GenerationConfig) -> Iterator[str]:
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
         """Generation on a thread of its own, its text handed over by transformers'
         ``TextIteratorStreamer`` as each token decodes; when the consumer stops, a stopping
         criterion ends the generation at the next token."""
@@ -249,6 +249,9 @@ class HFCausalLM(LanguageModel):
         if any(config.stop):
             criteria.append(_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1]))
         hf_config = self._hf_generation_config(config)
+        extra = {}
+        if constraint is not None:
+            extra["prefix_allowed_tokens_fn"] = _prefix_allowed_tokens_fn(constraint, input_ids.shape[1])
         failures: list[Exception] = []
 
         def run() -> None:
@@ -260,6 +263,7 @@ class HFCausalLM(LanguageModel):
                         generation_config=hf_config,
                         stopping_criteria=StoppingCriteriaList(criteria),
                         streamer=streamer,
+                        **extra,
                     )
             except Exception as exc:  # handed to the consumer below, on its own thread
                 failures.append(exc)

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.exceptions import ConfigurationError, InputError, ModelError, ModelUnavailableError
 from kgllm.llm.base import Constraint, Generation, GenerationConfig, LanguageModel
 
 CHAT_ROLES = ("system", "user", "assistant")
@@ -122,7 +122,7 @@ class OpenAICompatibleLM(LanguageModel):
         n = config.num_return_sequences
         return [[Generation(c["text"]) for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
-    def _stream(self, prompt: str, config: GenerationConfig) -> Iterator[str]:
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
         """``/completions`` with ``stream=true``: each server-sent chunk's text as it arrives; the
         response is closed (and the server stops) when the consumer stops."""
         url = f"{self.base_url}/completions"
@@ -213,13 +213,17 @@ class OpenAICompatibleLM(LanguageModel):
         try:
             response = self._client.request(method, path, json=payload)
         except httpx.HTTPError as exc:
-            raise ModelError(f"cannot reach the model server at {url}: {exc}") from exc
+            raise ModelUnavailableError(f"cannot reach the model server at {url}: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ModelUnavailableError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
         if response.status_code >= 400:
             raise ModelError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
         try:
             return response.json()
         except ValueError as exc:
-            raise ModelError(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from exc
+            raise ModelUnavailableError(
+                f"{url} answered with something that is not JSON: {response.text[:200]!r}"
+            ) from exc
 
 
 def _chunk_text(data: str, url: str) -> str:

@@ -191,7 +191,7 @@ class KGRetriever:
             raise InputError("k must be at least 1")
         links = self.link(question) if links is None else list(links)
         seeds = list(dict.fromkeys(link.entity.id for link in links))
-        query = _with_labels(question, links)
+        query = with_labels(question, links)
         found: dict[Triple, tuple[float, str]] = {}
         for source, hits in (
             ("faiss", self.search_facts(query, k)),
@@ -201,7 +201,7 @@ class KGRetriever:
                 if triple not in found or score > found[triple][0]:
                     found[triple] = (score, source)
         ranked = sorted(found.items(), key=lambda item: -item[1][0])[:k]
-        walks = _walks_from(seeds, [t for t, _ in ranked])
+        walks = walks_from(seeds, [t for t, _ in ranked])
         paths = [GraphPath(start=walks[t][0], triples=walks[t][1], score=s) for t, (s, _) in ranked]
         sources = dict.fromkeys(src for _, (_, src) in ranked)
         return Evidence(
@@ -274,7 +274,7 @@ class KGRetriever:
         return self.encoder.encode_query(question)
 
 
-def _with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
+def with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
     """The question with inexact mentions spelled as the labels they were linked to."""
     for link in links:
         if link.method != "exact":
@@ -282,7 +282,7 @@ def _with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
     return question
 
 
-def _walks_from(seeds: Sequence[str], triples: Sequence[Triple]) -> dict[Triple, tuple[str, tuple[Triple, ...]]]:
+def walks_from(seeds: Sequence[str], triples: Sequence[Triple]) -> dict[Triple, tuple[str, tuple[Triple, ...]]]:
     """For each triple, a walk (start, triples) from the nearest seed that ends with it.
 
     Walks go through ``triples`` only; a triple no seed reaches is a walk of its own from its head.

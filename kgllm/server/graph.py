@@ -51,7 +51,8 @@ class AskRequest(BaseModel):
         "auto",
         max_length=64,
         description="'paths': follow relation chains; 'programs': query programs (counts, yes/no, set "
-        "operations, superlatives, comparisons); any other answerer the session has by its name; "
+        "operations, superlatives, comparisons); 'generate': the language model writes the answer from "
+        "retrieved facts and cites them as [n]; any other answerer the session has by its name; "
         "'auto': paths or programs, chosen from the question's shape.",
     )
     max_hops: int | None = Field(
@@ -95,7 +96,7 @@ async def ask(body: AskRequest, request: Request) -> Response:
     within a few seconds of a complete answer gets that answer again (``X-Answer-Cache: hit``)."""
     arrived = time.monotonic()
     server = state(request)
-    if body.mode == "model" and server.session.lm is None:
+    if (body.mode == "model" or body.answerer == "generate") and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
     if body.stream:
         return StreamingResponse(_answer_events(server, body, arrived), media_type="text/event-stream")
