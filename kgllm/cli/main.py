@@ -103,7 +103,8 @@ def _configure(
 def load(
     source: Annotated[Path, typer.Argument(help="File to load: .tsv/.txt triples, .csv with a header, or RDF.")],
     into: Annotated[
-        Optional[Path], typer.Option("--into", help="RDF file of the embedded store to load into (created if missing).")
+        Optional[Path],
+        typer.Option("--into", help="Graph to load into: an RDF file, or an oxigraph folder (created if missing)."),
     ] = None,
     store: StoreOption = None,
     format: Annotated[
@@ -118,13 +119,9 @@ def load(
 
     settings = Settings()
     target = open_store(into, store=store, settings=settings, writable=True)
-    started = time.perf_counter()
     with console.status(f"loading {source}"):
         report = load_report(target, source, format=format)
-    console.print(
-        f"{report.line()} in {time.perf_counter() - started:.1f} s "
-        f"({target.count_triples()} triples, {target.count_entities()} entities in the store)"
-    )
+    console.print(f"{report.line()} ({target.count_triples()} triples in the store)")
     if index:
         connect(target, use_model=False, settings=settings)
         console.print("retrieval indexes are up to date")
