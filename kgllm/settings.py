@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_fanout: int = Field(
         2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities)."
     )
+    index_facts: bool = Field(
+        True,
+        description="Index every fact of the graph for nearest-fact search; false defers it (entity labels are "
+        "indexed either way, and the facts near a question's entities are scored as it is asked).",
+    )
     beam_width: int = Field(
         0,
         ge=0,

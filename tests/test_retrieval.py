@@ -309,3 +309,37 @@ def test_retrieve_returns_evidence_with_the_gold_facts(retriever):
     assert t("kenya", "locatedIn", "eastern_africa") in typo.triples
     region = retriever.retrieve("Which continent is Middle Africa in?", k=3)
     assert region.triples[0] == t("middle_africa", "locatedIn", "africa")
+
+
+def test_deferred_fact_index_still_scores_the_neighbourhood(counting):
+    retriever = KGRetriever(make_store(), counting, index_facts=False)
+    retriever.build()
+    assert len(retriever.label_index) == N_LABELS and len(retriever.fact_index) == 0
+    assert counting.texts == N_LABELS
+    chad = t("chad", "neighborOf", "libya").head
+    facts = retriever.expand([chad], "Which region is Chad located in?", hops=1, max_facts=1)
+    assert facts[0][0] == t("chad", "locatedIn", "middle_africa")  # encoded as asked
+
+
+class FailingEncoder(CountingEncoder):
+    """The real encoder, failing once it has encoded ``budget`` texts (an indexing run cut short)."""
+
+    def __init__(self, inner: Encoder, budget: int):
+        super().__init__(inner)
+        self.budget = budget
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.texts + len(texts) > self.budget:
+            raise KeyboardInterrupt
+        return super()._encode(texts)
+
+
+def test_an_interrupted_indexing_run_resumes_where_it_stopped(encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr("kgllm.retrieval.retriever.INDEX_CHUNK", 4)
+    cut = FailingEncoder(encoder, budget=N_LABELS + 8)  # the labels and two chunks of facts
+    with pytest.raises(KeyboardInterrupt):
+        KGRetriever(make_store(), cut, index_dir=tmp_path).build()
+    resumed = CountingEncoder(encoder)
+    stats = KGRetriever(make_store(), resumed, index_dir=tmp_path).build()
+    assert (stats.labels_added, stats.facts_added) == (0, len(TRIPLES) - 8)
+    assert resumed.texts == len(TRIPLES) - 8
