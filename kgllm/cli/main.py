@@ -470,6 +470,48 @@ def bench_load(
         save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
 
 
+@bench.command("scale")
+def bench_scale(
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Triples in each generated power-law graph, comma-separated.")
+    ] = "10000,100000,1000000",
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="FB15k-237 folder (train.txt, entity2text.txt, relation2text.txt).")
+    ] = None,
+    index_facts: Annotated[bool, typer.Option(help="Index every fact too (else labels only; facts deferred).")] = False,
+    beam: Annotated[int, typer.Option("--beam", min=0, help="Reasoner beam width (0: rank every plan).")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Load, index, warm ask (no model) and peak memory as the graph grows, with each cost's growth exponent."""
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.scale import growth_exponents, load_average, run_scale_benchmark
+
+    try:
+        counts = [int(x.replace("_", "")) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--sizes takes comma-separated whole numbers, not {sizes!r}") from None
+    if not counts or min(counts) < 100:
+        raise typer.BadParameter("--sizes needs at least one size of 100 triples or more")
+    command = f"kgllm bench scale --sizes {sizes}" + (f" --data {data}" if data else "")
+    command += " --index-facts" * index_facts + f" --beam {beam}" + (f" --out {out}" if out else "")
+
+    def report(results) -> str:
+        slopes = ", ".join(f"{name} {slope:.2f}" for name, slope in growth_exponents(results).items())
+        notes = f"Growth exponents (log-log slope against triples, generated graphs): {slopes}.\n\n" if slopes else ""
+        notes += (
+            f"Measured at {load_average()} (2 cores, shared); facts {'indexed' if index_facts else 'deferred'}; "
+            f"reasoner beam {beam}, no language model; {len(results)} graph(s) done."
+        )
+        if out:
+            rows = [r.row() for r in results]
+            save_markdown(rows, out, "scale: load, index, ask and memory as the graph grows", command, notes)
+        return notes
+
+    results = run_scale_benchmark(counts, data, index_facts, beam, progress=console.print, measured=report)
+    print_table([r.row() for r in results], "scale (Oxigraph store, no model)")
+    console.print(report(results))
+
+
 @bench.command("kgqa")
 def bench_kgqa(
     kb: Annotated[Path, typer.Option("--kb", help="Knowledge base, head<TAB>relation<TAB>tail.")],

@@ -31,14 +31,21 @@ from typing import Any, BinaryIO, cast
 import pyoxigraph as ox
 from oxrdflib import OxigraphStore as OxigraphBackend
 from oxrdflib._converter import to_ox
-from rdflib import Graph
+from rdflib import RDF, Graph
 from rdflib.graph import DATASET_DEFAULT_GRAPH_ID
 from rdflib.store import Store
 from rdflib.term import Node
 
 from kgllm.cache import file_lock, fsync_dir
 from kgllm.exceptions import ConfigurationError, GraphStoreError
-from kgllm.graph.rdflib_store import DEFAULT_BASE, NON_RELATIONS, RDFLibStore, ReadWriteLock
+from kgllm.graph.rdflib_store import (
+    DEFAULT_BASE,
+    DERIVED_ENTITY,
+    KGLLM,
+    NON_RELATIONS,
+    RDFLibStore,
+    ReadWriteLock,
+)
 from kgllm.types import Entity, Triple
 
 log = logging.getLogger(__name__)
@@ -160,6 +167,7 @@ class OxigraphStore(RDFLibStore):
         self._graph = Graph(store=staging)
         try:
             with _UndoLog(self.folder / UNDO_LOG) as undo:
+                self._undo = undo
                 self._flush = lambda: _apply(handle.oxigraph, staging.take(), undo)
                 try:
                     yield
@@ -168,24 +176,49 @@ class OxigraphStore(RDFLibStore):
                     undo.roll_back(handle.oxigraph)
                     raise
         finally:
-            self._flush = None
+            self._flush = self._undo = None
             self._graph = stored
             handle.version += 1
             self._cache.clear()
 
-    _flush: Any = None
+    _flush: Any = None  # inside a write: applies what is staged so far
+    _undo: _UndoLog | None = None  # inside a write: its undo log
 
     def _changed(self) -> None:
         self._cache.clear()
 
     def add_batches(self, batches: Iterable[tuple[list[Triple], list[Entity], list]]) -> int:
-        """Add ``(triples, entities, attributes)`` batches as one all-or-nothing write; memory holds one batch."""
+        """Add ``(triples, entities, attributes)`` batches as one all-or-nothing write; memory holds one batch.
+
+        While the graph holds no derived fact or entity (nothing for an added one to assert), a batch
+        goes straight to Oxigraph, without staging it in rdflib graphs.
+        """
         new = 0
         with self._lock.writing(), self._transaction():
+            g = self.graph
+            plain = (None, RDF.type, KGLLM.Derived) not in g and (None, *DERIVED_ENTITY) not in g
             for triples, entities, attributes in batches:
-                new += self._write(triples, entities, 1, attributes)
-                self._flush()
+                if plain:
+                    new += self._add_plain(triples, entities, attributes)
+                else:
+                    new += self._write(triples, entities, 1, attributes)
+                    self._flush()
         return new
+
+    def _add_plain(self, triples: list[Triple], entities: list[Entity], attributes: list) -> int:
+        assert self._handle is not None and self._undo is not None  # inside a transaction
+        oxigraph = self._handle.oxigraph
+        relations = dict.fromkeys(
+            ox.Quad(*(ox.NamedNode(self._iri(x)) for x in (t.head, t.relation, t.tail))) for t in triples
+        )
+        described = Graph()
+        self._stage_entities(described, entities)
+        for subject, prop, value in attributes:
+            described.add((self._iri(subject), self._iri(prop), value))
+        new = [q for q in relations if q not in oxigraph]
+        new += [q for q in map(_quad, described) if q not in oxigraph]
+        _apply_quads(oxigraph, new, [], self._undo)
+        return sum(1 for q in new if q in relations)
 
     # ---------------------------------------------------------------- reads
     def query(self, sparql: str, **bindings: str):
@@ -271,11 +304,11 @@ class _UndoLog:
             self._file = None
         self.path.unlink(missing_ok=True)  # the commit point: from here the write stays
 
-    def append(self, added: list[Statement], removed: list[Statement]) -> None:
+    def append(self, added: list[ox.Quad], removed: list[ox.Quad]) -> None:
         if self._file is None:
             self._file = open(self.path, "wb")  # noqa: SIM115 - open across appends, closed on exit
             fsync_dir(self.path.parent)
-        pickle.dump((added, removed), self._file)
+        pickle.dump((_nquads(added), _nquads(removed)), self._file)
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -288,16 +321,29 @@ class _UndoLog:
 
 def _apply(oxigraph: ox.Store, change: tuple[list[Statement], list[Statement]], log_: _UndoLog) -> None:
     added, removed = change
+    _apply_quads(oxigraph, [_quad(s) for s in added], [_quad(s) for s in removed], log_)
+
+
+def _apply_quads(oxigraph: ox.Store, added: list[ox.Quad], removed: list[ox.Quad], log_: _UndoLog) -> None:
+    """Log how to undo the change, then make it."""
     if not added and not removed:
         return
     log_.append(added, removed)
-    for statement in removed:
-        oxigraph.remove(_quad(statement))
-    oxigraph.extend([_quad(s) for s in added])
+    for quad in removed:
+        oxigraph.remove(quad)
+    oxigraph.extend(added)
 
 
 def _quad(statement: Statement) -> ox.Quad:
     return cast(ox.Quad, to_ox(statement))  # a triple becomes a quad in the default graph
+
+
+def _nquads(quads: list[ox.Quad]) -> bytes:
+    return cast(bytes, ox.serialize(quads, format=ox.RdfFormat.N_QUADS)) if quads else b""  # no output file: bytes
+
+
+def _quads(nquads: bytes) -> list[ox.Quad]:
+    return list(ox.parse(nquads, format=ox.RdfFormat.N_QUADS)) if nquads else []
 
 
 def undo(oxigraph: ox.Store, path: Path) -> None:
@@ -312,9 +358,9 @@ def undo(oxigraph: ox.Store, path: Path) -> None:
             except (EOFError, pickle.UnpicklingError):  # the end, or a record cut short by a crash
                 break
     for added, removed in reversed(records):
-        for statement in added:
-            oxigraph.remove(_quad(statement))
-        oxigraph.extend([_quad(s) for s in removed])
+        for quad in _quads(added):
+            oxigraph.remove(quad)
+        oxigraph.extend(_quads(removed))
     oxigraph.flush()
     path.unlink()
 
