@@ -343,3 +343,21 @@ def test_an_interrupted_indexing_run_resumes_where_it_stopped(encoder, tmp_path,
     stats = KGRetriever(make_store(), resumed, index_dir=tmp_path).build()
     assert (stats.labels_added, stats.facts_added) == (0, len(TRIPLES) - 8)
     assert resumed.texts == len(TRIPLES) - 8
+
+
+def test_index_turned_hnsw_by_size_keeps_recall_of_the_exact_one():
+    vectors = unit(600, dim=16, seed=2)
+    keys = [f"k{i}" for i in range(600)]
+    exact, approximate = VectorIndex(dim=16), VectorIndex(dim=16, hnsw_threshold=100)
+    for start in range(0, 600, 150):  # added in steps: the second index turns HNSW on the way
+        exact.add(keys[start : start + 150], vectors[start : start + 150])
+        approximate.add(keys[start : start + 150], vectors[start : start + 150])
+    assert (exact.kind, approximate.kind) == ("flat", "hnsw")
+    queries = unit(50, dim=16, seed=3)
+    truth = [{k for k, _ in row} for row in exact.search(queries, k=10)]
+    found = [{k for k, _ in row} for row in approximate.search(queries, k=10)]
+    recall = sum(len(t & f) for t, f in zip(truth, found)) / (10 * len(queries))
+    assert recall >= 0.95
+    approximate.remove(keys[:300])
+    assert len(approximate) == 300
+    assert not {k for row in approximate.search(queries, k=10) for k, _ in row} & set(keys[:300])
