@@ -361,3 +361,14 @@ def test_index_turned_hnsw_by_size_keeps_recall_of_the_exact_one():
     approximate.remove(keys[:300])
     assert len(approximate) == 300
     assert not {k for row in approximate.search(queries, k=10) for k, _ in row} & set(keys[:300])
+
+
+def test_a_fact_index_too_big_for_memory_is_refused_naming_the_setting(counting, monkeypatch):
+    # room for 25 vectors: the 22 labels fit, the 32 facts are refused before any is encoded
+    monkeypatch.setattr("kgllm.retrieval.retriever.memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr("kgllm.retrieval.retriever.MEMORY_SHARE", 25 * (4 * 384 + 16) / (1 << 20))
+    triples = TRIPLES + [Triple(h, "near", t) for h, t in NEIGHBORS]
+    with pytest.raises(RetrievalError, match="KGLLM_INDEX_FACTS=false"):
+        KGRetriever(make_store(triples), counting).build()
+    assert counting.texts == N_LABELS
+    KGRetriever(make_store(triples), counting, index_facts=False).build()  # deferred: nothing to refuse

@@ -44,6 +44,8 @@ LABELS_DIR = "entities"
 FACTS_DIR = "facts"
 INDEX_CHUNK = 20_000
 """Texts encoded and added between two saves of an index."""
+MEMORY_SHARE = 0.5
+"""The most of the machine's memory one index may take."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +258,7 @@ class KGRetriever:
         held = index.keys()
         removed = index.remove([k for k in held if k not in wanted])
         new = [k for k in wanted if k not in index]
+        _check_fits(index, len(index) + len(new), name)
         chunks = range(0, len(new), INDEX_CHUNK)
         with tqdm(total=len(new), desc=f"indexing {name}", unit="text", disable=len(new) <= INDEX_CHUNK) as bar:
             for start in chunks:
@@ -295,6 +298,26 @@ class KGRetriever:
         if not isinstance(question, str) or not question.strip():
             raise InputError("question must be a non-empty string")
         return self.encoder.encode_query(question)
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_fits(index: VectorIndex, vectors: int, name: str) -> None:
+    """Refuse, before encoding anything, an index that would take more than ``MEMORY_SHARE`` of the memory."""
+    needed, memory = index.bytes_for(vectors), memory_bytes()
+    if needed > MEMORY_SHARE * memory:
+        advice = (
+            "defer the fact index (KGLLM_INDEX_FACTS=false: facts near a question's entities are scored as it is asked)"
+            if name == FACTS_DIR
+            else "use a machine with more memory (entity labels are always indexed)"
+        )
+        raise RetrievalError(
+            f"the {name} index of {vectors:,} vectors would take about {needed / 2**30:.1f} GiB, more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {memory / 2**30:.1f} GiB; {advice}"
+        )
 
 
 def _with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
