@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, cast
 
-from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
+from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, URIRef
+from rdflib.term import Node
 
 from kgllm.cache import atomic_write
 from kgllm.exceptions import InputError, ParseError
@@ -341,25 +342,47 @@ def _read_csv(path: Path, base: str) -> Iterator[Triple]:
 
 def _read_ntriples(path: Path, batch_size: int) -> Iterator[GraphData]:
     """N-Triples a batch of lines at a time (a statement is one line), each batch checked as a whole file is."""
-    from rdflib.plugins.parsers.ntriples import NTGraphSink, W3CNTriplesParser
-    from rdflib.plugins.parsers.ntriples import ParseError as NTError
-
-    batch = Graph()
-    parser = W3CNTriplesParser(sink=NTGraphSink(batch))
-    lines = 0
+    lines: list[str] = []
+    first = 1
     for number, line in _lines(path):
-        parser.line = line.rstrip("\r\n")
-        try:
-            parser.parseline()
-        except NTError as exc:
-            raise ParseError(_ntriples_reason(parser, exc), path=str(path), line=number) from exc
-        lines += 1
-        if lines >= batch_size:
-            yield _graph_data(batch, path)
-            batch, lines = Graph(), 0
-            parser.sink = NTGraphSink(batch)
+        lines.append(line)
+        if len(lines) >= batch_size:
+            yield _ntriples_batch(path, lines, first)
+            lines, first = [], number + 1
     if lines:
-        yield _graph_data(batch, path)
+        yield _ntriples_batch(path, lines, first)
+
+
+def _ntriples_batch(path: Path, lines: list[str], first: int) -> GraphData:
+    """Parse N-Triples ``lines`` (the file's from line ``first`` on) with Oxigraph's parser, then check them.
+
+    A batch that does not parse is read again line by line to name the first bad line as rdflib does.
+    """
+    import pyoxigraph as ox
+
+    text = "".join(lines)
+    statements: list[tuple[Node, Node, Node]] = []
+    try:
+        for t in ox.parse(text.encode("utf-8"), format=ox.RdfFormat.N_TRIPLES):
+            statements.append((_rdflib_term(t.subject), _rdflib_term(t.predicate), _rdflib_term(t.object)))
+    except SyntaxError as exc:
+        line, reason = _ntriples_error(text, "nt") or (exc.lineno or 1, f"bad syntax: {exc}")
+        raise ParseError(reason, path=str(path), line=first + line - 1) from exc
+    return _graph_data(statements, path)
+
+
+def _rdflib_term(term) -> Node:
+    """An Oxigraph term as rdflib reads it from N-Triples (a plain string literal has no datatype)."""
+    import pyoxigraph as ox
+
+    if isinstance(term, ox.NamedNode):
+        return URIRef(term.value)
+    if isinstance(term, ox.BlankNode):
+        return BNode(term.value)
+    if term.language:
+        return Literal(term.value, lang=term.language)
+    datatype = term.datatype.value
+    return Literal(term.value, datatype=None if datatype == str(XSD.string) else URIRef(datatype))
 
 
 def syntax_error(exc: BaseException, text: str | None = None, fmt: str = "") -> tuple[int | None, str]:
@@ -447,16 +470,17 @@ def _read_rdf(path: Path, fmt: str) -> GraphData:
     return _graph_data(graph, path)
 
 
-def _graph_data(graph: Graph, path: Path) -> GraphData:
+def _graph_data(statements: Iterable[tuple[Node, Node, Node]], path: Path) -> GraphData:
+    """Sort RDF statements (an rdflib graph, or any iterable of them) into triples, entities and attributes."""
     data = GraphData()
-    described: set[URIRef] = set()
-    for s, p, o in graph:
+    names: dict[URIRef, dict[Node, list[Node]]] = {}  # a described node's labels, aliases and classes
+    for s, p, o in dict.fromkeys(statements):  # each statement once, as in a graph
         _check_terms(path, s, p, o)
         if not isinstance(s, URIRef) or not isinstance(o, (URIRef, Literal)):
             data.skipped += 1
         elif p in NAME_PREDICATES or p == RDF.type:
             if isinstance(o, Literal) == (p != RDF.type):
-                described.add(s)
+                names.setdefault(s, {}).setdefault(p, []).append(o)
             else:
                 data.skipped += 1
         elif isinstance(o, Literal):
@@ -468,16 +492,16 @@ def _graph_data(graph: Graph, path: Path) -> GraphData:
             data.skipped += 1
         else:
             data.triples.append(Triple(str(s), str(p), str(o)))
-    for node in sorted(described):
-        label = next((str(graph.value(node, lp)) for lp in LABEL_PREDICATES if graph.value(node, lp) is not None), "")
-        labels = {str(v) for lp in LABEL_PREDICATES for v in graph.objects(node, lp) if isinstance(v, Literal)}
-        data.skipped += max(0, len(labels) - 1)  # an entity has one label; the others would be lost unsaid
+    for node in sorted(names):
+        values = names[node]
+        labels = [str(v) for lp in LABEL_PREDICATES for v in values.get(lp, ())]
+        data.skipped += max(0, len(set(labels)) - 1)  # an entity has one label; the others would be lost unsaid
         data.entities.append(
             Entity(
                 id=str(node),
-                label=label,
-                aliases=tuple(sorted(str(a) for a in graph.objects(node, SKOS.altLabel))),
-                types=tuple(sorted(str(c) for c in graph.objects(node, RDF.type) if isinstance(c, URIRef))),
+                label=labels[0] if labels else "",
+                aliases=tuple(sorted(str(a) for a in values.get(SKOS.altLabel, ()))),
+                types=tuple(sorted(str(c) for c in values.get(RDF.type, ()))),
             )
         )
     return data
