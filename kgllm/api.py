@@ -55,7 +55,11 @@ def connect(
         else encoder_from_settings(settings if encoder is None else settings.model_copy(update={"encoder": encoder}))
     )
     retriever = KGRetriever(
-        graph_store, enc, index_dir=graph_store.index_dir(settings.cache_dir), max_fanout=settings.max_fanout
+        graph_store,
+        enc,
+        index_dir=graph_store.index_dir(settings.cache_dir),
+        max_fanout=settings.max_fanout,
+        index_facts=settings.index_facts,
     )
     retriever.build()
     lm = open_model(model, store=graph_store, settings=settings, progress=progress) if use_model else None
