@@ -639,12 +639,31 @@ def bench_complete(
             help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).",
         ),
     ] = 0,
+    budgets: Annotated[
+        Optional[str],
+        typer.Option(
+            "--budgets",
+            help="Instead: MRR against training time, e.g. 5m,15m,60m (or 90s): kgllm's ComplEx and PyKEEN's "
+            "ComplEx and RotatE (sLCWA and LCWA + inverse), one run each, ranked at every budget; "
+            "with --out also a PNG of the curve.",
+        ),
+    ] = None,
+    test_sample: Annotated[
+        int,
+        typer.Option(
+            "--test-sample", help="With --budgets: rank a fixed random sample of this many test triples (0: all)."
+        ),
+    ] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
 ) -> None:
-    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
-    from kgllm.bench.completion import completion_benchmark_report
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget,
+    or (--budgets) against PyKEEN's ComplEx and RotatE at several equal budgets."""
+    from kgllm.bench.completion import completion_benchmark_report, curve_report
 
-    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+    if budgets:
+        curve_report(data, budgets, test_sample, out)
+    else:
+        completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
 
 
 def _model_name(session) -> str:
