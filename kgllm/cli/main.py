@@ -68,6 +68,14 @@ RepairOption = Annotated[
     bool,
     typer.Option("--repair", help="Drop corrupt output lines (reported with their line numbers) and resume."),
 ]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        help="Run shards of the job on a Ray cluster: 'auto' (the cluster this node joined), its address, "
+        "or 'local' (Ray on this machine). This process still writes every line.",
+    ),
+]
 
 
 def main() -> None:
@@ -202,6 +210,7 @@ def run(
     job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")],
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
     from kgllm.api import connect
@@ -211,11 +220,11 @@ def run(
     if job.job == "complete":
         from kgllm.pipelines.completion.jobs import open_and_complete
 
-        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
         return
     started = time.perf_counter()
-    session = connect(job.graph, store=job.store, use_model=job.use_model)
-    counts = run_ask_job(job, session, restart=restart, repair=repair)
+    session = None if ray else connect(job.graph, store=job.store, use_model=job.use_model)
+    counts = run_ask_job(job, session, restart=restart, repair=repair, ray=ray)
     seconds = time.perf_counter() - started
     console.print(
         f"{counts['answered']} questions answered, {counts['skipped']} already done, in {seconds:.1f} s -> {job.output}"
@@ -352,6 +361,7 @@ def complete(
     ] = 60.0,
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
     from kgllm.pipelines.completion.jobs import job_from_options, open_and_complete
@@ -368,7 +378,7 @@ def complete(
         kge_seconds=kge_seconds,
         scorers=names,
     )
-    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)

@@ -112,12 +112,12 @@ class ServerState:
 
     def complete(self, queries: list[tuple[str, str, str]], top_k: int, min_score: float) -> dict[str, Any]:
         """Predictions for each (head, relation, tail) query; builds the completer on first use."""
-        from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
+        from kgllm.pipelines.completion.jobs import predict_batch
 
         with self._completion_lock:
             completer, known, resolver = self._completer()
             batch = [resolver.query(number, query) for number, query in enumerate(queries, 1)]
-            records = predict_batch(batch, completer, self.session.store, known, JobSummary(), top_k, min_score)
+            records = predict_batch(batch, completer, known, top_k, min_score)
         return {"model": completer.model_name, "results": records}
 
     def _completion_settings(self):
