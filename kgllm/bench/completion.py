@@ -14,9 +14,10 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ NOTES = (
     "training plus building the re-rankers and choosing their weights on valid."
 )
 MAX_PYKEEN_EPOCHS = 100_000  # the time budget ends training first
-VALID_SAMPLE = KGEConfig.valid_sample  # valid triples per check, the same fixed sample for every model
+SCORE_SLICE = 256  # entities scored at once by a PyKEEN model in evaluation
+VALID_SAMPLE = KGEConfig.valid_sample  # valid triples per check of PyKEEN's models, as of kgllm's
 
 
 @dataclass
@@ -130,6 +132,7 @@ class PyKEENRecipe:
     model: str  # a PyKEEN model name
     loop: str  # "slcwa": its pipeline default (negative sampling); "lcwa": 1-N with inverse triples
     batch_size: int = 256
+    sub_batch_size: int | None = None  # gradients accumulated over sub-batches of this size: bounded memory
 
     @property
     def label(self) -> str:
@@ -142,7 +145,7 @@ class Mark:
 
     seconds: float
     epochs: int
-    model: object
+    model: Any  # a TrainedKGE or a PyKEEN model
 
 
 class _BudgetSpent(Exception):
@@ -150,7 +153,12 @@ class _BudgetSpent(Exception):
 
 
 def train_pykeen(
-    recipe: PyKEENRecipe, splits: Splits, vocabulary: Vocabulary, marks: Sequence[float], progress: bool
+    recipe: PyKEENRecipe,
+    splits: Splits,
+    vocabulary: Vocabulary,
+    marks: Sequence[float],
+    progress: bool,
+    valid_sample: int = VALID_SAMPLE,
 ) -> list[Mark]:
     """Train a PyKEEN model until the last of ``marks`` (training seconds; checks excluded), checking valid MRR
     every few epochs and at each mark; a copy of the best weights so far is kept at each mark."""
@@ -176,22 +184,29 @@ def train_pykeen(
     loop = loop_class(
         model=model, triples_factory=factory, optimizer=optimizer_resolver.make(None, params=model.get_grad_params())
     )
-    callback = _marks_callback(model, splits, vocabulary, sorted(marks), recipe.label, progress)
+    callback = _marks_callback(model, splits, vocabulary, sorted(marks), recipe.label, progress, valid_sample)
     with contextlib.suppress(_BudgetSpent):
         loop.train(
-            factory, num_epochs=MAX_PYKEEN_EPOCHS, batch_size=recipe.batch_size, use_tqdm=False, callbacks=callback
+            factory,
+            num_epochs=MAX_PYKEEN_EPOCHS,
+            batch_size=recipe.batch_size,
+            sub_batch_size=recipe.sub_batch_size,
+            use_tqdm=False,
+            callbacks=callback,
         )
     callback.bar.close()
     return callback.recorded
 
 
-def _marks_callback(model, splits: Splits, vocabulary: Vocabulary, marks: list, description: str, progress: bool):
+def _marks_callback(
+    model, splits: Splits, vocabulary: Vocabulary, marks: list, description: str, progress: bool, valid_sample: int
+):
     from pykeen.training.callbacks import TrainingCallback
 
     valid = vocabulary.encode(splits.valid)
     seen = np.concatenate([vocabulary.encode(splits.train), valid])
-    if len(valid) > VALID_SAMPLE:  # the same fixed sample as kgllm's checks
-        valid = valid[np.sort(np.random.default_rng(0).choice(len(valid), VALID_SAMPLE, False))]
+    if len(valid) > valid_sample:  # the same fixed sample as kgllm's checks
+        valid = valid[np.sort(np.random.default_rng(0).choice(len(valid), valid_sample, False))]
 
     class MarksCallback(TrainingCallback):
         def __init__(self):
@@ -246,18 +261,25 @@ def _pykeen_scores(model):
     def score(anchors: np.ndarray, relations: np.ndarray, inverse: bool) -> np.ndarray:
         model.eval()
         pairs = torch.as_tensor(np.stack([anchors, relations], 1) if not inverse else np.stack([relations, anchors], 1))
-        return (model.score_h(pairs) if inverse else model.score_t(pairs)).numpy()
+        # in slices of entities: RotatE's scores of 512 queries x every entity at once would take gigabytes
+        scores = (
+            model.score_h(pairs, slice_size=SCORE_SLICE) if inverse else model.score_t(pairs, slice_size=SCORE_SLICE)
+        )
+        return scores.numpy()
 
     return score
 
 
 #: kgllm's model for graphs of FB15k-237's size (1-N, reciprocal relations, N3; Adagrad)
-CURVE_KGE = KGEConfig(model="complex", dim=200, batch_size=500, n3_weight=0.05, max_epochs=MAX_PYKEEN_EPOCHS)
+CURVE_KGE = KGEConfig(
+    model="complex", dim=200, batch_size=500, n3_weight=0.05, max_epochs=MAX_PYKEEN_EPOCHS, valid_sample=1000
+)
 CURVE_PYKEEN = (
     PyKEENRecipe("ComplEx", "slcwa"),
     PyKEENRecipe("RotatE", "slcwa"),
-    PyKEENRecipe("ComplEx", "lcwa"),
-    PyKEENRecipe("RotatE", "lcwa"),
+    # 1-N over 14.5k entities: RotatE's batch of 256 would hold ~6 GB of activations; sub-batches of 16 hold ~0.4
+    PyKEENRecipe("ComplEx", "lcwa", sub_batch_size=16),
+    PyKEENRecipe("RotatE", "lcwa", sub_batch_size=16),
 )
 
 
@@ -276,8 +298,9 @@ def run_budget_curve(
     kge: KGEConfig = CURVE_KGE,
     recipes: Sequence[PyKEENRecipe] = CURVE_PYKEEN,
     progress: bool = True,
-) -> list[CurvePoint]:
-    """Test figures of kgllm's model and each PyKEEN recipe after each budget (training seconds) of one run per model.
+) -> Iterator[list[CurvePoint]]:
+    """Test figures of kgllm's model and each PyKEEN recipe after each budget (training seconds) of one run per
+    model, yielded model by model.
 
     ``test_sample``: rank a fixed random sample of that many test triples (0: all of them)."""
     splits = Splits.read(data)
@@ -298,15 +321,17 @@ def run_budget_curve(
         on_mark=lambda seconds, trained: kgllm_marks.append(Mark(seconds, trained.epochs, trained)),
     )
     label = f"kgllm {kge.model} (1-N, reciprocal, N3; dim {kge.dim})"
-    points = [
+    yield [
         CurvePoint(label, m.seconds, m.epochs, ranking_metrics(filtered_ranks(m.model.tail_scores, test, known)))
         for m in kgllm_marks
     ]
     for recipe in recipes:
-        for m in train_pykeen(recipe, splits, vocabulary, marks, progress):
-            metrics = ranking_metrics(filtered_ranks(_pykeen_scores(m.model), test, known))
-            points.append(CurvePoint(recipe.label, m.seconds, m.epochs, metrics))
-    return points
+        yield [
+            CurvePoint(
+                recipe.label, m.seconds, m.epochs, ranking_metrics(filtered_ranks(_pykeen_scores(m.model), test, known))
+            )
+            for m in train_pykeen(recipe, splits, vocabulary, marks, progress, kge.valid_sample)
+        ]
 
 
 def curve_table(points: Sequence[CurvePoint]) -> list[dict[str, str]]:
@@ -362,39 +387,49 @@ def parse_budgets(text: str) -> list[float]:
 
 
 def curve_report(data: Path, budgets: str, test_sample: int, out: Path | None) -> list[dict[str, str]]:
-    """Run :func:`run_budget_curve`, print the table, save it as Markdown and the curve as a PNG beside it."""
-    import os
-
-    from kgllm.bench.report import markdown, print_table
+    """Run :func:`run_budget_curve`, print the table, save it as Markdown and the curve as a PNG beside it
+    (model by model: a long run stopped part-way keeps what it measured)."""
+    from kgllm.bench.report import print_table
 
     logging.getLogger("pykeen").setLevel(logging.WARNING)
-    points = run_budget_curve(data, parse_budgets(budgets), test_sample)
-    rows = curve_table(points)
     tested = f"a fixed random sample of {test_sample:,} test triples" if test_sample else "every test triple"
-    title = f"link prediction on {data.name} at equal training time (filtered, both directions, {tested})"
-    print_table(rows, title)
-    if out:
-        command = f"kgllm bench complete --data {data} --budgets {budgets}" + (
-            f" --test-sample {test_sample}" if test_sample else ""
-        )
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        out.parent.mkdir(parents=True, exist_ok=True)
-        plot = plot_curve(points, out.with_suffix(".png"), f"{data.name}: MRR against training time")
-        out.write_text(
-            f"## Link prediction on {data.name} against training time\n\n`{command}`\n\n{markdown(rows)}\n"
-            f"{CURVE_NOTES.format(tested=tested, threads=torch.get_num_threads(), load=load)}\n\n![MRR]({plot.name})\n",
-            encoding="utf-8",
-        )
+    points: list[CurvePoint] = []
+    for model_points in run_budget_curve(data, parse_budgets(budgets), test_sample):
+        points += model_points
+        if out:
+            command = f"kgllm bench complete --data {data} --budgets {budgets}" + (
+                f" --test-sample {test_sample}" if test_sample else ""
+            )
+            _save_curve(points, data.name, command, tested, out)
+    rows = curve_table(points)
+    print_table(rows, f"link prediction on {data.name} at equal training time (filtered, both directions, {tested})")
     return rows
+
+
+def _save_curve(points: list[CurvePoint], name: str, command: str, tested: str, out: Path) -> None:
+    import os
+
+    from kgllm.bench.report import markdown
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = plot_curve(points, out.with_suffix(".png"), f"{name}: MRR against training time")
+    notes = CURVE_NOTES.format(tested=tested, threads=torch.get_num_threads(), load=load)
+    out.write_text(
+        f"## Link prediction on {name} against training time\n\n`{command}`\n\n{markdown(curve_table(points))}\n"
+        f"{notes}\n\n![MRR]({plot.name})\n",
+        encoding="utf-8",
+    )
 
 
 CURVE_NOTES = (
     "One training run per model; at each budget (training seconds; the checks on valid and the test ranking are "
-    "not counted) the model's best weights so far on a fixed sample of {valid} valid triples are ranked on {tested}, "
-    "filtered (every known train/valid/test fact removed), both directions, ties counted half. "
-    "PyKEEN checks valid every {every} epochs and at each budget; kgllm at the end of every {kge_every} epochs and "
-    "at each budget. {{threads}} torch threads; load average at the end (1, 5, 15 min): {{load}}."
-).format(valid=VALID_SAMPLE, every=PYKEEN_EPOCHS_PER_CHECK, kge_every=CURVE_KGE.eval_every, tested="{tested}")
+    "not counted) the model's best weights so far on a fixed sample of {valid} valid triples (the same for every "
+    "model) are ranked on {tested}, filtered (every known train/valid/test fact removed), both directions, "
+    "ties counted half. PyKEEN checks valid every {every} epochs and at each budget; kgllm at the end of every "
+    "{kge_every} epochs and at each budget. PyKEEN's LCWA recipes accumulate gradients over sub-batches of 16 "
+    "to bound memory. {{threads}} torch threads; load average when saved (1, 5, 15 min): {{load}}."
+).format(valid=CURVE_KGE.valid_sample, every=PYKEEN_EPOCHS_PER_CHECK, kge_every=CURVE_KGE.eval_every, tested="{tested}")
 
 
 def generate_graph(

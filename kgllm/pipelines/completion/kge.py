@@ -300,7 +300,8 @@ class _ValidChecker:
             if len(ids) > config.valid_sample:
                 ids = ids[np.sort(np.random.default_rng(config.seed).choice(len(ids), config.valid_sample, False))]
             self.valid = ids
-        self.best_mrr, self.best_state = -1.0, None
+        self.best_mrr = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     def check(self, epoch: int) -> str:
         from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
