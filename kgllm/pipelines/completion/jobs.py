@@ -7,7 +7,8 @@ Output is one JSON line per query, written as it goes and resumed like every job
 (:mod:`kgllm.jobs`): by content (a line whose query is no longer in the file is stale),
 one job per output at a time. The trained completer is cached by a hash of the store's
 asserted triples and the configuration, so a second job does not train again, and two
-jobs that need the same completer train it once.
+jobs that need the same completer train it once. With ``ray`` the predictions of shards of
+queries are made on a Ray cluster's workers (:mod:`kgllm.cluster`) and written here as above.
 """
 
 from __future__ import annotations
