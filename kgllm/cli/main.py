@@ -70,6 +70,14 @@ RepairOption = Annotated[
     bool,
     typer.Option("--repair", help="Drop corrupt output lines (reported with their line numbers) and resume."),
 ]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        help="Run shards of the job on a Ray cluster: 'auto' (the cluster this node joined), its address, "
+        "or 'local' (Ray on this machine). This process still writes every line.",
+    ),
+]
 
 
 def main() -> None:
@@ -267,6 +275,7 @@ def run(
     job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")],
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
     from kgllm.api import connect
@@ -276,11 +285,11 @@ def run(
     if job.job == "complete":
         from kgllm.pipelines.completion.jobs import open_and_complete
 
-        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
         return
     started = time.perf_counter()
-    session = connect(job.graph, store=job.store, use_model=job.use_model)
-    counts = run_ask_job(job, session, restart=restart, repair=repair)
+    session = None if ray else connect(job.graph, store=job.store, use_model=job.use_model)
+    counts = run_ask_job(job, session, restart=restart, repair=repair, ray=ray)
     seconds = time.perf_counter() - started
     console.print(
         f"{counts['answered']} questions answered, {counts['skipped']} already done, in {seconds:.1f} s -> {job.output}"
@@ -421,6 +430,7 @@ def complete(
     ] = 60.0,
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
     from kgllm.pipelines.completion.jobs import job_from_options, open_and_complete
@@ -438,7 +448,7 @@ def complete(
         kge_seconds=kge_seconds,
         scorers=names,
     )
-    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
@@ -849,12 +859,31 @@ def bench_complete(
             help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).",
         ),
     ] = 0,
+    budgets: Annotated[
+        Optional[str],
+        typer.Option(
+            "--budgets",
+            help="Instead: MRR against training time, e.g. 5m,15m,60m (or 90s): kgllm's ComplEx and PyKEEN's "
+            "ComplEx and RotatE (sLCWA and LCWA + inverse), one run each, ranked at every budget; "
+            "with --out also a PNG of the curve.",
+        ),
+    ] = None,
+    test_sample: Annotated[
+        int,
+        typer.Option(
+            "--test-sample", help="With --budgets: rank a fixed random sample of this many test triples (0: all)."
+        ),
+    ] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
 ) -> None:
-    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
-    from kgllm.bench.completion import completion_benchmark_report
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget,
+    or (--budgets) against PyKEEN's ComplEx and RotatE at several equal budgets."""
+    from kgllm.bench.completion import completion_benchmark_report, curve_report
 
-    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+    if budgets:
+        curve_report(data, budgets, test_sample, out)
+    else:
+        completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
 
 
 def _model_name(session) -> str:

@@ -31,6 +31,12 @@ Data model (all Cypher is parameterized; query text is built only from constants
   endpoint, and the three ids find it by index. An entity node that ``add_derived``
   created is flagged ``derived`` until ``add`` asserts it; a source recorded without
   facts is a ``(:Source {source})`` node.
+
+Clusters: reads run in the driver's read transactions (``execute_read``) and writes in
+its write transactions (``execute_write``), so with a routing URI (``neo4j://``,
+``neo4j+s://``) the driver sends reads to readers and writes to the leader, and runs a
+transaction again when the cluster says it may now succeed. Long scans (``triples()``,
+``entities()``, export) stream from an auto-commit query in a read session.
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import neo4j
 from neo4j import exceptions as neo4j_errors
@@ -64,6 +70,7 @@ from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, Attribute, check
 from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Ids that are not absolute IRIs are minted in this namespace on RDF export. It is the
 # rdflib store's base, so a graph exported from either back-end names things alike.
@@ -328,19 +335,28 @@ class Neo4jStore(GraphStore):
             raise GraphStoreError(f"Neo4j driver failed talking to {self.uri}: {_one_line(exc)}") from exc
 
     @contextmanager
-    def _session(self) -> Iterator[neo4j.Session]:
+    def _session(self, access: str = neo4j.WRITE_ACCESS) -> Iterator[neo4j.Session]:
+        """A session whose auto-commit queries a ``neo4j://`` driver routes by ``access`` (reader or leader)."""
         with self._translated_errors():
             driver = self._get_driver()
-            with driver.session(database=self.database) as session:
+            with driver.session(database=self.database, default_access_mode=access) as session:
                 yield session
 
     def _records(self, cypher: str, **params: Any) -> list[neo4j.Record]:
-        with self._session() as session:
-            return list(session.run(cypher, params))
+        """A read in a read transaction: routed to a reader of a cluster, retried on transient errors."""
+        with self._session(neo4j.READ_ACCESS) as session:
+            return session.execute_read(_fetch, cypher, params)
 
     def _stream(self, cypher: str, **params: Any) -> Iterator[neo4j.Record]:
-        with self._session() as session:
+        """A long read, streamed as it comes (so not retried): an auto-commit query in a read session."""
+        with self._session(neo4j.READ_ACCESS) as session:
             yield from session.run(cypher, params)
+
+    def _in_write_transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        """``work`` in one write transaction: routed to the cluster's leader, all or nothing, and run again
+        from the start when the server says a retry may succeed (a leader switch, a deadlock)."""
+        with self._session() as session:
+            return session.execute_write(work)
 
     def _ensure_schema(self) -> None:
         """Create constraints and indexes once per store; servers that refuse one are tolerated."""
@@ -395,16 +411,21 @@ class Neo4jStore(GraphStore):
         if not triples and not entities and not attributes:
             return 0
         self._ensure_schema()
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
             # one transaction: a failure anywhere rolls back every batch before it
             new = self._write_in(tx, triples, entities, batch_size)
             _run_batches(tx, _ASSERT_ENTITIES, list(dict.fromkeys(e.id for e in entities)), batch_size, "ids")
             _run_batches(tx, _MERGE_ATTRIBUTES, [_attribute_row(a) for a in attributes], batch_size)
-            tx.commit()
+            return new
+
+        new = self._in_write_transaction(work)
         log.debug("added %d new triples to %s", new, self.uri)
         return new
 
-    def _write_in(self, tx: neo4j.Transaction, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
+    def _write_in(
+        self, tx: neo4j.ManagedTransaction, triples: list[Triple], entities: list[Entity], batch_size: int
+    ) -> int:
         endpoints = dict.fromkeys(x for t in triples for x in (t.head, t.tail))
         _run_batches(tx, _MERGE_NODES, [_node_row(i) for i in endpoints], batch_size)
         _run_batches(tx, _MERGE_RELATION_NODES, list(dict.fromkeys(t.relation for t in triples)), batch_size, "ids")
@@ -412,7 +433,7 @@ class Neo4jStore(GraphStore):
         rows = [{"h": t.head, "r": t.relation, "t": t.tail} for t in triples]
         return sum(c.relationships_created for c in _run_batches(tx, _MERGE_TRIPLES, rows, batch_size))
 
-    def _write_descriptions(self, tx: neo4j.Transaction, entities: list[Entity], batch_size: int) -> None:
+    def _write_descriptions(self, tx: neo4j.ManagedTransaction, entities: list[Entity], batch_size: int) -> None:
         """Merge labels, aliases and types into what is stored (first label wins, later ones become aliases)."""
         described = [e for e in entities if e.label or e.aliases or e.types]
         if not described:
@@ -436,7 +457,8 @@ class Neo4jStore(GraphStore):
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
         self._ensure_schema()
         unique = list(dict.fromkeys(triples))
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
             stored = {_triple(r) for r in tx.run(_EXISTING_TRIPLES, rows=_triple_rows(unique))}
             fresh = [t for t in unique if t not in stored]
             described = [_node_row(e.id) for e in entities if is_described(e)]
@@ -444,9 +466,9 @@ class Neo4jStore(GraphStore):
             self._write_in(tx, fresh, entities, DEFAULT_BATCH_SIZE)
             _run_batches(tx, _MARK_DERIVED, _triple_rows(fresh), DEFAULT_BATCH_SIZE)
             rows = list({row["key"]: row for row in map(_record_row, triples, records)}.values())
-            new = sum(c.nodes_created for c in _run_batches(tx, _MERGE_RECORDS, rows, DEFAULT_BATCH_SIZE))
-            tx.commit()
-        return new
+            return sum(c.nodes_created for c in _run_batches(tx, _MERGE_RECORDS, rows, DEFAULT_BATCH_SIZE))
+
+        return self._in_write_transaction(work)
 
     def _provenance(self, triple: Triple) -> list[Provenance]:
         return [_provenance(r) for r in self._records(_READ_RECORDS, h=triple.head, r=triple.relation, t=triple.tail)]
@@ -460,11 +482,12 @@ class Neo4jStore(GraphStore):
 
     def _record_source(self, source: str) -> None:
         self._ensure_schema()
-        self._records(_MERGE_SOURCE, source=source)
+        self._in_write_transaction(lambda tx: tx.run(_MERGE_SOURCE, source=source).consume())
 
     def _remove_source(self, source: str) -> list[Triple]:
         self._ensure_schema()
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Triple]:
             touched = [_triple(r) for r in tx.run(_SOURCE_TRIPLES, source=source)]
             for cypher in _DELETE_SOURCE:
                 tx.run(cypher, source=source).consume()
@@ -474,8 +497,9 @@ class Neo4jStore(GraphStore):
             ends = list(dict.fromkeys(x for t in deleted for x in (t.head, t.tail)))
             _delete_unused_derived_entities(tx, ends)
             tx.run(_DELETE_BARE_NODES, ids=ends).consume()
-            tx.commit()
-        return deleted
+            return deleted
+
+        return self._in_write_transaction(work)
 
     # ----------------------------------------------------------------- reads
     def entity(self, entity_id: str) -> Entity | None:
@@ -650,8 +674,12 @@ def merge_one_per_triple(store: Neo4jStore, triples: Iterable[Triple]) -> int:
 
 
 # -------------------------------------------------------------------- helpers
+def _fetch(tx: neo4j.ManagedTransaction, cypher: str, params: dict[str, Any]) -> list[neo4j.Record]:
+    return list(tx.run(cypher, params))
+
+
 def _run_batches(
-    tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int, name: str = "rows"
+    tx: neo4j.ManagedTransaction, cypher: str, rows: list, batch_size: int, name: str = "rows"
 ) -> list[neo4j.SummaryCounters]:
     """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
     return [
@@ -659,7 +687,7 @@ def _run_batches(
     ]
 
 
-def _delete_unused_derived_entities(tx: neo4j.Transaction, ids: list[str]) -> None:
+def _delete_unused_derived_entities(tx: neo4j.ManagedTransaction, ids: list[str]) -> None:
     """Delete the derived entities among ``ids`` that no triple touches any more, and names only they had."""
     unused = list(tx.run(_UNUSED_DERIVED_ENTITIES, ids=ids))
     tx.run(_DELETE_ENTITIES, ids=[r["id"] for r in unused]).consume()

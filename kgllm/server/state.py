@@ -189,16 +189,15 @@ class ServerState:
     ) -> dict[str, Any]:
         """Predictions for each (head, relation, tail) query; builds the completer on first use.
         With ``review``, the predictions also join the review queue (``proposed``: how many are new there)."""
-        from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
+        from kgllm.pipelines.completion.jobs import JobSummary, keep_predictions, predict_batch
 
         summary = JobSummary()
         queue = self.review if review else None
         with self._completion_lock:
             completer, known, resolver = self._completer()
             batch = [resolver.query(number, query) for number, query in enumerate(queries, 1)]
-            records = predict_batch(
-                batch, completer, self.session.store, known, summary, top_k, min_score, review=queue
-            )
+            records = predict_batch(batch, completer, known, top_k, min_score)
+            keep_predictions(records, self.session.store, summary, write_back=False, review=queue)
         result: dict[str, Any] = {"model": completer.model_name, "results": records}
         return {**result, "proposed": summary.queued} if review else result
 
