@@ -38,7 +38,6 @@ from kgllm.exceptions import KGLLMError
 from kgllm.testing import free_port
 
 PACKAGE_ROOT = Path(kgllm.__file__).resolve().parents[1]
-DEMO_QUESTIONS = PACKAGE_ROOT / "benchmarks" / "questions" / "demo_qa.jsonl"
 HEALTH_EVERY = 0.05  # seconds between two /health polls
 HEAVY_PREFIX = "Which subregions are the neighbours of the neighbours of "
 
@@ -152,12 +151,12 @@ def run_reliability(
 ) -> list[Phase]:
     """Start a fresh server, warm it up, then run the burst alone and the burst with a heavy question
     in flight; ``timeout`` bounds each request."""
-    from kgllm.graph.demo import demo_graph_path
+    from kgllm.graph.demo import demo_graph_path, demo_question_sets
     from kgllm.graph.rdflib_store import RDFLibStore
 
     store = RDFLibStore(demo_graph_path())
     heavy = heavy_question([e.label for e in store.entities()])
-    texts = [item["question"] for item in read_questions(DEMO_QUESTIONS)]
+    texts = [item["question"] for item in read_questions(demo_question_sets()[0])]
     batch = list(itertools.islice(itertools.cycle(texts), requests))
     with served(model=model, code_root=code_root) as (url, pid):
         return asyncio.run(_phases(url, pid, batch, heavy, concurrency, timeout))
