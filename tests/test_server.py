@@ -203,10 +203,12 @@ def test_only_loopback_is_served_without_a_key_unless_insecure(host, caplog):
 
 
 def test_serve_benchmark_sends_every_request_and_counts_errors(session):
-    from kgllm.bench.reliability import DEMO_QUESTIONS
     from kgllm.bench.serve import run_serve_benchmark
+    from kgllm.graph.demo import demo_question_sets
 
-    result = run_serve_benchmark(session, DEMO_QUESTIONS, "graph + encoder", requests=6, concurrency=3, progress=False)
+    result = run_serve_benchmark(
+        session, demo_question_sets()[0], "graph + encoder", requests=6, concurrency=3, progress=False
+    )
     assert len(result.seconds) == 6 and result.errors == 0 and result.wall_seconds > 0
     row = result.row()
     assert row["requests"] == "6" and row["errors"] == "0" and float(row["requests/s"]) > 0
