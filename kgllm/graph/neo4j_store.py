@@ -305,11 +305,17 @@ class Neo4jStore(GraphStore):
         with self._lock:
             if self._driver is None:
                 try:
-                    self._driver = neo4j.GraphDatabase.driver(
+                    driver = neo4j.GraphDatabase.driver(
                         self.uri, auth=(self.user, self._password), **self._driver_kwargs
                     )
                 except (ValueError, TypeError, neo4j_errors.ConfigurationError) as exc:
                     raise GraphStoreError(f"cannot use Neo4j URI {self.uri!r}: {_one_line(exc)}") from None
+                try:  # an unreachable server fails here at once, not after a managed transaction's retries
+                    driver.verify_connectivity()
+                except Exception:
+                    driver.close()
+                    raise
+                self._driver = driver
             return self._driver
 
     @contextmanager
