@@ -22,7 +22,8 @@ test: $(BIN)/activate  ## set up with the test extras, then run every test
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)  # the page's browser test
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(MAKE) check
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/test_cluster.py
+	$(BIN)/pytest tests/test_cluster.py  # a Ray driver in its own process: beside the embedded JVM it has crashed the run
 
 check:  ## lint, format and type checks (the test target runs them first)
 	$(BIN)/ruff check kgllm tests benchmarks examples graph
