@@ -135,10 +135,29 @@ def test_an_answer_that_cannot_stream_comes_as_one_answer_event(url):
     assert event == "answer" and "Niger" in answer["answer"] and answer["found"]
 
 
-def test_a_failure_while_streaming_is_an_error_event(url):
+class FailingAnswerer:
+    """Writes one piece, then fails."""
+
+    def answer(self, question: str, **options) -> Answer:
+        raise InputError("the oracle is out")
+
+    def stream(self, question: str, **options) -> Iterator[str | Answer]:
+        yield "The"
+        raise InputError("the oracle is out")
+
+
+def test_a_failure_while_streaming_is_an_error_event(session, url):
+    session.answerers["oracle"] = FailingAnswerer()
     with httpx.stream("POST", f"{url}/ask", json={"question": "Hi", "answerer": "oracle", "stream": True}) as response:
-        [(event, error)] = events(response)
-    assert event == "error" and error["type"] == "InputError" and "oracle" in error["message"]
+        [(first, piece), (event, error)] = events(response)
+    assert (first, piece) == ("token", {"text": "The"})
+    assert event == "error" and error["type"] == "InputError" and "oracle is out" in error["message"]
+
+
+def test_an_unknown_answerer_is_refused_before_any_stream(url):
+    response = httpx.post(f"{url}/ask", json={"question": "Hi", "answerer": "nobody", "stream": True}, timeout=60)
+    assert response.status_code == 400 and "nobody" in response.text
+    assert response.headers["content-type"].startswith("application/json")
 
 
 def test_a_client_that_disconnects_stops_the_generation(session, url):

@@ -25,11 +25,17 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgllm.exceptions import ConfigurationError, EntityNotFoundError, KGLLMError
+from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError, KGLLMError
 from kgllm.server.limits import MAX_PROMPT_CHARS, MAX_QUESTION_CHARS, MAX_RESULTS
 from kgllm.types import Answer, Entity, Triple
 
 log = logging.getLogger(__name__)
+# with ``stream``: server-sent events, ``token`` ({"text": ...}) while written, then ``answer`` or ``error``
+ANSWER_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string", "enum": ["token", "answer", "error"]}, "data": {"type": "string"}},
+    "required": ["event", "data"],
+}
 router = APIRouter(tags=["graph"])
 health_router = APIRouter(tags=["health"])
 
@@ -87,7 +93,12 @@ def state(request: Request):
     return request.app.state.kgllm
 
 
-@router.post("/ask", summary="Answer a question with the graph paths that support it", response_model=dict[str, Any])
+@router.post(
+    "/ask",
+    summary="Answer a question with the graph paths that support it",
+    response_model=dict[str, Any],
+    responses={200: {"content": {"text/event-stream": {"schema": ANSWER_EVENT}}}},
+)
 async def ask(body: AskRequest, request: Request) -> Response:
     """The answer as ``kgllm ask --json`` prints it, plus ``found`` (False: the graph holds no answer,
     and the facts are only the closest context) and ``graph``: the evidence subgraph as nodes
@@ -98,6 +109,9 @@ async def ask(body: AskRequest, request: Request) -> Response:
     server = state(request)
     if (body.mode == "model" or body.answerer == "generate") and server.session.lm is None:
         raise ConfigurationError("this server runs without a language model; ask with mode 'graph' or 'auto'")
+    if body.answerer != "auto" and body.answerer not in server.session.answerers:
+        known = ", ".join(sorted(server.session.answerers))
+        raise InputError(f"unknown answerer {body.answerer!r}; choose auto or one of: {known}")
     if body.stream:
         return StreamingResponse(_answer_events(server, body, arrived), media_type="text/event-stream")
     key = body.model_dump_json(exclude={"max_seconds"})  # a complete answer does not depend on the budget
