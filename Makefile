@@ -23,7 +23,7 @@ test: $(BIN)/activate  ## set up with the test extras, then run every test
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(MAKE) check
 	$(BIN)/pytest --ignore=tests/test_cluster.py
-	$(BIN)/pytest tests/test_cluster.py  # a Ray driver in its own process: beside the embedded JVM it has crashed the run
+	$(BIN)/pytest --capture=sys tests/test_cluster.py  # a Ray driver in its own process (beside the embedded JVM it has crashed the run); Ray's own fatal messages reach the log
 
 check:  ## lint, format and type checks (the test target runs them first)
 	$(BIN)/ruff check kgllm tests benchmarks examples graph

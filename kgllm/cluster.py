@@ -4,7 +4,8 @@ The driver keeps what makes a job safe: it reads the input, skips what the outpu
 already holds, writes every line and holds the output's lock. Workers only compute:
 each gets a shard of items and returns its records. A shard whose worker dies is run
 again by Ray (``max_retries``); the driver writes shards in order, so a retried shard
-neither loses nor repeats a line, and the output is the one a single process writes.
+neither loses nor repeats a line, and the output has a single process's lines in its
+order (scores agree to their last rounded digit: a shard's smaller batch sums in another order).
 
 Workers import kgllm (installed on every node) and read the graph and the model cache
 at the same paths as the driver: one machine, or a shared filesystem.
@@ -64,9 +65,13 @@ def map_shards(
     remote = ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)(task)
     shared_refs = [ray.put(value) for value in shared]
     futures = [remote.remote(*shared_refs, part) for part in parts]
+    fetched = 0
     try:
         for future in futures:
             yield ray.get(future)
+            fetched += 1
     finally:
-        for future in futures:  # on an error or an interruption, stop the shards still queued
+        # on an error or an interruption, stop the shards not yet fetched; cancelling a finished
+        # task that had been retried has aborted the driver (a failed check in Ray's task manager)
+        for future in futures[fetched:]:
             ray.cancel(future)

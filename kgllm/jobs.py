@@ -104,6 +104,9 @@ class CompleteJob(Job):
     kge_seconds: float = Field(
         60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached)."
     )
+    kge_epochs: int = Field(
+        400, ge=1, description="Most epochs per structural model: with a large time budget, a reproducible model."
+    )
     scorers: list[Literal["rules", "lm", "encoder"]] = Field(
         ["rules", "lm", "encoder"], description="Re-rankers fused with the structural score."
     )

@@ -2,6 +2,7 @@
 worker's shard retried with no lost or repeated line."""
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def complete_job(tmp_path_factory):
         output=root / "one-process.jsonl",
         graph=demo_graph_path(),
         kge_models=["distmult"],
-        kge_seconds=3,
+        kge_seconds=600,
+        kge_epochs=8,  # a budget of epochs, not seconds: the same model on a busy machine
         scorers=[],
         top_k=3,
     )
@@ -56,14 +58,31 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
+def same_records(ours: list, theirs: list) -> bool:
+    """Equal records, floats to 1e-4: a shard scores its queries in a smaller batch, which sums the
+    same products in another order, so a score can differ in its last rounded digit."""
+    if isinstance(ours, float) or isinstance(theirs, float):
+        return math.isclose(ours, theirs, abs_tol=1e-4)
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(same_records(ours[k], theirs[k]) for k in ours)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(same_records(a, b) for a, b in zip(ours, theirs))
+    return ours == theirs
+
+
+def records(path: Path) -> list:
+    return [json.loads(line) for line in lines(path)]
+
+
 def test_complete_on_two_workers_writes_the_lines_one_process_writes(cluster, complete_job, tmp_path):
     job, store, settings = complete_job
     on_ray = job.model_copy(update={"output": tmp_path / "ray.jsonl"})
     summary = run_complete_job(on_ray, store, settings, progress=False, ray=cluster, shard_size=64)
     assert summary.queries == 150 and summary.predictions == 450
-    assert lines(on_ray.output) == lines(job.output)
+    written = lines(on_ray.output)
+    assert same_records(records(on_ray.output), records(job.output))
     again = run_complete_job(on_ray, store, settings, progress=False, ray=cluster, shard_size=64)
-    assert again.already_done == 150 and again.queries == 0 and lines(on_ray.output) == lines(job.output)
+    assert again.already_done == 150 and again.queries == 0 and lines(on_ray.output) == written
 
 
 def _dies_once(marker: str):
@@ -91,9 +110,9 @@ def test_a_killed_workers_shard_is_retried_without_lost_or_repeated_lines(cluste
     )
     parts = list(map_shards(_dies_once(str(marker)), shards(pending, 64), cluster, job, settings))
     assert marker.exists()  # a worker really died
-    records = [json.dumps(r) for part in parts for r in part]
-    assert [json.loads(r)["id"] for r in records] == [q.id for q in pending]
-    assert records == [json.dumps(json.loads(line)) for line in lines(job.output)]
+    returned = [json.loads(json.dumps(r)) for part in parts for r in part]
+    assert [r["id"] for r in returned] == [q.id for q in pending]
+    assert same_records(returned, records(job.output))
 
 
 def test_ask_job_on_two_workers_matches_one_process(cluster, tmp_path):

@@ -241,7 +241,7 @@ def _model_name(completer: Completer, digest: str) -> str:
 
 def job_config(job: CompleteJob) -> CompletionConfig:
     return CompletionConfig(
-        kge=KGEConfig(seconds=job.kge_seconds),
+        kge=KGEConfig(seconds=job.kge_seconds, max_epochs=job.kge_epochs),
         kge_models=tuple(job.kge_models),
         scorers=tuple(job.scorers),
         candidates=job.candidates,
