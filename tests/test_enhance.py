@@ -7,6 +7,7 @@ one (MiniLM, FAISS) over a real rdflib store.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import torch
 from kgllm.exceptions import InputError
 from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
+from kgllm.llm.base import GenerationConfig
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.training import TrainingConfig, train_causal_lm
@@ -213,6 +215,23 @@ def test_generate_mode_answers_with_a_cited_fact_for_every_name(answerer):
         assert any(entity.id in (numbered[n][0], numbered[n][2]) for n in answer.metadata["citations"])
     assert answer.evidence.triples == [Triple(*numbered[n]) for n in answer.metadata["citations"]]
     assert answer.metadata["unsupported_names"] == [] and answer.confidence == 1.0
+
+
+def test_an_answer_past_its_time_limit_is_cut_and_answers_nothing(answerer):
+    answer = answerer.answer("What are the neighbors of Kenya?", time_limit=1e-9)  # gone before retrieval ends
+    assert answer.metadata["cut"] is True and answer.metadata["found"] is False
+    assert answer.entities == [] and "generated" not in answer.metadata  # the model was not asked
+    assert "time budget" in answer.text
+    assert "cut" not in answerer.answer("What are the neighbors of Kenya?", time_limit=600).metadata
+
+
+def test_generation_stops_at_its_time_bound(lm):
+    unbounded = GenerationConfig(max_new_tokens=8, min_new_tokens=8, stop=())
+    assert len(lm.generate_tokens(["kenya"], unbounded)[0][0].token_ids) == 8
+    bounded = replace(unbounded, max_seconds=1e-9)  # over after the first token
+    assert len(lm.generate_tokens(["kenya"], bounded)[0][0].token_ids) == 1
+    with pytest.raises(InputError, match="max_seconds"):
+        replace(unbounded, max_seconds=0)
 
 
 def test_closed_book_answers_are_marked(answerer):

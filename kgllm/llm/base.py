@@ -30,6 +30,8 @@ class GenerationConfig:
     """When positive, no n-gram of this size is generated twice (0: off)."""
     stop: tuple[str, ...] = field(default=("\n",))
     seed: int | None = None
+    max_seconds: float | None = None
+    """Wall-clock bound of one call: generation stops after the token in progress (None: no bound)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -46,6 +48,8 @@ class GenerationConfig:
             raise InputError("top_p must be in (0, 1]")
         if self.no_repeat_ngram_size < 0:
             raise InputError("no_repeat_ngram_size must be non-negative")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise InputError("max_seconds must be positive (or None for no bound)")
 
 
 @runtime_checkable

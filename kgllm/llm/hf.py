@@ -308,6 +308,8 @@ class HFCausalLM(LanguageModel):
             settings["min_new_tokens"] = config.min_new_tokens
         if config.no_repeat_ngram_size:
             settings["no_repeat_ngram_size"] = config.no_repeat_ngram_size
+        if config.max_seconds is not None:
+            settings["max_time"] = config.max_seconds
         if logprobs:
             settings.update(output_scores=True, return_dict_in_generate=True)
         if config.do_sample:

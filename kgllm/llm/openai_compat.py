@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -116,7 +117,7 @@ class OpenAICompatibleLM(LanguageModel):
                 for prompt in prompts
             ]
         choices = self._choices(
-            self._request("POST", "/completions", self._payload(prompts, config)),
+            self._request("POST", "/completions", self._payload(prompts, config), timeout=config.max_seconds),
             len(prompts) * config.num_return_sequences,
         )
         n = config.num_return_sequences
@@ -127,6 +128,7 @@ class OpenAICompatibleLM(LanguageModel):
         response is closed (and the server stops) when the consumer stops."""
         url = f"{self.base_url}/completions"
         payload = self._payload([prompt], config) | {"stream": True}
+        deadline = time.monotonic() + config.max_seconds if config.max_seconds is not None else None
         try:
             with self._client.stream("POST", "/completions", json=payload) as response:
                 if response.status_code >= 400:
@@ -140,6 +142,8 @@ class OpenAICompatibleLM(LanguageModel):
                         return
                     if text := _chunk_text(data, url):
                         yield text
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return  # past max_seconds: closing the response stops the server
         except httpx.HTTPError as exc:
             raise ModelError(f"the stream from {url} failed: {exc}") from exc
 
@@ -208,10 +212,11 @@ class OpenAICompatibleLM(LanguageModel):
             raise ModelError(f"expected {expected} completions from the server, got {len(choices)}")
         return choices
 
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, payload: dict | None = None, timeout: float | None = None) -> dict:
+        """``timeout``: seconds for this request (None: the client's)."""
         url = f"{self.base_url}{path}"
         try:
-            response = self._client.request(method, path, json=payload)
+            response = self._client.request(method, path, json=payload, timeout=timeout or self._client.timeout)
         except httpx.HTTPError as exc:
             raise ModelUnavailableError(f"cannot reach the model server at {url}: {exc!r}") from exc
         if response.status_code >= 500 or response.status_code == 429:

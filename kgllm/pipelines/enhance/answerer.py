@@ -44,7 +44,14 @@ CLOSED_BOOK_TEMPLATE = PromptTemplate("Question: {question}\nAnswer:")
 """No facts: the question as kgllm's own model is trained on it."""
 
 SOURCE = "generate"
-GENERATE_OPTIONS = FUSION_OPTIONS | {"closed_book", "max_new_tokens", "context_tokens", "constrained", "strict"}
+GENERATE_OPTIONS = FUSION_OPTIONS | {
+    "closed_book",
+    "max_new_tokens",
+    "context_tokens",
+    "constrained",
+    "strict",
+    "time_limit",
+}
 CHARS_PER_TOKEN = 4
 """Estimate of a token's length for models whose tokenizer is not local (a served model)."""
 
@@ -74,6 +81,11 @@ class PreparedPrompt:
     strict: bool = False
     """Refuse an answer with a claim or a name that the graph does not support, instead of flagging it."""
     started: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None
+    """``time.perf_counter()`` past which the answer is cut (from the ``time_limit`` option)."""
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
 
 class GenerationAnswerer:
@@ -133,10 +145,12 @@ class GenerationAnswerer:
         ``options``: any :class:`~kgllm.pipelines.enhance.retrieval.FusionConfig` field (``k``,
         ``hops``, ``rewrites``, ...), ``closed_book``, ``max_new_tokens``, ``context_tokens`` and
         ``constrained`` (a local model writes only names of the numbered facts' entities, each citing
-        a fact that holds it; default: on for models that support constraints).
+        a fact that holds it; default: on for models that support constraints) and ``time_limit``
+        (seconds for retrieval and generation; an answer not written in time is refused, with
+        ``metadata["cut"]``).
         """
         prepared = self.prepare(question, **options)
-        if prepared.refusal is not None:
+        if prepared.refusal is not None or prepared.expired():
             return self.finish(prepared, "")
         generated = self.lm.generate([prepared.prompt], prepared.config, constraint=prepared.constraint)
         return self.finish(prepared, generated[0][0])
@@ -146,7 +160,7 @@ class GenerationAnswerer:
         ``prepare`` -> ``lm.stream`` -> ``finish``."""
         prepared = self.prepare(question, **options)
         pieces: list[str] = []
-        if prepared.refusal is None:
+        if prepared.refusal is None and not prepared.expired():
             for piece in self.lm.stream(prepared.prompt, prepared.config, constraint=prepared.constraint):
                 pieces.append(piece)
                 yield piece
@@ -159,30 +173,50 @@ class GenerationAnswerer:
             raise InputError(f"unknown generate option(s) {unknown}; known: {sorted(GENERATE_OPTIONS)}")
         if not isinstance(question, str) or not question.strip():
             raise InputError("the question is empty")
+        started = time.perf_counter()
+        time_limit = options.pop("time_limit", None)
+        deadline = started + float(time_limit) if time_limit is not None else None
         closed_book = bool(options.pop("closed_book", False))
         strict = bool(options.pop("strict", False))
         constrained = bool(options.pop("constrained", True))
         context_option = options.pop("context_tokens", self.context_tokens)
         max_new_option = options.pop("max_new_tokens", None)
         if closed_book:
-            config = GenerationConfig(max_new_tokens=max_new_option or self.max_new_tokens, stop=("\n",))
+            config = GenerationConfig(
+                max_new_tokens=max_new_option or self.max_new_tokens, stop=("\n",), max_seconds=_left(deadline)
+            )
             prompt = CLOSED_BOOK_TEMPLATE.format(question=question.strip())
-            return PreparedPrompt(question, [], [], prompt, config, closed_book=True, model=self.lm.name, strict=strict)
+            return PreparedPrompt(
+                question,
+                [],
+                [],
+                prompt,
+                config,
+                closed_book=True,
+                model=self.lm.name,
+                strict=strict,
+                started=started,
+                deadline=deadline,
+            )
         retrieved = self._fusion_retriever().retrieve(question, **options)
         if not retrieved.facts:  # said before any model is loaded
             refusal = "no fact in the graph bears on this question" + (
                 "" if retrieved.links else " (it names nothing the graph knows)"
             )
-            return PreparedPrompt(question, [], [], "", GenerationConfig(), retrieved, refusal=refusal)
+            return PreparedPrompt(question, [], [], "", GenerationConfig(), retrieved, refusal=refusal, started=started)
+        if deadline is not None and time.perf_counter() >= deadline:  # no time left to write: finish cuts it
+            return PreparedPrompt(
+                question, [], [], "", GenerationConfig(), retrieved, started=started, deadline=deadline
+            )
         context = context_option or self._model_context()
         # a small context keeps three quarters of itself for the facts
         max_new = int(max_new_option or min(self.max_new_tokens, context // 4 if context else self.max_new_tokens))
-        config = GenerationConfig(max_new_tokens=max_new, stop=("\n",))
+        config = GenerationConfig(max_new_tokens=max_new, stop=("\n",), max_seconds=_left(deadline))
         texts = self._verbalize([f.triple for f in retrieved.facts])
         kept, tokens = self._fit(question.strip(), texts, context, max_new)
         if not kept:
             refusal = f"none of the retrieved facts fits the model's context of {context} tokens beside the question"
-            return PreparedPrompt(question, [], [], "", config, retrieved, refusal=refusal)
+            return PreparedPrompt(question, [], [], "", config, retrieved, refusal=refusal, started=started)
         prompt = self.template.format(facts=number_facts(texts[:kept]), question=question.strip())
         constraint = self._grammar(retrieved.facts[:kept]) if constrained and self.lm.supports_constraints else None
         return PreparedPrompt(
@@ -197,6 +231,8 @@ class GenerationAnswerer:
             model=self.lm.name,
             constraint=constraint,
             strict=strict,
+            started=started,
+            deadline=deadline,
         )
 
     def finish(self, prepared: PreparedPrompt, generated: str) -> Answer:
@@ -214,6 +250,12 @@ class GenerationAnswerer:
             metadata["rewrites"] = prepared.retrieved.rewrites
         if prepared.refusal is not None:
             return self._refusal(prepared, prepared.refusal, metadata)
+        if prepared.expired():
+            metadata["cut"] = True
+            limit = (prepared.deadline or 0.0) - prepared.started
+            return self._refusal(
+                prepared, f"its time budget of {limit:.3g} s ran out before the answer was written", metadata
+            )
         metadata["model"] = prepared.model
         metadata["generated"] = generated
         parsed = parse_answer(generated)
@@ -358,3 +400,8 @@ class GenerationAnswerer:
     def _fusion_retriever(self) -> FusionRetriever:
         """Fusion over the shared retriever; the model (for rewrites) only when there is one."""
         return FusionRetriever(self.retriever, self.lm if self._lm is not None else None, self.fusion, self.paths)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (None: no deadline); at least a millisecond, as a bound must be positive."""
+    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
