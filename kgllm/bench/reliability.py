@@ -35,6 +35,7 @@ import httpx
 import kgllm
 from kgllm.bench.ask import WARM_UP, read_questions
 from kgllm.exceptions import KGLLMError
+from kgllm.server.graph import ANSWER_CACHE_HEADER
 from kgllm.testing import free_port
 
 PACKAGE_ROOT = Path(kgllm.__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ class Phase:
     concurrency: int
     seconds: list[float] = field(default_factory=list)
     errors: int = 0
+    cache_hits: int = 0  # answers the server took from its answer cache (a repeat within its lifetime)
     error_kinds: Counter = field(default_factory=Counter)  # status code (or exception name) -> count
     wall_seconds: float = 0.0
     health_seconds: list[float] = field(default_factory=list)
@@ -71,6 +73,7 @@ class Phase:
             "requests": str(len(self.seconds)),
             "concurrency": str(self.concurrency),
             "errors": f"{self.errors}" + (f" ({_kinds(self.error_kinds)})" if self.errors else ""),
+            "answer-cache hits": str(self.cache_hits),
             "p50 ms": f"{1000 * statistics.median(self.seconds):.0f}" if self.seconds else "-",
             "p95 ms": f"{1000 * self.percentile(0.95):.0f}",
             "requests/s": f"{len(self.seconds) / self.wall_seconds:.1f}" if self.wall_seconds else "-",
@@ -222,6 +225,8 @@ async def _burst(client: httpx.AsyncClient, questions: list[str], concurrency: i
                 if response.status_code != 200:
                     phase.errors += 1
                     phase.error_kinds[str(response.status_code)] += 1
+                elif response.headers.get(ANSWER_CACHE_HEADER) == "hit":
+                    phase.cache_hits += 1
             except httpx.HTTPError as exc:
                 phase.errors += 1
                 phase.error_kinds[type(exc).__name__] += 1

@@ -36,6 +36,9 @@ ANSWER_EVENT = {
     "properties": {"event": {"type": "string", "enum": ["token", "answer", "error"]}, "data": {"type": "string"}},
     "required": ["event", "data"],
 }
+#: Marks an answer served again from the answer cache.
+ANSWER_CACHE_HEADER = "X-Answer-Cache"
+
 router = APIRouter(tags=["graph"])
 health_router = APIRouter(tags=["health"])
 
@@ -116,7 +119,7 @@ async def ask(body: AskRequest, request: Request) -> Response:
         return StreamingResponse(_answer_events(server, body, arrived), media_type="text/event-stream")
     key = body.model_dump_json(exclude={"max_seconds"})  # a complete answer does not depend on the budget
     if (cached := server.answers.get(key)) is not None:
-        return Response(cached, media_type="application/json", headers={"X-Answer-Cache": "hit"})
+        return Response(cached, media_type="application/json", headers={ANSWER_CACHE_HEADER: "hit"})
 
     def work() -> JSONResponse:
         answer = server.session.ask(body.question, body.answerer, **_ask_options(server, body, arrived))
@@ -131,7 +134,7 @@ async def ask(body: AskRequest, request: Request) -> Response:
 def _ask_options(server, body: AskRequest, arrived: float) -> dict[str, Any]:
     """The answerer's options for ``body``, with what is left of the time budget."""
     seconds = server.seconds_left(arrived, body.max_seconds)  # queueing counts against the budget
-    if body.answerer == "programs":
+    if body.answerer in ("programs", "generate"):
         return {"time_limit": seconds}
     if body.answerer not in ("auto", "paths"):
         return {}  # another answerer's options are its own
