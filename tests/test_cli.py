@@ -152,3 +152,22 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zero-shot graph search (encoder, beam 3)" in result.stdout
     assert "trained planner (LoRA, beam 3)" in result.stdout
+
+
+def test_piped_output_keeps_a_long_answer_on_one_line(tmp_path):
+    neighbours = [f"Republic of Far Away Country Number {i}" for i in range(6)]
+    graph = tmp_path / "wide.tsv"
+    graph.write_text("".join(f"chad\tneighborOf\t{name}\n" for name in neighbours))
+    environment = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    environment["KGLLM_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        [KGLLM, "ask", "What are the neighbors of Chad?", "--graph", str(graph), "--no-model"],
+        capture_output=True,  # stdout is a pipe, as in `kgllm ask ... | grep`
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    [answer_line] = [line for line in result.stdout.splitlines() if line.startswith("A:")]
+    assert len(answer_line) > 200
+    assert all(name in answer_line for name in neighbours)

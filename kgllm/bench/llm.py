@@ -24,12 +24,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from rich.console import Console
-
 from kgllm.bench.report import markdown, print_table
+from kgllm.cli.output import make_console
 from kgllm.settings import Settings
 
-console = Console()
+console = make_console()
 TASK = "tail"
 SECTIONS = ("lora-vs-full", "methods", "injection", "throughput", "from-scratch")
 # Peak learning rates: virtual-token methods need larger steps than LoRA or full fine-tuning.

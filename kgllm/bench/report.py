@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kgllm.cli.output import make_console
+
 
 def print_table(rows: list[dict[str, str]], title: str, console: Console | None = None) -> None:
     table = Table(title=title)
@@ -14,7 +16,7 @@ def print_table(rows: list[dict[str, str]], title: str, console: Console | None 
         table.add_column(column, justify="left" if column in ("set", "mode", "store", "operation") else "right")
     for row in rows:
         table.add_row(*row.values())
-    (console or Console()).print(table)
+    (console or make_console()).print(table)
 
 
 def markdown(rows: list[dict[str, str]]) -> str:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
+from kgllm.cli.output import make_console
 from kgllm.exceptions import ConfigurationError
 from kgllm.settings import Settings
 
-console = Console()
+console = make_console()
 
 train_app = typer.Typer(
     help="Train language models on a graph: `default` (the cached default model), `pretrain` "

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.tree import Tree
 
 from kgllm.cli.llm import list_adapters, train_app
+from kgllm.cli.output import make_console
 from kgllm.exceptions import KGLLMError
 from kgllm.settings import Settings
 
@@ -22,8 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+console = make_console()
+errors = make_console(stderr=True)
 
 DEMO_QUESTIONS = (
     "Which countries border Chad?",
@@ -50,7 +50,8 @@ TrainDataOption = Annotated[
     Optional[Path],
     typer.Option(
         "--train",
-        help="WebNLG-style JSON lines the adapter is trained on (once, then cached); default: KGLLM_CONSTRUCTION_DATA.",
+        help="WebNLG-style JSON lines to train your own adapter on (once, then cached); default: "
+        "KGLLM_CONSTRUCTION_DATA, else the adapter shipped with kgllm.",
     ),
 ]
 NoModelOption = Annotated[
@@ -709,7 +710,8 @@ def _print_answer(answer) -> None:
 BaseModelOption = Annotated[
     Optional[Path],
     typer.Option(
-        "--model", help="Local Hugging Face causal LM to put the adapter on (default: the project's own small model)."
+        "--model",
+        help="Local Hugging Face causal LM to train the adapter on (needs --train; default: the shipped small model).",
     ),
 ]
 
