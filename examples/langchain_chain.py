@@ -1,41 +1,30 @@
-"""An LCEL chain: kgllm retrieves the evidence paths, a chat model answers from them.
+"""An LCEL chain over kgllm: the retriever's evidence, then an answer written from numbered graph facts.
 
     python examples/langchain_chain.py "Which subregion are the neighbours of Chad located in?"
 
-The chat model here is kgllm's own (the small model trained on the demo graph); any LangChain
-chat model (e.g. one on an OpenAI-compatible server) drops in the same way.
+The answer comes from kgllm's generate mode: the facts retrieved for the question are numbered in
+the prompt and the model (kgllm's own reader, trained on the demo graph on first use) names each
+answer citing the fact that holds it, so every name it prints is backed by a fact shown beside it.
 """
 
 import sys
 
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.runnables import RunnableLambda
 
 import kgllm
-from kgllm.integrations.langchain import KGLLMChatModel, KGLLMRetriever
-
-PROMPT = ChatPromptTemplate.from_messages(
-    [
-        ("system", "Facts: {evidence}"),
-        ("human", "{question}"),
-    ]
-)
+from kgllm.integrations.langchain import KGLLMRetriever
 
 
-def format_evidence(documents) -> str:
-    return " ".join(doc.page_content for doc in documents)
+def cited_answer(answer: kgllm.Answer) -> str:
+    """The answer line and the facts it cites, one per line."""
+    facts = {fact["n"]: fact["fact"] for fact in answer.metadata.get("facts", [])}
+    cited = [f"  [{n}] {facts[n]}" for n in answer.metadata.get("citations", [])]
+    return "\n".join([answer.text, *cited])
 
 
 def build_chain(session: kgllm.Session):
-    """question -> {evidence from the graph, question} -> prompt -> chat model -> text."""
-    retriever = KGLLMRetriever(session=session, max_documents=8)
-    return (
-        {"evidence": retriever | format_evidence, "question": RunnablePassthrough()}
-        | PROMPT
-        | KGLLMChatModel(lm=session.lm)
-        | StrOutputParser()
-    )
+    """question -> generate mode (retrieve, inject, cite) -> the answer with its cited facts."""
+    return RunnableLambda(lambda question: session.ask(question, mode="generate")) | RunnableLambda(cited_answer)
 
 
 if __name__ == "__main__":
@@ -43,4 +32,7 @@ if __name__ == "__main__":
     session = kgllm.connect()
     for doc in KGLLMRetriever(session=session, max_documents=3).invoke(question):
         print("evidence:", doc.page_content, f"(score {doc.metadata['score']:.2f})")
-    print("model says:", build_chain(session).invoke(question))
+    print("model says:", end=" ", flush=True)
+    for piece in build_chain(session).stream(question):  # token by token, as the model writes
+        print(piece, end="", flush=True)
+    print()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from kgllm.graph import GraphStore, open_store
@@ -54,11 +55,26 @@ def connect(
         else encoder_from_settings(settings if encoder is None else settings.model_copy(update={"encoder": encoder}))
     )
     retriever = KGRetriever(
-        graph_store, enc, index_dir=graph_store.index_dir(settings.cache_dir), max_fanout=settings.max_fanout
+        graph_store,
+        enc,
+        index_dir=graph_store.index_dir(settings.cache_dir),
+        max_fanout=settings.max_fanout,
+        index_facts=settings.index_facts,
     )
     retriever.build()
     lm = open_model(model, store=graph_store, settings=settings, progress=progress) if use_model else None
-    return Session(graph_store, retriever, lm, settings)
+    reader = None
+    if use_model and model is None and settings.model is None and settings.backend_name() == "hf":
+        reader = default_reader(graph_store, settings, progress)
+    return Session(graph_store, retriever, lm, settings, reader=reader)
+
+
+def default_reader(store: GraphStore, settings: Settings, progress: bool) -> Callable[[], LanguageModel]:
+    """Generate mode's model when kgllm's own is used: the reader (the default model taught to cite
+    facts), trained on the first generate question and cached."""
+    from kgllm.pipelines.enhance.reading import ensure_reader_model
+
+    return lambda: open_model(ensure_reader_model(store, settings, progress=progress), settings=settings)
 
 
 _sessions: dict[tuple[object, str], Session] = {}

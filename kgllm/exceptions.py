@@ -47,3 +47,23 @@ class RetrievalError(KGLLMError):
 
 class ModelError(KGLLMError):
     """A language model could not be loaded, trained or run."""
+
+
+class QueryRefusedError(InputError):
+    """A query (SPARQL, Cypher) that is malformed, writes, or reaches outside the graph; it was not run."""
+
+
+class QueryLimitError(GraphStoreError):
+    """A query that ran past its time limit or would return more rows than allowed; it was stopped."""
+
+
+class ModelUnavailableError(ModelError):
+    """A model server timed out, could not be reached or failed on its side; retrying later may help."""
+
+    retryable = True
+
+
+class ModelOutputError(ModelError):
+    """A model answered with text that cannot be used (empty, or citing no given fact); asking again may help."""
+
+    retryable = True

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
 from kgllm.cache import LockTimeoutError, atomic_write, file_lock, lock_path, write_text_atomic
@@ -95,16 +95,28 @@ class CompleteJob(Job):
         0.0, ge=0, le=1, description="Predictions scored lower are neither written nor written back."
     )
     write_back: bool = Field(False, description="Add the predictions to the store, marked as predicted.")
+    review: bool = Field(
+        False, description="Queue the predictions for review (the page's Review view) instead of writing them back."
+    )
     kge_models: list[KGEModelName] = Field(
         ["complex", "distmult"], description="Structural models tried; the best on a valid sample is kept."
     )
     kge_seconds: float = Field(
         60.0, gt=0, description="Training time budget of the structural models, shared (the result is cached)."
     )
+    kge_epochs: int = Field(
+        400, ge=1, description="Most epochs per structural model: with a large time budget, a reproducible model."
+    )
     scorers: list[Literal["rules", "lm", "encoder"]] = Field(
         ["rules", "lm", "encoder"], description="Re-rankers fused with the structural score."
     )
     candidates: int = Field(20, ge=1, description="Structural candidates re-ranked per query.")
+
+    @model_validator(mode="after")
+    def review_or_write_back(self) -> CompleteJob:
+        if self.review and self.write_back:
+            raise ValueError("--review and --write-back exclude each other: review queues what write-back would write")
+        return self
 
 
 JOB_KINDS: dict[str, type[AskJob] | type[CompleteJob]] = {"ask": AskJob, "complete": CompleteJob}
@@ -145,21 +157,53 @@ def read_questions(path: Path) -> Iterator[tuple[str, str]]:
             yield str(number), line.strip()
 
 
+ASK_SHARD = 16  # questions per Ray task
+
+
 def run_ask_job(
-    job: AskJob, session, progress: bool = True, *, restart: bool = False, repair: bool = False
+    job: AskJob,
+    session,
+    progress: bool = True,
+    *,
+    restart: bool = False,
+    repair: bool = False,
+    ray: str | None = None,
+    shard_size: int = ASK_SHARD,
 ) -> dict[str, int]:
     """Answer the questions not yet in ``job.output``; returns counts of answered and skipped.
 
     ``restart`` drops answers to questions no longer in the file, ``repair`` drops corrupt
     lines (see :class:`JobOutput`); without them the job refuses to touch such an output.
+    With ``ray`` (see :mod:`kgllm.cluster`) shards of ``shard_size`` questions are answered by
+    the cluster's workers, each with its own session (``session`` is then unused), and written here.
     """
+    from kgllm.cluster import map_shards, shards
+
     questions = [(item_key(i, q), i, q) for i, q in read_questions(job.questions)]
     with JobOutput(job.output, job.fingerprint(), restart=restart, repair=repair, items="questions") as output:
         done = output.resume(key for key, _, _ in questions)
         pending = list({key: (key, i, q) for key, i, q in questions if key not in done}.values())
-        for key, item_id, question in tqdm(pending, desc="answering", unit="question", disable=not progress):
-            output.write([{"id": item_id, **session.ask(question).to_dict(), "key": key}])
+        if ray:
+            records = (r for part in map_shards(_ask_shard, shards(pending, shard_size), ray, job) for r in part)
+        else:
+            records = ({"id": i, **session.ask(q).to_dict(), "key": key} for key, i, q in pending)
+        for record in tqdm(records, total=len(pending), desc="answering", unit="question", disable=not progress):
+            output.write([record])
     return {"answered": len(pending), "skipped": len(done)}
+
+
+_worker_sessions: dict[str, object] = {}
+
+
+def _ask_shard(job: AskJob, part: list[tuple[str, str, str]]) -> list[dict]:
+    """A Ray worker's part of an ask job; the session is opened once per worker process."""
+    from kgllm.api import connect
+
+    key = job.fingerprint()
+    if key not in _worker_sessions:
+        _worker_sessions[key] = connect(job.graph, store=job.store, use_model=job.use_model)
+    session = _worker_sessions[key]
+    return [{"id": i, **session.ask(q).to_dict(), "key": k} for k, i, q in part]  # type: ignore[attr-defined]
 
 
 def item_key(*parts: str) -> str:

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
         default_factory=_default_cache_dir, description="Where trained models and indexes are cached."
     )
     store: str = Field("rdflib", description="Graph store back-end: a registered name (rdflib, neo4j, or a plugin's).")
-    graph: Path | None = Field(None, description="Graph file for the rdflib store (default: the bundled demo graph).")
+    graph: Path | None = Field(
+        None, description="Graph file (rdflib store) or folder (oxigraph store); default: the bundled demo graph."
+    )
     neo4j_uri: str = Field("bolt://localhost:7687", description="Bolt URI of the Neo4j (or compatible) server.")
     neo4j_user: str = Field("neo4j", description="Bolt user name.")
     neo4j_password: str = Field("", description="Bolt password.")
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
     max_hops: int = Field(2, ge=1, le=4, description="Longest relation path the reasoner follows.")
     max_fanout: int = Field(
         2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities)."
+    )
+    index_facts: bool = Field(
+        True,
+        description="Index every fact of the graph for nearest-fact search; false defers it (entity labels are "
+        "indexed either way, and the facts near a question's entities are scored as it is asked).",
     )
     beam_width: int = Field(
         0,

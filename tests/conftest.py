@@ -26,6 +26,25 @@ def encoder():
     return SentenceTransformerEncoder()
 
 
+@pytest.fixture(scope="session")
+def copy_demo_graph():
+    """``copy_demo_graph(folder)``: the demo graph copied into a writable folder, with its saved indexes
+    (so nothing is encoded again); returns the copy's path."""
+    import shutil
+
+    from kgllm.graph.demo import demo_graph_path
+
+    def copy(folder):
+        graph = folder / "countries.ttl"
+        shutil.copy(demo_graph_path(), graph)
+        index = demo_graph_path().with_name("countries.ttl.index")
+        if index.is_dir():
+            shutil.copytree(index, folder / "countries.ttl.index")
+        return graph
+
+    return copy
+
+
 # =========================================================================
 # Bolt server (ArcadeDB with its Bolt plugin) for the Neo4j store
 # =========================================================================

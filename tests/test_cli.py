@@ -122,6 +122,23 @@ def test_explain_shows_the_plans_and_saves_a_picture(tmp_path):
     assert picture.is_file() and "<svg" in picture.read_text()
 
 
+def test_explain_shows_the_program_and_its_compiled_query(tmp_path):
+    graph = tmp_path / "mini.tsv"
+    graph.write_text(TSV)
+    result = run(
+        "ask", "How many neighbors does Chad have?", "--graph", str(graph), "--no-model", "--explain", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "program: (count (hop" in result.stdout and "SPARQL" in result.stdout
+    assert "?p0 = " in result.stdout and "SELECT ?x" in result.stdout
+    as_json = run(
+        "ask", "How many neighbors does Chad have?", "--graph", str(graph), "--no-model", "--json", tmp_path=tmp_path
+    )
+    metadata = json.loads(as_json.stdout)["metadata"]
+    assert metadata["engine"] == "protocol" and metadata["query"]["language"] == "sparql"
+    assert metadata["query"]["ran"] is False and "SELECT" in metadata["query"]["text"]
+
+
 def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     kb = tmp_path / "kb.txt"
     kb.write_text(
@@ -152,6 +169,15 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zero-shot graph search (encoder, beam 3)" in result.stdout
     assert "trained planner (LoRA, beam 3)" in result.stdout
+
+
+def test_extract_review_goes_with_a_dry_run_only(tmp_path):
+    document = tmp_path / "note.txt"
+    document.write_text("Acme Corp is located in Berlin.")
+    result = run("extract", str(document), "--graph", str(tmp_path / "g.ttl"), "--review", tmp_path=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--review queues a dry run's facts: use it with --dry-run" in result.stderr
+    assert not (tmp_path / "g.ttl").exists()
 
 
 def test_piped_output_keeps_a_long_answer_on_one_line(tmp_path):

@@ -262,6 +262,31 @@ def test_write_back_on_a_bolt_server(neo4j_store, demo_store, trained, tmp_path)
     _check_write_back(neo4j_store, trained, tmp_path)
 
 
+def test_a_review_job_queues_its_predictions_and_writes_nothing(trained, tmp_path):
+    from kgllm.graph.review import ReviewQueue
+    from kgllm.pipelines.completion.completer import Completer
+
+    store = stores.resolve("rdflib", {"path": shutil.copy(demo_graph_path(), tmp_path / "kg.ttl")})
+    count, settings = store.count_triples(), Settings(cache_dir=tmp_path)
+    completer = Completer(trained, [], 10, model_name="complex-test")
+    job = _write_back_job(tmp_path, "a.jsonl").model_copy(update={"write_back": False, "review": True})
+    first = run_complete_job(job, store, settings, False, completer)
+    assert first.queued == first.predictions > 0 and first.written_back == 0 and store.count_triples() == count
+    pending = ReviewQueue.for_store(store, settings.cache_dir).pending()
+    assert len(pending) == first.predictions
+    assert all(p.records[0].source == SOURCE and p.records[0].model == "complex-test" for p in pending)
+    again = run_complete_job(job.model_copy(update={"output": tmp_path / "b.jsonl"}), store, settings, False, completer)
+    assert again.predictions == first.predictions and again.queued == 0  # each fact is queued once
+    with pytest.raises(ConfigurationError, match="^--review and --write-back exclude each other"):
+        job_from_options(queries=tmp_path / "q.tsv", output=tmp_path / "o.jsonl", write_back=True, review=True)
+    with pytest.raises(ConfigurationError, match="bundled demo graph is read-only"):
+        run_complete_job(job.model_copy(update={"output": tmp_path / "c.jsonl"}), demo_store_of(), settings, False)
+
+
+def demo_store_of():
+    return stores.resolve("rdflib", {"path": demo_graph_path()})
+
+
 def run_cli(*args, tmp_path):
     environment = {**os.environ, "KGLLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
     return subprocess.run([KGLLM, *args], capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path)
@@ -335,3 +360,51 @@ def test_job_spec_errors(tmp_path):
         ConfigurationError, match=r"--top-k: .*greater than or equal to 1; --scorers.1: .*'rules', 'lm' or 'encoder'"
     ):
         job_from_options(queries=tmp_path / "q.tsv", output=tmp_path / "o.jsonl", top_k=0, scorers=["rules", "oracle"])
+
+
+def test_training_marks_give_the_model_each_budget_would_have_returned(demo_split):
+    train, valid, test = demo_split
+    vocabulary = Vocabulary.from_triples(train + valid + test)
+    config = KGEConfig(dim=32, max_epochs=10_000, seconds=2.0, eval_every=10_000, check_seconds=0.5, valid_sample=20)
+    marks = []
+    final = train_kge(
+        train, config, valid, False, vocabulary, marks=[0.5, 1.0], on_mark=lambda s, m: marks.append((s, m))
+    )
+    assert [s for s, _ in marks] == [0.5, 1.0, 2.0]
+    assert all(m.valid_mrr is not None and m.seconds >= s for s, m in marks)
+    assert [m.valid_mrr for _, m in marks] == sorted(m.valid_mrr for _, m in marks)  # best so far: never worse
+    heads, relations = np.arange(5), np.zeros(5, dtype=np.int64)
+    assert np.array_equal(final.tail_scores(heads, relations), marks[-1][1].tail_scores(heads, relations))
+    assert final.valid_mrr == marks[-1][1].valid_mrr and final.seconds >= 2.0
+
+
+def test_budgets_name_their_unit():
+    from kgllm.bench.completion import parse_budgets
+    from kgllm.exceptions import InputError
+
+    assert parse_budgets("3m, 90s,1.5m") == [90.0, 180.0]
+    for bad in ("3", "3h", "-1m", "m", ""):
+        with pytest.raises(InputError, match="budget"):
+            parse_budgets(bad)
+
+
+def test_budget_curve_ranks_every_model_at_every_budget(demo_split, tmp_path):
+    from kgllm.bench.completion import PyKEENRecipe, curve_table, plot_curve, run_budget_curve
+
+    for name, split in zip(("train", "valid", "test"), demo_split):
+        (tmp_path / f"{name}.txt").write_text("".join(f"{t.head}\t{t.relation}\t{t.tail}\n" for t in split))
+    kge = KGEConfig(dim=32, max_epochs=10_000, valid_sample=30)
+    recipes = [PyKEENRecipe("ComplEx", "lcwa", batch_size=64)]
+    curve = run_budget_curve(tmp_path, [1.0, 2.0], test_sample=25, kge=kge, recipes=recipes, progress=False)
+    points = [point for model in curve for point in model]
+    assert [(p.model.split()[0], p.seconds) for p in points] == [
+        ("kgllm", 1.0),
+        ("kgllm", 2.0),
+        ("PyKEEN", 1.0),
+        ("PyKEEN", 2.0),
+    ]
+    assert all(0 < p.metrics["mrr"] <= 1 and p.metrics["hits@1"] <= p.metrics["hits@10"] for p in points)
+    rows = curve_table(points)
+    assert [r["model"] for r in rows] == [points[0].model, recipes[0].label]
+    assert rows[1]["2 s: MRR (H@1 / H@3 / H@10)"].startswith(f"{points[3].metrics['mrr']:.3f} (")
+    assert plot_curve(points, tmp_path / "curve.png", "demo").read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +30,7 @@ from kgllm.pipelines.construction.constructor import (
 )
 from kgllm.pipelines.construction.extraction import Extractor, extraction_examples, extraction_prompt
 from kgllm.pipelines.construction.grammar import TripleGrammar, target_text, text_spans
+from kgllm.types import Triple
 
 SENTENCES = {
     "Alice Smith was born in Paris.": [("Alice_Smith", "birthPlace", "Paris")],
@@ -35,6 +42,8 @@ SENTENCES = {
     ],
 }
 RELATIONS = ["birthPlace", "employer", "location"]
+REPO = Path(__file__).resolve().parents[1]
+EX = "http://example.org/"
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +288,89 @@ def test_schema_classes_type_the_new_entities(extractor, tmp_path):
     KGConstructor(store, extractor, schema=schema).extract_document(doc)
     assert store.entity(new_entity_id("Alice Smith")).types == (new_entity_id("Person"),)
     assert store.entity(new_entity_id("Paris")).types == (new_entity_id("City"),)
+
+
+def test_a_dry_run_queues_its_facts_for_review_and_accepting_one_writes_it_with_its_span(extractor, tmp_path):
+    from kgllm.cli.construction import queue_for_review
+    from kgllm.graph.review import ReviewQueue
+    from kgllm.settings import Settings
+
+    store = RDFLibStore(tmp_path / "graph.ttl")
+    document = tmp_path / "acme.txt"
+    document.write_text("Acme Corp is located in Berlin.")
+    (result,) = KGConstructor(store, extractor).run([document], write=False, progress=False)
+    settings = Settings(cache_dir=tmp_path / "cache")
+    assert queue_for_review(store, [result], settings) == 1 and store.count_triples() == 0
+    queue = ReviewQueue.for_store(store, settings.cache_dir)
+    (proposal,) = queue.pending()
+    assert proposal.labels[0] == "Acme Corp" and proposal.labels[2] == "Berlin"
+    (record,) = proposal.records
+    assert record.method == "extracted" and record.source == result.source and record.span is not None
+    assert proposal.texts == ("Acme Corp is located in Berlin",)  # the span, from the subject to the object
+    assert queue_for_review(store, [result], settings) == 0  # the same dry run again queues nothing new
+    queue.accept(proposal.id, store)
+    assert list(store.triples()) == [proposal.triple] and store.provenance(proposal.triple) == [record]
+    assert store.entity(proposal.triple.head).label == "Acme Corp"
+    assert queue.pending() == []
+
+
+EXTRACT_PROCESS = """
+import sys
+from kgllm.graph.rdflib_store import RDFLibStore
+from kgllm.pipelines.construction.constructor import KGConstructor
+from kgllm.pipelines.construction.extraction import Extractor
+
+base, adapter, graph, document, *relations = sys.argv[1:]
+extractor = Extractor.load(base, adapter, threads=1, relations=relations)
+[result] = KGConstructor(RDFLibStore(graph), extractor).run([document], progress=False)
+print(result.status, flush=True)
+"""
+
+
+def extraction_process(extraction_model, graph, document) -> subprocess.Popen:
+    """The extraction code path in a process of its own, writing to ``graph``."""
+    return subprocess.Popen(
+        [sys.executable, "-c", EXTRACT_PROCESS, *map(str, extraction_model), str(graph), str(document), *RELATIONS],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_an_extraction_killed_mid_write_leaves_the_graph_whole_and_a_rerun_adds_each_fact_once(
+    extraction_model, extractor, tmp_path
+):
+    doc = tmp_path / "people.txt"
+    doc.write_text("Alice Smith was born in Paris. Bob Stone works for Acme Corp.")
+    reference = RDFLibStore()  # the same document extracted once, undisturbed
+    KGConstructor(reference, extractor).extract_document(doc)
+    expected = set(reference.triples())
+    assert expected  # the extraction finds facts, so the checks below have something to count
+
+    graph = tmp_path / "kg.ttl"
+    old = [Triple(f"{EX}g{i}", f"{EX}r{i % 5}", f"{EX}g{i + 1}") for i in range(20_000)]
+    RDFLibStore(graph).add(old)  # large, so that rewriting the file takes long enough to be caught at it
+    killed = extraction_process(extraction_model, graph, doc)
+    deadline = time.monotonic() + 600
+    while not list(tmp_path.glob(".kg.ttl.*.tmp")):
+        assert killed.poll() is None, f"the extraction ended before its write: {killed.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "the extraction never started writing"
+        time.sleep(0.001)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+
+    after_kill = set(RDFLibStore(graph).triples())  # the file parses: the old graph, or the old one and the facts
+    assert after_kill in (set(old), set(old) | expected)
+    rerun = extraction_process(extraction_model, graph, doc)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert out.split() == (["unchanged"] if after_kill != set(old) else ["added"])
+    store = RDFLibStore(graph)
+    assert set(store.triples()) == set(old) | expected and store.count_triples() == len(old) + len(expected)
+    for fact in expected:  # one provenance record each, from the one version of the document
+        assert [(r.source, r.span) for r in store.provenance(fact)] == [
+            (r.source, r.span) for r in reference.provenance(fact)
+        ]
+    assert store.sources() == reference.sources()
+    assert not list(tmp_path.glob(".kg.ttl.*.tmp"))  # the killed writer's temporary file is cleared

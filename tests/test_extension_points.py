@@ -115,7 +115,7 @@ def test_encoder_contract(name):
 
 # ------------------------------------------------------------------ third-party registrations
 def test_stores_and_options_are_checked_against_the_registry():
-    with pytest.raises(ConfigurationError, match="unknown graph store 'foo'; choose one of: neo4j, rdflib"):
+    with pytest.raises(ConfigurationError, match="unknown graph store 'foo'; choose one of: neo4j, oxigraph, rdflib"):
         open_store(store="foo")
     with pytest.raises(ConfigurationError, match="unknown graph store"):
         Settings(store="foo")

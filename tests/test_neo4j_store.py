@@ -333,3 +333,55 @@ def test_from_settings_and_registry(bolt_server):
     assert "wrong" not in repr(store) and bolt_server.password not in repr(store)
     store.close()
     assert stores.get("neo4j") is Neo4jStore
+
+
+def test_literal_valued_statements_are_kept_as_attributes_and_exported(neo4j_store, tmp_path):
+    from kgllm.graph.loaders import load_report
+
+    source = tmp_path / "numbers.ttl"
+    source.write_text(
+        f'@prefix ex: <{EX}> .\nex:chad ex:neighborOf ex:niger ; ex:population 17 ; ex:motto "Unité" .\n',
+        encoding="utf-8",
+    )
+    report = load_report(neo4j_store, source)
+    assert (report.new_triples, report.attributes, report.attributes_dropped) == (1, 2, 0)
+    assert neo4j_store.attribute_values(EX + "chad", EX + "population") == [17]
+    assert neo4j_store.relations() == [EX + "neighborOf"]  # attributes are not relations
+    assert neo4j_store.count_triples() == 1
+    exported = Graph().parse(neo4j_store.export(tmp_path / "out.ttl"))
+    assert (URIRef(EX + "chad"), URIRef(EX + "population"), Literal(17)) in exported
+    assert (URIRef(EX + "chad"), URIRef(EX + "motto"), Literal("Unité")) in exported
+
+
+def test_routing_uri_reads_and_writes_through_the_cluster_routing_driver(bolt_server, neo4j_store):
+    routed = Neo4jStore(
+        bolt_server.uri.replace("bolt://", "neo4j://"),
+        bolt_server.user,
+        bolt_server.password,
+        database=neo4j_store.database,
+    )
+    try:
+        assert routed.add(FACTS[:2]) == 2
+        assert set(routed.triples(CHAD)) == {FACTS[0]} and set(neo4j_store.triples(NIGER)) == {FACTS[1]}
+    finally:
+        routed.close()
+
+
+def test_reads_go_through_read_transactions_and_writes_through_write_transactions(neo4j_store, monkeypatch):
+    """What lets a cluster route them: the driver sends ``execute_read`` to readers, ``execute_write`` to the leader."""
+    import neo4j
+
+    calls = []
+    for name in ("execute_read", "execute_write"):
+        original = getattr(neo4j.Session, name)
+
+        def recording(session, work, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(session, work, *args, **kwargs)
+
+        monkeypatch.setattr(neo4j.Session, name, recording)
+    neo4j_store.add(FACTS, ENTITIES)
+    assert calls == ["execute_write"]
+    calls.clear()
+    assert neo4j_store.label(CHAD) == "Chad" and neo4j_store.count_triples() == len(FACTS)
+    assert calls == ["execute_read", "execute_read"]

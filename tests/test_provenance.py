@@ -3,6 +3,7 @@
 import pytest
 
 from kgllm.exceptions import InputError
+from kgllm.graph.oxigraph_store import OxigraphStore
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.types import Entity, Provenance, Triple
 
@@ -15,12 +16,18 @@ STUDY = Provenance("study.txt", "extracted", model="lora-extract", score=0.9, sp
 SIGN = Provenance("sign.txt", "extracted", model="lora-extract", score=0.7, span=(10, 52))
 JOB = Provenance("kgllm complete", "predicted", model="RotatE", score=0.5)
 
-BACKENDS = ["rdflib", pytest.param("neo4j", marks=pytest.mark.neo4j)]
+BACKENDS = ["rdflib", "oxigraph", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request):
-    store = request.getfixturevalue("neo4j_store") if request.param == "neo4j" else RDFLibStore()
+def store(request, tmp_path):
+    if request.param == "neo4j":
+        store = request.getfixturevalue("neo4j_store")
+    elif request.param == "oxigraph":
+        store = OxigraphStore(tmp_path / "kg")
+        request.addfinalizer(store.close)
+    else:
+        store = RDFLibStore()
     store.add(ASSERTED)
     return store
 

@@ -108,7 +108,12 @@ def test_hub_entities_and_cycles_are_bounded(encoder):
     reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "hub")), config=config)
     plans = reasoner.plans(store.entity(ex + "hub"))
     assert sum(len(p.walks) for p in plans) <= config.max_walks
-    assert reasoner.answer("What is linked to Hub?").entities
+    answer = reasoner.answer("What is linked to Hub?")
+    assert answer.entities
+    # the answer says it was searched on a sample of the hub's edges
+    assert answer.metadata["fanout_sampled"] == {"entities": ["Hub"], "edges read per entity": 50}
+    wide = reasoner.with_options(max_fanout=5000, max_walks=10_000).answer("What is linked to Hub?")
+    assert "fanout_sampled" not in wide.metadata and len(wide.entities) > len(answer.entities)
 
 
 @pytest.mark.parametrize(

@@ -309,3 +309,66 @@ def test_retrieve_returns_evidence_with_the_gold_facts(retriever):
     assert t("kenya", "locatedIn", "eastern_africa") in typo.triples
     region = retriever.retrieve("Which continent is Middle Africa in?", k=3)
     assert region.triples[0] == t("middle_africa", "locatedIn", "africa")
+
+
+def test_deferred_fact_index_still_scores_the_neighbourhood(counting):
+    retriever = KGRetriever(make_store(), counting, index_facts=False)
+    retriever.build()
+    assert len(retriever.label_index) == N_LABELS and len(retriever.fact_index) == 0
+    assert counting.texts == N_LABELS
+    chad = t("chad", "neighborOf", "libya").head
+    facts = retriever.expand([chad], "Which region is Chad located in?", hops=1, max_facts=1)
+    assert facts[0][0] == t("chad", "locatedIn", "middle_africa")  # encoded as asked
+
+
+class FailingEncoder(CountingEncoder):
+    """The real encoder, failing once it has encoded ``budget`` texts (an indexing run cut short)."""
+
+    def __init__(self, inner: Encoder, budget: int):
+        super().__init__(inner)
+        self.budget = budget
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.texts + len(texts) > self.budget:
+            raise KeyboardInterrupt
+        return super()._encode(texts)
+
+
+def test_an_interrupted_indexing_run_resumes_where_it_stopped(encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr("kgllm.retrieval.retriever.INDEX_CHUNK", 4)
+    cut = FailingEncoder(encoder, budget=N_LABELS + 8)  # the labels and two chunks of facts
+    with pytest.raises(KeyboardInterrupt):
+        KGRetriever(make_store(), cut, index_dir=tmp_path).build()
+    resumed = CountingEncoder(encoder)
+    stats = KGRetriever(make_store(), resumed, index_dir=tmp_path).build()
+    assert (stats.labels_added, stats.facts_added) == (0, len(TRIPLES) - 8)
+    assert resumed.texts == len(TRIPLES) - 8
+
+
+def test_index_turned_hnsw_by_size_keeps_recall_of_the_exact_one():
+    vectors = unit(600, dim=16, seed=2)
+    keys = [f"k{i}" for i in range(600)]
+    exact, approximate = VectorIndex(dim=16), VectorIndex(dim=16, hnsw_threshold=100)
+    for start in range(0, 600, 150):  # added in steps: the second index turns HNSW on the way
+        exact.add(keys[start : start + 150], vectors[start : start + 150])
+        approximate.add(keys[start : start + 150], vectors[start : start + 150])
+    assert (exact.kind, approximate.kind) == ("flat", "hnsw")
+    queries = unit(50, dim=16, seed=3)
+    truth = [{k for k, _ in row} for row in exact.search(queries, k=10)]
+    found = [{k for k, _ in row} for row in approximate.search(queries, k=10)]
+    recall = sum(len(t & f) for t, f in zip(truth, found)) / (10 * len(queries))
+    assert recall >= 0.95
+    approximate.remove(keys[:300])
+    assert len(approximate) == 300
+    assert not {k for row in approximate.search(queries, k=10) for k, _ in row} & set(keys[:300])
+
+
+def test_a_fact_index_too_big_for_memory_is_refused_naming_the_setting(counting, monkeypatch):
+    # room for 25 vectors: the 22 labels fit, the 32 facts are refused before any is encoded
+    monkeypatch.setattr("kgllm.retrieval.retriever.memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr("kgllm.retrieval.retriever.MEMORY_SHARE", 25 * (4 * 384 + 16) / (1 << 20))
+    triples = TRIPLES + [Triple(h, "near", t) for h, t in NEIGHBORS]
+    with pytest.raises(RetrievalError, match="KGLLM_INDEX_FACTS=false"):
+        KGRetriever(make_store(triples), counting).build()
+    assert counting.texts == N_LABELS
+    KGRetriever(make_store(triples), counting, index_facts=False).build()  # deferred: nothing to refuse

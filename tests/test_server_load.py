@@ -19,6 +19,7 @@ from kgllm.graph.demo import demo_graph_path
 from kgllm.graph.loaders import load
 from kgllm.graph.rdflib_store import RDFLibStore, ReadWriteLock
 from kgllm.server import create_app, running_server
+from kgllm.session import MAX_QUESTION_ENTITIES
 from kgllm.types import Triple
 
 CHAD = "https://kgllm.dev/countries/chad"
@@ -104,6 +105,28 @@ def test_the_reasoner_stops_at_its_time_budget_and_says_so(session, heavy):
     timed = session.ask(BORDER, max_seconds=600)
     assert {e.label for e in timed.entities} == CHAD_NEIGHBOURS and "cut" not in timed.metadata
     assert timed.text == session.ask(BORDER).text
+
+
+def test_auto_mode_refuses_a_question_naming_more_entities_than_it_can_combine(session, heavy):
+    """The heavy question names dozens of entities: refused after one linking pass, saying how many,
+    with neither a program parse nor a path search from only some of them."""
+    answer = session.ask(heavy, max_hops=4)
+    assert answer.entities == [] and answer.confidence == 0.0 and answer.metadata["found"] is False
+    named = answer.metadata["entities_named"]
+    assert named > MAX_QUESTION_ENTITIES and f"names {named} entities" in answer.text
+    assert "Afghanistan" in answer.text and f"at most {MAX_QUESTION_ENTITIES}" in answer.text
+    assert "cut" not in answer.metadata and "shape" not in answer.metadata  # neither answerer ran
+    # a question about a few entities still reaches the answerer that combines them
+    few = session.ask("Which countries border both Niger and Chad but not Libya?")
+    assert few.metadata["shape"] == "list+difference" and [e.label for e in few.entities] == ["Nigeria"]
+
+
+def test_the_server_answers_the_heavy_question_in_auto_mode_with_the_refusal(session, heavy):
+    with running_server(create_app(session)) as url:
+        response = httpx.post(f"{url}/ask", json={"question": heavy, "max_hops": 4}, timeout=600)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["found"] is False and body["entities"] == [] and "ask about fewer" in body["answer"]
 
 
 def test_the_rdflib_store_serves_readers_while_a_writer_adds_facts():

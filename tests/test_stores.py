@@ -4,6 +4,7 @@ import pytest
 
 from kgllm.exceptions import InputError
 from kgllm.graph import stores
+from kgllm.graph.oxigraph_store import OxigraphStore
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.types import Entity, Triple
 
@@ -24,13 +25,17 @@ ENTITIES = [
     Entity(BORDERS, "borders"),
 ]
 
-BACKENDS = ["rdflib", pytest.param("neo4j", marks=pytest.mark.neo4j)]
+BACKENDS = ["rdflib", "oxigraph", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request):
+def store(request, tmp_path):
     if request.param == "neo4j":
         return request.getfixturevalue("neo4j_store")
+    if request.param == "oxigraph":
+        store = OxigraphStore(tmp_path / "kg")
+        request.addfinalizer(store.close)
+        return store
     return RDFLibStore()
 
 

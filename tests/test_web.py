@@ -9,11 +9,14 @@ their paths are printed (``pytest -s`` or ``-rP`` shows them).
 """
 
 import os
+import time
 
+import httpx
 import pytest
 
 import kgllm
 from kgllm.server import create_app, running_server
+from kgllm.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -291,3 +294,118 @@ def test_the_api_docs_render_from_the_packaged_swagger_ui(page, screenshots):
     paths = page.locator(".opblock-summary-path").all_text_contents()
     assert "/ask" in paths and "/v1/chat/completions" in paths
     shoot(page, screenshots, "docs.png")
+
+
+API_KEY = "s3cret"
+CHAD = "https://kgllm.dev/countries/chad"
+
+
+@pytest.fixture(scope="module")
+def review_site(site, encoder, copy_demo_graph, tmp_path_factory):
+    """A second server, over a writable copy of the demo graph, behind an API key, with a small
+    completer (trained on first use), and three predictions for Chad queued for review."""
+    from kgllm.pipelines.completion.completer import CompletionConfig
+    from kgllm.pipelines.completion.kge import KGEConfig
+
+    folder = tmp_path_factory.mktemp("review-graph")
+    graph = copy_demo_graph(folder)
+    config = CompletionConfig(
+        kge=KGEConfig(dim=64, max_epochs=40, seconds=30), kge_models=("distmult",), scorers=("rules",)
+    )
+    settings = Settings(cache_dir=folder / "cache")
+    with (
+        kgllm.connect(graph, use_model=False, encoder=encoder, settings=settings) as session,
+        running_server(create_app(session, api_key=API_KEY, completion_config=config, time_budget=600)) as url,
+        httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {API_KEY}"}) as api,
+    ):
+        query = {"queries": [{"head": "Chad", "relation": "neighbor of", "tail": "?"}], "top_k": 3, "review": True}
+        job = api.post("/complete", json=query).json()  # 202: the completer trains in the background
+        deadline = time.monotonic() + 600
+        while job.get("status") in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = api.get(f"/jobs/{job['id']}").json()
+        assert job["status"] == "done" and job["result"]["proposed"] == 3, job
+        yield (url, site[1]), api
+
+
+def test_reviewed_predictions_are_accepted_into_the_graph_or_rejected_through_the_page(review_site, screenshots):
+    site, api = review_site
+    page = open_page(site)
+    try:
+        page.get_by_text("API key", exact=True).click()  # opens the key box
+        page.get_by_role("textbox", name="API key").fill(API_KEY)
+        settled(page, page.get_by_role("button", name="Load facts to review").click)
+        items = page.get_by_role("list", name="Facts awaiting review").locator("li[data-proposal-id]")
+        assert items.count() == 3
+        pending = api.get("/review").json()["pending"]
+        assert items.evaluate_all("items => items.map(li => li.dataset.proposalId)") == [p["id"] for p in pending]
+        assert all(m == "predicted" for m in items.evaluate_all("items => items.map(li => li.dataset.method)"))
+        first, second = pending[0], pending[1]
+        name = " ".join(first["labels"])
+        shown = items.first.text_content()
+        assert name in shown and "predicted by kgllm complete" in shown and f"score {first['score']:.2f}" in shown
+        shoot(page, screenshots, "review.png", full_page=True)
+
+        settled(page, page.get_by_role("button", name=f"Accept: {name}", exact=True).click)
+        settled(page, page.get_by_role("button", name=f"Reject: {' '.join(second['labels'])}", exact=True).click)
+        assert items.count() == 1 and "1 fact awaits review; 1 rejected so far." in page.text_content("#review-summary")
+        # the API says the same: one written with its provenance, one dropped for good
+        review = api.get("/review").json()
+        assert [p["id"] for p in review["pending"]] == [pending[2]["id"]] and review["rejected"] == 1
+        around = api.get("/neighbors", params={"id": CHAD, "limit": 100}).json()
+        accepted, rejected = "\t".join(first["triple"]), "\t".join(second["triple"])
+        assert around["provenance"][accepted]["asserted"] is False
+        assert around["provenance"][accepted]["records"][0]["method"] == "predicted"
+        assert rejected not in {edge["id"] for edge in around["graph"]["edges"]}
+
+        # the entity panel shows the accepted fact with where it came from
+        page.get_by_role("searchbox", name="Entity name").fill("Chad")
+        settled(page, page.get_by_role("button", name="Find", exact=True).click)
+        settled(page, page.get_by_role("list", name="Matching entities").get_by_role("button", name="Chad").click)
+        facts = page.get_by_role("article", name="Chad").get_by_role("list", name="Facts").locator("li")
+        derived = facts.filter(has=page.locator("[data-method='predicted']"))
+        assert derived.count() == 1 and derived.get_attribute("data-derived") == "true"
+        assert name in derived.text_content() and "predicted by kgllm complete" in derived.text_content()
+        assert page.evaluate("id => window.kgllm.cy.$id(id).data('derived')", accepted) is True
+        assert page.evaluate("id => window.kgllm.cy.$id(id).style('line-style')", accepted) == "dashed"
+        shoot(page, screenshots, "entity-provenance.png")
+
+        # and the review view fits a phone's width
+        page.set_viewport_size({"width": 400, "height": 800})  # the drawing follows once it has seen the resize
+        page.wait_for_function("document.documentElement.scrollWidth <= 400", timeout=ACTION_TIMEOUT_MS)
+        for selector in ("#review-list", "#review-list li button.accept", "#entity-panel"):
+            box = page.locator(selector).first.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 400, (selector, box)
+        shoot(page, screenshots, "review-phone.png", full_page=True)
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_the_review_view_says_the_bundled_demo_graph_is_read_only(page):
+    settled(page, page.get_by_role("button", name="Load facts to review").click)
+    assert "read-only" in page.text_content("#review-summary")
+    assert page.get_by_role("button", name="Accept").count() == 0
+
+
+@pytest.fixture(scope="module")
+def streaming_url(encoder):
+    """A server whose session has the default model and a closed-book answerer that streams."""
+    from test_streaming import ClosedBookAnswerer
+
+    from kgllm.llm.base import GenerationConfig
+
+    with kgllm.connect(encoder=encoder, progress=False) as session, running_server(create_app(session)) as url:
+        session.answerers["closed-book"] = ClosedBookAnswerer(session, GenerationConfig(max_new_tokens=16))
+        yield url
+
+
+def test_a_streamed_answer_is_shown_as_it_arrives_with_its_claims_marked(site, streaming_url):
+    page = open_page((streaming_url, site[1]))
+    settled(page, lambda: page.evaluate("window.kgllm.ask('Where is Kenya located?', {answerer: 'closed-book'})"))
+    assert page.get_attribute("#answer", "data-streamed") == "true"
+    assert page.get_attribute("#answer", "data-streaming") == "false"
+    claims = page.eval_on_selector_all("#answer span.claim", "spans => spans.map(s => s.dataset.status)")
+    assert claims and set(claims) <= {"supported", "contradicted", "not_in_graph"}
+    assert page.errors == []
+    page.context.close()

@@ -8,13 +8,16 @@ Also: a generated graph for measuring the throughput of ``kgllm complete``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from kgllm.graph import stores
 from kgllm.graph.loaders import read_file, write_tsv
 from kgllm.pipelines.completion.completer import CompletionConfig, build_completer
 from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
-from kgllm.pipelines.completion.kge import Vocabulary
+from kgllm.pipelines.completion.kge import KGEConfig, Vocabulary, train_kge
 from kgllm.types import Triple
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ NOTES = (
     "training plus building the re-rankers and choosing their weights on valid."
 )
 MAX_PYKEEN_EPOCHS = 100_000  # the time budget ends training first
+SCORE_SLICE = 256  # entities scored at once by a PyKEEN model in evaluation
+VALID_SAMPLE = KGEConfig.valid_sample  # valid triples per check of PyKEEN's models, as of kgllm's
 
 
 @dataclass
@@ -116,11 +121,51 @@ def run_completion_benchmark(
 def _pykeen_row(
     name: str, splits: Splits, vocabulary: Vocabulary, known: np.ndarray, budget: float, progress: bool
 ) -> CompletionRow:
-    """Train a PyKEEN model with its pipeline defaults (sLCWA, Adam) for ``budget`` seconds; best valid check kept."""
+    """A PyKEEN model with its pipeline defaults (sLCWA, Adam) trained for ``budget`` seconds; best valid check kept."""
+    (mark,) = train_pykeen(PyKEENRecipe(name, "slcwa"), splits, vocabulary, [budget], progress)
+    metrics = ranking_metrics(filtered_ranks(_pykeen_scores(mark.model), vocabulary.encode(splits.test), known))
+    return CompletionRow(f"PyKEEN {name} (pipeline defaults)", metrics, mark.seconds, mark.epochs)
+
+
+@dataclass(frozen=True)
+class PyKEENRecipe:
+    model: str  # a PyKEEN model name
+    loop: str  # "slcwa": its pipeline default (negative sampling); "lcwa": 1-N with inverse triples
+    batch_size: int = 256
+    sub_batch_size: int | None = None  # gradients accumulated over sub-batches of this size: bounded memory
+
+    @property
+    def label(self) -> str:
+        return f"PyKEEN {self.model} " + ("(sLCWA, pipeline defaults)" if self.loop == "slcwa" else "(LCWA + inverse)")
+
+
+@dataclass
+class Mark:
+    """The best-on-valid weights after ``seconds`` of training (``epochs`` begun)."""
+
+    seconds: float
+    epochs: int
+    model: Any  # a TrainedKGE or a PyKEEN model
+
+
+class _BudgetSpent(Exception):
+    """Ends PyKEEN's training loop between two batches (its own stop flag is read once per epoch)."""
+
+
+def train_pykeen(
+    recipe: PyKEENRecipe,
+    splits: Splits,
+    vocabulary: Vocabulary,
+    marks: Sequence[float],
+    progress: bool,
+    valid_sample: int = VALID_SAMPLE,
+) -> list[Mark]:
+    """Train a PyKEEN model until the last of ``marks`` (training seconds; checks excluded), checking valid MRR
+    every few epochs and at each mark; a copy of the best weights so far is kept at each mark."""
     try:
         from pykeen.models import model_resolver
         from pykeen.optimizers import optimizer_resolver
-        from pykeen.training import SLCWATrainingLoop
+        from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
         from pykeen.triples import TriplesFactory
     except ImportError as exc:
         raise MissingDependencyError(
@@ -129,61 +174,86 @@ def _pykeen_row(
 
     labelled = np.array([(t.head, t.relation, t.tail) for t in splits.train])
     factory = TriplesFactory.from_labeled_triples(
-        labelled, entity_to_id=vocabulary.entity_index, relation_to_id=vocabulary.relation_index
+        labelled,
+        entity_to_id=vocabulary.entity_index,
+        relation_to_id=vocabulary.relation_index,
+        create_inverse_triples=recipe.loop == "lcwa",
     )
-    model = model_resolver.make(name, triples_factory=factory, random_seed=0)
-    loop = SLCWATrainingLoop(
+    model = model_resolver.make(recipe.model, triples_factory=factory, random_seed=0)
+    loop_class = LCWATrainingLoop if recipe.loop == "lcwa" else SLCWATrainingLoop
+    loop = loop_class(
         model=model, triples_factory=factory, optimizer=optimizer_resolver.make(None, params=model.get_grad_params())
     )
-    budget_callback = _budget_callback(
-        model,
-        vocabulary.encode(splits.valid),
-        np.concatenate([vocabulary.encode(splits.train), vocabulary.encode(splits.valid)]),
-        budget,
-        f"training PyKEEN {name}",
-        progress,
-    )
-    started = time.perf_counter()
-    loop.train(factory, num_epochs=MAX_PYKEEN_EPOCHS, use_tqdm=False, callbacks=budget_callback)
-    seconds = time.perf_counter() - started
-    model.load_state_dict(budget_callback.best_state)
-    metrics = ranking_metrics(filtered_ranks(_pykeen_scores(model), vocabulary.encode(splits.test), known))
-    return CompletionRow(f"PyKEEN {name} (pipeline defaults)", metrics, seconds, budget_callback.epochs)
+    callback = _marks_callback(model, splits, vocabulary, sorted(marks), recipe.label, progress, valid_sample)
+    with contextlib.suppress(_BudgetSpent):
+        loop.train(
+            factory,
+            num_epochs=MAX_PYKEEN_EPOCHS,
+            batch_size=recipe.batch_size,
+            sub_batch_size=recipe.sub_batch_size,
+            use_tqdm=False,
+            callbacks=callback,
+        )
+    callback.bar.close()
+    return callback.recorded
 
 
-def _budget_callback(model, valid: np.ndarray, seen: np.ndarray, budget: float, description: str, progress: bool):
-    """A PyKEEN training callback: checks valid MRR every few epochs, keeps the best weights, stops at the budget."""
+def _marks_callback(
+    model, splits: Splits, vocabulary: Vocabulary, marks: list, description: str, progress: bool, valid_sample: int
+):
     from pykeen.training.callbacks import TrainingCallback
 
-    class BudgetCallback(TrainingCallback):
+    valid = vocabulary.encode(splits.valid)
+    seen = np.concatenate([vocabulary.encode(splits.train), valid])
+    if len(valid) > valid_sample:  # the same fixed sample as kgllm's checks
+        valid = valid[np.sort(np.random.default_rng(0).choice(len(valid), valid_sample, False))]
+
+    class MarksCallback(TrainingCallback):
         def __init__(self):
             super().__init__()
-            self.started = time.perf_counter()
+            self.started, self.paused = time.perf_counter(), 0.0
             self.best_mrr, self.best_state, self.epochs = -1.0, None, 0
+            self.pending, self.recorded = list(marks), []
             self.bar = tqdm(
-                total=budget,
-                desc=description,
+                total=marks[-1],
+                desc=f"training {description}",
                 unit="s",
                 disable=not progress,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
             )
 
+        def trained_seconds(self) -> float:
+            return time.perf_counter() - self.started - self.paused
+
+        def check(self) -> None:
+            began = time.perf_counter()
+            mrr = ranking_metrics(filtered_ranks(_pykeen_scores(model), valid, seen))["mrr"]
+            if mrr > self.best_mrr:
+                self.best_mrr, self.best_state = mrr, copy.deepcopy(model.state_dict())
+            self.bar.set_postfix_str(f"epoch {self.epochs}, valid MRR {mrr:.3f}")
+            model.train()
+            self.paused += time.perf_counter() - began
+
+        def post_batch(self, epoch: int, batch, **kwargs) -> None:
+            trained = self.trained_seconds()
+            self.bar.n = min(trained, marks[-1])
+            self.bar.refresh()
+            while self.pending and trained >= self.pending[0]:
+                self.check()
+                began = time.perf_counter()
+                best = copy.deepcopy(model)
+                best.load_state_dict(self.best_state)
+                self.recorded.append(Mark(self.pending.pop(0), epoch, best))
+                self.paused += time.perf_counter() - began
+            if not self.pending:
+                raise _BudgetSpent
+
         def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
             self.epochs = epoch
-            elapsed = time.perf_counter() - self.started
-            if epoch % PYKEEN_EPOCHS_PER_CHECK == 0 or elapsed >= budget:
-                mrr = ranking_metrics(filtered_ranks(_pykeen_scores(model), valid, seen))["mrr"]
-                model.train()
-                if mrr > self.best_mrr:
-                    self.best_mrr, self.best_state = mrr, copy.deepcopy(model.state_dict())
-                self.bar.set_postfix_str(f"epoch {epoch}, valid MRR {mrr:.3f}")
-            self.bar.n = min(elapsed, budget)
-            self.bar.refresh()
-            if elapsed >= budget:
-                self.bar.close()
-                self.training_loop._should_stop = True  # how PyKEEN's own early-stopping callback ends training
+            if epoch % PYKEEN_EPOCHS_PER_CHECK == 0:
+                self.check()
 
-    return BudgetCallback()
+    return MarksCallback()
 
 
 def _pykeen_scores(model):
@@ -191,9 +261,175 @@ def _pykeen_scores(model):
     def score(anchors: np.ndarray, relations: np.ndarray, inverse: bool) -> np.ndarray:
         model.eval()
         pairs = torch.as_tensor(np.stack([anchors, relations], 1) if not inverse else np.stack([relations, anchors], 1))
-        return (model.score_h(pairs) if inverse else model.score_t(pairs)).numpy()
+        # in slices of entities: RotatE's scores of 512 queries x every entity at once would take gigabytes
+        scores = (
+            model.score_h(pairs, slice_size=SCORE_SLICE) if inverse else model.score_t(pairs, slice_size=SCORE_SLICE)
+        )
+        return scores.numpy()
 
     return score
+
+
+#: kgllm's model for graphs of FB15k-237's size (1-N, reciprocal relations, N3; Adagrad)
+CURVE_KGE = KGEConfig(
+    model="complex", dim=200, batch_size=500, n3_weight=0.05, max_epochs=MAX_PYKEEN_EPOCHS, valid_sample=1000
+)
+CURVE_PYKEEN = (
+    PyKEENRecipe("ComplEx", "slcwa"),
+    PyKEENRecipe("RotatE", "slcwa"),
+    # 1-N over 14.5k entities: RotatE's batch of 256 would hold ~6 GB of activations; sub-batches of 16 hold ~0.4
+    PyKEENRecipe("ComplEx", "lcwa", sub_batch_size=16),
+    PyKEENRecipe("RotatE", "lcwa", sub_batch_size=16),
+)
+
+
+@dataclass
+class CurvePoint:
+    model: str
+    seconds: float
+    epochs: int
+    metrics: dict[str, float]
+
+
+def run_budget_curve(
+    data: Path,
+    budgets: Sequence[float],
+    test_sample: int = 0,
+    kge: KGEConfig = CURVE_KGE,
+    recipes: Sequence[PyKEENRecipe] = CURVE_PYKEEN,
+    progress: bool = True,
+) -> Iterator[list[CurvePoint]]:
+    """Test figures of kgllm's model and each PyKEEN recipe after each budget (training seconds) of one run per
+    model, yielded model by model.
+
+    ``test_sample``: rank a fixed random sample of that many test triples (0: all of them)."""
+    splits = Splits.read(data)
+    vocabulary = Vocabulary.from_triples(splits.train + splits.valid + splits.test)
+    known = np.concatenate([vocabulary.encode(s) for s in (splits.train, splits.valid, splits.test)])
+    test = vocabulary.encode(splits.test)
+    if 0 < test_sample < len(test):
+        test = test[np.sort(np.random.default_rng(0).choice(len(test), test_sample, False))]
+    marks = sorted(budgets)
+    kgllm_marks: list[Mark] = []
+    train_kge(
+        splits.train,
+        dataclasses.replace(kge, seconds=marks[-1]),
+        splits.valid,
+        progress,
+        vocabulary,
+        marks,
+        on_mark=lambda seconds, trained: kgllm_marks.append(Mark(seconds, trained.epochs, trained)),
+    )
+    label = f"kgllm {kge.model} (1-N, reciprocal, N3; dim {kge.dim})"
+    yield [
+        CurvePoint(label, m.seconds, m.epochs, ranking_metrics(filtered_ranks(m.model.tail_scores, test, known)))
+        for m in kgllm_marks
+    ]
+    for recipe in recipes:
+        yield [
+            CurvePoint(
+                recipe.label, m.seconds, m.epochs, ranking_metrics(filtered_ranks(_pykeen_scores(m.model), test, known))
+            )
+            for m in train_pykeen(recipe, splits, vocabulary, marks, progress, kge.valid_sample)
+        ]
+
+
+def curve_table(points: Sequence[CurvePoint]) -> list[dict[str, str]]:
+    """A row per model; per budget its MRR first, then Hits@1 / 3 / 10 in brackets, and the epochs begun."""
+    rows: dict[str, dict[str, str]] = {}
+    for p in points:
+        row = rows.setdefault(p.model, {"model": p.model})
+        hits = " / ".join(f"{p.metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10))
+        row[f"{_budget(p.seconds)}: MRR (H@1 / H@3 / H@10)"] = f"{p.metrics['mrr']:.3f} ({hits})"
+        row[f"epochs in {_budget(p.seconds)}"] = str(p.epochs)
+    return list(rows.values())
+
+
+def _budget(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def plot_curve(points: Sequence[CurvePoint], path: Path, title: str) -> Path:
+    """MRR against training minutes, a line per model, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for model in dict.fromkeys(p.model for p in points):
+        mine = [p for p in points if p.model == model]
+        axes.plot([p.seconds / 60 for p in mine], [p.metrics["mrr"] for p in mine], marker="o", label=model)
+    axes.set(xlabel="training minutes (checks excluded)", ylabel="filtered MRR (test)", title=title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def parse_budgets(text: str) -> list[float]:
+    """``"3m,10m"`` or ``"90s,5m"`` -> seconds; every budget names its unit."""
+    budgets = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        unit = {"s": 1, "m": 60}.get(part[-1:])
+        try:
+            value = float(part[:-1]) * unit if unit else None
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise InputError(f"budget {part!r}: write a positive number of seconds or minutes, like 90s or 3m")
+        budgets.append(value)
+    if not budgets:
+        raise InputError("--budgets names no budget; write them like 3m,10m")
+    return sorted(set(budgets))
+
+
+def curve_report(data: Path, budgets: str, test_sample: int, out: Path | None) -> list[dict[str, str]]:
+    """Run :func:`run_budget_curve`, print the table, save it as Markdown and the curve as a PNG beside it
+    (model by model: a long run stopped part-way keeps what it measured)."""
+    from kgllm.bench.report import print_table
+
+    logging.getLogger("pykeen").setLevel(logging.WARNING)
+    tested = f"a fixed random sample of {test_sample:,} test triples" if test_sample else "every test triple"
+    points: list[CurvePoint] = []
+    for model_points in run_budget_curve(data, parse_budgets(budgets), test_sample):
+        points += model_points
+        if out:
+            command = f"kgllm bench complete --data {data} --budgets {budgets}" + (
+                f" --test-sample {test_sample}" if test_sample else ""
+            )
+            _save_curve(points, data.name, command, tested, out)
+    rows = curve_table(points)
+    print_table(rows, f"link prediction on {data.name} at equal training time (filtered, both directions, {tested})")
+    return rows
+
+
+def _save_curve(points: list[CurvePoint], name: str, command: str, tested: str, out: Path) -> None:
+    import os
+
+    from kgllm.bench.report import markdown
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = plot_curve(points, out.with_suffix(".png"), f"{name}: MRR against training time")
+    notes = CURVE_NOTES.format(tested=tested, threads=torch.get_num_threads(), load=load)
+    out.write_text(
+        f"## Link prediction on {name} against training time\n\n`{command}`\n\n{markdown(curve_table(points))}\n"
+        f"{notes}\n\n![MRR]({plot.name})\n",
+        encoding="utf-8",
+    )
+
+
+CURVE_NOTES = (
+    "One training run per model; at each budget (training seconds; the checks on valid and the test ranking are "
+    "not counted) the model's best weights so far on a fixed sample of {valid} valid triples (the same for every "
+    "model) are ranked on {tested}, filtered (every known train/valid/test fact removed), both directions, "
+    "ties counted half. PyKEEN checks valid every {every} epochs and at each budget; kgllm at the end of every "
+    "{kge_every} epochs and at each budget. PyKEEN's LCWA recipes accumulate gradients over sub-batches of 16 "
+    "to bound memory. {{threads}} torch threads; load average when saved (1, 5, 15 min): {{load}}."
+).format(valid=CURVE_KGE.valid_sample, every=PYKEEN_EPOCHS_PER_CHECK, kge_every=CURVE_KGE.eval_every, tested="{tested}")
 
 
 def generate_graph(

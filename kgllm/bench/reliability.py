@@ -38,7 +38,6 @@ from kgllm.exceptions import KGLLMError
 from kgllm.testing import free_port
 
 PACKAGE_ROOT = Path(kgllm.__file__).resolve().parents[1]
-DEMO_QUESTIONS = PACKAGE_ROOT / "benchmarks" / "questions" / "demo_qa.jsonl"
 HEALTH_EVERY = 0.05  # seconds between two /health polls
 HEAVY_PREFIX = "Which subregions are the neighbours of the neighbours of "
 
@@ -56,6 +55,7 @@ class Phase:
     health_seconds: list[float] = field(default_factory=list)
     health_errors: int = 0
     heavy: dict | None = None  # seconds, status, cut
+    server_cpu_seconds: float | None = None  # CPU time the server process spent on the phase
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.seconds)
@@ -76,6 +76,11 @@ class Phase:
             "requests/s": f"{len(self.seconds) / self.wall_seconds:.1f}" if self.wall_seconds else "-",
             "/health max ms": f"{1000 * max(self.health_seconds):.0f}" if self.health_seconds else "-",
             "/health polls (errors)": f"{len(self.health_seconds)} ({self.health_errors})",
+            "server CPU ms/request": (
+                f"{1000 * self.server_cpu_seconds / len(self.seconds):.0f}"
+                if self.server_cpu_seconds is not None and self.seconds
+                else "-"
+            ),
             "heavy question": heavy,
         }
 
@@ -97,8 +102,9 @@ def served(
     start_timeout: float = 900.0,
     code_root: str | os.PathLike | None = None,
     extra_args: tuple[str, ...] = (),
-) -> Iterator[str]:
-    """A ``kgllm serve`` subprocess on a free loopback port over the demo graph; yields its URL.
+) -> Iterator[tuple[str, int]]:
+    """A ``kgllm serve`` subprocess on a free loopback port over the demo graph; yields its URL and
+    process id.
 
     ``code_root`` is the checkout whose ``kgllm`` the server runs (default: this package's), so
     that another version can be measured the same way.
@@ -126,7 +132,7 @@ def served(
                 if time.monotonic() > deadline:
                     raise KGLLMError(f"kgllm serve did not answer /health within {start_timeout:.0f} s")
                 time.sleep(0.25)
-            yield url
+            yield url, server.pid
         finally:
             server.terminate()
             try:
@@ -145,18 +151,27 @@ def run_reliability(
 ) -> list[Phase]:
     """Start a fresh server, warm it up, then run the burst alone and the burst with a heavy question
     in flight; ``timeout`` bounds each request."""
-    from kgllm.graph.demo import demo_graph_path
+    from kgllm.graph.demo import demo_graph_path, demo_question_sets
     from kgllm.graph.rdflib_store import RDFLibStore
 
     store = RDFLibStore(demo_graph_path())
     heavy = heavy_question([e.label for e in store.entities()])
-    texts = [item["question"] for item in read_questions(DEMO_QUESTIONS)]
+    texts = [item["question"] for item in read_questions(demo_question_sets()[0])]
     batch = list(itertools.islice(itertools.cycle(texts), requests))
-    with served(model=model, code_root=code_root) as url:
-        return asyncio.run(_phases(url, batch, heavy, concurrency, timeout))
+    with served(model=model, code_root=code_root) as (url, pid):
+        return asyncio.run(_phases(url, pid, batch, heavy, concurrency, timeout))
 
 
-async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, timeout: float) -> list[Phase]:
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of process ``pid`` so far (None where /proc cannot tell)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def _phases(url: str, pid: int, batch: list[str], heavy: str, concurrency: int, timeout: float) -> list[Phase]:
     limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
 
     def client() -> httpx.AsyncClient:
@@ -173,7 +188,7 @@ async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, time
         async with client() as burst:
             await _burst(burst, batch, concurrency, alone)
 
-    await _with_health(url, alone, burst_alone())
+    await _with_health(url, pid, alone, burst_alone())
 
     loaded = Phase("burst + heavy question in flight", concurrency)
 
@@ -192,7 +207,7 @@ async def _phases(url: str, batch: list[str], heavy: str, concurrency: int, time
                 status, cut = type(exc).__name__, False
             loaded.heavy = {"seconds": time.perf_counter() - started, "status": status, "cut": cut}
 
-    await _with_health(url, loaded, heavy_and_burst())
+    await _with_health(url, pid, loaded, heavy_and_burst())
     return [alone, loaded]
 
 
@@ -233,8 +248,9 @@ with httpx.Client(timeout=60) as client:
 """
 
 
-async def _with_health(url: str, phase: Phase, work) -> None:
-    """Run ``work`` while a process of its own polls /health; the polls' latencies go to ``phase``."""
+async def _with_health(url: str, pid: int, phase: Phase, work) -> None:
+    """Run ``work`` while a process of its own polls /health; the polls' latencies go to ``phase``,
+    with the CPU time the server (process ``pid``) spent meanwhile."""
     poller = subprocess.Popen(
         [sys.executable, "-c", _POLLER, f"{url}/health", str(HEALTH_EVERY)], stdout=subprocess.PIPE, text=True
     )
@@ -242,7 +258,11 @@ async def _with_health(url: str, phase: Phase, work) -> None:
     try:
         if (await asyncio.to_thread(poller.stdout.readline)).strip() != "ready":
             raise KGLLMError("the /health poller did not start")
+        cpu_before = cpu_seconds(pid)
         await work
+        cpu_after = cpu_seconds(pid)
+        if cpu_before is not None and cpu_after is not None:
+            phase.server_cpu_seconds = cpu_after - cpu_before
     finally:
         poller.terminate()
         output, _ = poller.communicate(timeout=30)

@@ -36,6 +36,7 @@ def run_extract(
     force: bool,
     train: Path | None,
     settings: Settings,
+    review: bool = False,
 ) -> None:
     from kgllm.api import connect
     from kgllm.pipelines.construction.constructor import KGConstructor, delete_document, read_schema
@@ -57,6 +58,9 @@ def run_extract(
     changed = write and any(r.added or r.removed for r in results)
     if changed:
         connect(kg, use_model=False, settings=settings, progress=False)  # brings the FAISS indexes in step
+    if review:
+        queued = queue_for_review(kg, results, settings)
+        console.print(f"{queued} facts queued for review (kgllm serve --graph ..., then the page's Review view)")
     failed = sum(r.status == "failed" for r in results)
     console.print(
         f"{len(results)} documents: {sum(len(r.added) for r in results)} triples "
@@ -64,6 +68,19 @@ def run_extract(
         f"{sum(len(r.merges) for r in results)} merges, {failed} failed"
         + ("; retrieval indexes are up to date" if changed else "")
     )
+
+
+def queue_for_review(kg: GraphStore, results, settings: Settings) -> int:
+    """Put a dry run's facts on the graph's review queue; returns how many facts were new there."""
+    from kgllm.graph.review import ReviewQueue
+
+    queue = ReviewQueue.for_store(kg, settings.cache_dir)
+    queued = 0
+    for result in results:
+        if result.proposed:
+            triples, records, texts = zip(*result.proposed)
+            queued += len(queue.propose(kg, triples, records, result.new_entities, texts))
+    return queued
 
 
 def print_result(kg: GraphStore, result, verbose: bool) -> None:

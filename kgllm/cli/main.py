@@ -6,15 +6,17 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from kgllm.cli.llm import list_adapters, train_app
 from kgllm.cli.output import make_console
-from kgllm.exceptions import KGLLMError
+from kgllm.exceptions import ConfigurationError, KGLLMError
 from kgllm.settings import Settings
 
 app = typer.Typer(
@@ -69,6 +71,14 @@ RepairOption = Annotated[
     bool,
     typer.Option("--repair", help="Drop corrupt output lines (reported with their line numbers) and resume."),
 ]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        help="Run shards of the job on a Ray cluster: 'auto' (the cluster this node joined), its address, "
+        "or 'local' (Ray on this machine). This process still writes every line.",
+    ),
+]
 
 
 def main() -> None:
@@ -104,7 +114,8 @@ def _configure(
 def load(
     source: Annotated[Path, typer.Argument(help="File to load: .tsv/.txt triples, .csv with a header, or RDF.")],
     into: Annotated[
-        Optional[Path], typer.Option("--into", help="RDF file of the embedded store to load into (created if missing).")
+        Optional[Path],
+        typer.Option("--into", help="Graph to load into: an RDF file, or an oxigraph folder (created if missing)."),
     ] = None,
     store: StoreOption = None,
     format: Annotated[
@@ -119,13 +130,9 @@ def load(
 
     settings = Settings()
     target = open_store(into, store=store, settings=settings, writable=True)
-    started = time.perf_counter()
     with console.status(f"loading {source}"):
         report = load_report(target, source, format=format)
-    console.print(
-        f"{report.line()} in {time.perf_counter() - started:.1f} s "
-        f"({target.count_triples()} triples, {target.count_entities()} entities in the store)"
-    )
+    console.print(f"{report.line()} ({target.count_triples()} triples in the store)")
     if index:
         connect(target, use_model=False, settings=settings)
         console.print("retrieval indexes are up to date")
@@ -139,7 +146,10 @@ def ask(
     no_model: NoModelOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Also show the relation paths considered and their scores.")
+        bool,
+        typer.Option(
+            "--explain", help="Also show the relation paths considered and their scores, or the query program run."
+        ),
     ] = False,
     picture: Annotated[
         Optional[Path], typer.Option("--picture", help="Save the evidence subgraph as a .png or .svg picture.")
@@ -148,6 +158,22 @@ def ask(
         bool, typer.Option("--verbalize", help="Also say the best evidence path in words (the KG-to-text adapter).")
     ] = False,
     train: TrainDataOption = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="auto (chosen from the question's shape), paths (relation chains), programs (counts, "
+            "yes/no, sets, comparisons), generate (the model writes the answer from retrieved facts, "
+            "citing them as [n]), or another answerer the session has.",
+        ),
+    ] = "auto",
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print the answer as it is written (with --json: one JSON line per piece, then the answer).",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from the graph, with the paths that support the answer."""
     from kgllm.api import connect
@@ -155,13 +181,17 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty")
     session = connect(graph, store=store, use_model=not no_model, progress=not as_json)
-    answer = session.ask(question)
+    if stream:
+        answer, streamed = _streamed_answer(session.ask_stream(question, mode), question, as_json)
+    else:
+        answer, streamed = session.ask(question, mode), False
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
-    else:
+    elif not streamed:
         _print_answer(answer)
     if explain and not as_json:
         _print_plans(answer)
+        _print_program(answer)
     if verbalize and not as_json:
         from kgllm.cli.construction import construction_data
         from kgllm.pipelines.construction.kg2text import answer_facts, load_verbalizer
@@ -184,6 +214,49 @@ app.command("adapters")(list_adapters)
 
 
 @app.command()
+def check(
+    text: Annotated[str, typer.Argument(help="The text to check, or a file holding it.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the claims as one JSON object.")] = False,
+    extractor: Annotated[
+        bool,
+        typer.Option("--extractor", help="Also read triples with the construction extractor (trained on first use)."),
+    ] = False,
+    train: TrainDataOption = None,
+) -> None:
+    """Check what a text claims against the graph: each claim supported, contradicted or not in the graph."""
+    from kgllm.api import connect
+    from kgllm.pipelines.enhance.claims import ClaimChecker, read_text
+
+    content = read_text(text)
+    if not content.strip():
+        raise typer.BadParameter("the text is empty")
+    session = connect(graph, store=store, use_model=False, progress=not as_json)
+    if extractor:
+        from kgllm.cli.construction import construction_data
+        from kgllm.pipelines.construction.extraction import load_extractor
+
+        settings = Settings()
+        found = load_extractor(settings, construction_data(train, settings), progress=not as_json)
+        report = ClaimChecker(session.store, session.retriever, found).check(content)
+    else:
+        report = session.check(content)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    colours = {"supported": "green", "contradicted": "red", "not_in_graph": "yellow"}
+    for claim in report.to_dict()["claims"]:
+        colour = colours[claim["status"]]
+        console.print(
+            f"[{colour}]{claim['status']:>12}[/]  {claim['text']}  [dim]{claim['reason']}[/]", highlight=False
+        )
+        for triple in claim["triples"]:
+            for fact in triple["evidence"]:
+                console.print(f"{'':14}[dim]graph: {' — '.join(fact)}[/]", highlight=False)
+
+
+@app.command()
 def demo(no_model: NoModelOption = False) -> None:
     """Load the demo geography graph, index it, make the model ready and answer demo questions."""
     from kgllm.api import connect
@@ -203,6 +276,7 @@ def run(
     job_file: Annotated[Path, typer.Argument(help="A job file, e.g. pipelines/ask-demo.yaml.")],
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Run a batch job described in YAML; an interrupted job resumes where it stopped."""
     from kgllm.api import connect
@@ -212,11 +286,11 @@ def run(
     if job.job == "complete":
         from kgllm.pipelines.completion.jobs import open_and_complete
 
-        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+        console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
         return
     started = time.perf_counter()
-    session = connect(job.graph, store=job.store, use_model=job.use_model)
-    counts = run_ask_job(job, session, restart=restart, repair=repair)
+    session = None if ray else connect(job.graph, store=job.store, use_model=job.use_model)
+    counts = run_ask_job(job, session, restart=restart, repair=repair, ray=ray)
     seconds = time.perf_counter() - started
     console.print(
         f"{counts['answered']} questions answered, {counts['skipped']} already done, in {seconds:.1f} s -> {job.output}"
@@ -339,6 +413,10 @@ def complete(
     write_back: Annotated[
         bool, typer.Option("--write-back", help="Add the predictions to the store, marked as predicted.")
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Queue the predictions for review (the page's Review view) instead of writing."),
+    ] = False,
     min_score: Annotated[
         float, typer.Option("--min-score", help="Keep (and write back) predictions scoring at least this (0-1).")
     ] = 0.0,
@@ -353,6 +431,7 @@ def complete(
     ] = 60.0,
     restart: RestartOption = False,
     repair: RepairOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Predict missing heads or tails (KG completion) for a file of queries, as a resumable batch job."""
     from kgllm.pipelines.completion.jobs import job_from_options, open_and_complete
@@ -366,10 +445,11 @@ def complete(
         top_k=top_k,
         min_score=min_score,
         write_back=write_back,
+        review=review,
         kge_seconds=kge_seconds,
         scorers=names,
     )
-    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair))
+    console.print(open_and_complete(job, Settings(), restart=restart, repair=repair, ray=ray))
 
 
 bench = typer.Typer(help="Benchmarks that print a table (and save it as Markdown with --out).", no_args_is_help=True)
@@ -417,6 +497,99 @@ def bench_ask(
         )
     if out:
         save_markdown(rows, out, "ask: accuracy and warm latency", "kgllm bench ask" + (f" --out {out}" if out else ""))
+
+
+@bench.command("claims")
+def bench_claims(
+    countries: Annotated[int, typer.Option("--countries", help="Countries sampled for sentences.")] = 60,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the perturbations.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Claim checking on true and perturbed sentences about the demo graph: precision and recall per status."""
+    from kgllm.api import connect
+    from kgllm.bench.claims import build_cases, run_claims_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+
+    session = connect(use_model=False)
+    cases = build_cases(session.store, countries, seed)
+    result = run_claims_benchmark(session.claim_checker, cases)
+    rows = result.rows()
+    print_table(rows, f"claim checking on {len(cases)} sentences about the demo graph")
+    for case, got in result.misses:
+        console.print(
+            f"[dim]missed ({case.kind}): {case.text}  expected {[s.value for s in case.expected]}, got {got}[/]"
+        )
+    if out:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(c.kind for c in cases).items()))
+        command = f"kgllm bench claims --countries {countries} --seed {seed} --out {out}"
+        save_markdown(
+            rows, out, "claim checking: perturbed sentences about the demo graph", command, f"Sentences: {kinds}."
+        )
+
+
+@bench.command("stream")
+def bench_stream(
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", "-q", help="Question set (JSON lines); default: the demo's.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Questions (prompts) measured.")] = 40,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Warm latency of the first streamed token with the default model, in process and over HTTP."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.stream import run_stream_benchmark
+    from kgllm.graph.demo import demo_question_sets
+
+    session = connect()
+    rows = [r.row() for r in run_stream_benchmark(session, questions or demo_question_sets()[0], limit)]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    title = f"first streamed token, warm ({_model_name(session)}, {session.settings.threads} threads)"
+    print_table(rows, title)
+    console.print(f"[dim]load average: {load}[/]")
+    if out:
+        command = f"kgllm bench stream --limit {limit} --out {out}"
+        save_markdown(rows, out, title, command, f"Load average while measured: {load} (1, 5, 15 min).")
+
+
+@bench.command("inject")
+def bench_inject(
+    questions: Annotated[
+        Optional[list[Path]], typer.Option("--questions", "-q", help="Question set(s), JSON lines with gold answers.")
+    ] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Ask N questions of each set, spread evenly over it.", min=1)
+    ] = None,
+    minutes: Annotated[
+        float, typer.Option("--minutes", help="Training budget of the knowledge-injected model (held-out facts).")
+    ] = 4.0,
+    reader_minutes: Annotated[
+        float, typer.Option("--reader-minutes", help="Training budget of the reader (cached once trained).")
+    ] = 5.0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Closed-book vs facts injected: exact answers, citation precision and uncited entity names."""
+    import os
+
+    from kgllm.api import connect
+    from kgllm.bench.inject import run_inject_benchmark
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.graph.demo import demo_question_sets
+
+    session = connect()
+    load = os.getloadavg()[0]
+    rows = run_inject_benchmark(session, questions or demo_question_sets(), minutes, reader_minutes, limit)
+    print_table(rows, "closed-book vs facts injected")
+    if out:
+        command = f"kgllm bench inject --minutes {minutes:g} --reader-minutes {reader_minutes:g}"
+        command += (f" --limit {limit}" if limit else "") + f" --out {out}"
+        notes = (
+            f"Load average {load:.1f} (1 minute) at the start, on {os.cpu_count()} cores: training budgets are "
+            "wall-clock minutes, so a busier machine trains fewer steps."
+        )
+        save_markdown(rows, out, "inject: closed-book vs facts injected", command, notes)
 
 
 @bench.command("shapes")
@@ -472,6 +645,48 @@ def bench_load(
     print_table(rows, "load and index")
     if out:
         save_markdown(rows, out, "load, index and write rates", "kgllm bench load" + (f" --out {out}" if out else ""))
+
+
+@bench.command("scale")
+def bench_scale(
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Triples in each generated power-law graph, comma-separated.")
+    ] = "10000,100000,1000000",
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="FB15k-237 folder (train.txt, entity2text.txt, relation2text.txt).")
+    ] = None,
+    index_facts: Annotated[bool, typer.Option(help="Index every fact too (else labels only; facts deferred).")] = False,
+    beam: Annotated[int, typer.Option("--beam", min=0, help="Reasoner beam width (0: rank every plan).")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
+) -> None:
+    """Load, index, warm ask (no model) and peak memory as the graph grows, with each cost's growth exponent."""
+    from kgllm.bench.report import print_table, save_markdown
+    from kgllm.bench.scale import growth_exponents, load_average, run_scale_benchmark
+
+    try:
+        counts = [int(x.replace("_", "")) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--sizes takes comma-separated whole numbers, not {sizes!r}") from None
+    if not counts or min(counts) < 100:
+        raise typer.BadParameter("--sizes needs at least one size of 100 triples or more")
+    command = f"kgllm bench scale --sizes {sizes}" + (f" --data {data}" if data else "")
+    command += " --index-facts" * index_facts + f" --beam {beam}" + (f" --out {out}" if out else "")
+
+    def report(results) -> str:
+        slopes = ", ".join(f"{name} {slope:.2f}" for name, slope in growth_exponents(results).items())
+        notes = f"Growth exponents (log-log slope against triples, generated graphs): {slopes}.\n\n" if slopes else ""
+        notes += (
+            f"Measured at {load_average()} (2 cores, shared); facts {'indexed' if index_facts else 'deferred'}; "
+            f"reasoner beam {beam}, no language model; {len(results)} graph(s) done."
+        )
+        if out:
+            rows = [r.row() for r in results]
+            save_markdown(rows, out, "scale: load, index, ask and memory as the graph grows", command, notes)
+        return notes
+
+    results = run_scale_benchmark(counts, data, index_facts, beam, progress=console.print, measured=report)
+    print_table([r.row() for r in results], "scale (Oxigraph store, no model)")
+    console.print(report(results))
 
 
 @bench.command("kgqa")
@@ -595,10 +810,15 @@ def bench_reliability(
             out,
             "reliability: kgllm serve under load, on loopback",
             f"kgllm bench reliability --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
-            notes=f"{os.cpu_count()} CPU cores, torch threads {Settings().threads}; demo graph; a fresh server per "
-            f"mode; request time budget {REQUEST_SECONDS:g} s. The heavy question: 1,000 characters naming many "
+            notes=f"{os.cpu_count()} CPU cores, one torch thread per request; demo graph; a fresh server per "
+            f"mode; request time budget {REQUEST_SECONDS:g} s; the {requests} requests cycle through the demo "
+            "question set (82 questions), so later rounds may reuse a complete answer of the last 10 s. "
+            "The heavy question: 1,000 characters naming many "
             "entities, max_hops=4, sent 0.2 s before the burst; its column is its own latency, status and whether "
             "its search was cut by the budget. /health polled every 50 ms by a separate client during each burst. "
+            "Server CPU ms/request: the CPU time the server process spent during the phase, per request; it "
+            "depends far less than latency on other work on the machine, and on idle cores it bounds throughput at "
+            "(cores x 1000 / that) requests/s. "
             f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (1 minute; other work shares "
             "the machine when it is above the core count, and every figure is slower for it).",
         )
@@ -640,12 +860,31 @@ def bench_complete(
             help="Also time `kgllm complete` on a generated graph of this many triples (0: skip).",
         ),
     ] = 0,
+    budgets: Annotated[
+        Optional[str],
+        typer.Option(
+            "--budgets",
+            help="Instead: MRR against training time, e.g. 5m,15m,60m (or 90s): kgllm's ComplEx and PyKEEN's "
+            "ComplEx and RotatE (sLCWA and LCWA + inverse), one run each, ranked at every budget; "
+            "with --out also a PNG of the curve.",
+        ),
+    ] = None,
+    test_sample: Annotated[
+        int,
+        typer.Option(
+            "--test-sample", help="With --budgets: rank a fixed random sample of this many test triples (0: all)."
+        ),
+    ] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
 ) -> None:
-    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget."""
-    from kgllm.bench.completion import completion_benchmark_report
+    """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget,
+    or (--budgets) against PyKEEN's ComplEx and RotatE at several equal budgets."""
+    from kgllm.bench.completion import completion_benchmark_report, curve_report
 
-    completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
+    if budgets:
+        curve_report(data, budgets, test_sample, out)
+    else:
+        completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
 
 
 def _model_name(session) -> str:
@@ -688,9 +927,59 @@ def _print_plans(answer) -> None:
     console.print(table)
 
 
+def _print_program(answer) -> None:
+    """The query program, the engine that ran it and its compiled query with the bound parameters."""
+    program = answer.metadata.get("program")
+    if not program:
+        return
+    console.print(f"[bold]program:[/] {program}", highlight=False)
+    query = answer.metadata.get("query")
+    engine = answer.metadata.get("engine", "protocol")
+    if not query:
+        console.print(f"[dim]run by: {engine}[/]")
+        return
+    how = "run by the store" if query["ran"] else "equivalent; the program was evaluated over the store protocol"
+    console.print(f"[bold]{query['language'].upper()}[/] [dim]({how}):[/]")
+    console.print(query["text"], highlight=False, markup=False)
+    for name, value in query["parameters"].items():
+        sigil = "$" if query["language"] == "cypher" else "?"
+        console.print(f"  [dim]{sigil}{name} =[/] {value}", highlight=False)
+
+
+def _streamed_answer(items, question: str, as_json: bool):
+    """The answer, its text printed piece by piece as it is written (JSON lines with ``as_json``),
+    and whether any text came that way (an answerer that cannot stream gives the answer only)."""
+    from kgllm.types import Answer
+
+    streamed = False
+    for item in items:
+        if isinstance(item, Answer):
+            if streamed and not as_json:
+                print(flush=True)
+                _print_evidence(item)
+            return item, streamed
+        if not streamed and not as_json:
+            console.print(f"\n[bold]Q:[/] {question}\n[bold green]A:[/] ", end="")
+        streamed = True
+        print(
+            json.dumps({"text": item}, ensure_ascii=False) if as_json else item, end="\n" if as_json else "", flush=True
+        )
+    raise KGLLMError("the answerer's stream ended without an answer")
+
+
 def _print_answer(answer) -> None:
     console.print(f"\n[bold]Q:[/] {answer.question}")
     console.print(f"[bold green]A:[/] {answer.text}  [dim](confidence {answer.confidence:.2f})[/]", highlight=False)
+    _print_evidence(answer)
+
+
+def _print_evidence(answer) -> None:
+    if answer.metadata.get("citations"):
+        numbered = {fact["n"]: fact["fact"] for fact in answer.metadata["facts"]}
+        cited = Tree("[dim]cited facts[/]")
+        for n in answer.metadata["citations"]:
+            cited.add(escape(f"[{n}] {numbered[n]}"), highlight=False)
+        console.print(cited)
     if not answer.evidence.paths:
         if answer.evidence.triples:
             tree = Tree("[dim]closest facts in the graph (context, not an answer)[/]")
@@ -741,14 +1030,23 @@ def extract(
         bool, typer.Option("--delete", help="Remove the documents' triples (those no other source supports) instead.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Extract documents again even when unchanged.")] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review", help="With --dry-run: queue the facts for review (the page's Review view, GET /review)."
+        ),
+    ] = False,
     train: TrainDataOption = None,
     model: BaseModelOption = None,
 ) -> None:
     """Extract triples from documents into the graph, resolved against it, with provenance."""
     from kgllm.cli.construction import construction_data, run_extract
 
+    if review and (write or delete):
+        raise ConfigurationError("--review queues a dry run's facts: use it with --dry-run")
     settings = _augment_settings(model)
-    run_extract(files, graph, store, schema, write, delete, force, construction_data(train, settings), settings)
+    data = construction_data(train, settings)
+    run_extract(files, graph, store, schema, write, delete, force, data, settings, review=review)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from kgllm.registry import Registry
 
 stores: Registry[GraphStore] = Registry("graph store", GraphStore, entry_points="kgllm.stores")
 stores.register("rdflib", "kgllm.graph.rdflib_store:RDFLibStore")
+stores.register("oxigraph", "kgllm.graph.oxigraph_store:OxigraphStore")
 stores.register("neo4j", "kgllm.graph.neo4j_store:Neo4jStore")
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from kgllm.exceptions import InputError
+from kgllm.exceptions import GraphStoreError, InputError
 from kgllm.graph.labels import normalize
 from kgllm.types import Entity, GraphPath, Provenance, Triple
 
@@ -33,7 +33,9 @@ class GraphStore(ABC):
 
     name: ClassVar[str]
     supports_sparql: ClassVar[bool] = False
+    supports_cypher: ClassVar[bool] = False
     supports_fulltext: ClassVar[bool] = False
+    supports_attributes: ClassVar[bool] = False
 
     # ----------------------------------------------------------- opening
     @classmethod
@@ -202,6 +204,33 @@ class GraphStore(ABC):
 
     @abstractmethod
     def count_triples(self) -> int: ...
+
+    def attribute_values(self, entity_id: str, prop: str) -> list[Any]:
+        """The literal values of ``prop`` on an entity, as Python values ([] where the store keeps none)."""
+        return []
+
+    # ---------------------------------------------------------------- queries
+    def read_query(
+        self, text: str, parameters: dict[str, Any] | None = None, *, time_limit: float = 10.0, max_rows: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Run one read-only query in the store's language: SPARQL where ``supports_sparql``, Cypher where
+        ``supports_cypher``. Rows come back as ``{variable: value}`` with ids as strings.
+
+        ``parameters`` are bound, never formatted into the text (``$name`` in Cypher, ``?name`` in SPARQL,
+        where a string is an id). A query that writes is refused before it runs
+        (:class:`~kgllm.exceptions.QueryRefusedError`); one past ``time_limit`` seconds or with more than
+        ``max_rows`` rows is stopped (:class:`~kgllm.exceptions.QueryLimitError`).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the query is empty")
+        if time_limit <= 0 or max_rows < 1:
+            raise InputError("time_limit and max_rows must be positive")
+        return self._read_query(text, dict(parameters or {}), time_limit, max_rows)
+
+    def _read_query(
+        self, text: str, parameters: dict[str, Any], time_limit: float, max_rows: int
+    ) -> list[dict[str, Any]]:
+        raise GraphStoreError(f"the {self.name} store runs no query language")
 
     @abstractmethod
     def count_entities(self) -> int: ...

@@ -26,3 +26,8 @@ def _asset(packaged: str, in_checkout: str, name: str) -> Path:
         if (folder / name).is_file():
             return folder / name
     raise ConfigurationError(f"{name} is missing from this installation; reinstall kgllm")
+
+
+def is_bundled_demo(store) -> bool:
+    """Whether ``store`` serves the demo file that ships with kgllm (read-only: writes belong in a copy)."""
+    return store.location == str(demo_graph_path().resolve())

@@ -20,6 +20,9 @@ Data model (all Cypher is parameterized; query text is built only from constants
 * ``(:Entity)-[:ALIAS]->(:Name {key})`` - one unique ``Name`` node per normalized
   alias, so alias lookups are index seeks too (list properties cannot be indexed
   for membership on Neo4j).
+* ``(:Attribute {subject, property, value, datatype})`` - one node per literal-valued
+  statement (``ex:chad ex:population "17"``): the lexical value and its datatype IRI,
+  indexed by subject; never read as relations, kept on export.
 * Provenance: a derived fact is an ordinary ``REL`` flagged ``derived`` (``add``
   clears the flag: the fact is then asserted), and each record is a
   ``(:Provenance {key, h, r, t, source, method, model, score, created, span_start,
@@ -28,6 +31,12 @@ Data model (all Cypher is parameterized; query text is built only from constants
   endpoint, and the three ids find it by index. An entity node that ``add_derived``
   created is flagged ``derived`` until ``add`` asserts it; a source recorded without
   facts is a ``(:Source {source})`` node.
+
+Clusters: reads run in the driver's read transactions (``execute_read``) and writes in
+its write transactions (``execute_write``), so with a routing URI (``neo4j://``,
+``neo4j+s://``) the driver sends reads to readers and writes to the leader, and runs a
+transaction again when the cluster says it may now succeed. Long scans (``triples()``,
+``entities()``, export) stream from an auto-commit query in a read session.
 """
 
 from __future__ import annotations
@@ -36,23 +45,32 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import neo4j
 from neo4j import exceptions as neo4j_errors
 from rdflib import RDF, RDFS, SKOS, Graph, Literal, URIRef
 
-from kgllm.exceptions import ConfigurationError, GraphStoreError, InputError, StoreUnavailableError
-from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_triple, is_described
+from kgllm.exceptions import (
+    ConfigurationError,
+    GraphStoreError,
+    InputError,
+    QueryLimitError,
+    StoreUnavailableError,
+)
+from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_entity, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
 from kgllm.graph.loaders import write_tsv
-from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, to_iri
+from kgllm.graph.queries import check_cypher
+from kgllm.graph.rdflib_store import DEFAULT_BASE, RDF_FORMATS, Attribute, check_attribute, to_iri
 from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Ids that are not absolute IRIs are minted in this namespace on RDF export. It is the
 # rdflib store's base, so a graph exported from either back-end names things alike.
@@ -78,6 +96,7 @@ _SCHEMA: tuple[tuple[str, str | None], ...] = (
         "CREATE CONSTRAINT kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) REQUIRE p.key IS UNIQUE",
         "CREATE INDEX kgllm_provenance_key IF NOT EXISTS FOR (p:Provenance) ON (p.key)",
     ),
+    ("CREATE INDEX kgllm_attribute_subject IF NOT EXISTS FOR (a:Attribute) ON (a.subject)", None),
     ("CREATE INDEX kgllm_provenance_source IF NOT EXISTS FOR (p:Provenance) ON (p.source)", None),
     ("CREATE INDEX kgllm_provenance_head IF NOT EXISTS FOR (p:Provenance) ON (p.h)", None),
     (
@@ -117,6 +136,16 @@ MERGE (h)-[r:REL {id: row.r}]->(t)
 WITH r WHERE r.derived IS NOT NULL
 SET r.derived = null
 """
+_MERGE_ATTRIBUTES = """
+UNWIND $rows AS row
+MERGE (a:Attribute {subject: row.subject, property: row.property, value: row.value, datatype: row.datatype})
+"""
+_READ_ATTRIBUTES = (
+    "MATCH (a:Attribute {subject: $subject, property: $property}) RETURN a.value AS value, a.datatype AS datatype"
+)
+_ALL_ATTRIBUTES = (
+    "MATCH (a:Attribute) RETURN a.subject AS subject, a.property AS property, a.value AS value, a.datatype AS datatype"
+)
 _ASSERT_ENTITIES = "UNWIND $ids AS id MATCH (e:Entity {id: id}) WITH e WHERE e.derived IS NOT NULL SET e.derived = null"
 # only a node created here is derived: an entity the store already had keeps its status
 _MERGE_DERIVED_NODES = (
@@ -229,6 +258,8 @@ class Neo4jStore(GraphStore):
     """
 
     name = "neo4j"
+    supports_cypher = True
+    supports_attributes = True
 
     def __init__(
         self,
@@ -274,11 +305,17 @@ class Neo4jStore(GraphStore):
         with self._lock:
             if self._driver is None:
                 try:
-                    self._driver = neo4j.GraphDatabase.driver(
+                    driver = neo4j.GraphDatabase.driver(
                         self.uri, auth=(self.user, self._password), **self._driver_kwargs
                     )
                 except (ValueError, TypeError, neo4j_errors.ConfigurationError) as exc:
                     raise GraphStoreError(f"cannot use Neo4j URI {self.uri!r}: {_one_line(exc)}") from None
+                try:  # an unreachable server fails here at once, not after a managed transaction's retries
+                    driver.verify_connectivity()
+                except Exception:
+                    driver.close()
+                    raise
+                self._driver = driver
             return self._driver
 
     @contextmanager
@@ -304,19 +341,28 @@ class Neo4jStore(GraphStore):
             raise GraphStoreError(f"Neo4j driver failed talking to {self.uri}: {_one_line(exc)}") from exc
 
     @contextmanager
-    def _session(self) -> Iterator[neo4j.Session]:
+    def _session(self, access: str = neo4j.WRITE_ACCESS) -> Iterator[neo4j.Session]:
+        """A session whose auto-commit queries a ``neo4j://`` driver routes by ``access`` (reader or leader)."""
         with self._translated_errors():
             driver = self._get_driver()
-            with driver.session(database=self.database) as session:
+            with driver.session(database=self.database, default_access_mode=access) as session:
                 yield session
 
     def _records(self, cypher: str, **params: Any) -> list[neo4j.Record]:
-        with self._session() as session:
-            return list(session.run(cypher, params))
+        """A read in a read transaction: routed to a reader of a cluster, retried on transient errors."""
+        with self._session(neo4j.READ_ACCESS) as session:
+            return session.execute_read(_fetch, cypher, params)
 
     def _stream(self, cypher: str, **params: Any) -> Iterator[neo4j.Record]:
-        with self._session() as session:
+        """A long read, streamed as it comes (so not retried): an auto-commit query in a read session."""
+        with self._session(neo4j.READ_ACCESS) as session:
             yield from session.run(cypher, params)
+
+    def _in_write_transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        """``work`` in one write transaction: routed to the cluster's leader, all or nothing, and run again
+        from the start when the server says a retry may succeed (a leader switch, a deadlock)."""
+        with self._session() as session:
+            return session.execute_write(work)
 
     def _ensure_schema(self) -> None:
         """Create constraints and indexes once per store; servers that refuse one are tolerated."""
@@ -344,20 +390,48 @@ class Neo4jStore(GraphStore):
             driver.close()
 
     # ---------------------------------------------------------------- writes
-    def _write(self, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
+    def add(
+        self,
+        triples: Iterable[Triple],
+        entities: Iterable[Entity] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        attributes: Iterable[Attribute] = (),
+    ) -> int:
+        """Add entities, triples and ``attributes`` (literal-valued statements) in one atomic write.
+
+        ``attributes`` are ``(subject id, property id, rdflib Literal)``, stored as ``(:Attribute
+        {subject, property, value, datatype})`` nodes (the lexical value and its datatype IRI):
+        kept and exported, never read as relations. Otherwise as :meth:`GraphStore.add`.
+        """
+        triples = [check_triple(t) for t in triples]
+        entities = [check_entity(e) for e in entities]
+        attributes = [check_attribute(a) for a in attributes]
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+        return self._write(triples, entities, batch_size, attributes)
+
+    def _write(
+        self, triples: list[Triple], entities: list[Entity], batch_size: int, attributes: Sequence[Attribute] = ()
+    ) -> int:
         triples = list(dict.fromkeys(triples))
-        if not triples and not entities:
+        if not triples and not entities and not attributes:
             return 0
         self._ensure_schema()
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
             # one transaction: a failure anywhere rolls back every batch before it
             new = self._write_in(tx, triples, entities, batch_size)
             _run_batches(tx, _ASSERT_ENTITIES, list(dict.fromkeys(e.id for e in entities)), batch_size, "ids")
-            tx.commit()
+            _run_batches(tx, _MERGE_ATTRIBUTES, [_attribute_row(a) for a in attributes], batch_size)
+            return new
+
+        new = self._in_write_transaction(work)
         log.debug("added %d new triples to %s", new, self.uri)
         return new
 
-    def _write_in(self, tx: neo4j.Transaction, triples: list[Triple], entities: list[Entity], batch_size: int) -> int:
+    def _write_in(
+        self, tx: neo4j.ManagedTransaction, triples: list[Triple], entities: list[Entity], batch_size: int
+    ) -> int:
         endpoints = dict.fromkeys(x for t in triples for x in (t.head, t.tail))
         _run_batches(tx, _MERGE_NODES, [_node_row(i) for i in endpoints], batch_size)
         _run_batches(tx, _MERGE_RELATION_NODES, list(dict.fromkeys(t.relation for t in triples)), batch_size, "ids")
@@ -365,7 +439,7 @@ class Neo4jStore(GraphStore):
         rows = [{"h": t.head, "r": t.relation, "t": t.tail} for t in triples]
         return sum(c.relationships_created for c in _run_batches(tx, _MERGE_TRIPLES, rows, batch_size))
 
-    def _write_descriptions(self, tx: neo4j.Transaction, entities: list[Entity], batch_size: int) -> None:
+    def _write_descriptions(self, tx: neo4j.ManagedTransaction, entities: list[Entity], batch_size: int) -> None:
         """Merge labels, aliases and types into what is stored (first label wins, later ones become aliases)."""
         described = [e for e in entities if e.label or e.aliases or e.types]
         if not described:
@@ -389,7 +463,8 @@ class Neo4jStore(GraphStore):
     def _write_derived(self, triples: list[Triple], records: list[Provenance], entities: list[Entity]) -> int:
         self._ensure_schema()
         unique = list(dict.fromkeys(triples))
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
             stored = {_triple(r) for r in tx.run(_EXISTING_TRIPLES, rows=_triple_rows(unique))}
             fresh = [t for t in unique if t not in stored]
             described = [_node_row(e.id) for e in entities if is_described(e)]
@@ -397,9 +472,9 @@ class Neo4jStore(GraphStore):
             self._write_in(tx, fresh, entities, DEFAULT_BATCH_SIZE)
             _run_batches(tx, _MARK_DERIVED, _triple_rows(fresh), DEFAULT_BATCH_SIZE)
             rows = list({row["key"]: row for row in map(_record_row, triples, records)}.values())
-            new = sum(c.nodes_created for c in _run_batches(tx, _MERGE_RECORDS, rows, DEFAULT_BATCH_SIZE))
-            tx.commit()
-        return new
+            return sum(c.nodes_created for c in _run_batches(tx, _MERGE_RECORDS, rows, DEFAULT_BATCH_SIZE))
+
+        return self._in_write_transaction(work)
 
     def _provenance(self, triple: Triple) -> list[Provenance]:
         return [_provenance(r) for r in self._records(_READ_RECORDS, h=triple.head, r=triple.relation, t=triple.tail)]
@@ -413,11 +488,12 @@ class Neo4jStore(GraphStore):
 
     def _record_source(self, source: str) -> None:
         self._ensure_schema()
-        self._records(_MERGE_SOURCE, source=source)
+        self._in_write_transaction(lambda tx: tx.run(_MERGE_SOURCE, source=source).consume())
 
     def _remove_source(self, source: str) -> list[Triple]:
         self._ensure_schema()
-        with self._session() as session, session.begin_transaction() as tx:
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Triple]:
             touched = [_triple(r) for r in tx.run(_SOURCE_TRIPLES, source=source)]
             for cypher in _DELETE_SOURCE:
                 tx.run(cypher, source=source).consume()
@@ -427,8 +503,9 @@ class Neo4jStore(GraphStore):
             ends = list(dict.fromkeys(x for t in deleted for x in (t.head, t.tail)))
             _delete_unused_derived_entities(tx, ends)
             tx.run(_DELETE_BARE_NODES, ids=ends).consume()
-            tx.commit()
-        return deleted
+            return deleted
+
+        return self._in_write_transaction(work)
 
     # ----------------------------------------------------------------- reads
     def entity(self, entity_id: str) -> Entity | None:
@@ -486,6 +563,34 @@ class Neo4jStore(GraphStore):
 
     def count_triples(self) -> int:
         return self._records("MATCH ()-[r:REL]->() RETURN count(r) AS n")[0]["n"]
+
+    def attribute_values(self, entity_id: str, prop: str) -> list[Any]:
+        records = self._records(_READ_ATTRIBUTES, subject=entity_id, property=prop)
+        return [_literal(r).toPython() for r in records]
+
+    # --------------------------------------------------------------- queries
+    def _read_query(
+        self, text: str, parameters: dict[str, Any], time_limit: float, max_rows: int
+    ) -> list[dict[str, Any]]:
+        check_cypher(text)
+        deadline = time.monotonic() + time_limit
+        rows: list[dict[str, Any]] = []
+        with self._translated_errors():
+            driver = self._get_driver()
+            with driver.session(database=self.database, default_access_mode=neo4j.READ_ACCESS) as session:
+                # the server stops the transaction at the timeout; rows are also counted and timed here
+                try:
+                    for record in session.run(neo4j.Query(text, timeout=time_limit), parameters):
+                        if time.monotonic() > deadline:
+                            raise QueryLimitError(f"the query ran past its time limit of {time_limit:g} s")
+                        if len(rows) == max_rows:
+                            raise QueryLimitError(f"the query returns more than {max_rows} rows")
+                        rows.append(dict(record))
+                except neo4j_errors.Neo4jError as exc:
+                    if "TimedOut" in (exc.code or ""):
+                        raise QueryLimitError(f"the query ran past its time limit of {time_limit:g} s") from None
+                    raise
+        return rows
 
     def count_entities(self) -> int:
         return self._records(f"MATCH (e:Entity) WHERE {_IS_ENTITY} RETURN count(e) AS n")[0]["n"]
@@ -545,6 +650,8 @@ class Neo4jStore(GraphStore):
                 graph.add((node, SKOS.altLabel, Literal(alias)))
             for cls in record["types"] or ():
                 graph.add((node, RDF.type, iri(cls)))
+        for record in self._stream(_ALL_ATTRIBUTES):
+            graph.add((iri(record["subject"]), iri(record["property"]), _literal(record)))
         return graph
 
 
@@ -573,8 +680,12 @@ def merge_one_per_triple(store: Neo4jStore, triples: Iterable[Triple]) -> int:
 
 
 # -------------------------------------------------------------------- helpers
+def _fetch(tx: neo4j.ManagedTransaction, cypher: str, params: dict[str, Any]) -> list[neo4j.Record]:
+    return list(tx.run(cypher, params))
+
+
 def _run_batches(
-    tx: neo4j.Transaction, cypher: str, rows: list, batch_size: int, name: str = "rows"
+    tx: neo4j.ManagedTransaction, cypher: str, rows: list, batch_size: int, name: str = "rows"
 ) -> list[neo4j.SummaryCounters]:
     """Run ``cypher`` once per batch of ``rows`` (bound to ``$<name>``); the counters of each run."""
     return [
@@ -582,11 +693,20 @@ def _run_batches(
     ]
 
 
-def _delete_unused_derived_entities(tx: neo4j.Transaction, ids: list[str]) -> None:
+def _delete_unused_derived_entities(tx: neo4j.ManagedTransaction, ids: list[str]) -> None:
     """Delete the derived entities among ``ids`` that no triple touches any more, and names only they had."""
     unused = list(tx.run(_UNUSED_DERIVED_ENTITIES, ids=ids))
     tx.run(_DELETE_ENTITIES, ids=[r["id"] for r in unused]).consume()
     tx.run(_DELETE_UNUSED_NAMES, keys=list({k for r in unused for k in r["names"] or ()})).consume()
+
+
+def _attribute_row(attribute: Attribute) -> dict[str, str]:
+    subject, prop, value = attribute
+    return {"subject": subject, "property": prop, "value": str(value), "datatype": str(value.datatype or "")}
+
+
+def _literal(record: neo4j.Record) -> Literal:
+    return Literal(record["value"], datatype=URIRef(record["datatype"]) if record["datatype"] else None)
 
 
 def _triple_rows(triples: Iterable[Triple]) -> list[dict[str, str]]:

@@ -35,22 +35,33 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
+from rdflib.query import ResultRow
 from rdflib.term import Node
 
 from kgllm.cache import atomic_write, file_lock
-from kgllm.exceptions import ConfigurationError, GraphStoreError, InputError, ParseError
+from kgllm.exceptions import (
+    ConfigurationError,
+    GraphStoreError,
+    InputError,
+    ParseError,
+    QueryLimitError,
+    QueryRefusedError,
+)
 from kgllm.graph.base import DEFAULT_BATCH_SIZE, Direction, GraphStore, check_entity, check_triple, is_described
 from kgllm.graph.labels import normalize, readable
+from kgllm.graph.queries import DeadlineGraph, prepare_sparql
 from kgllm.types import Entity, Provenance, Triple
 
 log = logging.getLogger(__name__)
@@ -681,6 +692,27 @@ class RDFLibStore(GraphStore):
         with self._reading(), self._sparql:
             return self.graph.query(sparql, initBindings={k: self._iri(v) for k, v in bindings.items()})
 
+    def _read_query(
+        self, text: str, parameters: dict[str, Any], time_limit: float, max_rows: int
+    ) -> list[dict[str, Any]]:
+        query = _prepared(text)
+        if query.algebra.name != "SelectQuery":
+            raise QueryRefusedError("only SELECT queries are run here")
+        bindings = {k: self._iri(v) if isinstance(v, str) else Literal(v) for k, v in parameters.items()}
+        with self._reading(), self._sparql:
+            graph = DeadlineGraph(self.graph, time.monotonic() + time_limit, time_limit)
+            result = graph.query(query, initBindings=bindings)
+            rows = [cast(ResultRow, row) for row in itertools.islice(result, max_rows + 1)]
+            names = [str(v) for v in result.vars or ()]
+        if len(rows) > max_rows:
+            raise QueryLimitError(f"the query returns more than {max_rows} rows")
+        return [{name: _python(value) for name, value in zip(names, row)} for row in rows]
+
+    @_reads
+    def attribute_values(self, entity_id: str, prop: str) -> list[Any]:
+        values = self.graph.objects(self._iri(entity_id), self._iri(prop))
+        return [o.toPython() for o in values if isinstance(o, Literal)]
+
     def export(self, path: str | os.PathLike, format: str | None = None) -> Path:
         path = Path(path)
         if (format or path.suffix.lower().lstrip(".")) == "tsv":
@@ -691,6 +723,18 @@ class RDFLibStore(GraphStore):
         with self._reading(), atomic_write(path, "wb") as out:
             self.graph.serialize(out, format=fmt, encoding="utf-8")
         return path
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared(text: str):
+    return prepare_sparql(text)
+
+
+def _python(value: Node | None) -> Any:
+    """A SPARQL result term as Python: an IRI's id string, a literal's value, None when unbound."""
+    if value is None:
+        return None
+    return value.toPython() if isinstance(value, Literal) else str(value)
 
 
 def _signature(stat: os.stat_result) -> tuple[int, int, int]:

@@ -9,16 +9,19 @@ Example::
     docs = KGLLMRetriever(session=session).invoke("Which countries border Chad?")
     docs[0].metadata["triples"]     # [["Niger", "neighbor of", "Chad"]]
     KGLLMChatModel(lm=session.lm).invoke("Where is Kenya located?").content
+    for chunk in KGLLMChatModel(lm=session.lm).stream("Where is Kenya located?"):
+        print(chunk.content, end="")
 
 ``examples/langchain_chain.py`` joins both in an LCEL chain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from kgllm.exceptions import InputError, MissingDependencyError
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.llm.base import GenerationConfig, LanguageModel, trimmed
 from kgllm.llm.openai_compat import chat_prompt
 from kgllm.types import Answer
 
@@ -26,8 +29,8 @@ try:
     from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import AIMessage, BaseMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
     from langchain_core.retrievers import BaseRetriever
     from pydantic import ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -105,6 +108,26 @@ class KGLLMChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        prompt, config = self._request(messages, stop)
+        text = self.lm.generate(prompt, config)[0][0].strip()
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """The reply piece by piece as the model writes it (joined: what ``invoke`` returns)."""
+        prompt, config = self._request(messages, stop)
+        for piece in trimmed(self.lm.stream(prompt, config)):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[str, GenerationConfig]:
         prompt, stops = chat_prompt([_turn(m) for m in messages], getattr(self.lm, "tokenizer", None))
         sampling = self.temperature > 0
         config = GenerationConfig(
@@ -113,8 +136,7 @@ class KGLLMChatModel(BaseChatModel):
             temperature=self.temperature if sampling else 1.0,
             stop=tuple(stop or ()) + stops,
         )
-        text = self.lm.generate(prompt, config)[0][0].strip()
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        return prompt, config
 
 
 def _turn(message: BaseMessage) -> tuple[str, str]:

@@ -168,7 +168,7 @@ class GraphTools:
     ) -> dict[str, Any]:
         """Predicted missing tails of ``(head, relation, ?)`` or heads of ``(?, relation, tail)``,
         best first, none already in the graph; nothing is written."""
-        from kgllm.pipelines.completion.jobs import WILDCARD, JobSummary, predict_batch
+        from kgllm.pipelines.completion.jobs import WILDCARD, predict_batch
 
         _check_range("top_k", top_k, 1, 100)
         head = None if head is None or head.strip() in ("", WILDCARD) else head
@@ -183,7 +183,7 @@ class GraphTools:
             relation_id = self._relation(relation)
             completer, known, resolver = self._completer()
             fields = (anchor.id, relation_id, WILDCARD) if head is not None else (WILDCARD, relation_id, anchor.id)
-            [record] = predict_batch([resolver.query(1, fields)], completer, self.store, known, JobSummary(), top_k)
+            [record] = predict_batch([resolver.query(1, fields)], completer, known, top_k)
         if record.get("error"):
             raise InputError(f"cannot complete this query: {record['error']}")
         query = [anchor.label, self.store.label(relation_id), "?"]

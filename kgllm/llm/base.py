@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -143,6 +143,34 @@ class LanguageModel(ABC):
             return []
         return self._generate(batch, config or GenerationConfig(), allowed, constraint, logprobs)
 
+    def stream(
+        self, prompt: str, config: GenerationConfig | None = None, constraint: Constraint | None = None
+    ) -> Iterator[str]:
+        """The continuation of ``prompt`` piece by piece as it is generated, cut at the first stop
+        string (not included): joined, the pieces are what :meth:`generate` returns. One sequence
+        only (``num_beams`` and ``num_return_sequences`` 1). Leaving the loop (or ``close()``)
+        stops the generation.
+
+        Example::
+
+            for piece in lm.stream("Question: Where is Kenya located?\\nAnswer:"):
+                print(piece, end="", flush=True)
+        """
+        if not isinstance(prompt, str):
+            raise InputError("stream takes one prompt, a string")
+        config = config or GenerationConfig()
+        if config.num_beams > 1 or config.num_return_sequences > 1:
+            raise InputError("streaming decodes one sequence: num_beams and num_return_sequences must be 1")
+        if constraint is not None and not self.supports_constraints:
+            raise InputError(f"{self.name} cannot hold its decoding to a constraint")
+        return until_stop(self._stream(prompt, config, constraint), config.stop)
+
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
+        """Pieces of the continuation as they are generated (stop strings may be left in: :meth:`stream`
+        cuts them). This default yields the whole continuation at once; a backend that can hand out
+        tokens as it makes them overrides it."""
+        yield self._generate([prompt], config, None, constraint, False)[0][0].text
+
     @abstractmethod
     def _generate(
         self,
@@ -165,3 +193,47 @@ class LanguageModel(ABC):
 
     @abstractmethod
     def _score(self, prompt: str, candidates: list[str], normalize: bool) -> list[float]: ...
+
+
+def until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str]:
+    """``pieces`` up to the earliest stop string: text that may begin a stop string is held back
+    until the next piece shows it does not. Closing the result closes ``pieces``."""
+    stops = [s for s in stops if s]
+    hold = max((len(s) for s in stops), default=1) - 1
+    text, sent = "", 0
+    try:
+        for piece in pieces:
+            text += piece
+            end = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            if end >= 0:
+                if end > sent:
+                    yield text[sent:end]
+                return
+            if len(text) - hold > sent:
+                yield text[sent : len(text) - hold]
+                sent = len(text) - hold
+        if len(text) > sent:
+            yield text[sent:]
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+
+
+def trimmed(pieces: Iterator[str]) -> Iterator[str]:
+    """``pieces`` with the whitespace around their joined text left out, as ``"".join(pieces).strip()``
+    would leave it: trailing whitespace is held back until text follows it. Closing the result
+    closes ``pieces``."""
+    pending, started = "", False
+    try:
+        for piece in pieces:
+            pending += piece
+            if not started:
+                pending = pending.lstrip()
+            if text := pending.rstrip():
+                yield text
+                pending, started = pending[len(text) :], True
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()

@@ -133,6 +133,12 @@ class CorpusBuilder:
             yield self._plan_example(walk)
 
     def _plan_example(self, walk: list[tuple[Triple, bool]]) -> str:
+        question, relations, classes = self.walk_question(walk)
+        return plan_prompt(question) + path_text(relations, [f for _, f in walk], classes)
+
+    def walk_question(self, walk: list[tuple[Triple, bool]]) -> tuple[str, list[str], list[str]]:
+        """A question whose answers are where ``walk`` ends (each step a triple and whether it is walked
+        forward), with the relation labels walked and the class named at each step."""
         start = walk[0][0].head if walk[0][1] else walk[0][0].tail
         phrase = self._name(start, entity=True)
         relations, classes = [], []
@@ -146,8 +152,7 @@ class CorpusBuilder:
         chain = noun_chain(self._name(start, entity=True), relations) if all(f for _, f in walk) else None
         np_ = chain if chain and self.rng.random() < 0.5 else phrase
         form = self.rng.choice(QUESTION_FORMS)
-        question = form.format(np=np_, rest=np_.removeprefix("the "))
-        return plan_prompt(question) + path_text(relations, [f for _, f in walk], classes)
+        return form.format(np=np_, rest=np_.removeprefix("the ")), relations, classes
 
     def _name(self, node: str, entity: bool = False) -> str:
         """The label, or one of the aliases, of a node."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     StoppingCriteria,
     StoppingCriteriaList,
+    TextIteratorStreamer,
 )
 
 from kgllm.exceptions import ConfigurationError, InputError, ModelError
@@ -236,6 +238,49 @@ class HFCausalLM(LanguageModel):
         n = config.num_return_sequences
         return [results[i * n : (i + 1) * n] for i in range(len(prompts))]
 
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
+        """Generation on a thread of its own, its text handed over by transformers'
+        ``TextIteratorStreamer`` as each token decodes; when the consumer stops, a stopping
+        criterion ends the generation at the next token."""
+        input_ids, attention_mask = self._left_pad(self._prompt_ids([prompt]))
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        consumer_gone = threading.Event()
+        criteria: list[StoppingCriteria] = [_StopWhenSet(consumer_gone)]
+        if any(config.stop):
+            criteria.append(_StopOnStrings(self.tokenizer, config.stop, input_ids.shape[1]))
+        hf_config = self._hf_generation_config(config)
+        extra = {}
+        if constraint is not None:
+            extra["prefix_allowed_tokens_fn"] = _prefix_allowed_tokens_fn(constraint, input_ids.shape[1])
+        failures: list[Exception] = []
+
+        def run() -> None:
+            try:
+                with self._running(), torch.inference_mode(), _seeded(config.seed, self.device):
+                    self.model.generate(  # type: ignore[operator]
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        generation_config=hf_config,
+                        stopping_criteria=StoppingCriteriaList(criteria),
+                        streamer=streamer,
+                        **extra,
+                    )
+            except Exception as exc:  # handed to the consumer below, on its own thread
+                failures.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="kgllm-stream", daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            consumer_gone.set()
+            thread.join()
+        if failures:
+            raise ModelError(f"generation failed: {failures[0]}") from failures[0]
+
     def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, ids))
         input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
@@ -335,6 +380,17 @@ class _StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         hits = [any(stop in text for stop in self.stops) for text in texts]
         return cast(torch.BoolTensor, torch.tensor(hits, dtype=torch.bool, device=input_ids.device))
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation once ``event`` is set (the consumer of a stream has gone)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, stop)
 
 
 def _prefix_allowed_tokens_fn(constraint: Constraint, prompt_len: int):

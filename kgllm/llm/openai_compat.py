@@ -18,13 +18,14 @@ returns no prompt log-probabilities (Ollama, for one) cannot score: ``ModelError
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 
-from kgllm.exceptions import ConfigurationError, InputError, ModelError
+from kgllm.exceptions import ConfigurationError, InputError, ModelError, ModelUnavailableError
 from kgllm.llm.base import Constraint, Generation, GenerationConfig, LanguageModel
 
 CHAT_ROLES = ("system", "user", "assistant")
@@ -114,6 +115,36 @@ class OpenAICompatibleLM(LanguageModel):
                 [Generation(text) for text in self._choose(prompt, allowed, config.num_return_sequences)]
                 for prompt in prompts
             ]
+        choices = self._choices(
+            self._request("POST", "/completions", self._payload(prompts, config)),
+            len(prompts) * config.num_return_sequences,
+        )
+        n = config.num_return_sequences
+        return [[Generation(c["text"]) for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
+
+    def _stream(self, prompt: str, config: GenerationConfig, constraint: Constraint | None) -> Iterator[str]:
+        """``/completions`` with ``stream=true``: each server-sent chunk's text as it arrives; the
+        response is closed (and the server stops) when the consumer stops."""
+        url = f"{self.base_url}/completions"
+        payload = self._payload([prompt], config) | {"stream": True}
+        try:
+            with self._client.stream("POST", "/completions", json=payload) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ModelError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line.removeprefix("data:").strip()
+                    if data == "[DONE]":
+                        return
+                    if text := _chunk_text(data, url):
+                        yield text
+        except httpx.HTTPError as exc:
+            raise ModelError(f"the stream from {url} failed: {exc}") from exc
+
+    def _payload(self, prompts: list[str], config: GenerationConfig) -> dict[str, Any]:
+        """The ``/completions`` request for ``prompts`` under ``config``."""
         if config.num_beams > 1:
             raise ConfigurationError(
                 "beam search (num_beams > 1) is not part of the OpenAI API; use sampling or num_beams=1"
@@ -133,11 +164,7 @@ class OpenAICompatibleLM(LanguageModel):
             payload["top_k"] = config.top_k
         if config.repetition_penalty != 1.0:
             payload["repetition_penalty"] = config.repetition_penalty
-        choices = self._choices(
-            self._request("POST", "/completions", payload), len(prompts) * config.num_return_sequences
-        )
-        n = config.num_return_sequences
-        return [[Generation(c["text"]) for c in choices[i * n : (i + 1) * n]] for i in range(len(prompts))]
+        return payload
 
     def _choose(self, prompt: str, allowed: list[str], n: int) -> list[str]:
         """Constrained decoding over the API: the ``n`` candidates the server finds most likely
@@ -186,13 +213,26 @@ class OpenAICompatibleLM(LanguageModel):
         try:
             response = self._client.request(method, path, json=payload)
         except httpx.HTTPError as exc:
-            raise ModelError(f"cannot reach the model server at {url}: {exc}") from exc
+            raise ModelUnavailableError(f"cannot reach the model server at {url}: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ModelUnavailableError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
         if response.status_code >= 400:
             raise ModelError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
         try:
             return response.json()
         except ValueError as exc:
-            raise ModelError(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from exc
+            raise ModelUnavailableError(
+                f"{url} answered with something that is not JSON: {response.text[:200]!r}"
+            ) from exc
+
+
+def _chunk_text(data: str, url: str) -> str:
+    """The text of one streamed ``/completions`` chunk."""
+    try:
+        choices = json.loads(data).get("choices") or []
+    except (ValueError, AttributeError) as exc:
+        raise ModelError(f"{url} streamed something that is not a completion chunk: {data[:200]!r}") from exc
+    return (choices[0].get("text") or "") if choices else ""
 
 
 def _error_message(response: httpx.Response) -> str:

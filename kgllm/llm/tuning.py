@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from kgllm.exceptions import ConfigurationError, InputError, MissingDependencyError, ModelError
 from kgllm.graph.base import GraphStore
+from kgllm.llm import distributed
 from kgllm.llm.adapters import AdapterConfig, AdapterManifest, base_fingerprint
 from kgllm.llm.base import GenerationConfig
 from kgllm.llm.configs import ConfigMixin, config
@@ -73,7 +74,7 @@ class RunConfig(ConfigMixin):
     learning_rate: float = 1e-3
     """Peak AdamW learning rate."""
     batch_size: int = 16
-    """Examples per batch."""
+    """Examples per batch; under torchrun, per batch of all processes together (each takes its share)."""
     gradient_accumulation: int = 1
     """Batches whose gradients add up before each optimiser step (effective batch = batch_size x this)."""
     epochs: float | None = 3
@@ -117,9 +118,15 @@ class RunConfig(ConfigMixin):
     threads: int = 1
     """CPU threads for torch during the run (restored afterwards)."""
     device: str = "cpu"
-    """Torch device: ``cpu``, ``cuda``, ``cuda:1``, ..."""
+    """Torch device: ``cpu``, ``cuda``, ``cuda:1``, ... (under torchrun each process takes its local GPU)."""
+    ddp_backend: str = "auto"
+    """Under torchrun (:mod:`kgllm.llm.distributed`): ``gloo``, ``nccl``, or ``auto`` (NCCL on CUDA, gloo on CPU)."""
 
     def __post_init__(self) -> None:
+        if self.ddp_backend not in distributed.BACKENDS:
+            raise ConfigurationError(
+                f"unknown ddp_backend {self.ddp_backend!r}; choose one of {', '.join(distributed.BACKENDS)}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigurationError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
@@ -274,18 +281,28 @@ def lr_factor(
 class _TimeBudget(TrainerCallback):
     """Stops the run at its deadline (``max_minutes`` of this call), saving a checkpoint there when the
     run keeps checkpoints; ``fraction()``, the share of the time used, drives the learning-rate decay.
-    The last stretch of steps, however short, is logged, so the loss curve reaches the end."""
+    The last stretch of steps, however short, is logged, so the loss curve reaches the end. Under
+    torchrun every process reads process 0's clock, once a step, so all decay and stop together."""
 
     def __init__(self, minutes: float | None, save: bool = True):
         self.seconds = 60 * minutes if minutes else None
         self.save = save
         self.started = time.monotonic()
+        self.shared = 0.0  # process 0's fraction at the start of this step
 
     def fraction(self) -> float:
-        return 0.0 if self.seconds is None else (time.monotonic() - self.started) / self.seconds
+        if self.seconds is None:
+            return 0.0
+        if distributed.world_size() > 1:
+            return self.shared
+        return (time.monotonic() - self.started) / self.seconds
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.seconds is not None and distributed.world_size() > 1:
+            self.shared = distributed.shared_float((time.monotonic() - self.started) / self.seconds)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.fraction() >= 1:
@@ -356,6 +373,25 @@ class _LengthBuckets(torch.utils.data.Sampler):
             yield from batch
 
 
+class _Shuffled(torch.utils.data.Sampler):
+    """Example indices in an order set by the seed and the epoch only: under torchrun the processes' shares
+    of each batch together are the batch one process would train on."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = list(range(self.size))
+        random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
+        yield from order
+
+
 @dataclass
 class RunStats:
     """What one run of the engine did."""
@@ -403,6 +439,10 @@ def _train(
 
     if not rows:
         raise InputError("no training examples")
+    distributed.start(run.device, run.ddp_backend)
+    processes = distributed.world_size()
+    if run.batch_size % processes:
+        raise ConfigurationError(f"batch_size {run.batch_size} must be a multiple of the {processes} processes")
     per_epoch = math.ceil(len(rows) / (run.batch_size * run.gradient_accumulation))
     if run.max_steps:
         max_steps = run.max_steps
@@ -420,7 +460,9 @@ def _train(
         def _get_train_sampler(self, train_dataset=None):
             if run.length_buckets:
                 return _LengthBuckets([len(r["input_ids"]) for r in rows], run.batch_size, run.seed)
-            return super()._get_train_sampler(train_dataset)
+            if run.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            return _Shuffled(len(rows), run.seed)
 
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
@@ -433,7 +475,8 @@ def _train(
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=max_steps,
-        per_device_train_batch_size=run.batch_size,
+        per_device_train_batch_size=run.batch_size // processes,
+        ddp_backend=distributed.backend_for(run.device, run.ddp_backend) if processes > 1 else None,
         gradient_accumulation_steps=run.gradient_accumulation,
         learning_rate=run.learning_rate,
         adam_beta2=run.adam_beta2,
@@ -626,13 +669,14 @@ def pretrain(
         raise InputError("no non-empty pre-training texts")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    distributed.start(run.device, run.ddp_backend)
     torch.manual_seed(run.seed)
     if base_dir is None:
         model_config = model_config or TrainingConfig()
-        if (out_dir / "tokenizer.json").is_file() and resume:
-            tokenizer = _load_tokenizer(out_dir)  # the one the checkpoints were trained with
-        else:
-            tokenizer = train_tokenizer(texts, model_config.vocab_size, out_dir)
+        if distributed.is_main() and not ((out_dir / "tokenizer.json").is_file() and resume):
+            train_tokenizer(texts, model_config.vocab_size, out_dir)
+        distributed.barrier()  # under torchrun: process 0 wrote the tokenizer every process loads
+        tokenizer = _load_tokenizer(out_dir)  # when resuming, the one the checkpoints were trained with
         tokenizer.model_max_length = model_config.max_seq_len
         model = _build_model(model_config, tokenizer)
     else:
@@ -641,11 +685,13 @@ def pretrain(
     stats = _train(
         model, tokenizer, _encode_texts(tokenizer, texts, _max_len(model)), out_dir, run, progress, resume, callbacks
     )
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    main = distributed.is_main()  # under torchrun, process 0 writes the model and the figures
+    if main:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     lm = HFCausalLM(model, tokenizer)
-    metrics = {"held_out_perplexity": perplexity(lm, held_out)} if held_out else {}
-    if stats.losses:
+    metrics = {"held_out_perplexity": perplexity(lm, held_out)} if held_out and main else {}
+    if stats.losses and main:
         save_loss_curve(stats.losses, out_dir / "loss.png", f"pre-training on {len(texts)} graph texts")
     result = TuningResult(
         "pretrain",
@@ -661,7 +707,8 @@ def pretrain(
         metrics,
         run.to_dict(),
     )
-    result.save()
+    if main:
+        result.save()
     return result
 
 

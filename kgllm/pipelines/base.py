@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from kgllm.types import Answer
@@ -17,3 +18,11 @@ class Answerer(Protocol):
     """
 
     def answer(self, question: str, **options: Any) -> Answer: ...
+
+
+@runtime_checkable
+class StreamingAnswerer(Answerer, Protocol):
+    """An answerer that can also hand out its answer as it is written: ``stream`` yields text
+    deltas (strings), then the final :class:`~kgllm.types.Answer`, the one ``answer`` returns."""
+
+    def stream(self, question: str, **options: Any) -> Iterator[str | Answer]: ...

@@ -112,6 +112,13 @@ class VectorIndex:
                 self._rebuild("hnsw")
         return len(ids)
 
+    def bytes_for(self, vectors: int) -> int:
+        """About how much memory the index takes at ``vectors`` vectors (HNSW past the threshold)."""
+        per_vector = 4 * self.dim + 16  # float32 components, id map
+        if vectors > self.hnsw_threshold:
+            per_vector += 8 * self.hnsw_m  # HNSW links (about 2M per vector at 4 bytes each)
+        return vectors * per_vector
+
     # ----------------------------------------------------------------- reads
     def __len__(self) -> int:
         return len(self._ids)

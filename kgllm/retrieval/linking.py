@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Method = Literal["exact", "fuzzy", "embedding"]
+LINK_CACHE_SIZE = 4096  # questions whose links are kept
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
 _POSSESSIVE = re.compile(r"['’]s$")
 STOP_WORDS = frozenset(
@@ -264,6 +265,7 @@ class EntityLinker:
         self._ids_by_name: dict[str, tuple[str, ...]] = {}
         self._skip_words: frozenset[str] = STOP_WORDS
         self._longest_name = 1
+        self._linked: dict[str, tuple[LinkedEntity, ...]] = {}  # recent questions; cleared by rebuild
 
     def rebuild(self, entities: Iterable[Entity] | None = None) -> None:
         """(Re)build the label table from ``entities`` (default: every entity of the store)."""
@@ -279,14 +281,25 @@ class EntityLinker:
         self._longest_name = max((len(n.split()) for n in self._names), default=1)
         schema = [self.store.label(r) for r in self.store.relations()] + [self.store.label(t) for t in types]
         self._skip_words = STOP_WORDS | _schema_words(schema)
+        self._linked = {}  # links made with the old table
         log.debug("entity linker: %d names, %d skipped words", len(self._names), len(self._skip_words))
 
     def link(self, question: str) -> list[LinkedEntity]:
-        """Entities mentioned in ``question``, best score first (one entry per entity)."""
+        """Entities mentioned in ``question``, best score first (one entry per entity).
+
+        The links of recent questions are kept until the next :meth:`rebuild` (each answerer links
+        the question it gets, and an answer often passes through two of them)."""
         if not isinstance(question, str):
             raise InputError("question must be a string")
         if self._names is None:
             self.rebuild()
+        if (known := self._linked.get(question)) is None:
+            if len(self._linked) >= LINK_CACHE_SIZE:
+                self._linked.clear()
+            known = self._linked[question] = tuple(self._link(question))
+        return list(known)
+
+    def _link(self, question: str) -> list[LinkedEntity]:
         spans = self._spans(question)
         found: dict[str, Entity] = {}
         exact = self._exact(spans, found)

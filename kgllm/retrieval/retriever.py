@@ -10,6 +10,12 @@ Keys carry the encoded text, so a label that changes yields a new key: ``refresh
 diffs the keys the store implies against the keys indexed, encodes only the new
 ones and drops the stale ones. With ``index_dir`` both indexes are saved there
 and a later ``build`` loads them, paying only for what changed in between.
+
+New texts are encoded and added ``INDEX_CHUNK`` at a time, and the index is saved
+after each chunk, so an indexing run cut short resumes where it stopped. Entity
+labels are always indexed; the fact index may be deferred (``index_facts=False``):
+then facts near the question's entities are encoded as they are needed, and
+the nearest-fact search over the whole graph finds nothing until the facts are indexed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from kgllm.exceptions import InputError, RetrievalError
 from kgllm.graph.base import GraphStore
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 
 LABELS_DIR = "entities"
 FACTS_DIR = "facts"
+INDEX_CHUNK = 20_000
+"""Texts encoded and added between two saves of an index."""
+MEMORY_SHARE = 0.5
+"""The most of the machine's memory one index may take."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,7 @@ class KGRetriever:
     ``index_dir`` is where the two indexes are saved (none: kept in memory);
     ``hnsw_threshold`` is the size above which an index turns approximate (HNSW);
     ``max_fanout`` bounds the edges read per entity during expansion;
+    ``index_facts`` False defers the fact index (labels are indexed either way);
     ``linker_kwargs`` go to :class:`EntityLinker` (thresholds, mention length).
 
     Example::
@@ -90,9 +102,11 @@ class KGRetriever:
         index_dir: str | os.PathLike | None = None,
         hnsw_threshold: int = 50_000,
         max_fanout: int = 2000,
+        index_facts: bool = True,
         linker_kwargs: dict[str, Any] | None = None,
     ):
         self.store = store
+        self.index_facts = index_facts
         self.encoder = encoder
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self.hnsw_threshold = hnsw_threshold
@@ -119,10 +133,12 @@ class KGRetriever:
             return self.build()
         entities = list(self.store.entities())
         wanted_labels = {label_key(e.id, n): n for e in entities for n in dict.fromkeys((e.label, *e.aliases)) if n}
-        wanted_facts = self._verbalized_facts({e.id: e.label for e in entities})
-        self._fact_keys = {triple_of_fact_key(k): k for k in wanted_facts}
-        labels_added, labels_removed = self._sync(self._labels, wanted_labels)
-        facts_added, facts_removed = self._sync(self._facts, wanted_facts)
+        labels_added, labels_removed = self._sync(self._labels, wanted_labels, LABELS_DIR)
+        facts_added = facts_removed = 0
+        if self.index_facts:
+            wanted_facts = self._verbalized_facts({e.id: e.label for e in entities})
+            self._fact_keys = {triple_of_fact_key(k): k for k in wanted_facts}
+            facts_added, facts_removed = self._sync(self._facts, wanted_facts, FACTS_DIR)
         self.linker.rebuild(entities)
         stats = RefreshStats(labels_added, labels_removed, facts_added, facts_removed)
         if self.index_dir is not None and (stats.changed or not (self.index_dir / FACTS_DIR / META_FILE).is_file()):
@@ -191,7 +207,7 @@ class KGRetriever:
             raise InputError("k must be at least 1")
         links = self.link(question) if links is None else list(links)
         seeds = list(dict.fromkeys(link.entity.id for link in links))
-        query = _with_labels(question, links)
+        query = with_labels(question, links)
         found: dict[Triple, tuple[float, str]] = {}
         for source, hits in (
             ("faiss", self.search_facts(query, k)),
@@ -201,7 +217,7 @@ class KGRetriever:
                 if triple not in found or score > found[triple][0]:
                     found[triple] = (score, source)
         ranked = sorted(found.items(), key=lambda item: -item[1][0])[:k]
-        walks = _walks_from(seeds, [t for t, _ in ranked])
+        walks = walks_from(seeds, [t for t, _ in ranked])
         paths = [GraphPath(start=walks[t][0], triples=walks[t][1], score=s) for t, (s, _) in ranked]
         sources = dict.fromkeys(src for _, (_, src) in ranked)
         return Evidence(
@@ -234,13 +250,23 @@ class KGRetriever:
             log.warning("%s; rebuilding the indexes", exc)
             return None, None
 
-    def _sync(self, index: VectorIndex, wanted: dict[str, str]) -> tuple[int, int]:
-        """Make the index hold exactly the ``wanted`` keys (key -> text); returns (added, removed)."""
+    def _sync(self, index: VectorIndex, wanted: dict[str, str], name: str) -> tuple[int, int]:
+        """Make the index hold exactly the ``wanted`` keys (key -> text); returns (added, removed).
+
+        New keys are encoded a chunk at a time and the index saved after each, so a run cut short resumes.
+        """
         held = index.keys()
         removed = index.remove([k for k in held if k not in wanted])
         new = [k for k in wanted if k not in index]
-        if new:
-            index.add(new, self.encoder.encode([wanted[k] for k in new]))
+        _check_fits(index, len(index) + len(new), name)
+        chunks = range(0, len(new), INDEX_CHUNK)
+        with tqdm(total=len(new), desc=f"indexing {name}", unit="text", disable=len(new) <= INDEX_CHUNK) as bar:
+            for start in chunks:
+                chunk = new[start : start + INDEX_CHUNK]
+                index.add(chunk, self.encoder.encode([wanted[k] for k in chunk]))
+                if self.index_dir is not None and len(new) > INDEX_CHUNK:
+                    index.save(self.index_dir / name)
+                bar.update(len(chunk))
         return len(new), removed
 
     def _verbalized_facts(self, names: dict[str, str]) -> dict[str, str]:
@@ -274,7 +300,27 @@ class KGRetriever:
         return self.encoder.encode_query(question)
 
 
-def _with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
+def memory_bytes() -> int:
+    """The machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_fits(index: VectorIndex, vectors: int, name: str) -> None:
+    """Refuse, before encoding anything, an index that would take more than ``MEMORY_SHARE`` of the memory."""
+    needed, memory = index.bytes_for(vectors), memory_bytes()
+    if needed > MEMORY_SHARE * memory:
+        advice = (
+            "defer the fact index (KGLLM_INDEX_FACTS=false: facts near a question's entities are scored as it is asked)"
+            if name == FACTS_DIR
+            else "use a machine with more memory (entity labels are always indexed)"
+        )
+        raise RetrievalError(
+            f"the {name} index of {vectors:,} vectors would take about {needed / 2**30:.1f} GiB, more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {memory / 2**30:.1f} GiB; {advice}"
+        )
+
+
+def with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
     """The question with inexact mentions spelled as the labels they were linked to."""
     for link in links:
         if link.method != "exact":
@@ -282,7 +328,7 @@ def _with_labels(question: str, links: Sequence[LinkedEntity]) -> str:
     return question
 
 
-def _walks_from(seeds: Sequence[str], triples: Sequence[Triple]) -> dict[Triple, tuple[str, tuple[Triple, ...]]]:
+def walks_from(seeds: Sequence[str], triples: Sequence[Triple]) -> dict[Triple, tuple[str, tuple[Triple, ...]]]:
     """For each triple, a walk (start, triples) from the nearest seed that ends with it.
 
     Walks go through ``triples`` only; a triple no seed reaches is a walk of its own from its head.

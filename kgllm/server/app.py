@@ -24,14 +24,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgllm.api import Session
 from kgllm.exceptions import ConfigurationError, EntityNotFoundError, InputError, KGLLMError, StoreUnavailableError
-from kgllm.server import complete, graph, openai, sparql
+from kgllm.server import complete, graph, openai, review, sparql
 from kgllm.server.limits import MAX_BODY_BYTES, REQUEST_SECONDS
 from kgllm.server.state import ServerState
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-API_ROUTERS = (graph.router, complete.router, openai.router, sparql.router)  # behind the API key when one is set
+API_ROUTERS = (
+    graph.router,
+    complete.router,
+    review.router,
+    openai.router,
+    sparql.router,
+)  # behind the API key when one is set
 OPEN_ROUTERS = (graph.health_router,)  # for container health checks
 PUBLIC_PATHS = ("/", "/health", "/docs", "/openapi.json", "/static/")  # never behind the API key
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kgllm.exceptions import EntityNotFoundError
 from kgllm.server.graph import state
 from kgllm.server.limits import MAX_JOBS_KEPT, MAX_RESULTS
+from kgllm.server.review import check_writable
 
 router = APIRouter(tags=["completion"])
 Name = Field(min_length=1, max_length=2000)
@@ -48,6 +49,11 @@ class CompleteRequest(BaseModel):
     )
     top_k: int = Field(10, ge=1, le=100, description="Predictions per query.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Keep predictions scoring at least this.")
+    review: bool = Field(
+        False,
+        description="Also queue the predictions for review (GET /review), where a person accepts them into "
+        "the graph or rejects them; the reply's ``proposed`` counts the facts queued.",
+    )
 
 
 class JobError(BaseModel):
@@ -74,13 +80,16 @@ class JobStatus(BaseModel):
 )
 async def complete(body: CompleteRequest, request: Request) -> Response:
     """One record per query, in order: its predictions (best first, each with the scores that produced
-    it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store.
+    it), or an ``error`` naming the unknown entity or relation. Nothing is written to the store
+    (with ``review``, the predictions are queued for review instead).
     With no trained model yet: 202 and a job that trains one, then answers (``GET /jobs/{id}``)."""
     server = state(request)
+    if body.review:
+        check_writable(server)
     queries = [(q.head, q.relation, q.tail) for q in body.queries]
     if await server.run(lambda: server.completion_ready):  # looking in the cache reads the store: off the loop
-        return await server.run_json(server.complete, queries, body.top_k, body.min_score)
-    job = server.jobs.submit("complete", lambda: server.complete(queries, body.top_k, body.min_score))
+        return await server.run_json(server.complete, queries, body.top_k, body.min_score, body.review)
+    job = server.jobs.submit("complete", lambda: server.complete(queries, body.top_k, body.min_score, body.review))
     return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
 

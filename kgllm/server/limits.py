@@ -9,4 +9,6 @@ MAX_NEW_TOKENS = 512
 REQUEST_SECONDS = 10.0  # time budget of one request's work, counted from its arrival (queueing included)
 HEALTH_REFRESH_SECONDS = 5.0  # /health recounts the store at most this often, in the background
 HEALTH_STALE_SECONDS = 60.0  # /health fails when the store has not answered for this long
+ANSWER_CACHE_SECONDS = 10.0  # how long a complete /ask answer is reused for the same request
+ANSWER_CACHE_SIZE = 1024  # answers kept
 MAX_JOBS_KEPT = 100  # background jobs remembered for polling

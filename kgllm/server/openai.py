@@ -1,9 +1,12 @@
 """The session's language model behind OpenAI-compatible endpoints: ``/v1/models``,
 ``/v1/models/{id}``, ``/v1/completions`` and ``/v1/chat/completions``.
 
-``stream=true`` is answered in the server-sent-events format clients expect, with the whole
-reply in one chunk once it is generated, a closing chunk with its ``finish_reason``, a usage
-chunk when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
+``stream=true`` is answered in the server-sent-events format clients expect. A chat reply streams
+token by token as the model writes it (one ``delta`` per piece, surrounding whitespace trimmed as
+in ``content``; a client that disconnects stops the generation); with ``n > 1``, ``logprobs`` or a
+``response_format``, and for ``/v1/completions``, the whole reply comes in one chunk once generated.
+Then a closing chunk with its ``finish_reason``, a usage chunk when
+``stream_options.include_usage`` asks for it (every chunk before it has ``"usage": null``), and ``[DONE]``.
 
 Chat messages may hold their content as a list of ``text`` parts; the ``developer`` role is
 read as ``system``. ``response_format`` ``json_object`` and ``json_schema`` are honoured by
@@ -30,14 +33,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgllm.exceptions import InputError
-from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.exceptions import InputError, KGLLMError
+from kgllm.llm.base import GenerationConfig, LanguageModel, trimmed
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.json_schema import generate_json
 from kgllm.llm.openai_compat import chat_prompt
@@ -366,6 +370,9 @@ def _chat(body: ChatRequest, server: Any) -> Any:
         raise Refused("stop strings would cut a JSON reply; do not combine stop with response_format", "stop")
     prompt, stops = chat_prompt(messages, getattr(lm, "tokenizer", None))
     max_tokens = body.max_completion_tokens or body.max_tokens or (JSON_DEFAULT_MAX_TOKENS if json_mode else 64)
+    if body.stream and not (json_mode or body.logprobs or body.n > 1):
+        chunks = _streamed_chat(body, server, lm, prompt, body.config(max_tokens, stops))
+        return StreamingResponse(_sse(server.stream(lambda: chunks)), media_type="text/event-stream")
     with server.model_lock:  # one generation at a time: seeded sampling sets torch's global RNG
         if json_mode:
             try:
@@ -397,6 +404,49 @@ def _chat(body: ChatRequest, server: Any) -> Any:
         {"index": c["index"], "delta": {}, "logprobs": None, "finish_reason": c["finish_reason"]} for c in choices
     ]
     return _events(response, "chat.completion.chunk", [opening, closing], body.include_usage)
+
+
+def _streamed_chat(
+    body: ChatRequest, server: Any, lm: LanguageModel, prompt: str, config: GenerationConfig
+) -> Iterator[dict[str, Any]]:
+    """The chat reply's chunks as the model writes it; the content's surrounding whitespace is
+    trimmed as in a whole reply (trailing spaces wait for the text that follows them)."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
+    base["model"] = lm.name
+    if body.include_usage:
+        base["usage"] = None
+
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    written: list[str] = []
+
+    def recorded() -> Iterator[str]:
+        for piece in lm.stream(prompt, config):
+            written.append(piece)
+            yield piece
+
+    with server.model_lock:  # one generation at a time; released when the stream ends or is closed
+        for content in trimmed(recorded()):
+            yield chunk({"content": content})
+    raw = "".join(written)
+    yield chunk({}, _finish_reason(lm, raw, config.max_new_tokens))
+    if body.include_usage:
+        usage = _response("chat.completion", "chatcmpl", lm, [], [prompt], [raw]).get("usage")
+        yield base | {"choices": [], "usage": usage}
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Chunks as server-sent events, then ``[DONE]``; a failure mid-stream ends it with an error event."""
+    try:
+        async for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n"
+    except KGLLMError as exc:
+        error = {"message": " ".join(str(exc).split()), "type": type(exc).__name__}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    yield "data: [DONE]\n\n"
 
 
 def _served_model(lm: LanguageModel | None, body: Sampling) -> LanguageModel:

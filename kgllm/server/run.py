@@ -18,6 +18,8 @@ from kgllm.testing import free_port
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE_SECONDS = 30
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
@@ -53,7 +55,9 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     # The event loop's thread shares the GIL with the worker threads; a shorter switch interval
     # (5 ms by default) lets it answer /health and static files sooner while they compute.
     sys.setswitchinterval(0.001)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # Idle connections are kept longer than clients keep theirs (httpx: 5 s, uvicorn's default too):
+    # with equal timeouts a busy client reuses a connection the server is closing, and the request fails.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 @contextlib.contextmanager

@@ -30,30 +30,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
 from itertools import islice
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
-from pyparsing import ParseException
 from rdflib import Graph
-from rdflib.plugins.sparql import prepareQuery
-from rdflib.plugins.sparql.algebra import traverse
-from rdflib.plugins.sparql.parser import parseUpdate
 from rdflib.query import Result
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 
-if TYPE_CHECKING:
-    from rdflib.graph import (
-        _TripleOrTriplePathType,
-        _TriplePathPatternType,
-        _TriplePathType,
-        _TriplePatternType,
-        _TripleSelectorType,
-        _TripleType,
-    )
+from kgllm.exceptions import QueryLimitError, QueryRefusedError
+from kgllm.graph.queries import UPDATE_REFUSAL, DeadlineGraph, prepare_sparql
 
 router = APIRouter(tags=["SPARQL"])
 
@@ -109,10 +97,6 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 _ONE_QUERY_AT_A_TIME = threading.Lock()
 
 
-class QueryTimeout(Exception):
-    """The query ran past its time limit."""
-
-
 # What a SPARQL client can meet beyond the API's common errors (declared for OpenAPI clients).
 SPARQL_RESPONSES: dict[int | str, dict] = {
     200: {"description": "Results as negotiated: SPARQL JSON/XML/CSV/TSV, or an RDF syntax for CONSTRUCT"},
@@ -165,7 +149,7 @@ def _one(values: list) -> str:
 
 
 def _refuse_update() -> None:
-    raise HTTPException(400, "this SPARQL endpoint is read-only: SPARQL Update is not accepted")
+    raise HTTPException(400, UPDATE_REFUSAL)
 
 
 def _answer(request: Request, text: str, params: Any) -> Response:
@@ -188,9 +172,9 @@ def _answer(request: Request, text: str, params: Any) -> Response:
     with _ONE_QUERY_AT_A_TIME:
         deadline = time.monotonic() + TIME_LIMIT_S
         try:
-            result = _DeadlineGraph(graph, deadline).query(query)
+            result = DeadlineGraph(graph, deadline, TIME_LIMIT_S).query(query)
             body, truncated = _serialize(result, kind, media_type)
-        except QueryTimeout:
+        except QueryLimitError:
             raise HTTPException(503, f"the query ran past its {TIME_LIMIT_S:g} s time limit") from None
     headers = {"X-SPARQL-Truncated": str(MAX_ROWS)} if truncated else {}
     return Response(body, media_type=f"{media_type}; charset=utf-8", headers=headers)
@@ -198,28 +182,10 @@ def _answer(request: Request, text: str, params: Any) -> Response:
 
 def _prepare(text: str):
     """The parsed query; 400 for an update, a syntax error, SERVICE or FROM."""
-
     try:
-        query = prepareQuery(text)
-    except ParseException as exc:
-        try:
-            parseUpdate(text)
-        except Exception:  # not an update either: report the query's syntax error
-            raise HTTPException(400, f"SPARQL syntax error: {exc}") from None
-        _refuse_update()
-    except Exception as exc:  # rdflib raises others for bad IRIs, unknown prefixes, ...
-        raise HTTPException(400, f"invalid SPARQL query: {exc}") from None
-    if query.algebra.get("datasetClause"):
-        raise HTTPException(400, "FROM and FROM NAMED are not supported: this endpoint serves one graph")
-    services: list = []
-    traverse(query.algebra, visitPre=lambda node: services.append(node) if _is_service(node) else None)
-    if services:
-        raise HTTPException(400, "SERVICE is not supported: this endpoint does not query other endpoints")
-    return query
-
-
-def _is_service(node: Any) -> bool:
-    return getattr(node, "name", None) == "ServiceGraphPattern"
+        return prepare_sparql(text)
+    except QueryRefusedError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _negotiate(accept: str, format_param: str | None, kind: str) -> str:
@@ -282,28 +248,3 @@ def _bytes(serialized: bytes | None) -> bytes:
     """What ``serialize`` returns without a destination: always the bytes."""
     assert serialized is not None
     return serialized
-
-
-class _DeadlineGraph(Graph):
-    """The same graph (same store) whose reads raise ``QueryTimeout`` once ``deadline`` has passed."""
-
-    def __init__(self, graph: Graph, deadline: float):
-        super().__init__(store=graph.store, identifier=graph.identifier, namespace_manager=graph.namespace_manager)
-        self._deadline = deadline
-
-    @overload
-    def triples(self, triple: _TriplePatternType) -> Generator[_TripleType, None, None]: ...
-
-    @overload
-    def triples(self, triple: _TriplePathPatternType) -> Generator[_TriplePathType, None, None]: ...
-
-    @overload
-    def triples(self, triple: _TripleSelectorType) -> Generator[_TripleOrTriplePathType, None, None]: ...
-
-    def triples(self, triple: _TripleSelectorType) -> Generator[_TripleOrTriplePathType, None, None]:
-        for count, found in enumerate(super().triples(triple)):
-            if count % 256 == 0 and time.monotonic() > self._deadline:
-                raise QueryTimeout
-            yield found
-        if time.monotonic() > self._deadline:
-            raise QueryTimeout

@@ -8,11 +8,18 @@ once the server has warmed up. What is not safe to share gets its own small lock
 generation (seeded sampling forks torch's global random state) and the completion model
 (built once, then used one batch at a time). The event loop itself never waits on any of
 them, so ``/health``, the page and the static files answer while work is in progress.
+Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``; the review
+queue's file has its own lock (``kgllm.cache.file_lock``), shared with the CLI.
+
+Requests run side by side, so each torch call gets one thread: with several calls in flight,
+every one of them asking for all the cores oversubscribes the machine, and torch's threads then
+spin while waiting for each other (on 2 busy cores, one query encoding took ten times longer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -20,7 +27,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +37,23 @@ from fastapi.responses import JSONResponse
 
 from kgllm.api import Session
 from kgllm.exceptions import KGLLMError
-from kgllm.server.limits import HEALTH_REFRESH_SECONDS, HEALTH_STALE_SECONDS, MAX_JOBS_KEPT, REQUEST_SECONDS
+from kgllm.server.limits import (
+    ANSWER_CACHE_SECONDS,
+    ANSWER_CACHE_SIZE,
+    HEALTH_REFRESH_SECONDS,
+    HEALTH_STALE_SECONDS,
+    MAX_JOBS_KEPT,
+    REQUEST_SECONDS,
+)
 
 log = logging.getLogger(__name__)
+
+
+def one_torch_thread_per_call() -> None:
+    """Let each torch call use one core: the worker threads are the parallelism (see above)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def default_workers() -> int:
@@ -55,7 +76,9 @@ class ServerState:
         self.time_budget = time_budget
         self.workers = workers or default_workers()
         self.model_lock = threading.Lock()  # one generation at a time
+        self.write_lock = threading.Lock()  # the server's writes to the graph take turns
         self.jobs = Jobs()
+        self.answers = AnswerCache()
         self.health = HealthProbe(session)
         self._completion_config = completion_config
         self._completion = None
@@ -66,6 +89,7 @@ class ServerState:
     def start(self) -> None:
         """Warm up (load the graph and indexes, count the store) and open the worker pool."""
         self.health.check()
+        one_torch_thread_per_call()
         retriever = self.session.retriever
         retriever.label_index  # noqa: B018 - built before the first request, not by several at once
         retriever.encoder.encode_query("warm up")  # tokenizer settings fixed once, before threads share it
@@ -90,6 +114,48 @@ class ServerState:
         answer's encoding then never holds up the event loop (and ``/health`` with it)."""
         return await self.run(lambda: JSONResponse(work(*args)))
 
+    async def stream(self, produce: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+        """The items of ``produce()`` as they come, the iteration running on a worker thread. When
+        the consumer stops (a client that disconnected), the iteration stops at its next item and
+        the iterator is closed on its own thread; an exception it raises is raised here."""
+        if self._pool is None:
+            raise HTTPException(503, "the server is starting or stopping", headers={"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        consumer_gone = threading.Event()
+
+        def hand_over(kind: str, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def pump() -> None:
+            iterator: Iterator[Any] | None = None
+            try:
+                iterator = produce()
+                for item in iterator:
+                    if consumer_gone.is_set():
+                        break
+                    hand_over("item", item)
+            except Exception as exc:
+                hand_over("error", exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                hand_over("end", None)
+
+        self._pool.submit(pump)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            consumer_gone.set()
+
     def seconds_left(self, arrived: float, wanted: float | None = None) -> float:
         """What is left of a request's time budget (from its arrival): 503 when the server's own
         budget ran out while it queued; a smaller budget the client ``wanted`` is cut to at least
@@ -104,21 +170,36 @@ class ServerState:
             )
         return max(0.001, min(left, wanted - waited)) if wanted else left
 
+    # ------------------------------------------------------------ review
+    @property
+    def review(self):
+        """The graph's queue of facts awaiting review (``<graph>.index/review.json``)."""
+        from kgllm.graph.review import ReviewQueue
+
+        return ReviewQueue.for_store(self.session.store, self.session.settings.cache_dir)
+
     # ------------------------------------------------------------ completion
     @property
     def completion_ready(self) -> bool:
         """Whether ``/complete`` can answer now: the completer is built, or the cache holds one to load."""
         return self._completion is not None or self._completion_cached()
 
-    def complete(self, queries: list[tuple[str, str, str]], top_k: int, min_score: float) -> dict[str, Any]:
-        """Predictions for each (head, relation, tail) query; builds the completer on first use."""
-        from kgllm.pipelines.completion.jobs import JobSummary, predict_batch
+    def complete(
+        self, queries: list[tuple[str, str, str]], top_k: int, min_score: float, review: bool = False
+    ) -> dict[str, Any]:
+        """Predictions for each (head, relation, tail) query; builds the completer on first use.
+        With ``review``, the predictions also join the review queue (``proposed``: how many are new there)."""
+        from kgllm.pipelines.completion.jobs import JobSummary, keep_predictions, predict_batch
 
+        summary = JobSummary()
+        queue = self.review if review else None
         with self._completion_lock:
             completer, known, resolver = self._completer()
             batch = [resolver.query(number, query) for number, query in enumerate(queries, 1)]
-            records = predict_batch(batch, completer, self.session.store, known, JobSummary(), top_k, min_score)
-        return {"model": completer.model_name, "results": records}
+            records = predict_batch(batch, completer, known, top_k, min_score)
+            keep_predictions(records, self.session.store, summary, write_back=False, review=queue)
+        result: dict[str, Any] = {"model": completer.model_name, "results": records}
+        return {**result, "proposed": summary.queued} if review else result
 
     def _completion_settings(self):
         from kgllm.pipelines.completion.completer import CompletionConfig
@@ -139,6 +220,40 @@ class ServerState:
         from kgllm.pipelines.completion.jobs import is_completer_cached
 
         return is_completer_cached(self.session.store, self._completion_settings(), self.session.settings)
+
+
+class AnswerCache:
+    """Complete answers to recent ``/ask`` requests, rendered, reused for ``seconds``.
+
+    The server's own writes (accepting a reviewed fact) clear it, and the rdflib store does not
+    re-read its file while it serves, so over rdflib a reused answer is the one the graph gives. A Neo4j database can be
+    written by other clients: their writes show in answers ``seconds`` later at most. Answers cut
+    by a time budget are never kept (a later request may have the time to finish).
+    """
+
+    def __init__(self, seconds: float = ANSWER_CACHE_SECONDS, size: int = ANSWER_CACHE_SIZE):
+        self.seconds = seconds
+        self.size = size
+        self._answers: OrderedDict[Any, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            found = self._answers.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return None
+            return found[1]
+
+    def put(self, key: Any, body: bytes) -> None:
+        with self._lock:
+            self._answers[key] = (time.monotonic(), body)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
 
 
 @dataclass

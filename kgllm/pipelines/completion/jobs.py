@@ -7,7 +7,8 @@ Output is one JSON line per query, written as it goes and resumed like every job
 (:mod:`kgllm.jobs`): by content (a line whose query is no longer in the file is stale),
 one job per output at a time. The trained completer is cached by a hash of the store's
 asserted triples and the configuration, so a second job does not train again, and two
-jobs that need the same completer train it once.
+jobs that need the same completer train it once. With ``ray`` the predictions of shards of
+queries are made on a Ray cluster's workers (:mod:`kgllm.cluster`) and written here as above.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from kgllm.cache import cached_artifact, file_lock
+from kgllm.cluster import map_shards, shards
 from kgllm.exceptions import ConfigurationError, InputError, ParseError
 from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import normalize
 from kgllm.graph.rdflib_store import DEFAULT_BASE, to_iri
+from kgllm.graph.review import ReviewQueue
 from kgllm.jobs import CompleteJob, JobOutput, item_key
 from kgllm.pipelines.completion.completer import (
     Completer,
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "kgllm complete"
 BATCH = 64
+SHARD = 16 * BATCH  # queries per Ray task: whole batches, so a worker's figures are the driver's
 WILDCARD = "?"
 
 
@@ -218,8 +222,15 @@ def job_from_options(**options) -> CompleteJob:
     try:
         return CompleteJob(job="complete", **options)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_option_problem(e) for e in exc.errors())
         raise ConfigurationError(problems) from exc
+
+
+def _option_problem(error) -> str:
+    """``--option: what is wrong``; a problem of several options together is its message alone."""
+    if not error["loc"]:
+        return error["msg"].removeprefix("Value error, ")
+    return f"--{'.'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}"
 
 
 def _model_name(completer: Completer, digest: str) -> str:
@@ -230,7 +241,7 @@ def _model_name(completer: Completer, digest: str) -> str:
 
 def job_config(job: CompleteJob) -> CompletionConfig:
     return CompletionConfig(
-        kge=KGEConfig(seconds=job.kge_seconds),
+        kge=KGEConfig(seconds=job.kge_seconds, max_epochs=job.kge_epochs),
         kge_models=tuple(job.kge_models),
         scorers=tuple(job.scorers),
         candidates=job.candidates,
@@ -258,11 +269,13 @@ class JobSummary:
     skipped: int = 0
     already_done: int = 0
     written_back: int = 0
+    queued: int = 0  # facts new on the review queue
     seconds: float = 0.0
 
     def line(self, output: Path) -> str:
         rate = self.queries / self.seconds if self.seconds else 0.0
         back = f", {self.written_back} new facts written back" if self.written_back else ""
+        back += f", {self.queued} facts queued for review" if self.queued else ""
         return (
             f"{self.queries} queries, {self.predictions} predictions, {self.skipped} skipped, "
             f"{self.already_done} already done{back}, in {self.seconds:.1f} s ({rate:.1f} queries/s) -> {output}"
@@ -278,12 +291,15 @@ def run_complete_job(
     *,
     restart: bool = False,
     repair: bool = False,
+    ray: str | None = None,
+    shard_size: int = SHARD,
 ) -> JobSummary:
     """Predict the queries not yet in ``job.output``, appending one JSON line per query as it goes.
 
     ``restart`` drops output lines of queries no longer in the file and ``repair`` drops
     corrupt lines (see :class:`kgllm.jobs.JobOutput`); without them such an output is
-    refused before any training.
+    refused before any training. With ``ray`` (an address, see :mod:`kgllm.cluster`) shards of
+    ``shard_size`` queries are predicted on the cluster's workers and written here, in order.
     """
     lines = (
         [] if job.queries == "all" else read_query_file(Path(job.queries))
@@ -291,6 +307,7 @@ def run_complete_job(
     with JobOutput(job.output, job.fingerprint(), restart=restart, repair=repair) as output:
         if job.queries != "all":  # checked before training: the keys come from the file alone
             done = output.resume(item_key(str(number), *fields) for number, fields in lines)
+        review = ReviewQueue.for_store(store, settings.cache_dir) if job.review else None  # checked before training
         completer = completer or cached_completer(store, job_config(job), settings, progress)
         known = KnownAnswers(store, completer.kge.vocabulary)
         queries = list(job_queries(job, store, completer.kge.vocabulary, lines))
@@ -299,16 +316,64 @@ def run_complete_job(
         pending = [q for q in queries if q.key not in done]
         summary = JobSummary(already_done=len(queries) - len(pending))
         started = time.perf_counter()
+        if ray:
+            parts = map_shards(_complete_shard, shards(pending, shard_size), ray, job, settings)
+        else:
+            parts = (
+                predict_batch(batch, completer, known, job.top_k, job.min_score) for batch in shards(pending, BATCH)
+            )
         with tqdm(total=len(pending), desc="completing", unit="query", disable=not progress) as bar:
-            for start in range(0, len(pending), BATCH):
-                batch = pending[start : start + BATCH]
-                records = predict_batch(
-                    batch, completer, store, known, summary, job.top_k, job.min_score, job.write_back
-                )
+            for records in parts:
+                keep_predictions(records, store, summary, job.write_back, review)
                 output.write(records)
-                bar.update(len(batch))
+                bar.update(len(records))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _complete_shard(job: CompleteJob, settings, lines: list[QueryLine]) -> list[dict]:
+    """A Ray worker's part of a job: the records of ``lines``, predicted by the cached completer."""
+    completer, known = _worker_completer(job, settings)
+    return predict_batch(lines, completer, known, job.top_k, job.min_score)
+
+
+_worker_completers: dict[str, tuple[Completer, KnownAnswers]] = {}
+
+
+def _worker_completer(job: CompleteJob, settings) -> tuple[Completer, KnownAnswers]:
+    """The job's completer, loaded from the cache the driver filled, once per worker process."""
+    from kgllm.graph import open_store
+
+    key = job.fingerprint()
+    if key not in _worker_completers:
+        store = open_store(job.graph, store=job.store, settings=settings)
+        completer = cached_completer(store, job_config(job), settings, progress=False)
+        _worker_completers[key] = (completer, KnownAnswers(store, completer.kge.vocabulary))
+    return _worker_completers[key]
+
+
+def keep_predictions(
+    records: list[dict], store: GraphStore, summary: JobSummary, write_back: bool, review: ReviewQueue | None = None
+) -> None:
+    """Count ``records`` into ``summary``; write their predictions back, or queue them for ``review``, when asked."""
+    for record in records:
+        if "error" in record:
+            log.warning("line %s skipped: %s", record["id"], record["error"])
+            summary.skipped += 1
+        else:
+            summary.queries += 1
+            summary.predictions += len(record["predictions"])
+    derived = [p for record in records for p in record["predictions"]]
+    if not derived or not (write_back or review is not None):
+        return
+    triples = [Triple(p["head"], p["relation"], p["tail"]) for p in derived]
+    provenance = [
+        Provenance(source=SOURCE, method="predicted", model=p["provenance"]["model"], score=p["score"]) for p in derived
+    ]
+    if write_back:
+        summary.written_back += store.add_derived(triples, provenance)
+    if review is not None:
+        summary.queued += len(review.propose(store, triples, provenance))
 
 
 class KnownAnswers:
@@ -316,6 +381,7 @@ class KnownAnswers:
     when the graph has no self-loops."""
 
     def __init__(self, store: GraphStore, vocabulary: Vocabulary):
+        self.store = store  # for the labels of predictions
         known = vocabulary.encode(asserted_triples(store))
         self.tails, self.heads = answer_sets(known)
         self.self_loops = bool((known[:, 0] == known[:, 2]).any())
@@ -326,51 +392,31 @@ class KnownAnswers:
 
 
 def predict_batch(
-    batch: list[QueryLine],
-    completer: Completer,
-    store: GraphStore,
-    known: KnownAnswers,
-    summary: JobSummary,
-    top_k: int,
-    min_score: float = 0.0,
-    write_back: bool = False,
+    batch: list[QueryLine], completer: Completer, known: KnownAnswers, top_k: int, min_score: float = 0.0
 ) -> list[dict]:
-    """Predictions of one batch, written back when asked; one output record per query."""
+    """One output record per query of ``batch``: its predictions scoring at least ``min_score``, or why it
+    was skipped."""
     valid = [(q.id, q.query) for q in batch if q.query is not None]
     exclude = [known.excluded(query) for _, query in valid]
     predicted = dict(zip((id_ for id_, _ in valid), completer.predict([query for _, query in valid], top_k, exclude)))
     records: list[dict] = []
-    derived: list[Prediction] = []
     for q in batch:
         if q.query is None:
-            log.warning("line %s skipped: %s", q.id, q.error)
-            summary.skipped += 1
             records.append({"id": q.id, "query": list(q.fields), "error": q.error, "predictions": [], "key": q.key})
             continue
         kept = [p for p in predicted[q.id] if p.score >= min_score]
-        summary.queries += 1
-        summary.predictions += len(kept)
-        derived += kept
         records.append(
             {
                 "id": q.id,
                 "query": list(q.fields),
-                "predictions": [_prediction_record(p, store) for p in kept],
+                "predictions": [_prediction_record(p, known.store) for p in kept],
                 "key": q.key,
             }
-        )
-    if write_back and derived:
-        summary.written_back += store.add_derived(
-            [Triple(p.head, p.relation, p.tail) for p in derived],
-            [
-                Provenance(source=SOURCE, method="predicted", model=p.provenance["model"], score=p.score)
-                for p in derived
-            ],
         )
     return records
 
 
-def _prediction_record(prediction, store: GraphStore) -> dict:
+def _prediction_record(prediction: Prediction, store: GraphStore) -> dict:
     return {
         **prediction.to_dict(),
         "labels": [store.label(prediction.head), store.label(prediction.relation), store.label(prediction.tail)],
@@ -378,14 +424,20 @@ def _prediction_record(prediction, store: GraphStore) -> dict:
 
 
 def open_and_complete(
-    job: CompleteJob, settings, progress: bool = True, *, restart: bool = False, repair: bool = False
+    job: CompleteJob,
+    settings,
+    progress: bool = True,
+    *,
+    restart: bool = False,
+    repair: bool = False,
+    ray: str | None = None,
 ) -> str:
     """Open the job's store, run the job, close the store; returns the summary line.
 
-    ``restart`` and ``repair`` are :func:`run_complete_job`'s.
+    ``restart``, ``repair`` and ``ray`` are :func:`run_complete_job`'s.
     """
     from kgllm.graph import open_store
 
     with open_store(job.graph, store=job.store, settings=settings, writable=job.write_back) as store:
-        summary = run_complete_job(job, store, settings, progress, restart=restart, repair=repair)
+        summary = run_complete_job(job, store, settings, progress, restart=restart, repair=repair, ray=ray)
     return summary.line(job.output)

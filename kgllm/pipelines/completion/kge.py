@@ -39,6 +39,8 @@ class KGEConfig:
     max_epochs: int = 400
     seconds: float = 60.0  # wall-clock training budget
     eval_every: int = 5  # epochs between checks on the valid split (best check kept)
+    check_seconds: float = 0.0  # also check every so many training seconds (0: by epochs only)
+    valid_sample: int = 2000  # valid triples checked (a fixed random sample of larger splits)
     init_scale: float = 1e-3
     seed: int = 0
 
@@ -47,12 +49,19 @@ class KGEConfig:
             raise ConfigurationError(
                 f"unknown KGE model {self.model!r}; choose one of: {', '.join(kge_models.names())}"
             )
-        for name in ("dim", "batch_size", "max_epochs", "eval_every"):
+        for name in ("dim", "batch_size", "max_epochs", "eval_every", "valid_sample"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"KGEConfig.{name} must be at least 1")
-        if self.seconds <= 0 or self.learning_rate <= 0 or self.n3_weight < 0 or not 0 <= self.dropout < 1:
+        if (
+            self.seconds <= 0
+            or self.learning_rate <= 0
+            or self.n3_weight < 0
+            or self.check_seconds < 0
+            or not 0 <= self.dropout < 1
+        ):
             raise ConfigurationError(
-                "KGEConfig: seconds and learning_rate must be positive, n3_weight >= 0, 0 <= dropout < 1"
+                "KGEConfig: seconds and learning_rate must be positive, n3_weight and check_seconds >= 0, "
+                "0 <= dropout < 1"
             )
 
     @classmethod
@@ -206,20 +215,27 @@ def _build(config: KGEConfig, vocabulary: Vocabulary) -> KGEModel:
     return kge_models.get(config.model)(len(vocabulary.entities), len(vocabulary.relations), config)
 
 
+#: ``(training seconds, the model as training with that budget would end) -> None``
+MarkCallback = Callable[[float, "TrainedKGE"], None]
+
+
 def train_kge(
     train: Sequence[Triple],
     config: KGEConfig,
     valid: Sequence[Triple] = (),
     progress: bool = True,
     vocabulary: Vocabulary | None = None,
+    marks: Sequence[float] = (),
+    on_mark: MarkCallback | None = None,
 ) -> TrainedKGE:
-    """Train on ``train`` for ``config.seconds`` (or ``max_epochs``).
+    """Train on ``train`` for ``config.seconds`` of training (or ``max_epochs``).
 
-    With ``valid`` triples the filtered MRR on them is checked every ``eval_every``
-    epochs and the best check's weights are kept (early stopping on valid).
+    With ``valid`` triples the filtered MRR on (a fixed sample of) them is checked every
+    ``eval_every`` epochs or ``check_seconds``, whichever comes first, and at the end; the best
+    check's weights are kept (early stopping on valid). Checks do not count against the budget.
+    At each of ``marks`` (training seconds) ``on_mark`` gets the model that training for that
+    budget would return: one run gives the figures of several budgets.
     """
-    from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
-
     if not train:
         raise InputError("no triples to train the KGE model on")
     torch.manual_seed(config.seed)
@@ -230,12 +246,10 @@ def train_kge(
     # both directions: (h, r, t) and (t, r + R, h)
     queries = torch.cat([data, torch.stack([data[:, 2], data[:, 1] + num_rel, data[:, 0]], dim=1)])
     optimizer = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
     result = TrainedKGE(model, vocabulary, config)
-    valid_ids = vocabulary.encode(valid) if len(valid) else None
-    known = np.concatenate([vocabulary.encode(train), valid_ids]) if valid_ids is not None else None
-    best_state, best_mrr = None, -1.0
-    started = time.perf_counter()
+    checker = _ValidChecker(result, train, valid, config)
+    pending = sorted(m for m in marks if m < config.seconds) + [config.seconds]
+    trained_s, next_check = 0.0, config.check_seconds or float("inf")
     bar = tqdm(
         total=config.seconds,
         desc=f"training {config.model}",
@@ -245,39 +259,74 @@ def train_kge(
     )
     for epoch in range(1, config.max_epochs + 1):
         model.train()
-        for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
-            _step(model, optimizer, loss_fn, batch, config.n3_weight)
-            if time.perf_counter() - started >= config.seconds:  # large graphs: the budget may end mid-epoch
-                break
-        elapsed = time.perf_counter() - started
         result.epochs = epoch
-        bar.n = min(elapsed, config.seconds)
-        if (
-            valid_ids is not None
-            and known is not None
-            and (epoch % config.eval_every == 0 or elapsed >= config.seconds)
-        ):
-            mrr = ranking_metrics(filtered_ranks(result.tail_scores, valid_ids, known))["mrr"]
-            bar.set_postfix_str(f"epoch {epoch}, valid MRR {mrr:.3f}")
-            if mrr > best_mrr:
-                best_mrr, best_state = mrr, copy.deepcopy(model.state_dict())
-        bar.refresh()
-        if elapsed >= config.seconds:
+        for batch in queries[torch.randperm(len(queries))].split(config.batch_size):
+            started = time.perf_counter()
+            _step(model, optimizer, batch, config.n3_weight)
+            trained_s += time.perf_counter() - started
+            bar.n = min(trained_s, config.seconds)
+            if trained_s >= next_check:  # large graphs: an epoch can be longer than the budget
+                bar.set_postfix_str(checker.check(epoch))
+                next_check = trained_s + config.check_seconds
+            while pending and trained_s >= pending[0]:
+                bar.set_postfix_str(checker.check(epoch))
+                if on_mark is not None:
+                    on_mark(pending[0], checker.best(trained_s))
+                pending.pop(0)
+            if not pending:
+                break
+        if not pending:
             break
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            bar.set_postfix_str(checker.check(epoch))
+        bar.refresh()
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        result.valid_mrr = best_mrr
-    result.seconds = time.perf_counter() - started
+    final = checker.best(trained_s)
+    model.load_state_dict(final.model.state_dict())
+    result.valid_mrr, result.seconds = final.valid_mrr, trained_s
     model.eval()
     return result
 
 
-def _step(
-    model: KGEModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, batch: torch.Tensor, n3_weight: float
-) -> None:
+class _ValidChecker:
+    """Filtered MRR on a fixed sample of the valid triples; remembers the best weights."""
+
+    def __init__(self, result: TrainedKGE, train: Sequence[Triple], valid: Sequence[Triple], config: KGEConfig):
+        vocabulary = result.vocabulary
+        self.result, self.valid = result, None
+        if len(valid):
+            ids = vocabulary.encode(valid)
+            self.known = np.concatenate([vocabulary.encode(train), ids])  # filter with every valid fact
+            if len(ids) > config.valid_sample:
+                ids = ids[np.sort(np.random.default_rng(config.seed).choice(len(ids), config.valid_sample, False))]
+            self.valid = ids
+        self.best_mrr = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def check(self, epoch: int) -> str:
+        from kgllm.pipelines.completion.evaluation import filtered_ranks, ranking_metrics
+
+        if self.valid is None:
+            return f"epoch {epoch}"
+        mrr = ranking_metrics(filtered_ranks(self.result.tail_scores, self.valid, self.known))["mrr"]
+        self.result.model.train()
+        if mrr > self.best_mrr:
+            self.best_mrr, self.best_state = mrr, copy.deepcopy(self.result.model.state_dict())
+        return f"epoch {epoch}, valid MRR {mrr:.3f}"
+
+    def best(self, trained_s: float) -> TrainedKGE:
+        """A copy holding the best checked weights (the current ones without valid triples)."""
+        model = copy.deepcopy(self.result.model)
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+        best_mrr = self.best_mrr if self.best_state is not None else None
+        return TrainedKGE(model, self.result.vocabulary, self.result.config, self.result.epochs, trained_s, best_mrr)
+
+
+def _step(model: KGEModel, optimizer: torch.optim.Optimizer, batch: torch.Tensor, n3_weight: float) -> None:
     heads, relations, tails = batch[:, 0], batch[:, 1], batch[:, 2]
-    loss = loss_fn(model.score_tails(heads, relations), tails)
+    loss = nn.functional.cross_entropy(model.score_tails(heads, relations), tails)
     if n3_weight:
         loss = loss + n3_weight * model.regularizer(heads, relations, tails)
     optimizer.zero_grad()

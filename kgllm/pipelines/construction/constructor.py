@@ -90,6 +90,9 @@ class DocumentResult:
     skipped: list[str] = field(default_factory=list)
     error: str = ""
     chunks: int = 0
+    # a dry run's facts, for review: (triple, provenance, the text of its span), and the new entities they name
+    proposed: list[tuple[Triple, Provenance, str]] = field(default_factory=list)
+    new_entities: list[Entity] = field(default_factory=list)
 
 
 def read_schema(path: str | Path) -> Schema:
@@ -236,7 +239,10 @@ class KGConstructor:
         result.source = f"{doc_id}@{digest}-{_output_digest(triples)}"
         records = [Provenance(result.source, r.method, r.model, r.score, r.created, r.span) for r in records]
         result.added = [t for t in dict.fromkeys(triples) if not self._stored(t)]
-        if write:
+        if not write:
+            result.proposed = [(t, r, text[r.span[0] : r.span[1]] if r.span else "") for t, r in zip(triples, records)]
+            result.new_entities = entities
+        else:
             self.store.add_derived(triples, records, entities)
             if not triples:  # no record would name the source, and the next run would read it again
                 self.store.record_source(result.source)

@@ -19,7 +19,7 @@ from typing import Any
 from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
 from kgllm.llm.corpus import plural
-from kgllm.pipelines.programs.executor import Executor, ExecutorConfig, ProgramError, Result
+from kgllm.pipelines.programs.executor import Executor, ExecutorConfig, ProgramError, ProgramTimeError, Result
 from kgllm.pipelines.programs.language import (
     And,
     Compare,
@@ -117,11 +117,16 @@ class ProgramAnswerer:
             )
         else:
             metadata["program"] = format_program(parse.program)
+            executor = Executor(self.store, config)
             try:
-                result = Executor(self.store, config).run(parse.program)
+                result = executor.run(parse.program)
             except ProgramError as error:
+                if isinstance(error, ProgramTimeError):
+                    metadata["cut"] = True  # as the path reasoner says of a search cut by its budget
+                metadata.update(_query_metadata(executor, parse.program))
                 answer = self._refusal(question, str(error), metadata)
             else:
+                metadata.update(_query_metadata(executor, parse.program))
                 answer = self._answer(question, parse.program, result, parse.confidence, metadata)
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
         return answer
@@ -279,6 +284,14 @@ class ProgramAnswerer:
         metadata.update(found=False, reason=reason)
         text = f"I cannot answer this from the graph: {reason}."
         return Answer(question, text, [], Evidence(source=f"{SOURCE}:refused"), 0.0, {}, metadata)
+
+
+def _query_metadata(executor: Executor, program: Program) -> dict[str, Any]:
+    """Which engine ran the program, and its compiled query (``ran``: whether the store ran that query)."""
+    language = executor.query_language(program)
+    compiled = executor.compile(program)
+    engine = {"engine": language or "protocol"}
+    return engine | ({"query": {**compiled.to_dict(), "ran": language is not None}} if compiled else {})
 
 
 def _plural_verb(verb: str) -> str:

@@ -60,6 +60,18 @@ MAX_CUES = ("most", "greatest number", "largest number", "highest number", "bigg
 MIN_CUES = ("fewest", "least", "smallest number", "lowest number")
 MORE_CUES = ("more", "greater number", "larger number", "higher number")
 FEWER_CUES = ("fewer", "less", "smaller number", "lower number")
+# shapes the program language does not have: a question asking for one is refused, never answered as another
+UNSUPPORTED = (
+    (re.compile(r"\b(average|mean|median)\b"), "averages"),
+    (re.compile(r"\b(sum|summed|added up|combined)\b"), "sums"),
+    (re.compile(r"\b(percent|percentage|ratio|proportion|fraction|share of)\b"), "ratios and percentages"),
+    (re.compile(r"\b(not both|but not both|only one of|exactly one of)\b"), "one but not both (an exclusive or)"),
+    (
+        re.compile(r"\b(each|every|per)\b.*\b(how many|number of)\b|\b(how many|number of)\b.*\b(each|per)\b"),
+        "a count for each member",
+    ),
+    (re.compile(r"\b(how many|number of)\b.*\bin total\b"), "totals over several members"),
+)
 # words that shape a question (or carry no content) and need no counterpart in the graph
 FUNCTION_WORDS = _word_set(
     "a an the of in on at to by for with from as into within inside outside than then that this these "
@@ -155,6 +167,9 @@ class QuestionParser:
         """The program ``question`` asks for, with a confidence, or a refusal with a reason."""
         question = " ".join(question.split())
         try:
+            for cue, shape in UNSUPPORTED:
+                if cue.search(question.lower()):
+                    raise Refusal(f"the question asks for {shape}, which query programs do not compute", "unsupported")
             mentions = self._mentions(question)
             words = self._words(question, mentions)
             names = [question[s : s + len(w)] for w, s in words.unmapped if s > 0 and question[s].isupper()]

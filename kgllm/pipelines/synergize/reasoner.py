@@ -103,6 +103,7 @@ class PathReasoner:
     """Answers questions over a store by planning and walking relation paths."""
 
     _deadline: float | None = None  # monotonic time at which the search of the current call stops
+    _hubs: set[str] | None = None  # entities of the current call whose edges were cut to max_fanout
 
     def __init__(
         self, store: GraphStore, retriever, lm: LanguageModel | None = None, config: ReasonerConfig | None = None
@@ -129,10 +130,12 @@ class PathReasoner:
         if not question:
             raise InputError("the question is empty")
         started = time.perf_counter()
-        if self.config.max_seconds and self._deadline is None:
-            timed = copy.copy(self)  # the deadline belongs to this call; the caches stay shared
-            timed._deadline = time.monotonic() + self.config.max_seconds
-            return timed.answer(question)
+        if self._hubs is None:
+            call = copy.copy(self)  # the hubs met and the deadline belong to this call; the caches stay shared
+            call._hubs = set()
+            if self.config.max_seconds:
+                call._deadline = time.monotonic() + self.config.max_seconds
+            return call.answer(question)
         links = self.retriever.link(question)[: self.config.max_topics]
         try:
             plans, named_relations = self.search(question, links)
@@ -148,6 +151,11 @@ class PathReasoner:
         else:
             answer = self._found(question, best, plans)
         answer.metadata["search"] = f"beam {self.config.beam_width}" if self.config.beam_width else "every plan"
+        if self._hubs:  # the answer was searched on a sample of these entities' edges: say so
+            answer.metadata["fanout_sampled"] = {
+                "entities": sorted(self._label(hub) for hub in self._hubs),
+                "edges read per entity": self.config.max_fanout,
+            }
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
         answer.metadata["model"] = getattr(self.lm, "name", None) if self.config.use_model else None
         return answer
@@ -327,7 +335,7 @@ class PathReasoner:
             next_frontier = []
             for node, walked, hops in frontier:
                 self._check_time()
-                for t in self.store.neighbors(node, "both", limit=self.config.max_fanout):
+                for t in self._edges(node):
                     forward = t.head == node
                     step = (*walked, t), (*hops, Hop(t.relation, forward))
                     yield step[1], GraphPath(start=start, triples=step[0])
@@ -342,8 +350,18 @@ class PathReasoner:
     def _edges_at_ends(self, walks: list[GraphPath]):
         for walk in walks:
             self._check_time()
-            for t in self.store.neighbors(walk.end, "both", limit=self.config.max_fanout):
+            for t in self._edges(walk.end):
                 yield walk, t
+
+    def _edges(self, node: str) -> list[Triple]:
+        """The edges of ``node`` walked in one step: all of them, or the first ``max_fanout`` of a hub
+        that has more, which is noted so that the answer says it was searched on a sample."""
+        edges = self.store.neighbors(node, "both", limit=self.config.max_fanout + 1)
+        if len(edges) > self.config.max_fanout:
+            if self._hubs is not None:
+                self._hubs.add(node)
+            del edges[self.config.max_fanout :]
+        return edges
 
     def _encode_cached(self, texts: list[str]) -> list[np.ndarray]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))

@@ -1,6 +1,9 @@
 // The kgllm page. It asks, shows the answer with its evidence, and explores the graph: find an entity,
-// open a node (its facts and neighbours), filter edges by relation. It draws what the API returns
-// (/ask, /search, /entity, /neighbors) and holds no graph logic of its own.
+// open a node (its facts, with the provenance of derived ones, and its neighbours), filter edges by
+// relation, and review predicted or extracted facts (accept or reject). It draws what the API returns
+// (/ask, /search, /entity, /neighbors, /review) and holds no graph logic of its own. The answer
+// streams in as it is written (#answer[data-streaming]); checked claims are marked
+// (span.claim[data-status]) and citations [n] link to the n-th evidence item (a.citation[data-citation]).
 //
 // Page state for people and tests: <body data-state> is "busy" while a request runs, then "ready"
 // (or "error", with the message in #status); <body data-revision> counts finished actions.
@@ -34,6 +37,7 @@
           "line-color": "#9aa5b8", "target-arrow-color": "#9aa5b8",
           "label": "data(label)", "font-size": EDGE_FONT, "color": "#0e7490", "text-rotation": "autorotate",
           "min-zoomed-font-size": 8, "text-background-color": "#fbfcfe", "text-background-opacity": 1 } },
+      { selector: "edge[?derived]", style: { "line-style": "dashed" } },
       { selector: "edge.quiet", style: { "label": "" } },
       { selector: ".filtered", style: { "display": "none" } },
       { selector: "node.selected", style: { "border-width": 3, "border-color": "#1d2433" } },
@@ -41,7 +45,7 @@
     ],
   });
 
-  const view = { pending: 0, failed: false, revision: 0, selected: null, hiddenRelations: new Set() };
+  const view = { pending: 0, failed: false, revision: 0, selected: null, hiddenRelations: new Set(), rejected: 0 };
 
   // ------------------------------------------------------------------ requests and page state
 
@@ -274,7 +278,7 @@
     $("result").hidden = false;
     $("result").dataset.found = String(found);
     $("answer-heading").textContent = found ? "Answer" : "No answer in the graph";
-    $("answer").textContent = answer.answer;
+    renderAnswerText(answer);
     $("confidence-line").hidden = !found;
     $("confidence-meter").value = answer.confidence;
     $("confidence").textContent = answer.confidence.toFixed(2);
@@ -283,6 +287,7 @@
     if (found) {
       $("evidence-heading").textContent = "Evidence";
       list.replaceChildren(...(answer.evidence.length ? answer.evidence : answer.facts.map((f) => [f])).map(pathItem));
+      [...list.children].forEach((li, i) => { li.id = "evidence-" + (i + 1); li.dataset.evidence = String(i + 1); });
       if (answer.paths_total > answer.evidence.length) {
         const more = document.createElement("li");
         more.textContent = "… " + (answer.paths_total - answer.evidence.length) + " more paths";
@@ -298,12 +303,112 @@
     refresh(null);
   }
 
-  function ask(question) {
+  // The answer's text with each checked claim marked by its status (metadata.claims, the graph's
+  // check of what the answer says) and each citation [n] linked to the n-th evidence item.
+  function renderAnswerText(answer) {
+    const text = answer.answer;
+    const claims = (answer.metadata.claims && answer.metadata.claims.claims) || [];
+    const parts = [];
+    let at = 0;
+    for (const claim of claims) {
+      const [start, end] = claim.span;
+      if (start < at || end > text.length) continue;
+      parts.push(...withCitations(text.slice(at, start)));
+      const span = document.createElement("span");
+      span.className = "claim";
+      span.dataset.status = claim.status;
+      span.title = claim.status.replace(/_/g, " ") + (claim.reason ? ": " + claim.reason : "");
+      span.append(...withCitations(text.slice(start, end)));
+      parts.push(span);
+      at = end;
+    }
+    parts.push(...withCitations(text.slice(at)));
+    $("answer").replaceChildren(...parts);
+  }
+
+  function withCitations(text) {
+    const parts = [];
+    let at = 0;
+    for (const match of text.matchAll(/\[(\d+)\]/g)) {
+      parts.push(text.slice(at, match.index));
+      const link = document.createElement("a");
+      link.className = "citation";
+      link.href = "#evidence-" + match[1];
+      link.dataset.citation = match[1];
+      link.textContent = match[0];
+      link.addEventListener("click", (event) => { event.preventDefault(); showCitation(match[1]); });
+      parts.push(link);
+      at = match.index + match[0].length;
+    }
+    parts.push(text.slice(at));
+    return parts;
+  }
+
+  // Marks the cited evidence item and selects its facts in the drawing.
+  function showCitation(n) {
+    const item = document.getElementById("evidence-" + n);
+    [...$("paths").children].forEach((li) => { li.dataset.cited = String(li === item); });
+    cy.elements().unselect();
+    if (!item) return;
+    const facts = [...item.querySelectorAll(".relation")].map((rel) => rel.textContent);
+    cy.edges().filter((edge) => facts.includes(edge.data("label")) &&
+      item.textContent.includes(edge.source().data("label")) &&
+      item.textContent.includes(edge.target().data("label"))).select();
+    item.scrollIntoView({ block: "nearest" });
+  }
+
+  // POST /ask as server-sent events, read with fetch and a ReadableStream: `token` events grow the
+  // answer as it is written (onToken), `answer` is the whole answer, `error` a failure.
+  async function streamAnswer(body, onToken) {
+    const response = await fetch("/ask", {
+      method: "POST", headers: headers(), body: JSON.stringify(Object.assign({ stream: true }, body)),
+    });
+    if (!response.ok) {
+      const error = await response.json().catch(() => ({}));
+      throw new Error((error.error && error.error.message) || ("HTTP " + response.status));
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the answer stream ended without an answer");
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event.name === "token") onToken(event.data.text);
+        else if (event.name === "answer") { reader.cancel(); return event.data; }
+        else if (event.name === "error") throw new Error(event.data.message);
+      }
+    }
+  }
+
+  function parseEvent(block) {
+    let name = "message";
+    let data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event: ")) name = line.slice(7);
+      else if (line.startsWith("data: ")) data += line.slice(6);
+    }
+    return { name, data: JSON.parse(data) };
+  }
+
+  // `options` are more /ask fields, e.g. { answerer: "generate" }.
+  function ask(question, options) {
     return action(async () => {
       $("ask").disabled = true;
       status("Thinking…");
+      let written = "";
       try {
-        const answer = await call("/ask", { method: "POST", body: JSON.stringify({ question }) });
+        const answer = await streamAnswer(Object.assign({ question }, options || {}), (text) => {
+          written += text;
+          $("result").hidden = false;
+          $("answer").dataset.streaming = "true";
+          $("answer").textContent = written;
+        });
+        $("answer").dataset.streaming = "false";
+        $("answer").dataset.streamed = String(written.length > 0);
         showAnswer(answer);
         status((answer.found === false ? "No answer in the graph; the closest facts are shown as context. " : "") +
           "Answered in " + (answer.metadata.seconds || 0).toFixed(2) + " s. Choose a node to open it.");
@@ -330,6 +435,9 @@
         const [around, entity] = await Promise.all([call("/neighbors?" + query), call("/entity?" + new URLSearchParams({ id }))]);
         const fresh = cy.nodes().empty();
         const added = addGraph(around.graph, id);
+        Object.entries(around.provenance || {}).forEach(([edgeId, known]) => {
+          if (!known.asserted) cy.getElementById(edgeId).data("derived", true);
+        });
         cy.nodes().removeClass("selected");
         view.selected = id;
         cy.getElementById(id).addClass("selected");
@@ -353,9 +461,11 @@
     if (entity.aliases.length) about.push("also called " + entity.aliases.join(", "));
     $("entity-about").textContent = about.join(" · ");
     const labels = new Map(around.graph.nodes.map((node) => [node.id, node.label]));
+    const provenance = around.provenance || {};
     $("entity-facts").replaceChildren(...around.graph.edges.map((edge) => {
       const li = document.createElement("li");
       li.dataset.relation = edge.label;
+      const known = provenance[edge.id];
       const end = (nodeId) => {
         if (nodeId === entity.id) return document.createTextNode(entity.label);
         const link = document.createElement("button");
@@ -370,9 +480,97 @@
       rel.className = "relation";
       rel.textContent = edge.label;
       li.append(end(edge.source), " ", rel, " ", end(edge.target));
+      if (known) {
+        li.dataset.derived = String(!known.asserted);
+        li.append(...known.records.map((record) => provenanceLine(record, "")));
+      }
       return li;
     }));
     $("entity-more").textContent = around.more ? "The first " + around.facts.length + " facts; the entity has more." : "";
+  }
+
+  // ------------------------------------------------------------------ provenance and review
+
+  // One record of where a fact came from: how, from which source, model, score, time (and the text).
+  function provenanceLine(record, text) {
+    const line = document.createElement("span");
+    line.className = "provenance";
+    line.dataset.method = record.method;
+    const origin = record.method + (record.method === "extracted" ? " from " : " by ") + record.source +
+      (record.span ? " (characters " + record.span[0] + "–" + record.span[1] + ")" : "");
+    const parts = [origin];
+    if (record.model) parts.push("model " + record.model);
+    if (record.score !== null && record.score !== undefined) parts.push("score " + record.score.toFixed(2));
+    if (record.created) parts.push(record.created.replace("T", " ").replace("+00:00", " UTC"));
+    line.textContent = parts.join(" · ");
+    if (text) {
+      const quote = document.createElement("q");
+      quote.textContent = text;
+      line.append(" ", quote);
+    }
+    return line;
+  }
+
+  function factName(labels) {
+    return labels.join(" ");
+  }
+
+  function reviewItem(proposal, writable) {
+    const li = document.createElement("li");
+    li.dataset.proposalId = proposal.id;
+    li.dataset.method = proposal.records[0].method;
+    li.dataset.score = String(proposal.score);
+    const fact = document.createElement("p");
+    fact.className = "fact";
+    fact.append(...factItem(proposal.labels).childNodes);
+    li.append(fact, ...proposal.records.map((record) => provenanceLine(record, record.text)));
+    if (writable) {
+      const buttons = document.createElement("div");
+      buttons.className = "review-actions";
+      [["accept", "Accept"], ["reject", "Reject"]].forEach(([decision, word]) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = decision;
+        button.textContent = word;
+        button.setAttribute("aria-label", word + ": " + factName(proposal.labels));
+        button.addEventListener("click", () => decide(proposal, decision));
+        buttons.appendChild(button);
+      });
+      li.appendChild(buttons);
+    }
+    return li;
+  }
+
+  function reviewSummary(pending, rejected) {
+    $("review-summary").textContent = pending + (pending === 1 ? " fact awaits" : " facts await") + " review" +
+      (rejected ? "; " + rejected + " rejected so far." : ".");
+  }
+
+  function loadReview() {
+    return action(async () => {
+      const review = await call("/review");
+      view.rejected = review.rejected;
+      $("review-list").replaceChildren(...review.pending.map((proposal) => reviewItem(proposal, review.writable)));
+      if (review.writable) reviewSummary(review.pending.length, review.rejected);
+      else $("review-summary").textContent = "This server serves the bundled demo graph, which is read-only: " +
+        "serve a graph file of your own (kgllm serve --graph FILE.ttl) to review facts into it.";
+      status(review.pending.length + " facts await review.");
+      return review;
+    });
+  }
+
+  // Accepts (writes into the graph) or rejects one fact through the API, then takes it off the list.
+  function decide(proposal, decision) {
+    return action(async () => {
+      await call("/review/" + encodeURIComponent(proposal.id) + "/" + decision, { method: "POST" });
+      const item = Array.from($("review-list").children).find((li) => li.dataset.proposalId === proposal.id);
+      if (item) item.remove();
+      if (decision === "reject") view.rejected += 1;
+      reviewSummary($("review-list").children.length, view.rejected);
+      status((decision === "accept" ? "Accepted into the graph: " : "Rejected: ") + factName(proposal.labels) + ".");
+      const touched = [proposal.triple[0], proposal.triple[2]];
+      if (decision === "accept" && touched.includes(view.selected)) openEntity(view.selected); // show it there too
+    });
   }
 
   function search(text) {
@@ -441,8 +639,10 @@
     status("Graph cleared.");
   }));
 
+  $("review-load").addEventListener("click", () => loadReview());
+
   $("api-key").value = localStorage.getItem("kgllm-api-key") || "";
   // for the console and the browser tests: each action returns a promise and moves data-revision on
-  window.kgllm = { cy, ask, search, openEntity, relayout };
+  window.kgllm = { cy, ask, search, openEntity, relayout, loadReview };
   document.body.dataset.state = "ready";
 })();

@@ -1,0 +1,360 @@
+"""``GenerationAnswerer``: retrieved facts injected into a prompt, the answer written by a model that cites them.
+
+Answering is two steps around the model call, so that a streaming caller can run the same two
+steps around a token stream:
+
+- :meth:`GenerationAnswerer.prepare`: fuse the retrieved facts (:mod:`.retrieval`), keep as many
+  as the model's context holds (best first; the question is never cut), number them and fill the
+  template;
+- :meth:`GenerationAnswerer.finish`: read the answer's items and ``[n]`` citations back, map the
+  cited facts to triples (and to paths from the question's entities where retrieved facts chain),
+  and link each named item to an entity.
+
+When retrieval finds nothing, the answerer says so and does not call the model, unless
+``closed_book=True``: then the model answers from what it learnt alone, and the answer is marked
+``metadata["closed_book"] = True``, with no evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kgllm.exceptions import InputError, ModelOutputError
+from kgllm.graph.base import GraphStore
+from kgllm.llm.base import GenerationConfig, LanguageModel
+from kgllm.pipelines.base import Answerer
+from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimStatus
+from kgllm.pipelines.enhance.prompt import (
+    INSTRUCTED_TEMPLATE,
+    NO_ANSWER,
+    CitationGrammar,
+    ParsedAnswer,
+    PromptTemplate,
+    number_facts,
+    parse_answer,
+)
+from kgllm.pipelines.enhance.retrieval import FUSION_OPTIONS, FusionConfig, FusionRetriever, RankedFact, Retrieved
+from kgllm.retrieval.retriever import KGRetriever, walks_from
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
+
+CLOSED_BOOK_TEMPLATE = PromptTemplate("Question: {question}\nAnswer:")
+"""No facts: the question as kgllm's own model is trained on it."""
+
+SOURCE = "generate"
+GENERATE_OPTIONS = FUSION_OPTIONS | {"closed_book", "max_new_tokens", "context_tokens", "constrained", "strict"}
+CHARS_PER_TOKEN = 4
+"""Estimate of a token's length for models whose tokenizer is not local (a served model)."""
+
+
+@dataclass
+class PreparedPrompt:
+    """What :meth:`GenerationAnswerer.prepare` built: the numbered facts, the prompt and its limits.
+
+    ``refusal`` is set (and ``prompt`` empty) when there is nothing to generate from.
+    """
+
+    question: str
+    facts: list[RankedFact]
+    fact_texts: list[str]
+    prompt: str
+    config: GenerationConfig
+    retrieved: Retrieved | None = None
+    closed_book: bool = False
+    trimmed: int = 0
+    """Facts retrieved but left out to fit the model's context."""
+    refusal: str | None = None
+    prompt_tokens: int = 0
+    model: str = ""
+    """Name of the model the prompt is for."""
+    constraint: CitationGrammar | None = None
+    """For a local model: the answer is held to names of the numbered facts' entities, each citing its fact."""
+    strict: bool = False
+    """Refuse an answer with a claim or a name that the graph does not support, instead of flagging it."""
+    started: float = field(default_factory=time.perf_counter)
+
+
+class GenerationAnswerer:
+    """Answers in the model's words from numbered graph facts, citing them as ``[n]``.
+
+    ``lm`` is any :class:`~kgllm.llm.base.LanguageModel`, or a function that returns one on first use
+    (kgllm's reader model is trained the first time it is needed). ``template`` must take ``facts``
+    and ``question``; :data:`~kgllm.pipelines.enhance.prompt.INSTRUCTED_TEMPLATE` suits
+    instruction-following models, :data:`~kgllm.pipelines.enhance.prompt.READER_TEMPLATE` kgllm's
+    own. ``context_tokens`` bounds prompt plus answer (default: the model's position limit for a
+    local model, else no bound but ``k``). ``paths`` (a relation-path answerer) adds the facts of the
+    paths it walks to the fused lists.
+
+    Example::
+
+        answerer = GenerationAnswerer(store, retriever, lm)
+        answer = answerer.answer("Tell me about Chad")
+        answer.metadata["facts"], answer.metadata["citations"]
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        retriever: KGRetriever,
+        lm: LanguageModel | Callable[[], LanguageModel] | None,
+        template: PromptTemplate = INSTRUCTED_TEMPLATE,
+        fusion: FusionConfig | None = None,
+        max_new_tokens: int = 96,
+        context_tokens: int | None = None,
+        paths: Answerer | None = None,
+    ):
+        if set(template.inputs) != {"facts", "question"}:
+            raise InputError(f"the answer template must take facts and question, it takes {template.inputs}")
+        self.store = store
+        self.retriever = retriever
+        self._lm = lm
+        self.template = template
+        self.fusion = fusion or FusionConfig()
+        self.max_new_tokens = max_new_tokens
+        self.context_tokens = context_tokens
+        self.paths = paths
+        self._claims: ClaimChecker | None = None
+
+    @property
+    def lm(self) -> LanguageModel:
+        """The model (loaded on first use when given as a function)."""
+        if self._lm is None:
+            raise InputError("generate mode needs a language model; connect with use_model=True or pass model=...")
+        if not isinstance(self._lm, LanguageModel):
+            self._lm = self._lm()
+        return self._lm
+
+    # ------------------------------------------------------------------ the three steps
+    def answer(self, question: str, **options: Any) -> Answer:
+        """Retrieve, inject, generate, cite: ``prepare`` -> ``lm.generate`` -> ``finish``.
+
+        ``options``: any :class:`~kgllm.pipelines.enhance.retrieval.FusionConfig` field (``k``,
+        ``hops``, ``rewrites``, ...), ``closed_book``, ``max_new_tokens``, ``context_tokens`` and
+        ``constrained`` (a local model writes only names of the numbered facts' entities, each citing
+        a fact that holds it; default: on for models that support constraints).
+        """
+        prepared = self.prepare(question, **options)
+        if prepared.refusal is not None:
+            return self.finish(prepared, "")
+        generated = self.lm.generate([prepared.prompt], prepared.config, constraint=prepared.constraint)
+        return self.finish(prepared, generated[0][0])
+
+    def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
+        """As :meth:`answer`, handing out the text as the model writes it, then the answer:
+        ``prepare`` -> ``lm.stream`` -> ``finish``."""
+        prepared = self.prepare(question, **options)
+        pieces: list[str] = []
+        if prepared.refusal is None:
+            for piece in self.lm.stream(prepared.prompt, prepared.config, constraint=prepared.constraint):
+                pieces.append(piece)
+                yield piece
+        yield self.finish(prepared, "".join(pieces))
+
+    def prepare(self, question: str, **options: Any) -> PreparedPrompt:
+        """The numbered facts and the prompt for ``question`` (see :meth:`answer` for ``options``)."""
+        unknown = sorted(set(options) - GENERATE_OPTIONS)
+        if unknown:
+            raise InputError(f"unknown generate option(s) {unknown}; known: {sorted(GENERATE_OPTIONS)}")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        closed_book = bool(options.pop("closed_book", False))
+        strict = bool(options.pop("strict", False))
+        constrained = bool(options.pop("constrained", True))
+        context_option = options.pop("context_tokens", self.context_tokens)
+        max_new_option = options.pop("max_new_tokens", None)
+        if closed_book:
+            config = GenerationConfig(max_new_tokens=max_new_option or self.max_new_tokens, stop=("\n",))
+            prompt = CLOSED_BOOK_TEMPLATE.format(question=question.strip())
+            return PreparedPrompt(question, [], [], prompt, config, closed_book=True, model=self.lm.name, strict=strict)
+        retrieved = self._fusion_retriever().retrieve(question, **options)
+        if not retrieved.facts:  # said before any model is loaded
+            refusal = "no fact in the graph bears on this question" + (
+                "" if retrieved.links else " (it names nothing the graph knows)"
+            )
+            return PreparedPrompt(question, [], [], "", GenerationConfig(), retrieved, refusal=refusal)
+        context = context_option or self._model_context()
+        # a small context keeps three quarters of itself for the facts
+        max_new = int(max_new_option or min(self.max_new_tokens, context // 4 if context else self.max_new_tokens))
+        config = GenerationConfig(max_new_tokens=max_new, stop=("\n",))
+        texts = self._verbalize([f.triple for f in retrieved.facts])
+        kept, tokens = self._fit(question.strip(), texts, context, max_new)
+        if not kept:
+            refusal = f"none of the retrieved facts fits the model's context of {context} tokens beside the question"
+            return PreparedPrompt(question, [], [], "", config, retrieved, refusal=refusal)
+        prompt = self.template.format(facts=number_facts(texts[:kept]), question=question.strip())
+        constraint = self._grammar(retrieved.facts[:kept]) if constrained and self.lm.supports_constraints else None
+        return PreparedPrompt(
+            question,
+            retrieved.facts[:kept],
+            texts[:kept],
+            prompt,
+            config,
+            retrieved,
+            trimmed=len(texts) - kept,
+            prompt_tokens=tokens,
+            model=self.lm.name,
+            constraint=constraint,
+            strict=strict,
+        )
+
+    def finish(self, prepared: PreparedPrompt, generated: str) -> Answer:
+        """The answer for what the model generated from ``prepared`` (its items, cited facts, entities)."""
+        metadata: dict[str, Any] = {
+            "mode": SOURCE,
+            "facts": [
+                {"n": n, "fact": text, "triple": [f.triple.head, f.triple.relation, f.triple.tail]}
+                for n, (f, text) in enumerate(zip(prepared.facts, prepared.fact_texts, strict=True), 1)
+            ],
+            "trimmed_facts": prepared.trimmed,
+            "prompt_tokens": prepared.prompt_tokens,
+        }
+        if prepared.retrieved is not None and prepared.retrieved.rewrites:
+            metadata["rewrites"] = prepared.retrieved.rewrites
+        if prepared.refusal is not None:
+            return self._refusal(prepared, prepared.refusal, metadata)
+        metadata["model"] = prepared.model
+        metadata["generated"] = generated
+        parsed = parse_answer(generated)
+        if prepared.closed_book:
+            return self._closed_book(prepared, parsed, generated, metadata)
+        if parsed.refused:
+            return self._refusal(prepared, "the retrieved facts do not answer it", metadata)
+        if prepared.constraint is not None:  # under the grammar, an item without its citation was cut short
+            metadata["cut_items"] = [item.name for item in parsed.items if not item.citations]
+            parsed = ParsedAnswer([item for item in parsed.items if item.citations], False)
+        return self._cited(prepared, parsed, generated, metadata)
+
+    # ------------------------------------------------------------------ answers
+    def _cited(self, prepared: PreparedPrompt, parsed: ParsedAnswer, generated: str, metadata: dict) -> Answer:
+        n_facts = len(prepared.facts)
+        citations = [n for n in parsed.citations if 1 <= n <= n_facts]
+        if not citations:
+            raise ModelOutputError(
+                f"the model's answer cites none of the {n_facts} numbered facts: {generated.strip()[:200]!r}"
+            )
+        triples = [prepared.facts[n - 1].triple for n in citations]
+        labels = self._labels({node for f in prepared.facts for node in (f.triple.head, f.triple.tail)})
+        entities, supported, uncited = [], 0, []
+        for item in parsed.items:
+            cited = [prepared.facts[n - 1].triple for n in item.citations if 1 <= n <= n_facts]
+            entity = self._entity(item.name, cited, labels)
+            if entity is None:
+                uncited.append(item.name)
+                continue
+            entities.append(entity)
+            supported += any(entity.id in (t.head, t.tail) for t in cited)
+        metadata.update(
+            citations=citations,
+            items=[{"name": i.name, "citations": list(i.citations)} for i in parsed.items],
+            unsupported_names=uncited,
+            found=True,
+        )
+        evidence = Evidence(
+            triples=triples, paths=self._paths(prepared, triples), score=prepared.facts[0].score, source=SOURCE
+        )
+        entities = list({e.id: e for e in entities}.values())
+        answer_labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})
+        confidence = supported / len(parsed.items) if parsed.items else 0.0
+        if self._flag_claims(generated, metadata) and prepared.strict:
+            return self._refusal(prepared, "its answer says what the graph does not support (strict mode)", metadata)
+        return self._done(prepared, generated.strip(), entities, evidence, confidence, answer_labels, metadata)
+
+    def _closed_book(self, prepared: PreparedPrompt, parsed: ParsedAnswer, generated: str, metadata: dict) -> Answer:
+        entities = [e for e in (self._entity(item.name, [], {}) for item in parsed.items) if e is not None]
+        metadata.update(closed_book=True, found=bool(entities), citations=[])
+        text = f"{generated.strip()} (closed-book: from the model's memory, not from graph facts)"
+        return self._done(prepared, text, entities, Evidence(source=f"{SOURCE}:closed-book"), 0.0, {}, metadata)
+
+    def _refusal(self, prepared: PreparedPrompt, reason: str, metadata: dict) -> Answer:
+        metadata.update(found=False, reason=reason, citations=[])
+        text = f"I cannot answer this from the graph: {reason}."
+        return self._done(prepared, text, [], Evidence(source=f"{SOURCE}:refused"), 0.0, {}, metadata)
+
+    def _done(self, prepared: PreparedPrompt, text, entities, evidence, confidence, labels, metadata) -> Answer:
+        metadata["seconds"] = round(time.perf_counter() - prepared.started, 4)
+        return Answer(prepared.question, text, entities, evidence, confidence, labels, metadata)
+
+    # ------------------------------------------------------------------ helpers
+    def _flag_claims(self, generated: str, metadata: dict) -> bool:
+        """Check the answer's claims against the graph into ``metadata`` (``claims``, and
+        ``unsupported_claims``: those read as facts that the graph does not hold); True when the
+        answer has such a claim or names something no cited fact holds. A bare list of names has no
+        claim to read: its names are checked through their citations."""
+        if self._claims is None:
+            self._claims = ClaimChecker(self.store, self.retriever)
+        report = self._claims.check(generated)
+        metadata["claims"] = report.to_dict()
+        unsupported = [c.text for c in report.claims if c.triples and c.status is not ClaimStatus.SUPPORTED]
+        metadata["unsupported_claims"] = unsupported
+        return bool(unsupported or metadata.get("unsupported_names"))
+
+    def _entity(self, name: str, cited: list[Triple], labels: dict[str, str]) -> Entity | None:
+        """The entity an answer item names: one of its cited facts' ends, else any numbered fact's, else
+        the graph's entity of exactly that name."""
+        wanted = name.strip().casefold()
+        if not wanted:
+            return None
+        for node in [n for t in cited for n in (t.head, t.tail)] + list(labels):
+            if labels.get(node, "").casefold() == wanted:
+                return self.store.entity(node) or Entity(node, labels[node])
+        matches = [link for link in self.retriever.linker.link(name) if link.method == "exact"]
+        exact = [m.entity for m in matches if m.entity.label.casefold() == wanted]
+        return exact[0] if exact else None
+
+    def _paths(self, prepared: PreparedPrompt, cited: list[Triple]) -> list[GraphPath]:
+        """For each cited fact, the walk from a question entity through numbered facts that ends with it."""
+        seeds = prepared.retrieved.seeds if prepared.retrieved else []
+        walks = walks_from(seeds, [f.triple for f in prepared.facts])
+        scores = {f.triple: f.score for f in prepared.facts}
+        return [GraphPath(start=walks[t][0], triples=walks[t][1], score=scores[t]) for t in dict.fromkeys(cited)]
+
+    def _grammar(self, facts: list[RankedFact]) -> CitationGrammar:
+        """Items ``" <entity> [n]"`` for both ends of every numbered fact, the separator and the refusal."""
+        tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
+        labels = self._labels({node for f in facts for node in (f.triple.head, f.triple.tail)})
+        items = [f" {labels[node]} [{n}]" for n, f in enumerate(facts, 1) for node in (f.triple.head, f.triple.tail)]
+        encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
+        return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id)
+
+    def _verbalize(self, triples: list[Triple]) -> list[str]:
+        labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})
+        return [f"{labels[t.head]} {labels[t.relation]} {labels[t.tail]}" for t in triples]
+
+    def _labels(self, nodes: set[str]) -> dict[str, str]:
+        return {node: self.store.label(node) for node in sorted(nodes)}
+
+    def _fit(self, question: str, texts: list[str], context: int | None, max_new: int) -> tuple[int, int]:
+        """How many facts (best first) fit the context beside the question and the answer, and the prompt's
+        token count. The question is never cut: if it alone does not fit, that is an error."""
+        lines = number_facts(texts).split("\n")
+        empty = self._count_tokens([self.template.format(facts="", question=question)])[0]
+        if context is None:
+            return len(texts), empty + sum(self._count_tokens(lines))
+        room = context - max_new - empty
+        if room < 0:
+            raise InputError(
+                f"the question and its answer ({empty} + {max_new} tokens) do not fit the model's context "
+                f"of {context} tokens"
+            )
+        used, kept = 0, 0
+        for cost in self._count_tokens(lines):
+            if used + cost + 1 > room:  # +1: the newline between facts
+                break
+            used, kept = used + cost + 1, kept + 1
+        return kept, empty + used
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        tokenizer = getattr(self.lm, "tokenizer", None)
+        if tokenizer is None:
+            return [len(text) // CHARS_PER_TOKEN + 1 for text in texts]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _model_context(self) -> int | None:
+        model = getattr(self.lm, "model", None)
+        return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+    def _fusion_retriever(self) -> FusionRetriever:
+        """Fusion over the shared retriever; the model (for rewrites) only when there is one."""
+        return FusionRetriever(self.retriever, self.lm if self._lm is not None else None, self.fusion, self.paths)

@@ -1,0 +1,185 @@
+"""Injection: numbered facts in a prompt template, and the ``[n]`` citations read back from the answer.
+
+A :class:`PromptTemplate` declares its inputs (the ``{names}`` in its text) and refuses to format
+without one of them. The facts go in numbered, ``[1] Chad neighbor of Libya.``, best first; the
+model answers on one line and cites the facts it used as ``[n]``: ``Libya [1], Niger [3]``.
+:func:`parse_answer` reads the items of that line (a name and the facts it cites) back.
+
+Example::
+
+    prompt = READER_TEMPLATE.format(facts=number_facts(["Chad neighbor of Libya"]), question="Who borders Chad?")
+    parse_answer(" Libya [1]")   # ParsedAnswer(items=[AnswerItem(name="Libya", citations=(1,))], refused=False)
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kgllm.exceptions import InputError
+
+NO_ANSWER = "The facts do not say."
+"""What a reader writes when no numbered fact answers the question."""
+
+
+class PromptInputError(InputError):
+    """A prompt template was formatted without one of its declared inputs (or with one it lacks)."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt with named ``{inputs}``; :meth:`format` fails naming any input that is missing.
+
+    Example::
+
+        PromptTemplate("Facts:\\n{facts}\\nQuestion: {question}\\nAnswer:").inputs  # ("facts", "question")
+    """
+
+    text: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input names, in order of first use."""
+        names = (field for _, field, _, _ in string.Formatter().parse(self.text) if field is not None)
+        return tuple(dict.fromkeys(names))
+
+    def __post_init__(self) -> None:
+        for name in self.inputs:
+            if not name.isidentifier():
+                raise InputError(f"prompt template inputs must be plain names, got {{{name}}}")
+
+    def format(self, **values: str) -> str:
+        missing = [name for name in self.inputs if name not in values]
+        if missing:
+            raise PromptInputError(f"the prompt template needs {', '.join(missing)}; given: {sorted(values) or 'none'}")
+        unknown = sorted(set(values) - set(self.inputs))
+        if unknown:
+            raise PromptInputError(f"the prompt template has no input {', '.join(unknown)}; it takes {self.inputs}")
+        return self.text.format(**values)
+
+
+READER_TEMPLATE = PromptTemplate("Facts:\n{facts}\nQuestion: {question}\nAnswer:")
+"""The bare layout kgllm's own model is trained to read (:mod:`kgllm.pipelines.enhance.reading`)."""
+
+INSTRUCTED_TEMPLATE = PromptTemplate(
+    "Answer the question using only the numbered facts. Name each answer and cite the facts that "
+    "support it as [n], on one line, e.g. 'Libya [1], Niger [3]'. If the facts do not answer the "
+    f"question, write exactly: {NO_ANSWER}\n\n"
+    "Facts:\n{facts}\n\nQuestion: {question}\nAnswer:"
+)
+"""For instruction-following models (a served model, a local Hugging Face chat model)."""
+
+
+def number_facts(facts: Sequence[str]) -> str:
+    """``[1] first fact.`` one a line, numbered from 1 in the given order."""
+    return "\n".join(f"[{i}] {fact.rstrip('.')}." for i, fact in enumerate(facts, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerItem:
+    """One thing the answer names, and the numbers of the facts cited for it."""
+
+    name: str
+    citations: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAnswer:
+    """The items of an answer line; ``refused`` when the model wrote that the facts do not say."""
+
+    items: list[AnswerItem]
+    refused: bool
+
+    @property
+    def citations(self) -> list[int]:
+        """Every cited fact number, in order of first citation."""
+        return list(dict.fromkeys(n for item in self.items for n in item.citations))
+
+
+_CITATIONS = re.compile(r"((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """The named items and their ``[n]`` citations in an answer (``Libya [1], Niger [3] and Mali [2, 4]``).
+
+    An item is the name before its citations; ``[2, 4]`` and ``[2][4]`` both cite two facts. Names
+    listed without a citation (``Libya, Niger [3]``: Libya) are items that cite nothing. Names keep
+    their inner "and" (Bosnia and Herzegovina); an "and" that joins two items is dropped.
+    """
+    body = text.strip()
+    if body.startswith(NO_ANSWER.rstrip(".")):
+        return ParsedAnswer([], True)
+    pieces = _CITATIONS.split(body)  # name, citations, name, citations, ..., trailing text
+    items: list[AnswerItem] = []
+    for i in range(0, len(pieces), 2):
+        cited = tuple(int(n) for n in re.findall(r"\d+", pieces[i + 1])) if i + 1 < len(pieces) else ()
+        names = [_clean(name) for name in re.split(r"[,;]", pieces[i])]
+        names = [name for name in names if name]
+        items.extend(AnswerItem(name, ()) for name in names[:-1])
+        if names or cited:
+            items.append(AnswerItem(names[-1] if names else "", cited))
+    return ParsedAnswer(items, False)
+
+
+def _clean(name: str) -> str:
+    return re.sub(r"^(?:and|or)\s+", "", name.strip(" .:\t")).strip()
+
+
+class CitationGrammar:
+    """Constrained decoding of an answer line: :data:`NO_ANSWER`, or items ``" <name> [<n>]"`` joined by
+    ``","``, where each item is one the caller allows (an entity of fact ``n``), each at most once.
+
+    Items are given as token ids, each encoded on its own (its leading space included), so the
+    model writes each name as that encoding; after an item comes the separator or the end.
+    A :class:`~kgllm.llm.base.Constraint` for local models.
+    """
+
+    _END = -1
+
+    def __init__(self, items: Sequence[Sequence[int]], separator: Sequence[int], refusal: Sequence[int], eos_id: int):
+        if not items:
+            raise InputError("a citation grammar needs at least one item")
+        self.items = [tuple(ids) for ids in items] + [tuple(refusal)]
+        self.refusal = len(self.items) - 1
+        self.separator = tuple(separator)
+        self.eos_id = eos_id
+        self.root: dict[int, Any] = {}
+        self.below: dict[int, set[int]] = {}  # id(node) -> items in its subtree
+        for index, ids in enumerate(self.items):
+            node = self.root
+            self.below.setdefault(id(node), set()).add(index)
+            for token in ids:
+                node = node.setdefault(token, {})
+                self.below.setdefault(id(node), set()).add(index)
+            node[self._END] = index
+
+    def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
+        node: dict[int, Any] | None = self.root
+        used: set[int] = set()
+        separator_left = 0  # separator tokens still to come after a finished item
+        for token in generated:
+            if token == self.eos_id:
+                return [self.eos_id]
+            if separator_left:
+                separator_left -= 1
+                node = self.root if separator_left == 0 else None
+                continue
+            node = (node or {}).get(token)
+            if node is None:
+                return [self.eos_id]
+            if self._END in node:
+                if node[self._END] == self.refusal:
+                    return [self.eos_id]
+                used.add(node[self._END])
+                separator_left, node = len(self.separator), None
+        if separator_left == len(self.separator) and node is None:  # an item just ended
+            return [self.separator[0], self.eos_id] if len(used) < self.refusal else [self.eos_id]
+        if separator_left:
+            return [self.separator[len(self.separator) - separator_left]]
+        assert node is not None
+        barred = used | ({self.refusal} if used else set())
+        allowed = [t for t, child in node.items() if t != self._END and self.below[id(child)] - barred]
+        return allowed or [self.eos_id]

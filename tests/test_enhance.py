@@ -1,0 +1,239 @@
+"""Generate mode: retrieval fusion, fact injection, citations, refusals and the reading examples.
+
+The model is a tiny one really trained here on a small graph's text; the retriever is the real
+one (MiniLM, FAISS) over a real rdflib store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from kgllm.exceptions import InputError
+from kgllm.graph import open_store
+from kgllm.graph.base import GraphStore
+from kgllm.llm.corpus import CorpusBuilder
+from kgllm.llm.hf import HFCausalLM
+from kgllm.llm.training import TrainingConfig, train_causal_lm
+from kgllm.pipelines.enhance import (
+    NO_ANSWER,
+    READER_TEMPLATE,
+    FusionRetriever,
+    GenerationAnswerer,
+    PromptInputError,
+    PromptTemplate,
+    parse_answer,
+    reciprocal_rank_fusion,
+)
+from kgllm.pipelines.enhance.prompt import CitationGrammar
+from kgllm.pipelines.enhance.reading import reading_examples
+from kgllm.pipelines.synergize import PathReasoner
+from kgllm.retrieval.retriever import KGRetriever
+from kgllm.settings import Settings
+from kgllm.types import Triple
+
+TSV = (
+    "chad\tneighborOf\tniger\nniger\tneighborOf\tchad\nchad\tneighborOf\tlibya\nlibya\tneighborOf\tchad\n"
+    "chad\tlocatedIn\tmiddle_africa\nniger\tlocatedIn\twestern_africa\nlibya\tlocatedIn\tnorthern_africa\n"
+    "kenya\tlocatedIn\teastern_africa\nkenya\tneighborOf\tuganda\nuganda\tneighborOf\tkenya\n"
+)
+ID = "https://kgllm.dev/kg/"
+
+
+def iri(name: str) -> str:
+    return ID + name
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> GraphStore:
+    folder = tmp_path_factory.mktemp("graph")
+    (folder / "mini.tsv").write_text(TSV)
+    return open_store(folder / "mini.tsv", settings=Settings(cache_dir=folder / "cache"))
+
+
+@pytest.fixture(scope="module")
+def retriever(store, encoder) -> KGRetriever:
+    retriever = KGRetriever(store, encoder)
+    retriever.build()
+    return retriever
+
+
+@pytest.fixture(scope="module")
+def lm(store, tmp_path_factory) -> Iterator[HFCausalLM]:
+    """A tiny model trained on the graph's text (facts, questions with answers), one thread."""
+    config = TrainingConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        vocab_size=300,
+        max_seq_len=256,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=10,
+        epochs=60,
+        threads=1,
+    )
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    train_causal_lm(CorpusBuilder(store).texts(), out, config, progress=False)
+    threads = torch.get_num_threads()
+    yield HFCausalLM.from_pretrained(out, threads=1)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def answerer(store, retriever, lm) -> GenerationAnswerer:
+    return GenerationAnswerer(store, retriever, lm, template=READER_TEMPLATE, paths=PathReasoner(store, retriever))
+
+
+# ------------------------------------------------------------------ prompt and parsing
+
+
+def test_a_template_names_the_input_it_misses():
+    template = PromptTemplate("Facts:\n{facts}\nQuestion: {question}\nAnswer:")
+    assert template.inputs == ("facts", "question")
+    with pytest.raises(PromptInputError, match="needs question"):
+        template.format(facts="[1] Chad neighbor of Niger.")
+    with pytest.raises(PromptInputError, match="no input tone"):
+        template.format(facts="", question="Who borders Chad?", tone="polite")
+    with pytest.raises(InputError, match="facts and question"):
+        GenerationAnswerer(None, None, None, template=PromptTemplate("Q: {question}"))  # type: ignore[arg-type]
+
+
+def test_answers_are_read_back_as_items_and_citations():
+    parsed = parse_answer(" Bosnia and Herzegovina [3][5], Niger [2, 4] and Mali, Chad [1].")
+    assert [(i.name, i.citations) for i in parsed.items] == [
+        ("Bosnia and Herzegovina", (3, 5)),
+        ("Niger", (2, 4)),
+        ("Mali", ()),
+        ("Chad", (1,)),
+    ]
+    assert parsed.citations == [3, 5, 2, 4, 1] and not parsed.refused
+    assert parse_answer(" " + NO_ANSWER).refused
+
+
+def test_reciprocal_rank_fusion_favours_agreement_over_one_first_place():
+    fused = reciprocal_rank_fusion({"faiss": ["a", "b", "c"], "expansion": ["b", "c"], "pagerank": ["c", "d"]})
+    assert [item for item, _, _ in fused] == ["c", "b", "a", "d"]
+    assert fused[0][2] == {"faiss": 3, "expansion": 2, "pagerank": 1}
+    assert fused[0][1] == pytest.approx(1 / 63 + 1 / 62 + 1 / 61)
+    # equal scores keep the order in which items were first met
+    assert [item for item, _, _ in reciprocal_rank_fusion({"x": ["p"], "y": ["q"]})] == ["p", "q"]
+
+
+def test_the_citation_grammar_allows_only_listed_items_once_each():
+    grammar = CitationGrammar([[1, 2], [1, 3], [4]], separator=[9], refusal=[7, 8], eos_id=0)
+    assert sorted(grammar.prefix_allowed_tokens(0, [])) == [1, 4, 7]
+    assert grammar.prefix_allowed_tokens(0, [1]) == [2, 3]
+    assert grammar.prefix_allowed_tokens(0, [1, 3]) == [9, 0]
+    assert sorted(grammar.prefix_allowed_tokens(0, [1, 3, 9])) == [1, 4]  # no refusal after an item
+    assert grammar.prefix_allowed_tokens(0, [1, 3, 9, 1]) == [2]  # [1, 3] is used
+    assert grammar.prefix_allowed_tokens(0, [7, 8]) == [0]
+
+
+# ------------------------------------------------------------------ retrieval
+
+
+def test_fusion_ranks_facts_every_list_agrees_on_first(retriever):
+    fused = FusionRetriever(retriever).retrieve("Which countries border Chad?")
+    assert [link.entity.id for link in fused.links] == [iri("chad")]
+    top = fused.facts[0]
+    assert iri("chad") in (top.triple.head, top.triple.tail)
+    assert {"faiss", "expansion", "pagerank"} <= set(top.ranks)
+    assert [f.score for f in fused.facts] == sorted((f.score for f in fused.facts), reverse=True)
+    with pytest.raises(InputError, match="unknown retrieval option"):
+        FusionRetriever(retriever).retrieve("Which countries border Chad?", topk=3)
+
+
+def test_the_path_answerer_adds_the_facts_of_its_walks(store, retriever):
+    question = "Which subregions are the neighbours of Chad located in?"
+    reasoner = PathReasoner(store, retriever)
+    fused = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50)
+    walked = {t for path in reasoner.answer(question).evidence.paths for t in path.triples}
+    assert walked and {f.triple for f in fused.facts if "paths" in f.ranks} == walked
+
+
+# ------------------------------------------------------------------ answers
+
+
+def test_empty_retrieval_is_refused_without_calling_a_model(store, retriever):
+    answerer = GenerationAnswerer(store, retriever, lm=None)  # no model: generating would raise
+    answer = answerer.answer("Who wrote Hamlet?")
+    assert answer.entities == [] and answer.metadata["found"] is False
+    assert "cannot answer this from the graph" in answer.text and "names nothing the graph knows" in answer.text
+
+
+def test_citations_map_back_to_triples_and_paths(answerer):
+    prepared = answerer.prepare("Which subregions are the neighbours of Chad located in?", context_tokens=1000)
+    number = {f.triple: n for n, f in enumerate(prepared.facts, 1)}
+    second_hop = Triple(iri("niger"), iri("locatedIn"), iri("western_africa"))
+    answer = answerer.finish(prepared, f" Western Africa [{number[second_hop]}]")
+    assert [e.id for e in answer.entities] == [iri("western_africa")]
+    assert answer.evidence.triples == [second_hop]
+    (path,) = answer.evidence.paths
+    assert path.start == iri("chad") and path.triples[-1] == second_hop and len(path.triples) == 2
+    assert answer.metadata["citations"] == [number[second_hop]]
+    assert answer.metadata["facts"][number[second_hop] - 1]["fact"] == "Niger located in Western Africa"
+    assert answer.confidence == 1.0 and answer.metadata["unsupported_names"] == []
+
+
+def test_a_name_no_cited_fact_holds_is_reported(answerer):
+    prepared = answerer.prepare("Which countries border Chad?")
+    answer = answerer.finish(prepared, " Kenya [1], Atlantis [1]")
+    assert answer.metadata["unsupported_names"] == ["Atlantis"]
+    assert answer.confidence < 1.0
+
+
+def test_an_answer_citing_no_given_fact_is_a_retryable_error(answerer):
+    from kgllm.exceptions import ModelOutputError
+
+    prepared = answerer.prepare("Which countries border Chad?")
+    with pytest.raises(ModelOutputError, match="cites none of the") as caught:
+        answerer.finish(prepared, " Niger [99]")
+    assert caught.value.retryable
+
+
+def test_facts_are_trimmed_by_rank_and_the_question_is_kept(answerer):
+    question = "Which countries border Chad?"
+    full = answerer.prepare(question, context_tokens=2000, max_new_tokens=16)
+    small = answerer.prepare(question, context_tokens=full.prompt_tokens - 10, max_new_tokens=16)
+    assert 0 < len(small.facts) < len(full.facts)
+    assert small.facts == full.facts[: len(small.facts)] and small.trimmed == len(full.facts) - len(small.facts)
+    assert small.prompt.endswith(f"Question: {question}\nAnswer:")
+    with pytest.raises(InputError, match="do not fit the model's context"):
+        answerer.prepare(question, context_tokens=20, max_new_tokens=16)
+
+
+def test_generate_mode_answers_with_a_cited_fact_for_every_name(answerer):
+    answer = answerer.answer("What are the neighbors of Kenya?")
+    numbered = {fact["n"]: fact["triple"] for fact in answer.metadata["facts"]}
+    assert answer.entities and set(answer.metadata["citations"]) <= set(numbered)
+    for entity in answer.entities:
+        assert any(entity.id in (numbered[n][0], numbered[n][2]) for n in answer.metadata["citations"])
+    assert answer.evidence.triples == [Triple(*numbered[n]) for n in answer.metadata["citations"]]
+    assert answer.metadata["unsupported_names"] == [] and answer.confidence == 1.0
+
+
+def test_closed_book_answers_are_marked(answerer):
+    answer = answerer.answer("What is Kenya neighbor of?", closed_book=True)
+    assert answer.metadata["closed_book"] is True and answer.evidence.triples == []
+    assert "closed-book" in answer.text
+
+
+# ------------------------------------------------------------------ reading examples
+
+
+def test_reading_examples_cite_the_fact_that_holds_each_answer(store):
+    examples = reading_examples(store, 40, seed=1)
+    assert len(examples) == 40
+    answered = [e for e in examples if e.target.strip() != NO_ANSWER]
+    assert answered and len(answered) < 40  # some ask for what the graph does not hold
+    for example in answered:
+        facts = {
+            int(line[1 : line.index("]")]): line[line.index("]") + 2 :]
+            for line in example.prompt.splitlines()
+            if line.startswith("[")
+        }
+        for item in parse_answer(example.target).items:
+            assert item.citations and all(item.name in facts[n] for n in item.citations)
