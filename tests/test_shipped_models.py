@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from kgllm.exceptions import ConfigurationError, ModelError
-from kgllm.graph.demo import demo_graph_path
 from kgllm.graph.rdflib_store import RDFLibStore
 from kgllm.pipelines.construction.constructor import KGConstructor
 from kgllm.pipelines.construction.extraction import load_extractor
@@ -43,19 +42,18 @@ def test_a_damaged_file_is_named_when_loading(tmp_path):
         shipped_models(copy)
 
 
-def test_shipped_extractor_finds_a_fact_of_a_sentence_about_the_demo_graph(tmp_path):
+def test_shipped_extractor_reads_facts_of_webnlg_style_sentences(tmp_path):
+    """The shipped models are trained on WebNLG: sentences in its style give its relations."""
     settings = Settings(cache_dir=tmp_path / "cache", construction_data=None, model=None)
-    graph = tmp_path / "countries.ttl"
-    shutil.copyfile(demo_graph_path(), graph)
+    graph = tmp_path / "g.ttl"
     store = RDFLibStore(graph)
-    document = tmp_path / "chad.txt"
-    document.write_text("Chad is a country in Africa. Niger borders Chad.\n", encoding="utf-8")
+    document = tmp_path / "notes.txt"
+    document.write_text("Alan Shepard was born in New Hampshire.\n", encoding="utf-8")
     constructor = KGConstructor(store, load_extractor(settings))
     [result] = constructor.run([document], write=False, progress=False)
-    facts = {(store.label(t.head), store.label(t.tail)) for t in result.added}
-    named = {"Chad", "Niger", "Africa"}
-    assert any(head in named and tail in named and head != tail for head, tail in facts), facts
-    assert graph.read_bytes() == demo_graph_path().read_bytes()  # a dry run writes nothing
+    facts = {(store.label(t.head), store.label(t.relation), store.label(t.tail)) for t in result.added}
+    assert ("Alan Shepard", "Birth Place", "New Hampshire") in facts, facts
+    assert not graph.exists()  # a dry run writes nothing
 
 
 def test_shipped_verbalizer_says_each_fact_with_its_names(tmp_path):
