@@ -7,7 +7,7 @@ PQ ?= ../shared/benchmarks/pathquestion
 NATIONS ?= ../shared/benchmarks/nations
 WEBNLG ?= ../shared/benchmarks/webnlg
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check bench models wheel-check clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,15 @@ bench: $(BIN)/activate  ## the benchmarks whose tables the README shows
 	$(BIN)/kgllm bench claims --out benchmarks/results/claims.md
 	$(BIN)/kgllm bench stream --out benchmarks/results/stream.md
 	$(BIN)/kgllm bench webnlg --dev $(WEBNLG)/dev.jsonl --train $(WEBNLG)/train.jsonl --size 500 --tasks extract --out benchmarks/results/webnlg-extract.md
+	$(BIN)/kgllm bench webnlg --dev $(WEBNLG)/dev.jsonl --size 500 --tasks extract --out benchmarks/results/webnlg-extract-shipped.md
 	$(BIN)/kgllm bench webnlg --dev $(WEBNLG)/dev.jsonl --train $(WEBNLG)/train.jsonl --size 0 --tasks verbalize --out benchmarks/results/webnlg-verbalize.md
+
+models: $(BIN)/activate  ## rebuild the construction models shipped in kgllm/models/construction (fixed recipe)
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m kgllm.pipelines.construction.shipped $(WEBNLG)/train.jsonl
+
+wheel-check:  ## build the wheel, install it in a new virtualenv and run demo, ask, extract and serve outside the checkout
+	PYTHON=$(PYTHON) .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) graph/demo/*.index

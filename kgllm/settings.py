@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     )
     construction_data: Path | None = Field(
         None,
-        description="WebNLG-style JSON lines that the extraction and KG-to-text adapters are trained on "
-        "(once, then cached), e.g. the WebNLG train split.",
+        description="WebNLG-style JSON lines to train your own extraction and KG-to-text adapters on "
+        "(once, then cached), e.g. the WebNLG train split; default: the adapters shipped with kgllm.",
     )
     train_minutes: float = Field(4.0, gt=0, description="Time budget for training the default model on first use.")
     device: str = Field(

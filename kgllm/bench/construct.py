@@ -244,20 +244,23 @@ def _training_minutes(base: Path, adapter: Path) -> str:
     return f"{training_record(base).seconds / 60:.1f} base + {adapter_minutes}"
 
 
-def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], settings, out: Path | None) -> None:
-    """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize'), print and save the tables."""
+def webnlg_report(
+    dev: Path, train: Path | None, size: int | None, tasks: list[str], settings, out: Path | None
+) -> None:
+    """Run the WebNLG benchmarks named in ``tasks`` ('extract', 'verbalize') with the adapters trained
+    on ``train`` (``None``: the shipped ones), print and save the tables."""
     from kgllm.bench.report import markdown, print_table
-    from kgllm.datasets.webnlg import relation_vocabulary
     from kgllm.llm.adapters import load_adapted
-    from kgllm.pipelines.construction.extraction import Extractor, train_extractor
-    from kgllm.pipelines.construction.kg2text import Verbalizer, train_verbalizer
+    from kgllm.pipelines.construction.adapters import known_relations, task_model
+    from kgllm.pipelines.construction.extraction import EXTRACTION_TRAINING, Extractor, extraction_examples
+    from kgllm.pipelines.construction.kg2text import VERBALIZE_TRAINING, Verbalizer, verbalize_examples
 
     examples = spaced_subset(read_webnlg(dev), size)
-    relations = relation_vocabulary(read_webnlg(train))
+    relations = known_relations(train)
     subset = f"{len(examples)} of the dev entries, evenly spaced" if size else "every dev entry"
     sections = []
     if "extract" in tasks:
-        base, adapter = train_extractor(train, settings)
+        base, adapter = task_model("extract", train, extraction_examples, EXTRACTION_TRAINING, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
         minutes = _training_minutes(base, adapter)
         rows = [
@@ -273,7 +276,7 @@ def webnlg_report(dev: Path, train: Path, size: int | None, tasks: list[str], se
         print_table(rows, "WebNLG text -> triples")
         sections.append(("WebNLG text -> triples", rows))
     if "verbalize" in tasks:
-        base, adapter = train_verbalizer(train, settings)
+        base, adapter = task_model("verbalize", train, verbalize_examples, VERBALIZE_TRAINING, settings)
         lm = load_adapted(base, adapter, threads=settings.threads)
         rows = [
             run_verbalization_benchmark(

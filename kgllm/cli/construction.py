@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
+from kgllm.cli.output import make_console
 from kgllm.exceptions import ConfigurationError
 from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
 from kgllm.settings import Settings
 
-console = Console()
+console = make_console()
 
 
-def construction_data(train: Path | None, settings: Settings) -> Path:
-    """The training file of the construction adapters: ``--train``, else ``KGLLM_CONSTRUCTION_DATA``."""
+def construction_data(train: Path | None, settings: Settings) -> Path | None:
+    """The training file of the construction adapters: ``--train``, else ``KGLLM_CONSTRUCTION_DATA``;
+    ``None`` (the shipped adapters) when neither is given."""
     path = train or settings.construction_data
-    if path is None:
-        raise ConfigurationError(
-            "the extraction and KG-to-text adapters need training data: pass --train FILE or set "
-            "KGLLM_CONSTRUCTION_DATA (WebNLG-style JSON lines, e.g. the WebNLG train split)"
-        )
-    if not path.is_file():
+    if path is not None and not path.is_file():
         raise ConfigurationError(f"{path}: no such training file for the construction adapters")
     return path
 
@@ -39,7 +34,7 @@ def run_extract(
     write: bool,
     delete: bool,
     force: bool,
-    train: Path,
+    train: Path | None,
     settings: Settings,
     review: bool = False,
 ) -> None:
@@ -53,8 +48,6 @@ def run_extract(
     if delete:
         results = [delete_document(kg, f) for f in files]
     else:
-        if not train.is_file():
-            raise ConfigurationError(f"{train}: no training data for the extraction adapter; pass --train FILE")
         extractor = load_extractor(settings, train, rules.relations if rules else None)
         constructor = KGConstructor(
             kg, extractor, encoder_from_settings(settings), rules, merge_log=merge_log_path(kg, settings)
@@ -117,7 +110,7 @@ def print_result(kg: GraphStore, result, verbose: bool) -> None:
         console.print(f"  [dim]skipped {reason}[/]", highlight=False)
 
 
-def run_unmerge(mention: str, graph: Path | None, store: str | None, train: Path, settings: Settings) -> None:
+def run_unmerge(mention: str, graph: Path | None, store: str | None, train: Path | None, settings: Settings) -> None:
     """Keep ``mention`` apart from the entities it was merged into, and re-extract the documents concerned."""
     from kgllm.pipelines.construction.constructor import undo_merges
 
@@ -144,7 +137,7 @@ def run_unmerge(mention: str, graph: Path | None, store: str | None, train: Path
     )
 
 
-def run_describe(entity: str, graph: Path | None, store: str | None, train: Path, settings: Settings) -> None:
+def run_describe(entity: str, graph: Path | None, store: str | None, train: Path | None, settings: Settings) -> None:
     from kgllm.exceptions import EntityNotFoundError
     from kgllm.pipelines.construction.kg2text import entity_facts, load_verbalizer
 

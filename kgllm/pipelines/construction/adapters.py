@@ -1,6 +1,7 @@
 """The models behind construction and KG-to-text: a base model and one adapter per task.
 
-The base is ``settings.model`` (any local Hugging Face causal LM a user points at) or
+Without a training file they are the ones kgllm ships (:mod:`~kgllm.pipelines.construction.shipped`).
+With one, the base is ``settings.model`` (any local Hugging Face causal LM a user points at) or
 kgllm's own small model pre-trained on the training file's texts. Each task (``extract``,
 ``verbalize``) is a LoRA adapter trained by the core module's :func:`~kgllm.llm.tuning.finetune`
 and cached under ``<cache>/adapters/<task>-<hash>``, where the hash covers the base, the
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kgllm.cache import cached_artifact
-from kgllm.exceptions import ModelError
+from kgllm.exceptions import ConfigurationError, ModelError
 from kgllm.llm.adapters import AdapterConfig
 from kgllm.llm.tasks import TaskExample, TaskSplits
 from kgllm.llm.training import TrainingConfig
@@ -115,6 +116,40 @@ def trained_adapter(
         task, base, lambda: make_examples(Path(train_path)), file_digest(train_path), training, settings, progress
     )
     return base, adapter
+
+
+def task_model(
+    task: str,
+    train_path: str | Path | None,
+    make_examples: Callable[[Path], list[TaskExample]],
+    training: TaskTraining,
+    settings: Settings,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """(base model dir, adapter dir) of ``task``: trained on ``train_path`` (cached) when given, else
+    the shipped ones, checked against their manifest."""
+    if train_path is not None:
+        return trained_adapter(task, train_path, make_examples, training, settings, progress)
+    if settings.model is not None:
+        raise ConfigurationError(
+            f"the shipped {task} adapter fits kgllm's own base, not {settings.model}: train one on it "
+            "with --train FILE or KGLLM_CONSTRUCTION_DATA (WebNLG-style JSON lines)"
+        )
+    from kgllm.pipelines.construction.shipped import shipped_models
+
+    shipped = shipped_models()
+    return shipped.base, getattr(shipped, task)
+
+
+def known_relations(train_path: str | Path | None) -> list[str]:
+    """The relations of the training file (``None``: of the file the shipped models were trained on)."""
+    if train_path is None:
+        from kgllm.pipelines.construction.shipped import shipped_models
+
+        return list(shipped_models().relations)
+    from kgllm.datasets.webnlg import read_webnlg, relation_vocabulary
+
+    return relation_vocabulary(read_webnlg(train_path))
 
 
 def training_record(adapter_dir: Path) -> TuningResult:

@@ -1,6 +1,7 @@
 """Text -> triples with a LoRA adapter and grammar-constrained decoding.
 
-``train_extractor`` trains (or finds cached) the adapter on WebNLG train;
+``load_extractor`` loads the shipped adapter, or one trained (once, cached) on a WebNLG-style
+file by ``train_extractor``;
 ``Extractor.extract`` writes triples for a batch of text chunks, greedy, each
 output held to :class:`TripleGrammar` (entity spans of the chunk, the schema's
 relations when given), with a score per triple: the geometric mean of its
@@ -24,7 +25,7 @@ from kgllm.llm.constrained import PerPrompt
 from kgllm.llm.hf import HFCausalLM
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
+from kgllm.pipelines.construction.adapters import TaskTraining, task_model, trained_adapter
 from kgllm.pipelines.construction.grammar import TripleGrammar, target_text
 from kgllm.settings import Settings
 
@@ -131,8 +132,11 @@ class Extractor:
 
 
 def load_extractor(
-    settings: Settings, train_path: str | Path, relations: Sequence[str] | None = None, progress: bool = True
+    settings: Settings,
+    train_path: str | Path | None = None,
+    relations: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> Extractor:
-    """The cached extraction adapter over the base model (trained first when missing)."""
-    base, adapter = train_extractor(train_path, settings, progress=progress)
+    """The shipped extraction adapter, or (with ``train_path``) the one trained on that file (cached)."""
+    base, adapter = task_model("extract", train_path, extraction_examples, EXTRACTION_TRAINING, settings, progress)
     return Extractor.load(base, adapter, threads=settings.threads, relations=relations)

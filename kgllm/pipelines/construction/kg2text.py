@@ -7,7 +7,7 @@ it never has to spell a name it has not seen. Decoding is greedy and never repea
 
 Example::
 
-    verbalizer = load_verbalizer(Settings(), "webnlg/train.jsonl")
+    verbalizer = load_verbalizer(Settings())        # the shipped adapter
     verbalizer.verbalize([("Chad", "capital", "N'Djamena")])   # "The capital of Chad is N'Djamena."
 """
 
@@ -22,7 +22,6 @@ from kgllm.datasets.webnlg import (
     delexicalized_triples,
     placeholders_in,
     read_webnlg,
-    relation_vocabulary,
     relexicalize,
 )
 from kgllm.graph.base import GraphStore
@@ -31,7 +30,7 @@ from kgllm.llm.adapters import AdapterConfig, load_adapted
 from kgllm.llm.base import GenerationConfig, LanguageModel
 from kgllm.llm.tasks import TaskExample
 from kgllm.llm.tuning import RunConfig
-from kgllm.pipelines.construction.adapters import TaskTraining, trained_adapter
+from kgllm.pipelines.construction.adapters import TaskTraining, known_relations, task_model, trained_adapter
 from kgllm.settings import Settings
 from kgllm.types import Answer
 
@@ -152,12 +151,11 @@ def with_missing_facts(text: str, triples: Sequence[tuple[str, str, str]]) -> st
     return " ".join([text, *missing]) if missing else text
 
 
-def load_verbalizer(settings: Settings, train_path: str | Path, progress: bool = True) -> Verbalizer:
-    """The cached verbalization adapter over the base model (trained first when missing), trusted
-    with the relations of ``train_path``."""
-    base, adapter = train_verbalizer(train_path, settings, progress=progress)
-    known = relation_vocabulary(read_webnlg(train_path))
-    return Verbalizer(load_adapted(base, adapter, threads=settings.threads), known)
+def load_verbalizer(settings: Settings, train_path: str | Path | None = None, progress: bool = True) -> Verbalizer:
+    """The shipped verbalization adapter, or (with ``train_path``) the one trained on that file
+    (cached); trusted with the relations of its training file."""
+    base, adapter = task_model("verbalize", train_path, verbalize_examples, VERBALIZE_TRAINING, settings, progress)
+    return Verbalizer(load_adapted(base, adapter, threads=settings.threads), known_relations(train_path))
 
 
 def entity_facts(store: GraphStore, entity_id: str, limit: int = MAX_FACTS) -> list[tuple[str, str, str]]:
