@@ -152,8 +152,9 @@ def run_reliability(
     timeout: float = 300.0,
     code_root: str | os.PathLike | None = None,
 ) -> list[Phase]:
-    """Start a fresh server, warm it up, then run the burst alone and the burst with a heavy question
-    in flight; ``timeout`` bounds each request."""
+    """The burst alone, then the burst with a heavy question in flight, each on a fresh server (so the
+    second burst is not answered from the first one's answer cache) that is warmed up first;
+    ``timeout`` bounds each request."""
     from kgllm.graph.demo import demo_graph_path, demo_question_sets
     from kgllm.graph.rdflib_store import RDFLibStore
 
@@ -161,8 +162,11 @@ def run_reliability(
     heavy = heavy_question([e.label for e in store.entities()])
     texts = [item["question"] for item in read_questions(demo_question_sets()[0])]
     batch = list(itertools.islice(itertools.cycle(texts), requests))
-    with served(model=model, code_root=code_root) as (url, pid):
-        return asyncio.run(_phases(url, pid, batch, heavy, concurrency, timeout))
+    phases = []
+    for heavy_in_flight in (None, heavy):
+        with served(model=model, code_root=code_root) as (url, pid):
+            phases.append(asyncio.run(_phase(url, pid, batch, heavy_in_flight, concurrency, timeout)))
+    return phases
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -174,24 +178,27 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-async def _phases(url: str, pid: int, batch: list[str], heavy: str, concurrency: int, timeout: float) -> list[Phase]:
+async def _phase(url: str, pid: int, batch: list[str], heavy: str | None, concurrency: int, timeout: float) -> Phase:
+    """Warm the server at ``url`` up, then send ``batch`` (after ``heavy``, when given)."""
     limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
 
     def client() -> httpx.AsyncClient:
-        """A client per phase: a connection left idle between phases may be closed by the server."""
+        """A client per step: a connection left idle meanwhile may be closed by the server."""
         return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
 
     async with client() as warm:
         for question in WARM_UP:
             (await warm.post("/ask", json={"question": question})).raise_for_status()
 
-    alone = Phase("burst", concurrency)
+    if heavy is None:
+        alone = Phase("burst", concurrency)
 
-    async def burst_alone() -> None:
-        async with client() as burst:
-            await _burst(burst, batch, concurrency, alone)
+        async def burst_alone() -> None:
+            async with client() as burst:
+                await _burst(burst, batch, concurrency, alone)
 
-    await _with_health(url, pid, alone, burst_alone())
+        await _with_health(url, pid, alone, burst_alone())
+        return alone
 
     loaded = Phase("burst + heavy question in flight", concurrency)
 
@@ -211,7 +218,7 @@ async def _phases(url: str, pid: int, batch: list[str], heavy: str, concurrency:
             loaded.heavy = {"seconds": time.perf_counter() - started, "status": status, "cut": cut}
 
     await _with_health(url, pid, loaded, heavy_and_burst())
-    return [alone, loaded]
+    return loaded
 
 
 async def _burst(client: httpx.AsyncClient, questions: list[str], concurrency: int, phase: Phase) -> None:

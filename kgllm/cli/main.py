@@ -786,7 +786,8 @@ def bench_reliability(
     ] = "graph",
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the table as Markdown here.")] = None,
 ) -> None:
-    """A fresh server on loopback: a burst of /ask, then with a heavy question in flight; /health throughout."""
+    """A fresh server on loopback per phase: a burst of /ask, then one with a heavy question in flight;
+    /health throughout."""
     import os
 
     from kgllm.bench.reliability import run_reliability
@@ -811,8 +812,9 @@ def bench_reliability(
             "reliability: kgllm serve under load, on loopback",
             f"kgllm bench reliability --requests {requests} --concurrency {concurrency} --modes {modes} --out {out}",
             notes=f"{os.cpu_count()} CPU cores, one torch thread per request; demo graph; a fresh server per "
-            f"mode; request time budget {REQUEST_SECONDS:g} s; the {requests} requests cycle through the demo "
-            "question set (82 questions), so later rounds may reuse a complete answer of the last 10 s. "
+            f"phase, warmed up with four questions; request time budget {REQUEST_SECONDS:g} s; the {requests} "
+            "requests cycle through the demo question set (82 questions), so later rounds may be answered from "
+            "the answer cache (a complete answer of the last 10 s): the hits column counts them. "
             "The heavy question: 1,000 characters naming many "
             "entities, max_hops=4, sent 0.2 s before the burst; its column is its own latency, status and whether "
             "its search was cut by the budget. /health polled every 50 ms by a separate client during each burst. "
