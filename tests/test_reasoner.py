@@ -233,3 +233,15 @@ def test_the_reasoner_answers_the_same_over_a_bolt_server(neo4j_store, encoder):
         answer = PathReasoner(store, retriever).answer("Which subregion are the neighbours of Chad located in?")
         answers.append(([e.id for e in answer.entities], [p.triples for p in answer.evidence.paths]))
     assert answers[0] == answers[1] and answers[0][0] == [ex + "west_africa"]
+
+
+def test_warm_up_encodes_the_plan_phrases_once_within_its_time(demo):
+    fresh = PathReasoner(demo.store, demo.retriever)
+    assert fresh.warm_up(seconds=0) == 0  # no time: nothing done
+    encoded = fresh.warm_up()
+    assert encoded > 50  # the demo's paths from countries, subregions and regions
+    assert fresh.warm_up() == 0  # all of them kept
+    cold = PathReasoner(demo.store, demo.retriever)
+    question = "Which countries are in Middle Africa?"
+    assert fresh.answer(question).entities == cold.answer(question).entities
+    assert len(fresh._vectors) - encoded < len(cold._vectors) / 4  # most of what the question needs was ready

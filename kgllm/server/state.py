@@ -104,6 +104,9 @@ class ServerState:
         retriever = self.session.retriever
         retriever.label_index  # noqa: B018 - built before the first request, not by several at once
         retriever.encoder.encode_query("warm up")  # tokenizer settings fixed once, before threads share it
+        started = time.perf_counter()
+        phrases = self.session.reasoner.warm_up()
+        log.info("encoded %d relation-path phrases in %.1f s", phrases, time.perf_counter() - started)
         settle_collector()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kgllm-work")
         self.jobs.start()

@@ -19,7 +19,7 @@ import itertools
 import logging
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any
@@ -159,6 +159,32 @@ class PathReasoner:
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
         answer.metadata["model"] = getattr(self.lm, "name", None) if self.config.use_model else None
         return answer
+
+    def warm_up(self, per_class: int = 3, seconds: float = 30.0) -> int:
+        """Encode the plan phrases of the paths from a few entities of each class, so that the first
+        questions about them do not wait for it (a phrase names its topic by a placeholder, so it
+        serves every entity with those paths); stops after ``seconds``. Returns the phrases encoded."""
+        deadline = time.monotonic() + seconds
+        seen: Counter[str] = Counter()
+        phrases: dict[str, None] = {}
+        for entity in self.store.entities():
+            if time.monotonic() > deadline:
+                break
+            kind = entity.types[0] if entity.types else ""
+            if seen[kind] >= per_class:
+                continue
+            seen[kind] += 1
+            for plan in self.plans(entity):
+                phrases.update(dict.fromkeys(self.describe(plan, MASK)))
+        missing = [phrase for phrase in phrases if phrase not in self._vectors]
+        encoded = 0
+        for start in range(0, len(missing), _TIMED_CHUNK):
+            if time.monotonic() > deadline:
+                break
+            chunk = missing[start : start + _TIMED_CHUNK]
+            self._vectors.update(zip(chunk, self.retriever.encoder.encode(chunk)))
+            encoded += len(chunk)
+        return encoded
 
     def with_options(self, **options: Any) -> PathReasoner:
         """A reasoner with some settings changed, sharing this one's store, model and caches."""
