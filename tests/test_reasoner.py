@@ -245,3 +245,19 @@ def test_warm_up_encodes_the_plan_phrases_once_within_its_time(demo):
     question = "Which countries are in Middle Africa?"
     assert fresh.answer(question).entities == cold.answer(question).entities
     assert len(fresh._vectors) - encoded < len(cold._vectors) / 4  # most of what the question needs was ready
+
+
+def test_a_long_search_under_a_budget_pauses_and_answers_the_same(demo, monkeypatch):
+    from kgllm.pipelines.synergize import reasoner as module
+
+    question = "Which subregions are the neighbours of the neighbours of Chad in?"
+    unpaused = demo.with_options(max_seconds=600).answer(question)
+    pauses = []
+    monkeypatch.setattr(module, "LONG_SEARCH_SECONDS", 0.0)  # every search counts as long
+    monkeypatch.setattr(module.time, "sleep", pauses.append)
+    paused = demo.with_options(max_seconds=600).answer(question)
+    assert pauses and set(pauses) == {module.PAUSE_SECONDS}
+    assert answer_ids(paused) == answer_ids(unpaused) and answer_ids(paused)
+    before = len(pauses)
+    demo.with_options(max_seconds=0).answer(question)  # without a time budget a search never pauses
+    assert len(pauses) == before
