@@ -18,6 +18,7 @@ from kgllm.graph.base import GraphStore
 from kgllm.types import Triple
 
 INVERSE_MARK = "^"
+_TOKENIZED_POSSESSIVE = re.compile(r" 's\b")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class Hop:
 
 
 def plan_prompt(question: str) -> str:
-    return f"Question: {question.strip()}\nPath:"
+    """The question as the planner reads it; tokenized text ("Chad 's neighbours") is joined back."""
+    question = _TOKENIZED_POSSESSIVE.sub("'s", " ".join(question.split()))
+    return f"Question: {question}\nPath:"
 
 
 def path_text(relation_labels: Sequence[str], forward: Sequence[bool], classes: Sequence[str | None]) -> str:
