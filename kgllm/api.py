@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from kgllm.graph import GraphStore, open_store
 from kgllm.llm import LanguageModel, open_model
+from kgllm.pipelines.synergize.planner import open_planner
 from kgllm.retrieval.encoder import Encoder, encoder_from_settings
 from kgllm.retrieval.retriever import KGRetriever
-from kgllm.session import Session
+from kgllm.session import Session, reasoner_config_from
 from kgllm.settings import Settings
 from kgllm.types import Answer
 
@@ -44,7 +46,8 @@ def connect(
     ``GraphStore``; ``store`` names another registered store (``"neo4j"``: the Bolt server in the
     settings). ``model`` is a local Hugging Face directory or a ``LanguageModel``; by default the
     model trained on this graph is used, and trained on first use. ``use_model=False`` answers with
-    the encoder and graph alone.
+    the encoder and graph alone. ``settings.planner`` (``KGLLM_PLANNER``) adds a planner trained by
+    ``kgllm train planner`` to rank relation paths.
     """
     settings = settings or Settings()
     graph_store = open_store(graph, store=store, settings=settings, **store_kwargs)
@@ -66,7 +69,11 @@ def connect(
     reader = None
     if use_model and model is None and settings.model is None and settings.backend_name() == "hf":
         reader = default_reader(graph_store, settings, progress)
-    return Session(graph_store, retriever, lm, settings, reader=reader)
+    planner, reasoner_config = None, None
+    if use_model and settings.planner is not None:
+        planner, weight, floor = open_planner(settings.planner, threads=settings.threads)
+        reasoner_config = replace(reasoner_config_from(settings), lm_weight=weight, min_plan_similarity=floor)
+    return Session(graph_store, retriever, lm, settings, reasoner_config, reader=reader, planner=planner)
 
 
 def default_reader(store: GraphStore, settings: Settings, progress: bool) -> Callable[[], LanguageModel]:

@@ -31,6 +31,7 @@ class Session:
     answer written by the model with ``[n]`` citations) are always there. Generate mode writes with
     ``reader`` and :data:`~kgllm.pipelines.enhance.READER_TEMPLATE` when given (a function returning
     kgllm's own reader model, loaded on first use), else with ``lm`` and the instruction template.
+    A ``planner`` (``kgllm train planner``) ranks the path reasoner's plans in place of ``lm``.
     """
 
     def __init__(
@@ -41,12 +42,13 @@ class Session:
         settings: Settings,
         reasoner_config: ReasonerConfig | None = None,
         reader: Callable[[], LanguageModel] | None = None,
+        planner: LanguageModel | None = None,
     ):
         self.store = store
         self.retriever = retriever
         self.lm = lm
         self.settings = settings
-        self.reasoner = PathReasoner(store, retriever, lm, reasoner_config or reasoner_config_from(settings))
+        self.reasoner = PathReasoner(store, retriever, planner or lm, reasoner_config or reasoner_config_from(settings))
         self.answerers: dict[str, Answerer] = {
             "paths": self.reasoner,
             "programs": ProgramAnswerer(store, retriever),

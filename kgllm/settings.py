@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     model: Path | None = Field(
         None, description="Local Hugging Face causal LM directory; default: the model trained on the graph."
     )
+    planner: Path | None = Field(
+        None,
+        description="A relation-path planner made by `kgllm train planner`: the path reasoner ranks plans with it, "
+        "at the weight and floor chosen when it was trained.",
+    )
     construction_data: Path | None = Field(
         None,
         description="WebNLG-style JSON lines to train your own extraction and KG-to-text adapters on "

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -139,7 +140,7 @@ def test_explain_shows_the_program_and_its_compiled_query(tmp_path):
     assert metadata["query"]["ran"] is False and "SELECT" in metadata["query"]["text"]
 
 
-def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
+def test_kgqa_bench_runs_zero_shot_and_both_trained_modes(tmp_path):
     kb = tmp_path / "kb.txt"
     kb.write_text(
         "ann\tchildren\tbob\nbob\tparents\tann\nbob\tgender\tmale\nann\tgender\tfemale\n"
@@ -157,6 +158,8 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
         str(tmp_path / "q.test.txt"),
         "--train",
         str(tmp_path / "q.train.txt"),
+        "--schema-questions",
+        "40",
         "--minutes",
         "0.05",
         "--hops",
@@ -168,7 +171,37 @@ def test_kgqa_bench_runs_zero_shot_and_trained_modes(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zero-shot graph search (encoder, beam 3)" in result.stdout
-    assert "trained planner (LoRA, beam 3)" in result.stdout
+    assert "planner trained on the train split (LoRA, beam 3)" in result.stdout
+    assert "planner trained on schema-generated questions (LoRA, beam 3)" in result.stdout
+
+
+def test_a_planner_trained_on_the_graph_alone_is_used_by_ask(tmp_path):
+    kb = tmp_path / "kb.tsv"
+    kb.write_text(
+        "ann\tchildren\tbob\nbob\tparents\tann\nbob\tgender\tmale\nann\tgender\tfemale\n"
+        "cid\tchildren\tdan\ndan\tparents\tcid\ndan\tgender\tmale\ncid\tgender\tmale\n"
+    )
+    planner = tmp_path / "planner"
+    quick = {"KGLLM_TRAIN_MINUTES": "0.05"}
+    trained = run(
+        "train", "planner", "--graph", str(kb), "--out", str(planner), "--questions", "60", "--minutes", "0.05",
+        tmp_path=tmp_path, **quick,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert f"KGLLM_PLANNER={planner}" in trained.stdout.replace("\n", "")
+    saved = json.loads((planner / "planner.json").read_text())
+    assert Path(saved["base"]).is_dir() and saved["lm_weight"] > 0 and 0 < saved["min_plan_similarity"] < 1
+
+    asked = run(
+        "ask", "What is the gender of Ann's child?", "--graph", str(kb), "--json",
+        tmp_path=tmp_path, KGLLM_PLANNER=str(planner), **quick,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    assert json.loads(asked.stdout)["metadata"]["model"].endswith("+planner")
+
+    wrong = run("ask", "Who is Ann?", "--graph", str(kb), tmp_path=tmp_path, KGLLM_PLANNER=str(tmp_path), **quick)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert "is not a trained planner" in wrong.stderr
 
 
 def test_extract_review_goes_with_a_dry_run_only(tmp_path):

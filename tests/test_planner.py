@@ -186,7 +186,8 @@ def test_the_trained_planner_prefers_the_gold_plan(planner):
 
 
 def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, encoder, tmp_path):
-    from kgllm.bench.kgqa import _hits_by_setting, choose_weight_and_floor, run_kgqa_benchmark
+    from kgllm.bench.kgqa import run_kgqa_benchmark
+    from kgllm.pipelines.synergize.planner import _hits_by_setting, choose_weight_and_floor
     from kgllm.retrieval.retriever import KGRetriever
 
     base, adapter, _ = planner
@@ -195,7 +196,7 @@ def test_dev_choice_counts_hits_as_the_benchmark_does(store, planner, lines, enc
     reasoner = PathReasoner(store, retriever, load_planner(base, adapter, threads=1), ReasonerConfig(lm_weight=1.0))
     dev = tmp_path / "family.dev.txt"
     dev.write_text("\n".join(lines), encoding="utf-8")
-    weight, floor = choose_weight_and_floor(reasoner, dev, progress=False)
+    weight, floor = choose_weight_and_floor(reasoner, read_pathquestion(dev), progress=False)
     expected = sum(
         _hits_by_setting(reasoner, q, gold, [(weight, floor)])[(weight, floor)]
         for q, gold, _ in map(astuple, read_pathquestion(dev))

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from kgllm.cache import cached_artifact
-from kgllm.datasets.pathquestion import read_pathquestion
+from kgllm.datasets.pathquestion import PathQuestionItem, read_pathquestion
 from kgllm.exceptions import InputError
 from kgllm.graph.labels import local_name
 from kgllm.pipelines.synergize.reasoner import PathReasoner
@@ -63,50 +63,57 @@ def run_kgqa_benchmark(
     return result
 
 
-WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-FLOORS = (0.6, 0.5, 0.4, 0.3, 0.2)
-
-
 def trained_reasoner(
-    session, train_file: str | Path, minutes: float, settings: Settings, progress: bool = True
+    session,
+    train: list[PathQuestionItem],
+    dev: list[PathQuestionItem],
+    minutes: float,
+    settings: Settings,
+    progress: bool = True,
 ) -> PathReasoner:
-    """A reasoner whose plans are also ranked by a LoRA planner trained on ``train_file``'s gold
-    paths. The planner's weight, and how close a plan must match the question to be answered
-    (``min_plan_similarity``), are the best on the dev split next to it (``*.train.*`` -> ``*.dev.*``)."""
+    """A reasoner whose plans are also ranked by a LoRA planner trained on the gold paths of ``train``.
+    The planner's weight, and how close a plan must match the question to be answered
+    (``min_plan_similarity``), are the best on ``dev``."""
     from kgllm.llm.default import ensure_default_model
     from kgllm.pipelines.synergize.planner import (
         PLANNER_RUN,
         PlannerConfig,
-        load_planner,
         planning_examples,
         train_planner,
+        tuned_reasoner,
     )
 
-    train_file = Path(train_file)
     base_dir = ensure_default_model(session.store, settings, progress=progress)
-    examples = planning_examples(session.store, read_pathquestion(train_file))
+    examples = planning_examples(session.store, train)
     config = PlannerConfig(run=replace(PLANNER_RUN, max_minutes=minutes, threads=settings.threads))
     adapter_dir = _adapter_dir(base_dir, examples, config, settings)
 
     def build(staging: Path) -> None:
         log.warning(
-            "training the planner on %d questions of %s (at most %.1f min); cached in %s",
-            len(examples),
-            train_file.name,
-            minutes,
-            adapter_dir,
+            "training the planner on %d questions (at most %.1f min); cached in %s", len(examples), minutes, adapter_dir
         )
         train_planner(base_dir, examples, staging, config, progress=progress)
 
     cached_artifact(adapter_dir, build, marker="adapter_config.json")
-    planner = load_planner(base_dir, adapter_dir, threads=settings.threads)
-    reasoner = PathReasoner(
-        session.store, session.retriever, lm=planner, config=replace(session.reasoner.config, lm_weight=1.0)
-    )
+    return tuned_reasoner(session.reasoner, base_dir, adapter_dir, dev, threads=settings.threads, progress=progress)
+
+
+def split_files(train_file: str | Path) -> tuple[list[PathQuestionItem], list[PathQuestionItem]]:
+    """A train split's questions and those of the dev split beside it (``*.train.*`` -> ``*.dev.*``)."""
+    train_file = Path(train_file)
     dev_file = train_file.with_name(train_file.name.replace(".train.", ".dev."))
-    weight, floor = choose_weight_and_floor(reasoner, dev_file, progress=progress)
-    reasoner.config.lm_weight, reasoner.config.min_plan_similarity = weight, floor
-    return reasoner
+    if not dev_file.is_file():
+        raise InputError(f"no dev split at {dev_file} to choose the planner's weight on")
+    return read_pathquestion(train_file), read_pathquestion(dev_file)
+
+
+def schema_splits(session, count: int, hops: int) -> tuple[list[PathQuestionItem], list[PathQuestionItem]]:
+    """``count`` train questions generated from the graph's own facts and schema, and a tenth as many
+    dev questions in frames the train questions never use."""
+    from kgllm.pipelines.synergize.questions import chain_questions
+
+    train = chain_questions(session.store, count, max_hops=hops, split="train")
+    return train, chain_questions(session.store, max(count // 10, 50), max_hops=hops, split="dev")
 
 
 def _adapter_dir(base_dir: Path, examples: list[str], config, settings: Settings) -> Path:
@@ -115,37 +122,3 @@ def _adapter_dir(base_dir: Path, examples: list[str], config, settings: Settings
         digest.update(text.encode("utf-8") + b"\0")
     digest.update(json.dumps(asdict(config), sort_keys=True).encode())
     return settings.cache_dir / "adapters" / f"planner-{digest.hexdigest()[:16]}"
-
-
-def choose_weight_and_floor(
-    reasoner: PathReasoner, dev_file: Path, weights=WEIGHTS, floors=FLOORS, progress: bool = True
-) -> tuple[float, float]:
-    """The model weight and answer floor with the most Hits@1 on ``dev_file`` (among ties the smallest
-    weight and the highest floor). Each question's plans are scored once with the model at weight 1,
-    then re-ranked for every weight."""
-    if not dev_file.is_file():
-        raise InputError(f"no dev split at {dev_file} to choose the planner's weight on")
-    grid = [(w, f) for w in weights for f in floors]
-    hits = dict.fromkeys(grid, 0)
-    questions = read_pathquestion(dev_file)
-    for item in tqdm(questions, desc=f"{dev_file.stem} (weights)", disable=not progress):
-        for setting, hit in _hits_by_setting(reasoner, item.question, item.answers, grid).items():
-            hits[setting] += hit
-    best = max(grid, key=lambda s: (hits[s], -s[0], s[1]))
-    log.info("planner weight %s, floor %s: dev Hits@1 %.1f%%", *best, 100 * hits[best] / len(questions))
-    log.info("dev Hits@1 by (weight, floor): %s", {s: round(100 * h / len(questions), 1) for s, h in hits.items()})
-    return best
-
-
-def _hits_by_setting(reasoner: PathReasoner, question: str, gold: frozenset[str], grid) -> dict[tuple, bool]:
-    """Whether the best plan's first answer is gold, for each (weight, floor), as ``reasoner.answer`` picks it."""
-    links = reasoner.retriever.link(question)[: reasoner.config.max_topics]
-    plans, named_relations = reasoner.search(question, links)
-    if not plans:
-        return dict.fromkeys(grid, False)
-    allowance = reasoner.config.named_relation_allowance if named_relations else 0
-    result = {}
-    for weight, floor in grid:
-        best = max(plans, key=lambda p: p.score + (weight - 1) * p.scores.get("model", 0.0))
-        result[(weight, floor)] = best.scores["encoder"] >= floor - allowance and local_name(best.answers[0]) in gold
-    return result

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -120,6 +121,45 @@ def train_pretrain(
     result = pretrain(texts.train, out, base_dir=base, run=run, held_out=texts.held_out, resume=resume)
     console.print(result.summary())
     console.print(f"model in {out}, loss curve {out / 'loss.png'}")
+
+
+@train_app.command("planner")
+def train_planner_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory of the planner adapter and its settings.")],
+    graph: GraphOption = None,
+    store: StoreOption = None,
+    questions: Annotated[
+        int, typer.Option("--questions", min=50, help="Questions generated from the graph to train on.")
+    ] = 3000,
+    hops: Annotated[int, typer.Option("--hops", min=1, max=4, help="Longest relation path asked about.")] = 2,
+    minutes: Annotated[float, typer.Option("--minutes", help="Training time budget.")] = 10.0,
+) -> None:
+    """Train the relation-path planner on questions generated from the graph itself (no question set
+    needed); answer with it by setting KGLLM_PLANNER to --out."""
+    from kgllm.api import connect
+    from kgllm.llm.default import ensure_default_model
+    from kgllm.pipelines.synergize.planner import (
+        PLANNER_RUN,
+        PlannerConfig,
+        planning_examples,
+        train_planner,
+        tuned_reasoner,
+    )
+    from kgllm.pipelines.synergize.questions import chain_questions
+
+    settings = Settings(max_hops=hops)
+    session = connect(graph, store=store, use_model=False, settings=settings)
+    base_dir = ensure_default_model(session.store, settings)
+    train = chain_questions(session.store, questions, max_hops=hops, split="train")
+    dev = chain_questions(session.store, max(questions // 10, 50), max_hops=hops, split="dev")
+    console.print(f"training on {len(train)} generated questions; choosing its weight on {len(dev)} in other phrasings")
+    config = PlannerConfig(run=replace(PLANNER_RUN, max_minutes=minutes, threads=settings.threads))
+    train_planner(base_dir, planning_examples(session.store, train), out, config)
+    reasoner = tuned_reasoner(session.reasoner, base_dir, out, dev, threads=settings.threads)
+    console.print(
+        f"planner in {out} (weight {reasoner.config.lm_weight}, floor {reasoner.config.min_plan_similarity}); "
+        f"use it with KGLLM_PLANNER={out}"
+    )
 
 
 @train_app.command("finetune")

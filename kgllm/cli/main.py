@@ -703,7 +703,17 @@ def bench_kgqa(
             ),
         ),
     ] = None,
-    minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training the planner.")] = 8.0,
+    schema_questions: Annotated[
+        int,
+        typer.Option(
+            "--schema-questions",
+            help=(
+                "Also run with a planner trained on N questions generated from the KB's own facts and "
+                "schema (no benchmark question); settings chosen on generated questions in unseen phrasings."
+            ),
+        ),
+    ] = 0,
+    minutes: Annotated[float, typer.Option("--minutes", help="Time budget for training each planner.")] = 8.0,
     hops: Annotated[int, typer.Option("--hops", help="Longest relation path to search.")] = 3,
     beam: Annotated[
         int, typer.Option("--beam", help="Grow only the best N partial paths per hop (0: rank every path).")
@@ -713,7 +723,7 @@ def bench_kgqa(
 ) -> None:
     """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
     from kgllm.api import connect
-    from kgllm.bench.kgqa import run_kgqa_benchmark, trained_reasoner
+    from kgllm.bench.kgqa import run_kgqa_benchmark, schema_splits, split_files, trained_reasoner
     from kgllm.bench.report import print_table, save_markdown
 
     settings = Settings(max_hops=hops, beam_width=beam)
@@ -723,13 +733,22 @@ def bench_kgqa(
         run_kgqa_benchmark(session.reasoner, path, f"zero-shot graph search (encoder, {search})", limit).row()
         for path in test
     ]
+    planners = []
+    if schema_questions:
+        planners.append(
+            ("planner trained on schema-generated questions", schema_splits(session, schema_questions, hops))
+        )
     if train:
-        reasoner = trained_reasoner(session, train, minutes, settings)
-        rows += [run_kgqa_benchmark(reasoner, path, f"trained planner (LoRA, {search})", limit).row() for path in test]
+        planners.append(("planner trained on the train split", split_files(train)))
+    for name, (train_items, dev_items) in planners:
+        reasoner = trained_reasoner(session, train_items, dev_items, minutes, settings)
+        rows += [run_kgqa_benchmark(reasoner, path, f"{name} (LoRA, {search})", limit).row() for path in test]
     print_table(rows, f"KGQA on {kb.name}")
     if out:
         tests = " ".join(f"--test {t}" for t in test)
-        trained = f" --train {train} --minutes {minutes}" if train else ""
+        trained = f" --train {train}" if train else ""
+        trained += f" --schema-questions {schema_questions}" if schema_questions else ""
+        trained += f" --minutes {minutes}" if planners else ""
         save_markdown(
             rows, out, f"KGQA on {kb.name}", f"kgllm bench kgqa --kb {kb} {tests}{trained} --hops {hops} --beam {beam}"
         )

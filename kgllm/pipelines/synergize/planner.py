@@ -14,20 +14,28 @@ so a plan that stops early (a prefix of the gold path) is not as likely as the g
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import field
+from dataclasses import field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
 
 from kgllm.datasets.pathquestion import PathQuestionItem
 from kgllm.exceptions import ConfigurationError, InputError
 from kgllm.graph.base import GraphStore
+from kgllm.graph.labels import local_name
 from kgllm.graph.rdflib_store import to_iri
 from kgllm.llm.adapters import LLAMA_LINEAR, AdaptedLM, AdapterConfig, load_adapted
 from kgllm.llm.configs import ConfigMixin, check_config, config
 from kgllm.llm.corpus import path_text, plan_prompt
 from kgllm.llm.tasks import TaskExample, TaskSplits
 from kgllm.llm.tuning import RunConfig, finetune
+
+if TYPE_CHECKING:
+    from kgllm.pipelines.synergize.reasoner import PathReasoner
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,49 @@ def _is_forward(store: GraphStore, head: str, relation: str, tail: str) -> bool:
     )
 
 
+PLANNER_SETTINGS = "planner.json"
+"""Written beside a planner adapter trained for a graph: its base model and the weight and floor chosen on dev."""
+
+
+def save_planner_settings(adapter_dir: str | Path, base_dir: str | Path, weight: float, floor: float, **facts) -> None:
+    """Record how to use the planner in ``adapter_dir``, so ``open_planner`` needs nothing else."""
+    settings = {"base": str(Path(base_dir).resolve()), "lm_weight": weight, "min_plan_similarity": floor, **facts}
+    (Path(adapter_dir) / PLANNER_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def tuned_reasoner(
+    reasoner: PathReasoner,
+    base_dir: str | Path,
+    adapter_dir: str | Path,
+    dev: list[PathQuestionItem],
+    threads: int | None = None,
+    progress: bool = True,
+) -> PathReasoner:
+    """A copy of ``reasoner`` whose plans the planner in ``adapter_dir`` also ranks, at the weight and
+    answer floor best on ``dev``; both are recorded beside the adapter for :func:`open_planner`."""
+    from kgllm.pipelines.synergize.reasoner import PathReasoner
+
+    planner = load_planner(base_dir, adapter_dir, threads=threads)
+    tuned = PathReasoner(reasoner.store, reasoner.retriever, lm=planner, config=replace(reasoner.config, lm_weight=1.0))
+    weight, floor = choose_weight_and_floor(tuned, dev, progress=progress)
+    tuned.config.lm_weight, tuned.config.min_plan_similarity = weight, floor
+    save_planner_settings(adapter_dir, base_dir, weight, floor, dev_questions=len(dev))
+    return tuned
+
+
+def open_planner(adapter_dir: str | Path, threads: int | None = None) -> tuple[AdaptedLM, float, float]:
+    """A planner trained by ``kgllm train planner``, with the reasoner's ``lm_weight`` and
+    ``min_plan_similarity`` chosen for it."""
+    path = Path(adapter_dir) / PLANNER_SETTINGS
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{adapter_dir} is not a trained planner (no {PLANNER_SETTINGS}); make one with `kgllm train planner`"
+        )
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    lm = load_planner(saved["base"], adapter_dir, threads=threads)
+    return lm, float(saved["lm_weight"]), float(saved["min_plan_similarity"])
+
+
 def load_planner(base_dir: str | Path, adapter_dir: str | Path, threads: int | None = None) -> AdaptedLM:
     """The base model with the planner adapter (:func:`~kgllm.llm.adapters.load_adapted`); each plan is
     scored followed by the end token, as it was trained."""
@@ -138,3 +189,38 @@ def train_planner(
         "trainable_parameters": result.trainable_parameters,
         "trainable_percent": result.trainable_percent,
     }
+
+
+WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+FLOORS = (0.6, 0.5, 0.4, 0.3, 0.2)
+
+
+def choose_weight_and_floor(
+    reasoner: PathReasoner, questions: list[PathQuestionItem], weights=WEIGHTS, floors=FLOORS, progress: bool = True
+) -> tuple[float, float]:
+    """The model weight and answer floor with the most Hits@1 on the dev ``questions`` (among ties the
+    smallest weight and the highest floor). Each question's plans are scored once with the model at
+    weight 1, then re-ranked for every weight."""
+    grid = [(w, f) for w in weights for f in floors]
+    hits = dict.fromkeys(grid, 0)
+    for item in tqdm(questions, desc="dev (weights)", disable=not progress):
+        for setting, hit in _hits_by_setting(reasoner, item.question, item.answers, grid).items():
+            hits[setting] += hit
+    best = max(grid, key=lambda s: (hits[s], -s[0], s[1]))
+    log.info("planner weight %s, floor %s: dev Hits@1 %.1f%%", *best, 100 * hits[best] / len(questions))
+    log.info("dev Hits@1 by (weight, floor): %s", {s: round(100 * h / len(questions), 1) for s, h in hits.items()})
+    return best
+
+
+def _hits_by_setting(reasoner: PathReasoner, question: str, gold: frozenset[str], grid) -> dict[tuple, bool]:
+    """Whether the best plan's first answer is gold, for each (weight, floor), as ``reasoner.answer`` picks it."""
+    links = reasoner.retriever.link(question)[: reasoner.config.max_topics]
+    plans, named_relations = reasoner.search(question, links)
+    if not plans:
+        return dict.fromkeys(grid, False)
+    allowance = reasoner.config.named_relation_allowance if named_relations else 0
+    result = {}
+    for weight, floor in grid:
+        best = max(plans, key=lambda p: p.score + (weight - 1) * p.scores.get("model", 0.0))
+        result[(weight, floor)] = best.scores["encoder"] >= floor - allowance and local_name(best.answers[0]) in gold
+    return result
