@@ -166,27 +166,23 @@ class PathReasoner:
         """Encode the plan phrases of the paths from a few entities of each class, so that the first
         questions about them do not wait for it (a phrase names its topic by a placeholder, so it
         serves every entity with those paths); stops after ``seconds``. Returns the phrases encoded."""
-        deadline = time.monotonic() + seconds
+        call = copy.copy(self)  # a deadline of its own; the phrase cache stays shared
+        call._deadline = time.monotonic() + seconds
+        before = len(self._vectors)
         seen: Counter[str] = Counter()
         phrases: dict[str, None] = {}
-        for entity in self.store.entities():
-            if time.monotonic() > deadline:
-                break
-            kind = entity.types[0] if entity.types else ""
-            if seen[kind] >= per_class:
-                continue
-            seen[kind] += 1
-            for plan in self.plans(entity):
-                phrases.update(dict.fromkeys(self.describe(plan, MASK)))
-        missing = [phrase for phrase in phrases if phrase not in self._vectors]
-        encoded = 0
-        for start in range(0, len(missing), _TIMED_CHUNK):
-            if time.monotonic() > deadline:
-                break
-            chunk = missing[start : start + _TIMED_CHUNK]
-            self._vectors.update(zip(chunk, self.retriever.encoder.encode(chunk)))
-            encoded += len(chunk)
-        return encoded
+        try:
+            for entity in self.store.entities():
+                call._check_time()
+                kind = entity.types[0] if entity.types else ""
+                if seen[kind] < per_class:
+                    seen[kind] += 1
+                    for plan in call.plans(entity):
+                        phrases.update(dict.fromkeys(call.describe(plan, MASK)))
+            call._encode_cached(list(phrases))
+        except SearchCut:
+            pass  # out of time: what was encoded so far is kept
+        return len(self._vectors) - before
 
     def with_options(self, **options: Any) -> PathReasoner:
         """A reasoner with some settings changed, sharing this one's store, model and caches."""
