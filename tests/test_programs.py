@@ -344,6 +344,11 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
             "list+intersection",
             lambda a: local(a.metadata["value"]) == {"cameroon", "central_african_republic", "south_sudan"},
         ),
+        (  # each relation word belongs to the entity after it: "neighbours" to Niger, "belong to" to the subregion
+            "Name the neighbours of Niger that belong to Western Africa.",
+            "list+intersection",
+            lambda a: local(a.metadata["value"]) == {"benin", "burkina_faso", "mali", "nigeria"},
+        ),
         ("How many countries border both Kenya and Uganda?", "count+intersection", lambda a: a.metadata["value"] == 2),
         ("Which countries share a border with Chad?", "list", lambda a: local(a.metadata["value"]) == CHAD),
     ],

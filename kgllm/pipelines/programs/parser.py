@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -328,7 +328,8 @@ class QuestionParser:
         target = asked
         parts: list[SetExpr] = []
         for m in positive:
-            (relation, direction), c, result_class = self._hop_for(m, words, target, before=negated_at)
+            near = self._words_near(m, positive, words) if len(positive) > 1 else words
+            (relation, direction), c, result_class = self._hop_for(m, near, target, before=negated_at)
             target = target or result_class
             confidence = min(confidence, c)
             parts.append(Hop(relation, direction, EntityRef(m.entity.id)))
@@ -402,6 +403,22 @@ class QuestionParser:
         return program, confidence
 
     # ------------------------------------------------------------ grounding
+    def _words_near(self, mention: _Mention, mentions: list[_Mention], words: _Words) -> _Words:
+        """The relation words ``mention`` owns: those after the mention before it and before itself (and,
+        for the last, after it too), so "neighbours of Niger that belong to Western Africa" credits
+        "neighbours" to Niger and "belong to" to Western Africa. One that owns none shares every word."""
+        ordered = sorted(mentions, key=lambda m: m.start)
+        at = ordered.index(mention)
+        low = ordered[at - 1].end if at else 0
+        high = mention.start if at < len(ordered) - 1 else float("inf")
+        owned = {
+            relation: [(score, pos) for score, pos in hits if low <= pos < high]
+            for relation, hits in words.relation_scores.items()
+        }
+        if not any(score >= self.config.word_similarity for hits in owned.values() for score, _ in hits):
+            return words
+        return replace(words, relation_scores={relation: hits for relation, hits in owned.items() if hits})
+
     def _hop_for(
         self,
         mention: _Mention,
