@@ -77,6 +77,7 @@ NON_RELATIONS = frozenset(
 )
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 TABLE_SUFFIXES = (".tsv", ".txt", ".csv")  # triple tables the loaders read
+NEIGHBOR_CACHE_SIZE = 20_000  # entities' edge lists kept between writes (emptied whole when full)
 Attribute = tuple[str, str, Literal]  # (subject id, property id, value): a literal-valued statement
 RDF_FORMATS = {
     ".ttl": "turtle",
@@ -642,6 +643,20 @@ class RDFLibStore(GraphStore):
 
     @_reads
     def _neighbors(self, entity_id: str, direction: Direction, relation: str | None, limit: int | None) -> list[Triple]:
+        # path searches read the same few entities' edges over and over; kept until the graph changes
+        cache: dict[tuple, list[Triple]] = self._cached("neighbors", dict)
+        key = (entity_id, direction, relation, limit)
+        edges = cache.get(key)
+        if edges is None:
+            edges = self._read_neighbors(entity_id, direction, relation, limit)
+            if len(cache) >= NEIGHBOR_CACHE_SIZE:
+                cache.clear()
+            cache[key] = edges
+        return list(edges)
+
+    def _read_neighbors(
+        self, entity_id: str, direction: Direction, relation: str | None, limit: int | None
+    ) -> list[Triple]:
         node = self._iri(entity_id)
         predicate = self._iri(relation) if relation else None
         found: list[Triple] = []
