@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -46,6 +47,7 @@ from kgllm.server.limits import (
     HEALTH_STALE_SECONDS,
     MAX_JOBS_KEPT,
     REQUEST_SECONDS,
+    SWITCH_INTERVAL,
 )
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,12 @@ def one_torch_thread_per_call() -> None:
 def settle_collector() -> None:
     """Keep what the server loaded at start out of the garbage collector's walks, and collect less
     often. A full collection holds the interpreter: with the graph, its indexes and a long path
-    search's walks to visit, one took 0.4 s, during which no request and no ``/health`` moved."""
+    search's walks to visit, one took 0.4 s, during which no request and no ``/health`` moved.
+    Threads also hand the interpreter over sooner, so the event loop is not kept waiting."""
     gc.collect()
     gc.freeze()  # loaded once and kept: never garbage
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL)  # with the workers busy, the event loop (and /health) waits less
 
 
 def default_workers() -> int:
