@@ -107,15 +107,6 @@ def split_files(train_file: str | Path) -> tuple[list[PathQuestionItem], list[Pa
     return read_pathquestion(train_file), read_pathquestion(dev_file)
 
 
-def schema_splits(session, count: int, hops: int) -> tuple[list[PathQuestionItem], list[PathQuestionItem]]:
-    """``count`` train questions generated from the graph's own facts and schema, and a tenth as many
-    dev questions in frames the train questions never use."""
-    from kgllm.pipelines.synergize.questions import chain_questions
-
-    train = chain_questions(session.store, count, max_hops=hops, split="train")
-    return train, chain_questions(session.store, max(count // 10, 50), max_hops=hops, split="dev")
-
-
 def _adapter_dir(base_dir: Path, examples: list[str], config, settings: Settings) -> Path:
     digest = hashlib.sha256(base_dir.name.encode())
     for text in examples:

@@ -145,13 +145,12 @@ def train_planner_command(
         train_planner,
         tuned_reasoner,
     )
-    from kgllm.pipelines.synergize.questions import chain_questions
+    from kgllm.pipelines.synergize.questions import chain_question_splits
 
     settings = Settings(max_hops=hops)
     session = connect(graph, store=store, use_model=False, settings=settings)
     base_dir = ensure_default_model(session.store, settings)
-    train = chain_questions(session.store, questions, max_hops=hops, split="train")
-    dev = chain_questions(session.store, max(questions // 10, 50), max_hops=hops, split="dev")
+    train, dev = chain_question_splits(session.store, questions, hops)
     console.print(f"training on {len(train)} generated questions; choosing its weight on {len(dev)} in other phrasings")
     config = PlannerConfig(run=replace(PLANNER_RUN, max_minutes=minutes, threads=settings.threads))
     train_planner(base_dir, planning_examples(session.store, train), out, config)

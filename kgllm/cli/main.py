@@ -723,8 +723,9 @@ def bench_kgqa(
 ) -> None:
     """Multi-hop KGQA (PathQuestion format): Hits@1, latency, answers with a supporting path."""
     from kgllm.api import connect
-    from kgllm.bench.kgqa import run_kgqa_benchmark, schema_splits, split_files, trained_reasoner
+    from kgllm.bench.kgqa import run_kgqa_benchmark, split_files, trained_reasoner
     from kgllm.bench.report import print_table, save_markdown
+    from kgllm.pipelines.synergize.questions import chain_question_splits
 
     settings = Settings(max_hops=hops, beam_width=beam)
     session = connect(kb, use_model=False, settings=settings)
@@ -735,9 +736,8 @@ def bench_kgqa(
     ]
     planners = []
     if schema_questions:
-        planners.append(
-            ("planner trained on schema-generated questions", schema_splits(session, schema_questions, hops))
-        )
+        generated = chain_question_splits(session.store, schema_questions, hops)
+        planners.append(("planner trained on schema-generated questions", generated))
     if train:
         planners.append(("planner trained on the train split", split_files(train)))
     for name, (train_items, dev_items) in planners:

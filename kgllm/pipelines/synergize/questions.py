@@ -137,6 +137,15 @@ def chain_questions(
     return items
 
 
+def chain_question_splits(
+    store: GraphStore, count: int, max_hops: int = 2
+) -> tuple[list[PathQuestionItem], list[PathQuestionItem]]:
+    """``count`` train questions, and a tenth as many (at least 50) dev questions in the frames
+    train never uses: what the planner trains on and has its weight chosen on."""
+    train = chain_questions(store, count, max_hops=max_hops, split="train")
+    return train, chain_questions(store, max(count // 10, 50), max_hops=max_hops, split="dev")
+
+
 class _Walker:
     def __init__(self, store: GraphStore, max_facts: int, rng: random.Random):
         self.store = store
