@@ -137,6 +137,59 @@ def test_encoder_from_settings(tmp_path):
         encoder_from_settings(Settings(encoder=str(tmp_path / "nowhere")))
 
 
+def test_onnx_backend_gives_the_torch_vectors_and_traces_once(tmp_path, monkeypatch):
+    from kgllm.retrieval import onnx_runtime
+
+    texts = ["Chad", "Which subregions are the neighbours of Chad in?", "Kenya is in Eastern Africa, beside Uganda."]
+    in_torch = SentenceTransformerEncoder(backend="torch")
+    in_onnx = SentenceTransformerEncoder(backend="onnx", cache_dir=tmp_path)
+    np.testing.assert_allclose(in_onnx.encode(texts), in_torch.encode(texts), atol=1e-5)  # a padded batch
+    np.testing.assert_allclose(in_onnx.encode(texts[2]), in_torch.encode(texts[2]), atol=1e-5)  # one, unpadded
+    assert in_onnx._onnx is not None and in_torch._onnx is None
+    assert [p.name for p in (tmp_path / "encoders").iterdir() if p.is_dir()] == [
+        f"all-MiniLM-L6-v2-{onnx_runtime.export_key(in_onnx.model_path or _bundled())}"
+    ]
+
+    def no_second_trace(*args):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(onnx_runtime, "_export", no_second_trace)
+    again = SentenceTransformerEncoder(backend="auto", cache_dir=tmp_path)
+    np.testing.assert_allclose(again.encode(texts), in_torch.encode(texts), atol=1e-5)
+    assert again._onnx is not None
+
+
+def test_a_trace_that_differs_from_torch_is_never_used(tmp_path, monkeypatch, caplog):
+    from kgllm.retrieval import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "TOLERANCE", -1.0)  # no trace can pass
+    with pytest.raises(RetrievalError, match="differs from torch"):
+        SentenceTransformerEncoder(backend="onnx", cache_dir=tmp_path).encode(["Chad"])
+    assert not [p for p in (tmp_path / "encoders").iterdir() if p.is_dir()]  # nothing cached
+    fallback = SentenceTransformerEncoder(backend="auto", cache_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        vector = fallback.encode(["Chad"])
+    assert fallback._onnx is None and "runs in torch" in caplog.text
+    np.testing.assert_allclose(vector, SentenceTransformerEncoder(backend="torch").encode(["Chad"]), atol=1e-6)
+
+
+def test_encoder_backend_is_checked_and_comes_from_the_settings(tmp_path):
+    with pytest.raises(ConfigurationError, match="unknown encoder backend 'tensorrt'"):
+        SentenceTransformerEncoder(backend="tensorrt")
+    with pytest.raises(ConfigurationError, match="runs on CPU"):
+        SentenceTransformerEncoder(backend="onnx", device="cuda")
+    assert SentenceTransformerEncoder(backend="auto", device="cuda")._onnx_form(None, tmp_path) is None
+    built = encoder_from_settings(Settings(encoder_backend="torch", cache_dir=tmp_path))
+    assert isinstance(built, SentenceTransformerEncoder)
+    assert (built.backend, built.cache_dir) == ("torch", tmp_path)
+
+
+def _bundled():
+    from kgllm.retrieval.encoder import _bundled_minilm_path
+
+    return _bundled_minilm_path()
+
+
 # ---------------------------------------------------------------- index
 def test_index_add_search_replace_remove():
     vectors = unit(5)
