@@ -349,6 +349,11 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
             "list+intersection",
             lambda a: local(a.metadata["value"]) == {"benin", "burkina_faso", "mali", "nigeria"},
         ),
+        (  # a possessive owns the word after it: "neighbours" to Niger, "located in" to the subregion
+            "Which of Niger's neighbours are located in Western Africa?",
+            "list+intersection",
+            lambda a: local(a.metadata["value"]) == {"benin", "burkina_faso", "mali", "nigeria"},
+        ),
         ("How many countries border both Kenya and Uganda?", "count+intersection", lambda a: a.metadata["value"] == 2),
         ("Which countries share a border with Chad?", "list", lambda a: local(a.metadata["value"]) == CHAD),
     ],

@@ -127,6 +127,7 @@ class _Mention:
     start: int  # character span in the question
     end: int
     score: float
+    possessive: bool = False  # followed by 's: "Kenya's neighbours"
 
 
 @dataclass
@@ -198,7 +199,9 @@ class QuestionParser:
             if link.score < self.config.min_link_score:
                 raise Refusal(f"I am not sure that {link.mention!r} means {link.entity.label}")
             taken.append((start, end))
-            found.append(_Mention(link.entity, start, end, link.score))
+            text, after = lower[start:end].replace("’", "'"), lower[end : end + 2].replace("’", "'")
+            possessive = text.endswith("'s") or after == "'s"  # the linker's mention may hold the 's
+            found.append(_Mention(link.entity, start, end, link.score, possessive))
         return sorted(found, key=lambda m: m.start)
 
     def _words(self, question: str, mentions: list[_Mention]) -> _Words:
@@ -406,11 +409,15 @@ class QuestionParser:
     def _words_near(self, mention: _Mention, mentions: list[_Mention], words: _Words) -> _Words:
         """The relation words ``mention`` owns: those after the mention before it and before itself (and,
         for the last, after it too), so "neighbours of Niger that belong to Western Africa" credits
-        "neighbours" to Niger and "belong to" to Western Africa. One that owns none shares every word."""
+        "neighbours" to Niger and "belong to" to Western Africa. A possessive owns the word after it
+        instead ("Niger's neighbours located in Western Africa"). One that owns none shares every word."""
         ordered = sorted(mentions, key=lambda m: m.start)
         at = ordered.index(mention)
-        low = ordered[at - 1].end if at else 0
+        before = ordered[at - 1] if at else None
+        low = 0 if before is None else _possessed_end(before, words) or before.end
         high = mention.start if at < len(ordered) - 1 else float("inf")
+        if mention.possessive:
+            low, high = mention.end, _possessed_end(mention, words) or high
         owned = {
             relation: [(score, pos) for score, pos in hits if low <= pos < high]
             for relation, hits in words.relation_scores.items()
@@ -570,6 +577,14 @@ def _flip(direction: Direction) -> Direction:
 
 def _cue(text: str, cues) -> bool:
     return _first_cue(" " + text + " ", cues) is not None
+
+
+def _possessed_end(mention: _Mention, words: _Words) -> int | None:
+    """Where the word a possessive mention owns ends ("neighbours" in "Niger's neighbours"); None for
+    a mention that is not possessive or has no word after it."""
+    if not mention.possessive:
+        return None
+    return next((end for _, start, end in words.tokens if start >= mention.end), None)
 
 
 def _first_cue(text: str, cues) -> int | None:
