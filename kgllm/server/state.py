@@ -11,9 +11,10 @@ them, so ``/health``, the page and the static files answer while work is in prog
 Writes to the graph (accepting a reviewed fact) take turns under ``write_lock``; the review
 queue's file has its own lock (``kgllm.cache.file_lock``), shared with the CLI.
 
-Requests run side by side, so each torch call gets one thread: with several calls in flight,
-every one of them asking for all the cores oversubscribes the machine, and torch's threads then
-spin while waiting for each other (on 2 busy cores, one query encoding took ten times longer).
+Requests run side by side, so each torch call (and each encoding in ONNX Runtime) gets one
+thread: with several calls in flight, every one of them asking for all the cores oversubscribes
+the machine, and torch's threads then spin while waiting for each other (on 2 busy cores, one
+query encoding took ten times longer).
 """
 
 from __future__ import annotations
