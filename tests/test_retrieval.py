@@ -290,6 +290,15 @@ def test_links_typos_by_fuzzy_match(retriever):
     assert linked(retriever, "Is Souht Africa in Africa?") == [("Africa", "exact"), ("South Africa", "fuzzy")]
 
 
+def test_an_exact_mention_wins_over_a_fuzzy_one_that_adds_words_to_it(counting):
+    retriever = KGRetriever(make_store([t("christiane_eberhardine", "spouse", "augustus_ii")]), counting)
+    retriever.build()
+    # "old christiane eberhardine" is 4 edits from the label in 26 letters: its fuzzy score x length
+    # weighs as much as the exact "christiane_eberhardine" (1.0 x 22)
+    links = retriever.link("Who married old christiane_eberhardine?")
+    assert [(link.mention, link.method) for link in links] == [("christiane_eberhardine", "exact")]
+
+
 def test_links_by_embedding_as_last_resort(retriever):
     assert linked(retriever, "Which countries border the Chadian republic?") == [("Chad", "embedding")]
     assert linked(retriever, "How many people live there?") == []

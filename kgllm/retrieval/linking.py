@@ -393,10 +393,12 @@ class EntityLinker:
 
 
 def _select(candidates: list[_Candidate]) -> list[_Candidate]:
-    """Non-overlapping candidates, heaviest (score x mention length) first."""
+    """Non-overlapping candidates, heaviest (score x mention length) first, and among equal weights
+    (to float32 precision, as fuzzy scores come) the better score. A fuzzy match that adds words to an
+    exact one weighs the same (each added letter costs one edit), so "faith does X" must not win over "X"."""
     taken: set[int] = set()
     chosen = []
-    for c in sorted(candidates, key=lambda c: (-c.weight, c.span.start)):
+    for c in sorted(candidates, key=lambda c: (-round(c.weight, 3), -c.score, c.span.start)):
         positions = set(range(c.span.start, c.span.end))
         if not positions & taken:
             taken |= positions
