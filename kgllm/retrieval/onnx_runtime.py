@@ -78,6 +78,8 @@ class OnnxTransformer:
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
+                # idle threads sleep instead of spinning, which would take the cores from torch's next call
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._sessions[threads] = onnxruntime.InferenceSession(
                     str(self.path), options, providers=["CPUExecutionProvider"]
                 )
