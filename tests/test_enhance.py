@@ -148,12 +148,16 @@ def test_fusion_ranks_facts_every_list_agrees_on_first(retriever):
         FusionRetriever(retriever).retrieve("Which countries border Chad?", topk=3)
 
 
-def test_the_path_answerer_adds_the_facts_of_its_walks(store, retriever):
+def test_the_path_answerers_facts_lead_in_walking_order(store, retriever):
     question = "Which subregions are the neighbours of Chad located in?"
     reasoner = PathReasoner(store, retriever)
     fused = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50)
-    walked = {t for path in reasoner.answer(question).evidence.paths for t in path.triples}
-    assert walked and {f.triple for f in fused.facts if "paths" in f.ranks} == walked
+    walked = list(dict.fromkeys(t for path in reasoner.answer(question).evidence.paths for t in path.triples))
+    assert walked and [f.triple for f in fused.facts[: len(walked)]] == walked
+    assert all("paths" not in f.ranks for f in fused.facts[len(walked) :])
+    mixed = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50, paths_first=False)
+    assert {f.triple for f in mixed.facts if "paths" in f.ranks} == set(walked)
+    assert [f.score for f in mixed.facts] == sorted((f.score for f in mixed.facts), reverse=True)
 
 
 # ------------------------------------------------------------------ answers

@@ -10,6 +10,11 @@ The lists, each from the shared :class:`~kgllm.retrieval.retriever.KGRetriever`:
   paths it walks for the question, in walking order: the chains a two-hop question needs, which
   the lists above rank below the many facts that mention the question's entity.
 
+With ``paths_first`` (the default), the ``paths`` facts lead the fused list, in walking order,
+and the other lists' facts follow by fused score: the reasoner's relation paths are planned for
+the question's relations, so they are the most precise list (retrieval by planned relation paths,
+as in Reasoning on Graphs), and a reader finds the chains the question asks for first.
+
 With a language model and ``rewrites > 0``, the model rewrites the question that many times and
 each rewrite contributes its own ``faiss`` and ``expansion`` lists (RAG-Fusion). Reciprocal rank
 fusion scores a fact ``sum(1 / (rrf_k + rank))`` over the lists it appears in (rank from 1), so a
@@ -62,6 +67,8 @@ class FusionConfig:
     """Without a linked entity, the cosine a ``faiss`` fact needs to be kept."""
     pagerank_alpha: float = 0.85
     """PageRank's damping: the chance a walk continues rather than jumping back to the entities."""
+    paths_first: bool = True
+    """The facts of the path answerer's paths lead, in walking order (else they are one list among the others)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "per_list", "hops", "rrf_k"):
@@ -153,7 +160,11 @@ class FusionRetriever:
         links = self.retriever.link(question)
         rewrites = self._rewrites(question, config.rewrites)
         rankings = self._rankings(question, links, config, rewrites)
-        fused = reciprocal_rank_fusion(rankings, config.rrf_k)[: config.k]
+        fused = reciprocal_rank_fusion(rankings, config.rrf_k)
+        if config.paths_first and "paths" in rankings:
+            lead = {t: i for i, t in enumerate(rankings["paths"])}
+            fused.sort(key=lambda item: lead.get(item[0], len(lead)))  # stable: the rest keep fused order
+        fused = fused[: config.k]
         return Retrieved(question, [RankedFact(t, s, r) for t, s, r in fused], links, rewrites)
 
     def _rankings(
