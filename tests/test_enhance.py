@@ -134,6 +134,16 @@ def test_the_citation_grammar_allows_only_listed_items_once_each():
     assert grammar.prefix_allowed_tokens(0, [7, 8]) == [0]
 
 
+def test_the_citation_grammar_names_each_group_once():
+    # items 0 and 2 name the same entity (citing different facts): one of them, then only item 1
+    grammar = CitationGrammar([[1, 2], [1, 3], [4]], separator=[9], refusal=[7, 8], eos_id=0, groups=["a", "b", "a"])
+    assert grammar.prefix_allowed_tokens(0, [4, 9]) == [1]
+    assert grammar.prefix_allowed_tokens(0, [4, 9, 1]) == [3]
+    assert grammar.prefix_allowed_tokens(0, [4, 9, 1, 3]) == [0]  # nothing left to name
+    with pytest.raises(InputError, match="one group per item"):
+        CitationGrammar([[1]], separator=[9], refusal=[7], eos_id=0, groups=["a", "b"])
+
+
 # ------------------------------------------------------------------ retrieval
 
 

@@ -353,12 +353,15 @@ class GenerationAnswerer:
         return [GraphPath(start=walks[t][0], triples=walks[t][1], score=scores[t]) for t in dict.fromkeys(cited)]
 
     def _grammar(self, facts: list[RankedFact]) -> CitationGrammar:
-        """Items ``" <entity> [n]"`` for both ends of every numbered fact, the separator and the refusal."""
+        """Items ``" <entity> [n]"`` for both ends of every numbered fact (each entity named once), the
+        separator and the refusal."""
         tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
         labels = self._labels({node for f in facts for node in (f.triple.head, f.triple.tail)})
-        items = [f" {labels[node]} [{n}]" for n, f in enumerate(facts, 1) for node in (f.triple.head, f.triple.tail)]
+        ends = [(n, node) for n, f in enumerate(facts, 1) for node in (f.triple.head, f.triple.tail)]
+        items = [f" {labels[node]} [{n}]" for n, node in ends]
         encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
-        return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id)
+        groups = [node for _, node in ends]
+        return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id, groups=groups)
 
     def _verbalize(self, triples: list[Triple]) -> list[str]:
         labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})

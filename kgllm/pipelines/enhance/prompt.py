@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,16 +134,32 @@ class CitationGrammar:
 
     Items are given as token ids, each encoded on its own (its leading space included), so the
     model writes each name as that encoding; after an item comes the separator or the end.
-    A :class:`~kgllm.llm.base.Constraint` for local models.
+    ``groups`` (one key per item, e.g. the entity it names) bars the other items of a group once
+    one is written, so an answer names each entity once. A :class:`~kgllm.llm.base.Constraint` for
+    local models.
     """
 
     _END = -1
 
-    def __init__(self, items: Sequence[Sequence[int]], separator: Sequence[int], refusal: Sequence[int], eos_id: int):
+    def __init__(
+        self,
+        items: Sequence[Sequence[int]],
+        separator: Sequence[int],
+        refusal: Sequence[int],
+        eos_id: int,
+        groups: Sequence[Hashable] | None = None,
+    ):
         if not items:
             raise InputError("a citation grammar needs at least one item")
+        if groups is not None and len(groups) != len(items):
+            raise InputError(f"a citation grammar needs one group per item, got {len(groups)} for {len(items)}")
         self.items = [tuple(ids) for ids in items] + [tuple(refusal)]
         self.refusal = len(self.items) - 1
+        keys = list(groups) if groups is not None else list(range(len(items)))
+        members: dict[Hashable, set[int]] = {}
+        for index, key in enumerate(keys):
+            members.setdefault(key, set()).add(index)
+        self.group = [members[key] for key in keys]  # item -> the items it bars once written
         self.separator = tuple(separator)
         self.eos_id = eos_id
         self.root: dict[int, Any] = {}
@@ -158,7 +174,7 @@ class CitationGrammar:
 
     def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
         node: dict[int, Any] | None = self.root
-        used: set[int] = set()
+        used: set[int] = set()  # items written, and the items of their groups
         separator_left = 0  # separator tokens still to come after a finished item
         for token in generated:
             if token == self.eos_id:
@@ -173,7 +189,7 @@ class CitationGrammar:
             if self._END in node:
                 if node[self._END] == self.refusal:
                     return [self.eos_id]
-                used.add(node[self._END])
+                used |= self.group[node[self._END]]
                 separator_left, node = len(self.separator), None
         if separator_left == len(self.separator) and node is None:  # an item just ended
             return [self.separator[0], self.eos_id] if len(used) < self.refusal else [self.eos_id]
