@@ -19,6 +19,7 @@ from typing import Any
 
 from kgllm.graph import GraphStore, open_store
 from kgllm.llm import LanguageModel, open_model
+from kgllm.pipelines.enhance import GenerationAnswerer
 from kgllm.pipelines.synergize.planner import open_planner
 from kgllm.retrieval.encoder import Encoder, encoder_from_settings
 from kgllm.retrieval.retriever import KGRetriever
@@ -68,7 +69,7 @@ def connect(
     lm = open_model(model, store=graph_store, settings=settings, progress=progress) if use_model else None
     reader = None
     if use_model and model is None and settings.model is None and settings.backend_name() == "hf":
-        reader = default_reader(graph_store, settings, progress)
+        reader = default_reader(settings, progress)
     planner, reasoner_config = None, None
     if use_model and settings.planner is not None:
         planner, weight, floor = open_planner(settings.planner, threads=settings.threads)
@@ -76,12 +77,12 @@ def connect(
     return Session(graph_store, retriever, lm, settings, reasoner_config, reader=reader, planner=planner)
 
 
-def default_reader(store: GraphStore, settings: Settings, progress: bool) -> Callable[[], LanguageModel]:
+def default_reader(settings: Settings, progress: bool) -> Callable[[GenerationAnswerer], LanguageModel]:
     """Generate mode's model when kgllm's own is used: the reader (the default model taught to cite
-    facts), trained on the first generate question and cached."""
+    the facts the answerer gives it), trained on the first generate question and cached."""
     from kgllm.pipelines.enhance.reading import ensure_reader_model
 
-    return lambda: open_model(ensure_reader_model(store, settings, progress=progress), settings=settings)
+    return lambda answerer: open_model(ensure_reader_model(answerer, settings, progress=progress), settings=settings)
 
 
 _sessions: dict[tuple[object, str], Session] = {}

@@ -29,8 +29,9 @@ class Session:
     (relation-path reasoning), ``"programs"`` (query programs: counts, yes/no, set operations,
     superlatives, comparisons) and ``"generate"`` (retrieved facts injected into the prompt, the
     answer written by the model with ``[n]`` citations) are always there. Generate mode writes with
-    ``reader`` and :data:`~kgllm.pipelines.enhance.READER_TEMPLATE` when given (a function returning
-    kgllm's own reader model, loaded on first use), else with ``lm`` and the instruction template.
+    ``reader`` and :data:`~kgllm.pipelines.enhance.READER_TEMPLATE` when given (a function of the
+    answerer returning kgllm's own reader model, loaded on first use), else with ``lm`` and the
+    instruction template.
     A ``planner`` (``kgllm train planner``) ranks the path reasoner's plans in place of ``lm``.
     """
 
@@ -41,7 +42,7 @@ class Session:
         lm: LanguageModel | None,
         settings: Settings,
         reasoner_config: ReasonerConfig | None = None,
-        reader: Callable[[], LanguageModel] | None = None,
+        reader: Callable[[GenerationAnswerer], LanguageModel] | None = None,
         planner: LanguageModel | None = None,
     ):
         self.store = store

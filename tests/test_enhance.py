@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from kgllm.bench.inject import InjectResult
 from kgllm.exceptions import InputError
 from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
@@ -30,11 +31,11 @@ from kgllm.pipelines.enhance import (
     reciprocal_rank_fusion,
 )
 from kgllm.pipelines.enhance.prompt import CitationGrammar
-from kgllm.pipelines.enhance.reading import reading_examples
+from kgllm.pipelines.enhance.reading import READER_CONTEXT, Step, Walk, reached_through, reading_examples
 from kgllm.pipelines.synergize import PathReasoner
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
-from kgllm.types import Triple
+from kgllm.types import Answer, Entity, Evidence, Triple
 
 TSV = (
     "chad\tneighborOf\tniger\nniger\tneighborOf\tchad\nchad\tneighborOf\tlibya\nlibya\tneighborOf\tchad\n"
@@ -257,11 +258,13 @@ def test_closed_book_answers_are_marked(answerer):
 # ------------------------------------------------------------------ reading examples
 
 
-def test_reading_examples_cite_the_fact_that_holds_each_answer(store):
-    examples = reading_examples(store, 40, seed=1)
-    assert len(examples) == 40
+def test_reading_examples_are_the_answerers_own_prompts_citing_the_fact_that_holds_each_answer(answerer):
+    examples = reading_examples(answerer, 40, seed=1)
+    assert len(examples) >= 30  # a question that retrieves nothing is never put to the model
     answered = [e for e in examples if e.target.strip() != NO_ANSWER]
-    assert answered and len(answered) < 40  # some ask for what the graph does not hold
+    assert answered and len(answered) < len(examples)  # some ask for what the graph does not hold
+    question = examples[0].prompt.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")
+    assert examples[0].prompt == answerer.prepare(question, context_tokens=READER_CONTEXT, constrained=False).prompt
     for example in answered:
         facts = {
             int(line[1 : line.index("]")]): line[line.index("]") + 2 :]
@@ -270,3 +273,43 @@ def test_reading_examples_cite_the_fact_that_holds_each_answer(store):
         }
         for item in parse_answer(example.target).items:
             assert item.citations and all(item.name in facts[n] for n in item.citations)
+
+
+def test_a_reading_target_holds_only_what_the_shown_facts_reach(store):
+    steps = (Step(iri("neighborOf"), True), Step(iri("locatedIn"), True))
+    walk = Walk("Which subregions are Chad's neighbours in?", iri("chad"), steps)
+    shown = [
+        Triple(iri("chad"), iri("locatedIn"), iri("middle_africa")),
+        Triple(iri("chad"), iri("neighborOf"), iri("niger")),
+        Triple(iri("chad"), iri("neighborOf"), iri("libya")),
+        Triple(iri("niger"), iri("locatedIn"), iri("western_africa")),
+    ]  # Libya's subregion is not shown: the reader must not name it from memory
+    assert reached_through(store, walk, shown) == {iri("western_africa"): 4}
+    back = Walk("Which countries border Niger?", iri("niger"), (Step(iri("neighborOf"), False),))
+    assert reached_through(store, back, shown) == {iri("chad"): 2}
+    assert reached_through(store, Walk("Niger anthem", iri("niger"), ()), shown) == {}
+
+
+# ------------------------------------------------------------------ the inject benchmark's tallies
+
+
+def test_the_inject_tallies_tell_retrieval_misses_from_reading_misses():
+    facts = [
+        {"n": 1, "triple": [iri("chad"), iri("neighborOf"), iri("niger")]},
+        {"n": 2, "triple": [iri("chad"), iri("neighborOf"), iri("libya")]},
+    ]
+    labels = {iri("niger"): "Niger", iri("libya"): "Libya", iri("chad"): "Chad"}
+
+    def answer(names: list[str], cited: list[int]) -> Answer:
+        items = [{"name": labels[iri(n)], "citations": [c]} for n, c in zip(names, cited, strict=True)]
+        entities = [Entity(iri(n), labels[iri(n)]) for n in names]
+        return Answer("q", "", entities, Evidence(), 1.0, labels, {"facts": facts, "items": items})
+
+    result = InjectResult("generate", "mini")
+    result.add(answer(["niger", "libya"], [1, 2]), ["libya", "niger"], 0.1)  # read right
+    result.add(answer(["niger"], [2]), ["libya", "niger"], 0.1)  # both in the prompt, read wrong, miscited
+    result.add(answer(["niger"], [1]), ["niger", "sudan"], 0.1)  # Sudan was never in the prompt
+    result.add(None, ["niger"], 0.1)  # unreadable output
+    row = result.row()
+    assert row["exact"] == "25.0%" and row["answers in prompt"] == "66.7%" and row["unusable output"] == "1"
+    assert row["citation precision"] == "75.0%" and row["uncited names"] == "25.0%"

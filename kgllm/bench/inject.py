@@ -15,6 +15,9 @@ closed-book; and generate mode (the reader: the default model trained to cite fa
 Metrics, over the questions of a set:
 
 - *exact*: the answer's entity set equals the gold set (an empty gold set: the answer declines);
+- *answers in prompt*: of the questions with answers that reached the model with facts, the share
+  whose every answer is an end of a numbered fact (what a perfect reader could answer: retrieval's
+  recall);
 - *citation precision*: of the (item, cited fact) pairs, the share whose fact holds the entity the
   item names;
 - *uncited names*: of the entity names in the answers, the share that no fact the answer cites
@@ -55,6 +58,8 @@ class InjectResult:
     names: int = 0
     uncited_names: int = 0
     unusable: int = 0
+    prompted: int = 0
+    answers_in_facts: int = 0
     seconds: list[float] = field(default_factory=list)
 
     def add(self, answer: Answer | None, gold: list[str], seconds: float) -> None:
@@ -65,6 +70,10 @@ class InjectResult:
             return
         self.exact += sorted(local_name(e.id) for e in answer.entities) == sorted(gold)
         facts = {f["n"]: f["triple"] for f in answer.metadata.get("facts", [])}
+        if facts and gold:  # could a perfect reader have answered from the prompt?
+            ends = {local_name(node) for t in facts.values() for node in (t[0], t[2])}
+            self.prompted += 1
+            self.answers_in_facts += set(gold) <= ends
         for item in answer.metadata.get("items", []) or _closed_book_items(answer):
             if not item["name"]:
                 continue
@@ -86,6 +95,7 @@ class InjectResult:
             "condition": self.condition,
             "n": str(self.total),
             "exact": pct(self.exact, self.total),
+            "answers in prompt": pct(self.answers_in_facts, self.prompted),
             "citation precision": pct(self.precise_citations, self.citations),
             "uncited names": pct(self.uncited_names, self.names),
             "unusable output": str(self.unusable),
@@ -194,10 +204,9 @@ def run_inject_benchmark(
             answerer = GenerationAnswerer(store, retriever, lm, template=READER_TEMPLATE)
             return lambda q: answerer.answer(q, closed_book=True)
 
-        reader_dir = ensure_reader_model(store, session.settings, ReaderConfig(minutes=reader_minutes), progress)
-        reader = GenerationAnswerer(
-            store, retriever, open_model(reader_dir, settings=session.settings), READER_TEMPLATE, paths=reasoner
-        )
+        reader = GenerationAnswerer(store, retriever, None, READER_TEMPLATE, paths=reasoner)
+        reader_dir = ensure_reader_model(reader, session.settings, ReaderConfig(minutes=reader_minutes), progress)
+        reader = reader.with_model(open_model(reader_dir, settings=session.settings))
         conditions: list[tuple[str, Callable[[str], Answer]]] = [
             ("closed-book: default model (trained on every fact)", closed_book(session.lm)),
             ("closed-book: knowledge-injected, held-out facts unseen", closed_book(injected)),

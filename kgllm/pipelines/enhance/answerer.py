@@ -91,8 +91,9 @@ class PreparedPrompt:
 class GenerationAnswerer:
     """Answers in the model's words from numbered graph facts, citing them as ``[n]``.
 
-    ``lm`` is any :class:`~kgllm.llm.base.LanguageModel`, or a function that returns one on first use
-    (kgllm's reader model is trained the first time it is needed). ``template`` must take ``facts``
+    ``lm`` is any :class:`~kgllm.llm.base.LanguageModel`, or a function of this answerer that returns
+    one on first use (kgllm's reader model is trained, the first time it is needed, on the prompts
+    this answerer builds). ``template`` must take ``facts``
     and ``question``; :data:`~kgllm.pipelines.enhance.prompt.INSTRUCTED_TEMPLATE` suits
     instruction-following models, :data:`~kgllm.pipelines.enhance.prompt.READER_TEMPLATE` kgllm's
     own. ``context_tokens`` bounds prompt plus answer (default: the model's position limit for a
@@ -110,7 +111,7 @@ class GenerationAnswerer:
         self,
         store: GraphStore,
         retriever: KGRetriever,
-        lm: LanguageModel | Callable[[], LanguageModel] | None,
+        lm: LanguageModel | Callable[[GenerationAnswerer], LanguageModel] | None,
         template: PromptTemplate = INSTRUCTED_TEMPLATE,
         fusion: FusionConfig | None = None,
         max_new_tokens: int = 96,
@@ -135,8 +136,21 @@ class GenerationAnswerer:
         if self._lm is None:
             raise InputError("generate mode needs a language model; connect with use_model=True or pass model=...")
         if not isinstance(self._lm, LanguageModel):
-            self._lm = self._lm()
+            self._lm = self._lm(self)
         return self._lm
+
+    def with_model(self, lm: LanguageModel) -> GenerationAnswerer:
+        """An answerer that retrieves, fits and numbers facts as this one does, writing with ``lm``."""
+        return GenerationAnswerer(
+            self.store,
+            self.retriever,
+            lm,
+            self.template,
+            self.fusion,
+            self.max_new_tokens,
+            self.context_tokens,
+            self.paths,
+        )
 
     # ------------------------------------------------------------------ the three steps
     def answer(self, question: str, **options: Any) -> Answer:

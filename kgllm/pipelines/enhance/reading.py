@@ -1,13 +1,20 @@
 """Teaching kgllm's own small model to read numbered facts and cite them, instead of recalling.
 
-The training data is generated from the graph alone, never from an evaluation set: a walk of
-one or two relations from a random entity gives a question (phrased as the default corpus
-phrases its planning questions) and its complete answer set; the prompt holds the facts of
-every walk to an answer, other facts about the same entities as distractors, and random facts,
-numbered in random order (:data:`READER_TEMPLATE`). The target names each answer once, in the
-order its fact appears, citing the fact that reaches it: `` Libya [4], Niger [9]``. A share of
-the questions ask for something the graph does not hold (an anthem, a time zone), and their
-target is :data:`NO_ANSWER`.
+The training data is generated from the graph alone, never from an evaluation set. Each example
+is a question about a walk of one or two relations from an entity, put through the very answerer
+the reader will write for (:meth:`GenerationAnswerer.prepare`: the same fused retrieval, the same
+facts in the same order, the same template), so the reader learns on the prompts it will meet.
+Questions come in two phrasings:
+
+- the default corpus's planning questions, which walk relations either way ("the countries that
+  Chad is neighbor of", "the countries located in Middle Africa");
+- :func:`~kgllm.pipelines.synergize.questions.chain_questions`: plain English from the phrase bank
+  and question frames ("Which countries border Chad?", "what's the region of Kenya?").
+
+The target names each answer the prompt's facts reach along the walk, once, in the order of the
+fact that reaches it, citing that fact: `` Libya [4], Niger [9]``. When the retrieved facts do not
+reach an answer, and for a share of questions that ask what the graph does not hold (an anthem, a
+time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall.
 
 The reader is the default model (:func:`kgllm.llm.default.ensure_default_model`) with a longer
 context, fine-tuned on these examples for a few minutes and cached by what it was trained on.
@@ -20,25 +27,33 @@ import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
 
 from kgllm.cache import cached_artifact
 from kgllm.graph.base import GraphStore
+from kgllm.graph.labels import local_name
 from kgllm.llm.corpus import CorpusBuilder
-from kgllm.llm.tasks import TaskExample, TaskSplits, fact_text
-from kgllm.pipelines.enhance.prompt import NO_ANSWER, READER_TEMPLATE, number_facts
+from kgllm.llm.tasks import TaskExample, TaskSplits
+from kgllm.pipelines.enhance.prompt import NO_ANSWER
 from kgllm.settings import Settings
 from kgllm.types import Triple
+
+if TYPE_CHECKING:
+    from kgllm.pipelines.enhance.answerer import GenerationAnswerer
 
 log = logging.getLogger(__name__)
 
 READER_CONTEXT = 512
-"""Positions of the reader model (the default model has 128): room for two dozen facts and a long answer."""
+"""Positions of the reader model (the default model has 128): room for thirty facts and a long answer."""
 
-MOST_ANSWERS = 16
-MOST_FACTS = 20
 UNANSWERABLE_SHARE = 0.1
+CHAIN_SHARE = 0.5
+"""Of the answerable questions, the share phrased in plain English (the rest as the corpus asks them)."""
 ABSENT_ATTRIBUTES = (
     "anthem",
     "national animal",
@@ -51,149 +66,184 @@ ABSENT_ATTRIBUTES = (
 )
 """Things a question may ask that no graph of kgllm's demo kind holds (the reader learns to decline)."""
 ABSENT_FORMS = ("What is the {a} of {e}?", "{e} {a}", "Tell me the {a} of {e}.", "Which {a} does {e} have?")
+KEY_EXAMPLES = 16
+"""Examples whose prompts and targets name the cached reader, beside its settings: a change in how
+facts are retrieved or prompts are built trains a new reader."""
 
 
 @dataclass(frozen=True)
 class ReaderConfig:
     """How the reader is trained: examples generated, minutes of training, batch and learning rate."""
 
-    examples: int = 6000
+    examples: int = 3000
     minutes: float = 5.0
     batch_size: int = 8
     learning_rate: float = 1e-3
     seed: int = 0
 
 
-class _Walks:
-    """The graph's facts indexed for walking either way along a relation."""
+@dataclass(frozen=True)
+class Step:
+    """One step of a walk: a relation, walked from head to tail (``forward``) or back, to nodes of
+    class ``cls`` (None: any class)."""
 
-    def __init__(self, builder: CorpusBuilder, triples: list[Triple]):
-        self.builder = builder
-        self.touching: dict[str, list[Triple]] = defaultdict(list)
-        for t in triples:
-            self.touching[t.head].append(t)
-            self.touching[t.tail].append(t)
-        self.nodes = sorted(self.touching)
-
-    def step(self, frontier: set[str], relation: str, forward: bool, cls: str) -> dict[str, list[Triple]]:
-        """Nodes of class ``cls`` one ``relation`` step from ``frontier``, with the facts that reach each."""
-        reached: dict[str, list[Triple]] = defaultdict(list)
-        for node in sorted(frontier):
-            for t in self.touching[node]:
-                if t.relation != relation or (t.head if forward else t.tail) != node:
-                    continue
-                other = t.tail if forward else t.head
-                if (self.builder.answer_class(other) or "thing") == cls:
-                    reached[other].append(t)
-        return reached
+    relation: str
+    forward: bool
+    cls: str | None = None
 
 
-def reading_examples(store: GraphStore, count: int, seed: int = 0) -> list[TaskExample]:
-    """``count`` reading examples (prompt with numbered facts and a question -> cited answers)."""
-    builder = CorpusBuilder(store, seed=seed)
-    rng = random.Random(seed)
-    triples = sorted(store.triples(), key=lambda t: (t.head, t.relation, t.tail))
-    walks = _Walks(builder, triples)
-    examples: list[TaskExample] = []
-    while len(examples) < count:
-        if rng.random() < UNANSWERABLE_SHARE:
-            example = _unanswerable(builder, walks, triples, rng)
-        else:
-            example = _answerable(builder, walks, triples, rng)
+@dataclass(frozen=True)
+class Walk:
+    """A question and the walk that answers it: from ``start``, along ``steps``."""
+
+    question: str
+    start: str
+    steps: tuple[Step, ...]
+
+
+def reading_examples(
+    prompter: GenerationAnswerer, count: int, seed: int = 0, progress: bool = False
+) -> list[TaskExample]:
+    """``count`` reading examples (the prompt ``prompter`` builds for a question -> cited answers).
+
+    ``prompter`` writes with a model whose tokenizer the reader shares (the default model): it
+    only builds prompts here, and never generates.
+    """
+    walks = _questions(prompter, count, seed)
+    examples = []
+    for walk in tqdm(walks, desc="reading examples", disable=not progress):
+        example = _example(prompter, walk)
         if example is not None:
             examples.append(example)
     return examples
 
 
-def _answerable(builder: CorpusBuilder, walks: _Walks, triples: list[Triple], rng: random.Random) -> TaskExample | None:
-    node = rng.choice(walks.nodes)
+def _questions(prompter: GenerationAnswerer, count: int, seed: int) -> list[Walk]:
+    from kgllm.pipelines.synergize.questions import chain_questions
+
+    store, rng = prompter.store, random.Random(seed)
+    builder = CorpusBuilder(store, seed=seed)
+    triples = sorted(store.triples(), key=lambda t: (t.head, t.relation, t.tail))
+    touching: dict[str, list[Triple]] = defaultdict(list)
+    for t in triples:
+        touching[t.head].append(t)
+        touching[t.tail].append(t)
+    nodes = sorted(touching)
+    n_absent = round(count * UNANSWERABLE_SHARE)
+    n_chain = round((count - n_absent) * CHAIN_SHARE)
+    walks = [_absent(builder, rng.choice(nodes), rng) for _ in range(n_absent)]
+    walks += _chain_walks(chain_questions(store, n_chain, max_hops=2, seed=seed), triples)
+    while len(walks) < count:
+        walks.append(_corpus_walk(builder, touching, rng.choice(nodes), rng))
+    rng.shuffle(walks)
+    return walks
+
+
+def _corpus_walk(builder: CorpusBuilder, touching: dict[str, list[Triple]], node: str, rng: random.Random) -> Walk:
+    """A walk of one or two facts either way from ``node``, asked as the default corpus asks."""
     walk: list[tuple[Triple, bool]] = []
     for _ in range(rng.choice((1, 1, 2))):
-        t = rng.choice(walks.touching[node])
+        t = rng.choice(touching[node])
         walk.append((t, t.head == node))
         node = t.tail if t.head == node else t.head
     question, _, classes = builder.walk_question(walk)
     start = walk[0][0].head if walk[0][1] else walk[0][0].tail
-    frontier, support = {start}, set()
-    reaching: dict[str, list[Triple]] = {}
-    for (t, forward), cls in zip(walk, classes, strict=True):
-        reaching = walks.step(frontier, t.relation, forward, cls)
-        support |= {f for facts in reaching.values() for f in facts}
-        frontier = set(reaching)
-    if not reaching or len(reaching) > MOST_ANSWERS or len(support) > MOST_FACTS - 2:
-        return None
-    nearby = {t for n in {start, *frontier} for t in walks.touching[n]} - support
-    shown = _with_distractors(sorted(support, key=_order), nearby, triples, rng)
-    number = {t: i for i, t in enumerate(shown, 1)}
-    cited = sorted((min(number[t] for t in facts), answer) for answer, facts in reaching.items())
-    target = " " + ", ".join(f"{builder.label(answer)} [{n}]" for n, answer in cited)
-    return _example(builder, shown, question, target)
+    steps = tuple(Step(t.relation, forward, cls) for (t, forward), cls in zip(walk, classes, strict=True))
+    return Walk(question, start, steps)
 
 
-def _unanswerable(
-    builder: CorpusBuilder, walks: _Walks, triples: list[Triple], rng: random.Random
-) -> TaskExample | None:
-    node = rng.choice(walks.nodes)
+def _chain_walks(items: Sequence, triples: list[Triple]) -> list[Walk]:
+    """The generated plain-English questions as walks (their gold paths name nodes by local name)."""
+    by_name: dict[str, set[str]] = defaultdict(set)
+    for t in triples:
+        for node in (t.head, t.relation, t.tail):
+            by_name[local_name(node)].add(node)
+    walks = []
+    for item in items:
+        named = [by_name.get(name, set()) for name in item.path]
+        if all(len(nodes) == 1 for nodes in named):  # a name two nodes share cannot be walked
+            path = [next(iter(nodes)) for nodes in named]
+            walks.append(Walk(item.question, path[0], tuple(Step(r, True) for r in path[1::2])))
+    return walks
+
+
+def _absent(builder: CorpusBuilder, node: str, rng: random.Random) -> Walk:
     form = rng.choice(ABSENT_FORMS)
-    question = form.format(a=rng.choice(ABSENT_ATTRIBUTES), e=builder.label(node))
-    shown = _with_distractors([], set(walks.touching[node]), triples, rng)
-    return _example(builder, shown, question, " " + NO_ANSWER)
+    return Walk(form.format(a=rng.choice(ABSENT_ATTRIBUTES), e=builder.label(node)), node, ())
 
 
-def _with_distractors(
-    support: list[Triple], nearby: set[Triple], triples: list[Triple], rng: random.Random
-) -> list[Triple]:
-    """The supporting facts, facts about the same entities and random facts, in random order."""
-    total = min(rng.randint(max(8, len(support) + 2), MOST_FACTS), len(triples))  # a small graph has few facts
-    near = rng.sample(sorted(nearby, key=_order), min(len(nearby), total - len(support)))
-    chosen = set(support) | set(near)
-    while len(chosen) < total:
-        chosen.add(rng.choice(triples))
-    shown = sorted(chosen, key=_order)
-    rng.shuffle(shown)
-    return shown
+def _example(prompter: GenerationAnswerer, walk: Walk) -> TaskExample | None:
+    """The prompt for the walk's question, and its answers as the prompt's facts reach them."""
+    prepared = prompter.prepare(walk.question, context_tokens=READER_CONTEXT, constrained=False)
+    if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
+        return None
+    shown = [f.triple for f in prepared.facts]
+    reached = reached_through(prompter.store, walk, shown)
+    if reached:
+        cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
+        target = " " + ", ".join(f"{name} [{n}]" for n, name in cited)
+    else:
+        target = " " + NO_ANSWER
+    return TaskExample(prepared.prompt, target, (target.strip(),))
 
 
-def _order(t: Triple) -> tuple[str, str, str]:
-    return (t.head, t.relation, t.tail)
+def reached_through(store: GraphStore, walk: Walk, facts: list[Triple]) -> dict[str, int]:
+    """Each node the walk reaches through ``facts`` alone, with the number (from 1) of the first
+    fact that takes its last step there. A walk of no steps reaches nothing."""
+    frontier = {walk.start}
+    reached: dict[str, int] = {}
+    for step in walk.steps:
+        reached = {}
+        for n, t in enumerate(facts, 1):
+            source, target = (t.head, t.tail) if step.forward else (t.tail, t.head)
+            if t.relation != step.relation or source not in frontier or target in reached:
+                continue
+            if step.cls is None or _class(store, target) == step.cls:
+                reached[target] = n
+        frontier = set(reached)
+    return reached
 
 
-def _example(builder: CorpusBuilder, shown: list[Triple], question: str, target: str) -> TaskExample:
-    facts = number_facts([fact_text(builder, t) for t in shown])
-    prompt = READER_TEMPLATE.format(facts=facts, question=question)
-    return TaskExample(prompt, target, (target.strip(),))
+def _class(store: GraphStore, node: str) -> str:
+    entity = store.entity(node)
+    return store.label(entity.types[0]) if entity and entity.types else "thing"
 
 
 # ------------------------------------------------------------------ the cached reader
 
 
-def reader_model_dir(base_dir: Path, examples: list[TaskExample], config: ReaderConfig, settings: Settings) -> Path:
-    """Cache folder named by the base model, the training examples and the reader's settings."""
+def reader_model_dir(base_dir: Path, key_examples: list[TaskExample], config: ReaderConfig, settings: Settings) -> Path:
+    """Cache folder named by the base model, the first training examples and the reader's settings."""
     digest = hashlib.sha256(base_dir.name.encode())
-    for example in examples:
+    for example in key_examples:
         digest.update(f"{example.prompt}\0{example.target}\0".encode())
     digest.update(json.dumps({**config.__dict__, "context": READER_CONTEXT}, sort_keys=True).encode())
     return settings.cache_dir / "models" / f"graph-reader-{digest.hexdigest()[:16]}"
 
 
 def ensure_reader_model(
-    store: GraphStore, settings: Settings, config: ReaderConfig | None = None, progress: bool = True
+    answerer: GenerationAnswerer, settings: Settings, config: ReaderConfig | None = None, progress: bool = True
 ) -> Path:
-    """The reader's directory, training it first (from the default model) when it is not cached yet."""
+    """The directory of the reader that writes for ``answerer``, training it first (from the default
+    model, on prompts ``answerer`` builds) when it is not cached yet."""
+    from kgllm.llm import open_model
     from kgllm.llm.default import ensure_default_model
 
     config = config or ReaderConfig()
-    base_dir = ensure_default_model(store, settings, progress=progress)
-    examples = reading_examples(store, config.examples, seed=config.seed)
-    out_dir = reader_model_dir(base_dir, examples, config, settings)
+    base_dir = ensure_default_model(answerer.store, settings, progress=progress)
+    prompter = answerer.with_model(open_model(base_dir, settings=settings))
+    first = _questions(prompter, config.examples, config.seed)[:KEY_EXAMPLES]
+    key = [e for e in (_example(prompter, w) for w in first) if e is not None]
+    out_dir = reader_model_dir(base_dir, key, config, settings)
 
     def build(staging: Path) -> None:
         log.warning(
             "training the default model to read facts on %d generated questions (%.1f min); cached in %s",
-            len(examples),
+            config.examples,
             config.minutes,
             out_dir,
         )
+        examples = reading_examples(prompter, config.examples, config.seed, progress)
         train_reader(base_dir, examples, staging, config, settings.threads, progress)
 
     return cached_artifact(out_dir, build, marker="config.json")
