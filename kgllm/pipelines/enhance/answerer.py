@@ -93,12 +93,12 @@ class GenerationAnswerer:
 
     ``lm`` is any :class:`~kgllm.llm.base.LanguageModel`, or a function of this answerer that returns
     one on first use (kgllm's reader model is trained, the first time it is needed, on the prompts
-    this answerer builds). ``template`` must take ``facts``
-    and ``question``; :data:`~kgllm.pipelines.enhance.prompt.INSTRUCTED_TEMPLATE` suits
-    instruction-following models, :data:`~kgllm.pipelines.enhance.prompt.READER_TEMPLATE` kgllm's
-    own. ``context_tokens`` bounds prompt plus answer (default: the model's position limit for a
-    local model, else no bound but ``k``). ``paths`` (a relation-path answerer) adds the facts of the
-    paths it walks to the fused lists.
+    this answerer builds). ``template`` must take ``facts`` and ``question``;
+    :data:`~kgllm.pipelines.enhance.prompt.INSTRUCTED_TEMPLATE` suits instruction-following models,
+    :data:`~kgllm.pipelines.enhance.prompt.READER_TEMPLATE` kgllm's own. ``context_tokens`` bounds
+    prompt plus answer (default: the model's position limit for a local model, else no bound but
+    ``k``). ``paths`` (a relation-path answerer) adds the facts of the paths it walks to the fused
+    lists.
 
     Example::
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from kgllm.cache import cached_artifact
-from kgllm.graph.base import GraphStore
+from kgllm.datasets.pathquestion import PathQuestionItem
 from kgllm.graph.labels import local_name
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.tasks import TaskExample, TaskSplits
@@ -110,9 +110,10 @@ def reading_examples(
     only builds prompts here, and never generates.
     """
     walks = _questions(prompter, count, seed)
+    classes = CorpusBuilder(prompter.store)
     examples = []
     for walk in tqdm(walks, desc="reading examples", disable=not progress):
-        example = _example(prompter, walk)
+        example = _example(prompter, classes, walk)
         if example is not None:
             examples.append(example)
     return examples
@@ -152,7 +153,7 @@ def _corpus_walk(builder: CorpusBuilder, touching: dict[str, list[Triple]], node
     return Walk(question, start, steps)
 
 
-def _chain_walks(items: Sequence, triples: list[Triple]) -> list[Walk]:
+def _chain_walks(items: Sequence[PathQuestionItem], triples: list[Triple]) -> list[Walk]:
     """The generated plain-English questions as walks (their gold paths name nodes by local name)."""
     by_name: dict[str, set[str]] = defaultdict(set)
     for t in triples:
@@ -172,13 +173,13 @@ def _absent(builder: CorpusBuilder, node: str, rng: random.Random) -> Walk:
     return Walk(form.format(a=rng.choice(ABSENT_ATTRIBUTES), e=builder.label(node)), node, ())
 
 
-def _example(prompter: GenerationAnswerer, walk: Walk) -> TaskExample | None:
+def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -> TaskExample | None:
     """The prompt for the walk's question, and its answers as the prompt's facts reach them."""
     prepared = prompter.prepare(walk.question, context_tokens=READER_CONTEXT, constrained=False)
     if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
         return None
     shown = [f.triple for f in prepared.facts]
-    reached = reached_through(prompter.store, walk, shown)
+    reached = reached_through(classes, walk, shown)
     if reached:
         cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
         target = " " + ", ".join(f"{name} [{n}]" for n, name in cited)
@@ -187,9 +188,10 @@ def _example(prompter: GenerationAnswerer, walk: Walk) -> TaskExample | None:
     return TaskExample(prepared.prompt, target, (target.strip(),))
 
 
-def reached_through(store: GraphStore, walk: Walk, facts: list[Triple]) -> dict[str, int]:
+def reached_through(classes: CorpusBuilder, walk: Walk, facts: list[Triple]) -> dict[str, int]:
     """Each node the walk reaches through ``facts`` alone, with the number (from 1) of the first
-    fact that takes its last step there. A walk of no steps reaches nothing."""
+    fact that takes its last step there (to a node of the step's class, as ``classes`` reads the
+    graph's classes). A walk of no steps reaches nothing."""
     frontier = {walk.start}
     reached: dict[str, int] = {}
     for step in walk.steps:
@@ -198,15 +200,10 @@ def reached_through(store: GraphStore, walk: Walk, facts: list[Triple]) -> dict[
             source, target = (t.head, t.tail) if step.forward else (t.tail, t.head)
             if t.relation != step.relation or source not in frontier or target in reached:
                 continue
-            if step.cls is None or _class(store, target) == step.cls:
+            if step.cls is None or (classes.answer_class(target) or "thing") == step.cls:
                 reached[target] = n
         frontier = set(reached)
     return reached
-
-
-def _class(store: GraphStore, node: str) -> str:
-    entity = store.entity(node)
-    return store.label(entity.types[0]) if entity and entity.types else "thing"
 
 
 # ------------------------------------------------------------------ the cached reader
@@ -233,7 +230,8 @@ def ensure_reader_model(
     base_dir = ensure_default_model(answerer.store, settings, progress=progress)
     prompter = answerer.with_model(open_model(base_dir, settings=settings))
     first = _questions(prompter, config.examples, config.seed)[:KEY_EXAMPLES]
-    key = [e for e in (_example(prompter, w) for w in first) if e is not None]
+    classes = CorpusBuilder(answerer.store)
+    key = [e for e in (_example(prompter, classes, w) for w in first) if e is not None]
     out_dir = reader_model_dir(base_dir, key, config, settings)
 
     def build(staging: Path) -> None:
