@@ -520,7 +520,11 @@ def _train(
     seconds = time.perf_counter() - started
     losses = [(int(e["step"]), e["loss"]) for e in trainer.state.log_history if "loss" in e]
     steps = trainer.state.global_step
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete: nothing left to resume
+    # the run is complete: nothing left to resume. Under torchrun process 0 may still be rotating its
+    # last checkpoints when another process gets here, so all wait and process 0 alone removes them.
+    distributed.barrier()
+    if distributed.is_main():
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     model.eval()
     return RunStats(
         steps,
