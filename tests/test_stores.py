@@ -70,6 +70,8 @@ def test_labels_aliases_and_types(filled):
     assert filled.label(BORDERS) == "borders"
     assert filled.label(IN) == "located in"
     assert filled.entity(EX + "atlantis") is None
+    assert filled.classes_of(CHAD) == (EX + "Country",)
+    assert filled.classes_of(NIGER) == () and filled.classes_of(EX + "atlantis") == ()
 
 
 def test_find_by_label_ignores_case_and_matches_aliases(filled):

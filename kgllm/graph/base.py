@@ -151,6 +151,12 @@ class GraphStore(ABC):
     def entity(self, entity_id: str) -> Entity | None:
         """The entity with this id, or None."""
 
+    def classes_of(self, entity_id: str) -> tuple[str, ...]:
+        """The classes of the entity with this id (none where it has none or the store lacks it).
+        Path searches ask it of every node they reach: back-ends answer without a whole ``entity``."""
+        entity = self.entity(entity_id)
+        return entity.types if entity else ()
+
     @abstractmethod
     def label(self, node_id: str) -> str:
         """The label of an entity, relation or class (readable local name when it has none)."""

@@ -38,6 +38,7 @@ from rdflib.term import Node
 
 from kgllm.cache import file_lock, fsync_dir
 from kgllm.exceptions import ConfigurationError, GraphStoreError
+from kgllm.graph.base import Direction
 from kgllm.graph.rdflib_store import (
     DEFAULT_BASE,
     DERIVED_ENTITY,
@@ -51,6 +52,8 @@ from kgllm.types import Entity, Triple
 log = logging.getLogger(__name__)
 
 UNDO_LOG = "kgllm-undo.log"
+_NON_RELATION_IRIS = frozenset(str(p) for p in NON_RELATIONS)
+_RDF_TYPE = ox.NamedNode(str(RDF.type))
 Statement = tuple[Node, Node, Node]
 
 
@@ -230,6 +233,40 @@ class OxigraphStore(RDFLibStore):
             sparql = f"{sparql}\nVALUES ({names}) {{ ({values}) }}"
         with self._reading(), self._sparql:
             return self.graph.query(sparql)
+
+    def _read_neighbors(
+        self, entity_id: str, direction: Direction, relation: str | None, limit: int | None
+    ) -> list[Triple]:
+        """Read from Oxigraph itself: through rdflib every edge becomes three rdflib terms first, which
+        is most of a path search's time on a big graph."""
+        if self._flush is not None:  # inside a write: what it staged too
+            return super()._read_neighbors(entity_id, direction, relation, limit)
+        assert self._handle is not None  # called while reading
+        node = ox.NamedNode(self._iri(entity_id))
+        predicate = ox.NamedNode(self._iri(relation)) if relation else None
+        patterns = []
+        if direction in ("out", "both"):
+            patterns.append((node, predicate, None))
+        if direction in ("in", "both"):
+            patterns.append((None, predicate, node))
+        found: list[Triple] = []
+        for subject, prop, value in patterns:
+            for quad in self._handle.oxigraph.quads_for_pattern(subject, prop, value, ox.DefaultGraph()):
+                if isinstance(quad.object, ox.NamedNode) and quad.predicate.value not in _NON_RELATION_IRIS:
+                    found.append(Triple(quad.subject.value, quad.predicate.value, quad.object.value))
+                    if limit is not None and len(found) >= limit:
+                        return found
+        return found
+
+    def classes_of(self, entity_id: str) -> tuple[str, ...]:
+        with self._reading():
+            if self._flush is not None or self._iri(entity_id) not in self._entity_nodes():
+                return super().classes_of(entity_id)
+            assert self._handle is not None  # opened for reading
+            found = self._handle.oxigraph.quads_for_pattern(
+                ox.NamedNode(self._iri(entity_id)), _RDF_TYPE, None, ox.DefaultGraph()
+            )
+            return tuple(sorted(q.object.value for q in found if isinstance(q.object, ox.NamedNode)))
 
     def count_triples(self) -> int:
         """Counted by Oxigraph's query engine, not by reading every statement into Python."""

@@ -592,6 +592,13 @@ class RDFLibStore(GraphStore):
         return self._entity(node)
 
     @_reads
+    def classes_of(self, entity_id: str) -> tuple[str, ...]:
+        node = self._iri(entity_id)
+        if node not in self._entity_nodes():
+            return ()
+        return tuple(sorted(str(c) for c in self.graph.objects(node, RDF.type) if isinstance(c, URIRef)))
+
+    @_reads
     def describe(self, node_id: str) -> Entity:
         return self._entity(self._iri(node_id))
 
