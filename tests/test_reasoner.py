@@ -145,6 +145,34 @@ def test_beam_search_keeps_only_the_best_partial_plans(demo):
     assert all((p.topic.id, p.hops[:1], p.classes[:1]) in first_hops for p in plans if len(p.hops) == 2)
 
 
+def test_a_plan_grown_from_a_sample_of_edges_is_walked_again_for_all_its_answers(demo, monkeypatch):
+    question = "Which subregion are the neighbours of Chad located in?"
+    probing = PathReasoner(demo.store, demo.retriever, config=ReasonerConfig(beam_width=3, max_probe_edges=12))
+    walked_again, walk = [], probing._walk_along
+    monkeypatch.setattr(probing, "_walk_along", lambda plan: walked_again.append(plan.hops) or walk(plan))
+    answer = probing.answer(question)
+    assert answer_ids(answer) == {"middle_africa", "northern_africa", "western_africa"}
+    assert answer_ids(answer) == answer_ids(demo.answer(question))
+    # the second hop was found on the first few neighbours' edges, and the plan then walked from all seven
+    assert len(walked_again[0]) == 2
+    neighbours = {
+        t.tail if t.head == KG + "chad" else t.head
+        for t in demo.store.neighbors(KG + "chad", relation=KG + "neighborOf")
+    }
+    assert len(neighbours) == 7 and {p.nodes[1] for p in answer.evidence.paths} == neighbours
+
+
+def test_a_beam_ranks_in_full_only_the_children_closest_to_the_question(demo, monkeypatch):
+    question = "Which subregion are the neighbours of Chad located in?"
+    narrow = PathReasoner(demo.store, demo.retriever, config=ReasonerConfig(beam_width=3, beam_candidates=4))
+    ranked, rank = [], narrow.rank
+    monkeypatch.setattr(narrow, "rank", lambda q, plans, m: ranked.append(len(plans)) or rank(q, plans, m))
+    answer = narrow.answer(question)
+    assert answer_ids(answer) == {"middle_africa", "northern_africa", "western_africa"}
+    # the four one-hop plans, then four of the eight two-hop ones; the kept plans are ranked together at the end
+    assert ranked[:-1] == [4, 4]
+
+
 def test_beam_search_is_bounded_on_hubs_and_cycles(encoder):
     ex = "http://example.org/"
     store = RDFLibStore()
@@ -167,6 +195,10 @@ def test_config_is_checked():
         ReasonerConfig(max_hops=0)
     with pytest.raises(InputError):
         ReasonerConfig(max_fanout=0)
+    with pytest.raises(InputError):
+        ReasonerConfig(max_probe_edges=0)
+    with pytest.raises(InputError):
+        ReasonerConfig(beam_candidates=0)
 
 
 def test_nouns_chained_to_the_entity_hint_at_the_hops():

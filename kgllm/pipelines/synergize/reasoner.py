@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from kgllm.exceptions import InputError
-from kgllm.graph.base import GraphStore
+from kgllm.graph.base import Direction, GraphStore
 from kgllm.llm.base import LanguageModel
 from kgllm.llm.corpus import Hop, clause, noun_chain, path_text, plan_prompt, plural
 from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
@@ -44,6 +44,12 @@ class ReasonerConfig:
     max_hops: int = 2  # longest relation path
     max_fanout: int = 2000  # edges read from one entity per step (bounds hubs)
     max_walks: int = 50_000  # walks enumerated per topic entity (per step of the beam search)
+    # edges read at a partial plan's ends to find its next hops (beam search); a plan whose hops were
+    # found on such a sample is walked again along its own relations once kept, so its answers are whole
+    max_probe_edges: int = 2000
+    # partial plans of one hop ranked in full (beam search); beyond it, first those from the best parents
+    # whose new relation's name is closest to the question: every plan ranked in full is a phrase to encode
+    beam_candidates: int = 16
     beam_width: int = 0  # 0: rank every plan; else keep the best N partial plans at each hop
     max_topics: int = 3  # linked entities tried as the start of a path
     lm_weight: float = 0.005  # weight of the model's mean token log-likelihood of a plan
@@ -63,8 +69,8 @@ class ReasonerConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= 4:
             raise InputError("max_hops must be between 1 and 4")
-        if min(self.max_fanout, self.max_walks, self.max_topics) < 1:
-            raise InputError("max_fanout, max_walks and max_topics must be positive")
+        if min(self.max_fanout, self.max_walks, self.max_topics, self.max_probe_edges, self.beam_candidates) < 1:
+            raise InputError("max_fanout, max_walks, max_topics, max_probe_edges and beam_candidates must be positive")
         if self.beam_width < 0:
             raise InputError("beam_width must be 0 (rank every plan) or positive")
         if not self.max_seconds >= 0:
@@ -81,6 +87,7 @@ class Plan:
     walks: list[GraphPath]
     link_score: float
     scores: dict[str, float] = field(default_factory=dict)
+    probed: bool = False  # its walks are a sample: its hops were found on some of the edges they reach
 
     @property
     def score(self) -> float:
@@ -115,7 +122,7 @@ class PathReasoner:
         self.config = config or ReasonerConfig()
         self._label = lru_cache(maxsize=200_000)(store.label)
         self._describe = lru_cache(maxsize=10_000)(store.describe)
-        self._classes_of = lru_cache(maxsize=200_000)(self._lookup_classes)
+        self._classes_of = lru_cache(maxsize=200_000)(store.classes_of)
         self._vectors: dict[str, np.ndarray] = {}  # plan phrases repeat across questions
 
     # ------------------------------------------------------------ public
@@ -165,21 +172,24 @@ class PathReasoner:
     def warm_up(self, per_class: int = 3, seconds: float = 30.0) -> int:
         """Encode the plan phrases of the paths from a few entities of each class, so that the first
         questions about them do not wait for it (a phrase names its topic by a placeholder, so it
-        serves every entity with those paths); stops after ``seconds``. Returns the phrases encoded."""
+        serves every entity with those paths). Plans grow a hop at a time, found on at most
+        ``max_probe_edges`` edges each as in the beam search, and each hop's phrases are encoded
+        before the next is walked; stops after ``seconds``. Returns the phrases encoded."""
         call = copy.copy(self)  # a deadline of its own; the phrase cache stays shared
         call._deadline = time.monotonic() + seconds
         before = len(self._vectors)
         seen: Counter[str] = Counter()
-        phrases: dict[str, None] = {}
         try:
             for entity in self.store.entities():
                 call._check_time()
                 kind = entity.types[0] if entity.types else ""
-                if seen[kind] < per_class:
-                    seen[kind] += 1
-                    for plan in call.plans(entity):
-                        phrases.update(dict.fromkeys(call.describe(plan, MASK)))
-            call._encode_cached(list(phrases))
+                if seen[kind] >= per_class:
+                    continue
+                seen[kind] += 1
+                generation = [Plan(entity, (), (), [GraphPath(entity.id, ())], 1.0)]
+                for _ in range(self.config.max_hops):
+                    generation = [child for plan in generation for child in call._extend(plan)]
+                    call._encode_cached([phrase for plan in generation for phrase in call.describe(plan, MASK)])
         except SearchCut:
             pass  # out of time: what was encoded so far is kept
         return len(self._vectors) - before
@@ -198,7 +208,8 @@ class PathReasoner:
     def search(self, question: str, links) -> tuple[list[Plan], int]:
         """The candidate plans from the linked entities, ranked best first, and how many words of the
         question name a relation. Every plan up to ``max_hops`` is ranked, or, with a ``beam_width``,
-        only those grown from the best partial plans of each length."""
+        only those grown from the best partial plans of each length; then a plan that disagrees with
+        the best may keep walks found on a sample of the edges (``probed``)."""
         mentions = [link.mention for link in links]
         if self.config.beam_width:
             plans, named = self._beam_search(question, links, mentions)
@@ -323,8 +334,9 @@ class PathReasoner:
         again with the others, so that plans of all lengths are scored alike."""
         beam = [Plan(link.entity, (), (), [GraphPath(link.entity.id, ())], link.score) for link in links]
         kept: list[Plan] = []
+        query = self.retriever.encoder.encode_query(_mask(question, mentions))
         for _ in range(self.config.max_hops):
-            children = [child for plan in beam for child in self._extend(plan)]
+            children = self._shortlist(query, [(plan, child) for plan in beam for child in self._extend(plan)])
             if not children:
                 break
             self.rank(question, children, mentions)
@@ -332,25 +344,82 @@ class PathReasoner:
             kept += beam
         for plan in kept:
             plan.scores.clear()
-        return kept, self.rank(question, kept, mentions) if kept else 0
+        named = self.rank(question, kept, mentions) if kept else 0
+        if kept:
+            self._complete(kept)
+        return kept, named
+
+    def _complete(self, plans: list[Plan]) -> None:
+        """Walk again, for all their answers, the sampled plans that the answer depends on: the best,
+        and those whose sample holds only its answers (the confidence counts the plans that agree
+        with it; one whose sample holds another answer disagrees however it is walked)."""
+        best = max(plans, key=lambda p: p.score)
+        if best.probed:
+            best.walks, best.probed = self._walk_along(best), False
+        answers = set(best.answers)
+        for plan in plans:
+            if plan.probed and set(plan.answers) <= answers:
+                plan.walks, plan.probed = self._walk_along(plan), False
+
+    def _shortlist(self, query: np.ndarray, children: list[tuple[Plan, Plan]]) -> list[Plan]:
+        """At most ``beam_candidates`` of the children: those whose parent scored best and whose last
+        hop alone reads closest to the question. A last hop's phrase depends only on its relation,
+        direction and class, so few are ever encoded, where the children's own phrases are many."""
+        if len(children) <= self.config.beam_candidates:
+            return [child for _, child in children]
+
+        last_hops = [
+            self.describe(Plan(child.topic, child.hops[-1:], child.classes[-1:], [], child.link_score), MASK)
+            for _, child in children
+        ]
+        unique = list(dict.fromkeys(phrase for phrases in last_hops for phrase in phrases))
+        vectors = dict(zip(unique, self._encode_cached(unique)))  # one batch
+        promise = [
+            parent.score + max(float(vectors[phrase] @ query) for phrase in phrases)
+            for (parent, _), phrases in zip(children, last_hops)
+        ]
+        best_first = sorted(range(len(children)), key=lambda i: -promise[i])
+        return [children[i][1] for i in best_first[: self.config.beam_candidates]]
 
     def _extend(self, plan: Plan) -> list[Plan]:
         """The plans one hop longer than ``plan``: its walks extended by every edge at their ends,
         grouped by the relation, its direction and the class of the node reached."""
         grouped: dict[tuple[Hop, str | None], list[GraphPath]] = defaultdict(list)
-        edges = list(itertools.islice(self._edges_at_ends(plan.walks), self.config.max_walks))
-        if len(edges) == self.config.max_walks:
-            log.warning("walk limit %d reached extending a plan from %s", self.config.max_walks, plan.topic.id)
-        for walk, t in edges:
+        probe = self.config.max_probe_edges
+        edges = list(itertools.islice(self._edges_at_ends(plan.walks), probe + 1))
+        probed = plan.probed or len(edges) > probe
+        for walk, end, t in edges[:probe]:
             self._check_time()
-            forward = t.head == walk.end
+            forward = t.head == end
             extended = GraphPath(walk.start, (*walk.triples, t))
             for cls in self._classes_of(t.tail if forward else t.head) or (None,):
                 grouped[(Hop(t.relation, forward), cls)].append(extended)
         return [
-            Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score)
+            Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score, probed=probed)
             for (hop, cls), walks in grouped.items()
         ]
+
+    def _walk_along(self, plan: Plan) -> list[GraphPath]:
+        """The walks from the plan's topic that follow its relations and classes, each entity's edges
+        read once per hop and only those of the hop's relation."""
+        walks = [GraphPath(plan.topic.id, ())]
+        for hop, cls in zip(plan.hops, plan.classes):
+            along: dict[str, list[Triple]] = {}
+            extended = []
+            for walk in walks:
+                end = walk.end
+                if end not in along:
+                    self._check_time()
+                    along[end] = self._edges(end, "out" if hop.forward else "in", hop.relation)
+                for t in along[end]:
+                    if cls in (self._classes_of(t.tail if hop.forward else t.head) or (None,)):
+                        extended.append(GraphPath(walk.start, (*walk.triples, t)))
+                if len(extended) >= self.config.max_walks:
+                    log.warning("walk limit %d reached walking a plan from %s", self.config.max_walks, plan.topic.id)
+                    del extended[self.config.max_walks :]
+                    break
+            walks = extended
+        return walks
 
     def _walks(self, start: str):
         frontier: list[tuple[str, tuple[Triple, ...], tuple[Hop, ...]]] = [(start, (), ())]
@@ -374,13 +443,14 @@ class PathReasoner:
     def _edges_at_ends(self, walks: list[GraphPath]):
         for walk in walks:
             self._check_time()
-            for t in self._edges(walk.end):
-                yield walk, t
+            end = walk.end
+            for t in self._edges(end):
+                yield walk, end, t
 
-    def _edges(self, node: str) -> list[Triple]:
+    def _edges(self, node: str, direction: Direction = "both", relation: str | None = None) -> list[Triple]:
         """The edges of ``node`` walked in one step: all of them, or the first ``max_fanout`` of a hub
         that has more, which is noted so that the answer says it was searched on a sample."""
-        edges = self.store.neighbors(node, "both", limit=self.config.max_fanout + 1)
+        edges = self.store.neighbors(node, direction, relation, limit=self.config.max_fanout + 1)
         if len(edges) > self.config.max_fanout:
             if self._hubs is not None:
                 self._hubs.add(node)
@@ -406,10 +476,6 @@ class PathReasoner:
         if now > self._next_pause:  # a long search gives way to the short ones beside it
             time.sleep(PAUSE_SECONDS)
             self._next_pause = time.monotonic() + WORK_SECONDS
-
-    def _lookup_classes(self, node: str) -> tuple[str, ...]:
-        entity = self.store.entity(node)
-        return entity.types if entity else ()
 
     def _rank_with_model(self, question: str, plans: list[Plan]) -> None:
         assert self.lm is not None  # called only when there is a model
