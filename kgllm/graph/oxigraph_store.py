@@ -244,7 +244,7 @@ class OxigraphStore(RDFLibStore):
         assert self._handle is not None  # called while reading
         node = ox.NamedNode(self._iri(entity_id))
         predicate = ox.NamedNode(self._iri(relation)) if relation else None
-        patterns = []
+        patterns: list[tuple[ox.NamedNode | None, ox.NamedNode | None, ox.NamedNode | None]] = []
         if direction in ("out", "both"):
             patterns.append((node, predicate, None))
         if direction in ("in", "both"):
@@ -252,8 +252,13 @@ class OxigraphStore(RDFLibStore):
         found: list[Triple] = []
         for subject, prop, value in patterns:
             for quad in self._handle.oxigraph.quads_for_pattern(subject, prop, value, ox.DefaultGraph()):
-                if isinstance(quad.object, ox.NamedNode) and quad.predicate.value not in _NON_RELATION_IRIS:
-                    found.append(Triple(quad.subject.value, quad.predicate.value, quad.object.value))
+                subject_node, object_node = quad.subject, quad.object
+                if (
+                    isinstance(object_node, ox.NamedNode)
+                    and not isinstance(subject_node, ox.Triple)  # an RDF-star statement is no entity's edge
+                    and quad.predicate.value not in _NON_RELATION_IRIS
+                ):
+                    found.append(Triple(subject_node.value, quad.predicate.value, object_node.value))
                     if limit is not None and len(found) >= limit:
                         return found
         return found
