@@ -7,8 +7,11 @@ labels. Each graph is measured in a process of its own, so its peak RSS is its o
 
 - load: ``kgllm load`` into a fresh Oxigraph folder (parse, check, write in batches);
 - index: the retriever's indexes from scratch (entity labels; facts deferred unless asked);
+- warm-up: what ``kgllm serve`` does before its first request (the reasoner encodes the
+  relation-path phrases of a few entities' paths);
 - ask: warm ``ask`` without a language model, p50 and p95 over questions about
-  entities drawn by degree (hubs included);
+  entities drawn by degree (hubs included), and how many got exactly the entities the
+  graph holds for that entity and relation;
 - the growth exponent of each cost: the slope of log(cost) against log(triples).
 """
 
@@ -56,8 +59,10 @@ class ScaleResult:
     max_degree: int = 0
     load_seconds: float = 0.0
     index_seconds: float = 0.0
+    warm_up_seconds: float = 0.0
     ask_seconds: list[float] = field(default_factory=list)
     answered: int = 0
+    exact: int = 0
     sampled: int = 0
     peak_rss_mb: float = 0.0
     sentences_per_second: float = 0.0
@@ -75,9 +80,11 @@ class ScaleResult:
             "load s": f"{self.load_seconds:.1f}",
             "load triples/s": f"{self.triples / self.load_seconds:,.0f}" if self.load_seconds else "-",
             "index s": f"{self.index_seconds:.1f}",
+            "warm-up s": f"{self.warm_up_seconds:.1f}",
             "ask p50 ms": f"{1000 * statistics.median(self.ask_seconds):.0f}" if self.ask_seconds else "-",
             "ask p95 ms": f"{1000 * self.percentile(0.95):.0f}",
             "answered": f"{self.answered}/{len(self.ask_seconds)}",
+            "exact answer": f"{self.exact}/{len(self.ask_seconds)}",
             "fan-out sampled": f"{self.sampled}/{len(self.ask_seconds)}",
             "peak RSS MB": f"{self.peak_rss_mb:,.0f}",
             "encoder sentences/s": f"{self.sentences_per_second:,.0f}",
@@ -152,12 +159,19 @@ def fb15k237_graph(data: Path, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ measuring
-def _questions(store, count: int, seed: int = 0) -> list[str]:
-    """Questions naming an entity (drawn by degree, so hubs come up) and one of its relations."""
+def _questions(store, count: int, seed: int = 0) -> list[tuple[str, set[str]]]:
+    """Questions naming an entity (drawn by degree, so hubs come up) and one of its relations, each
+    with the entities the graph holds for them."""
     rng = random.Random(seed)
     edges = list(store.triples())
     picked = [edges[rng.randrange(len(edges))] for _ in range(count)]
-    return [f"What is the {store.label(t.relation)} of {store.label(t.head)}?" for t in picked]
+    return [
+        (
+            f"What is the {store.label(t.relation)} of {store.label(t.head)}?",
+            {fact.tail for fact in store.triples(head=t.head, relation=t.relation)},
+        )
+        for t in picked
+    ]
 
 
 def _degree(store) -> int:
@@ -190,16 +204,20 @@ def measure(name: str, graph_file: Path, work: Path, index_facts: bool, beam: in
     started = time.perf_counter()
     session = connect(store, use_model=False, settings=settings, encoder=encoder, progress=False)
     result.index_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    session.reasoner.warm_up()
+    result.warm_up_seconds = time.perf_counter() - started
     result.entities = store.count_entities()
     result.max_degree = _degree(store)
     questions = _questions(store, WARM_UP + QUESTIONS)
-    for question in questions[:WARM_UP]:
+    for question, _ in questions[:WARM_UP]:
         session.ask(question)
-    for question in questions[WARM_UP:]:
+    for question, gold in questions[WARM_UP:]:
         started = time.perf_counter()
         answer = session.ask(question)
         result.ask_seconds.append(time.perf_counter() - started)
         result.answered += bool(answer.entities)
+        result.exact += {e.id for e in answer.entities} == gold
         result.sampled += bool(answer.metadata.get("fanout_sampled"))
     facts = [f"{store.label(t.head)} {store.label(t.relation)} {store.label(t.tail)}" for t in store.triples()]
     sample = random.Random(1).sample(facts, min(FACT_SAMPLE, len(facts)))
