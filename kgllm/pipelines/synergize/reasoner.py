@@ -43,12 +43,12 @@ class ReasonerConfig:
 
     max_hops: int = 2  # longest relation path
     max_fanout: int = 2000  # edges read from one entity per step (bounds hubs)
-    max_walks: int = 50_000  # walks enumerated per topic entity (per step of the beam search)
+    max_walks: int = 50_000  # walks enumerated per topic entity (per plan the beam search walks again)
     # edges read at a partial plan's ends to find its next hops (beam search); a plan whose hops were
     # found on such a sample is walked again along its own relations once kept, so its answers are whole
     max_probe_edges: int = 2000
     # partial plans of one hop ranked in full (beam search); beyond it, first those from the best parents
-    # whose new relation's name is closest to the question: every plan ranked in full is a phrase to encode
+    # whose last hop alone reads closest to the question: every plan ranked in full is a phrase to encode
     beam_candidates: int = 16
     beam_width: int = 0  # 0: rank every plan; else keep the best N partial plans at each hop
     max_topics: int = 3  # linked entities tried as the start of a path
