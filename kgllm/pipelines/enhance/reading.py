@@ -109,7 +109,10 @@ def reading_examples(
     ``prompter`` writes with a model whose tokenizer the reader shares (the default model): it
     only builds prompts here, and never generates.
     """
-    walks = _questions(prompter, count, seed)
+    return _examples(prompter, _questions(prompter, count, seed), progress)
+
+
+def _examples(prompter: GenerationAnswerer, walks: list[Walk], progress: bool = False) -> list[TaskExample]:
     classes = CorpusBuilder(prompter.store)
     examples = []
     for walk in tqdm(walks, desc="reading examples", disable=not progress):
@@ -229,9 +232,8 @@ def ensure_reader_model(
     config = config or ReaderConfig()
     base_dir = ensure_default_model(answerer.store, settings, progress=progress)
     prompter = answerer.with_model(open_model(base_dir, settings=settings))
-    first = _questions(prompter, config.examples, config.seed)[:KEY_EXAMPLES]
-    classes = CorpusBuilder(answerer.store)
-    key = [e for e in (_example(prompter, classes, w) for w in first) if e is not None]
+    walks = _questions(prompter, config.examples, config.seed)
+    key = _examples(prompter, walks[:KEY_EXAMPLES])
     out_dir = reader_model_dir(base_dir, key, config, settings)
 
     def build(staging: Path) -> None:
@@ -241,7 +243,7 @@ def ensure_reader_model(
             config.minutes,
             out_dir,
         )
-        examples = reading_examples(prompter, config.examples, config.seed, progress)
+        examples = key + _examples(prompter, walks[KEY_EXAMPLES:], progress)  # the key's are built once
         train_reader(base_dir, examples, staging, config, settings.threads, progress)
 
     return cached_artifact(out_dir, build, marker="config.json")
