@@ -46,6 +46,7 @@ from kgllm.graph.rdflib_store import (
     NON_RELATIONS,
     RDFLibStore,
     ReadWriteLock,
+    edge_patterns,
 )
 from kgllm.types import Entity, Triple
 
@@ -242,15 +243,9 @@ class OxigraphStore(RDFLibStore):
         if self._flush is not None:  # inside a write: what it staged too
             return super()._read_neighbors(entity_id, direction, relation, limit)
         assert self._handle is not None  # called while reading
-        node = ox.NamedNode(self._iri(entity_id))
         predicate = ox.NamedNode(self._iri(relation)) if relation else None
-        patterns: list[tuple[ox.NamedNode | None, ox.NamedNode | None, ox.NamedNode | None]] = []
-        if direction in ("out", "both"):
-            patterns.append((node, predicate, None))
-        if direction in ("in", "both"):
-            patterns.append((None, predicate, node))
         found: list[Triple] = []
-        for subject, prop, value in patterns:
+        for subject, prop, value in edge_patterns(ox.NamedNode(self._iri(entity_id)), predicate, direction):
             for quad in self._handle.oxigraph.quads_for_pattern(subject, prop, value, ox.DefaultGraph()):
                 subject_node, object_node = quad.subject, quad.object
                 if (
@@ -265,8 +260,10 @@ class OxigraphStore(RDFLibStore):
 
     def classes_of(self, entity_id: str) -> tuple[str, ...]:
         with self._reading():
-            if self._flush is not None or self._iri(entity_id) not in self._entity_nodes():
+            if self._flush is not None:  # inside a write: what it staged too
                 return super().classes_of(entity_id)
+            if self._iri(entity_id) not in self._entity_nodes():
+                return ()
             assert self._handle is not None  # opened for reading
             found = self._handle.oxigraph.quads_for_pattern(
                 ox.NamedNode(self._iri(entity_id)), _RDF_TYPE, None, ox.DefaultGraph()

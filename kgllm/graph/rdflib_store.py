@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from rdflib import RDF, RDFS, SKOS, XSD, BNode, Graph, Literal, Namespace, URIRef
@@ -174,6 +174,19 @@ class ReadWriteLock:
                 yield
             finally:
                 held["writes"] = 0
+
+
+T = TypeVar("T")
+
+
+def edge_patterns(node: T, predicate: T | None, direction: Direction) -> list[tuple[T | None, T | None, T | None]]:
+    """The (subject, predicate, object) patterns of ``node``'s edges in ``direction``."""
+    patterns: list[tuple[T | None, T | None, T | None]] = []
+    if direction in ("out", "both"):
+        patterns.append((node, predicate, None))
+    if direction in ("in", "both"):
+        patterns.append((None, predicate, node))
+    return patterns
 
 
 def _reads(method):
@@ -664,15 +677,9 @@ class RDFLibStore(GraphStore):
     def _read_neighbors(
         self, entity_id: str, direction: Direction, relation: str | None, limit: int | None
     ) -> list[Triple]:
-        node = self._iri(entity_id)
         predicate = self._iri(relation) if relation else None
         found: list[Triple] = []
-        patterns: list[tuple[URIRef | None, URIRef | None, URIRef | None]] = []
-        if direction in ("out", "both"):
-            patterns.append((node, predicate, None))
-        if direction in ("in", "both"):
-            patterns.append((None, predicate, node))
-        for pattern in patterns:
+        for pattern in edge_patterns(self._iri(entity_id), predicate, direction):
             for s, p, o in self.graph.triples(pattern):
                 if self._is_relation_triple(p, o):
                     found.append(self._triple(s, p, o))
