@@ -159,15 +159,19 @@ def test_fusion_ranks_facts_every_list_agrees_on_first(retriever):
         FusionRetriever(retriever).retrieve("Which countries border Chad?", topk=3)
 
 
-def test_the_path_answerers_facts_lead_in_walking_order(store, retriever):
-    question = "Which subregions are the neighbours of Chad located in?"
+def test_the_path_answerers_paths_lead_one_item_each(store, retriever):
+    question = "In which subregions are Chad's neighbours located?"
     reasoner = PathReasoner(store, retriever)
     fused = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50)
-    walked = list(dict.fromkeys(t for path in reasoner.answer(question).evidence.paths for t in path.triples))
-    assert walked and [f.triple for f in fused.facts[: len(walked)]] == walked
-    assert all("paths" not in f.ranks for f in fused.facts[len(walked) :])
+    paths = reasoner.answer(question).evidence.paths
+    assert len(paths) == 2 and [f.path for f in fused.facts[:2]] == paths
+    assert [f.triple for f in fused.facts[:2]] == [p.triples[-1] for p in paths]  # the fact reaching the answer
+    assert all(f.path is None and "paths" not in f.ranks for f in fused.facts[2:])
+    walked = {t for path in paths for t in path.triples}
+    assert not walked & {f.triple for f in fused.facts[2:]}  # a fact of a path is not listed again
     mixed = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50, paths_first=False)
-    assert {f.triple for f in mixed.facts if "paths" in f.ranks} == set(walked)
+    assert {f.triple for f in mixed.facts if "paths" in f.ranks} == walked
+    assert all(f.path is None for f in mixed.facts)
     assert [f.score for f in mixed.facts] == sorted((f.score for f in mixed.facts), reverse=True)
 
 
@@ -181,18 +185,36 @@ def test_empty_retrieval_is_refused_without_calling_a_model(store, retriever):
     assert "cannot answer this from the graph" in answer.text and "names nothing the graph knows" in answer.text
 
 
-def test_citations_map_back_to_triples_and_paths(answerer):
-    prepared = answerer.prepare("Which subregions are the neighbours of Chad located in?", context_tokens=1000)
+def test_a_cited_path_maps_back_to_its_triples(answerer):
+    prepared = answerer.prepare("In which subregions are Chad's neighbours located?", context_tokens=1000)
     number = {f.triple: n for n, f in enumerate(prepared.facts, 1)}
     second_hop = Triple(iri("niger"), iri("locatedIn"), iri("western_africa"))
-    answer = answerer.finish(prepared, f" Western Africa [{number[second_hop]}]")
+    n = number[second_hop]
+    walked = prepared.facts[n - 1].path
+    assert walked is not None and walked.start == iri("chad") and walked.triples[-1] == second_hop
+    record = answerer.finish(prepared, " Libya [1]").metadata["facts"][n - 1]
+    arrow = ">" if walked.triples[0].head == iri("chad") else "<"  # a neighbour fact is stored both ways
+    assert record["fact"] == f"Chad {arrow} neighbor of {arrow} Niger > located in > Western Africa"
+    assert record["path"]["start"] == iri("chad")
+    assert record["path"]["triples"][-1] == [iri("niger"), iri("locatedIn"), iri("western_africa")]
+    answer = answerer.finish(prepared, f" Western Africa [{n}]")
     assert [e.id for e in answer.entities] == [iri("western_africa")]
-    assert answer.evidence.triples == [second_hop]
-    (path,) = answer.evidence.paths
-    assert path.start == iri("chad") and path.triples[-1] == second_hop and len(path.triples) == 2
-    assert answer.metadata["citations"] == [number[second_hop]]
-    assert answer.metadata["facts"][number[second_hop] - 1]["fact"] == "Niger located in Western Africa"
+    assert answer.evidence.triples == list(walked.triples)
+    assert answer.evidence.paths == [replace(walked, score=prepared.facts[n - 1].score)]
+    assert answer.metadata["citations"] == [n]
     assert answer.confidence == 1.0 and answer.metadata["unsupported_names"] == []
+
+
+def test_a_path_walked_against_a_fact_reads_backwards_and_a_fact_apart_maps_to_a_walk(answerer):
+    prepared = answerer.prepare("Which countries are located in Western Africa?", context_tokens=1000)
+    niger_in = Triple(iri("niger"), iri("locatedIn"), iri("western_africa"))
+    assert prepared.facts[0].triple == niger_in and prepared.fact_texts[0] == "Western Africa < located in < Niger"
+    apart = Triple(iri("chad"), iri("neighborOf"), iri("niger"))
+    n = [f.triple for f in prepared.facts].index(apart) + 1
+    assert prepared.facts[n - 1].path is None and prepared.fact_texts[n - 1] == "Chad neighbor of Niger"
+    answer = answerer.finish(prepared, f" Chad [{n}]")  # the walk to it from the question's entity
+    (path,) = answer.evidence.paths
+    assert path.start == iri("western_africa") and path.triples == (niger_in, apart)
 
 
 def test_a_name_no_cited_fact_holds_is_reported(answerer):
@@ -224,11 +246,14 @@ def test_facts_are_trimmed_by_rank_and_the_question_is_kept(answerer):
 
 def test_generate_mode_answers_with_a_cited_fact_for_every_name(answerer):
     answer = answerer.answer("What are the neighbors of Kenya?")
-    numbered = {fact["n"]: fact["triple"] for fact in answer.metadata["facts"]}
+    numbered = {
+        fact["n"]: fact["path"]["triples"] if "path" in fact else [fact["triple"]] for fact in answer.metadata["facts"]
+    }
     assert answer.entities and set(answer.metadata["citations"]) <= set(numbered)
     for entity in answer.entities:
-        assert any(entity.id in (numbered[n][0], numbered[n][2]) for n in answer.metadata["citations"])
-    assert answer.evidence.triples == [Triple(*numbered[n]) for n in answer.metadata["citations"]]
+        assert any(entity.id in (t[0], t[2]) for n in answer.metadata["citations"] for t in numbered[n])
+    cited = [Triple(*t) for n in answer.metadata["citations"] for t in numbered[n]]
+    assert answer.evidence.triples == list(dict.fromkeys(cited))
     assert answer.metadata["unsupported_names"] == [] and answer.confidence == 1.0
 
 
@@ -285,10 +310,13 @@ def test_a_reading_target_holds_only_what_the_shown_facts_reach(store):
         Triple(iri("niger"), iri("locatedIn"), iri("western_africa")),
     ]  # Libya's subregion is not shown: the reader must not name it from memory
     classes = CorpusBuilder(store)
-    assert reached_through(classes, walk, shown) == {iri("western_africa"): 4}
+    items = [[t] for t in shown]
+    assert reached_through(classes, walk, items) == {iri("western_africa"): 4}
     back = Walk("Which countries border Niger?", iri("niger"), (Step(iri("neighborOf"), False),))
-    assert reached_through(classes, back, shown) == {iri("chad"): 2}
-    assert reached_through(classes, Walk("Niger anthem", iri("niger"), ()), shown) == {}
+    assert reached_through(classes, back, items) == {iri("chad"): 2}
+    assert reached_through(classes, Walk("Niger anthem", iri("niger"), ()), items) == {}
+    # a path is one item: the answer it reaches cites it, not the facts apart that repeat its steps
+    assert reached_through(classes, walk, [shown[1:4:2], *items]) == {iri("western_africa"): 1}
 
 
 # ------------------------------------------------------------------ the inject benchmark's tallies

@@ -69,15 +69,17 @@ class InjectResult:
             self.unusable += 1
             return
         self.exact += sorted(local_name(e.id) for e in answer.entities) == sorted(gold)
-        facts = {f["n"]: f["triple"] for f in answer.metadata.get("facts", [])}
+        facts = {
+            f["n"]: f["path"]["triples"] if "path" in f else [f["triple"]] for f in answer.metadata.get("facts", [])
+        }
         if facts and gold:  # could a perfect reader have answered from the prompt?
-            ends = {local_name(node) for t in facts.values() for node in (t[0], t[2])}
+            ends = {local_name(node) for item in facts.values() for t in item for node in (t[0], t[2])}
             self.prompted += 1
             self.answers_in_facts += set(gold) <= ends
         for item in answer.metadata.get("items", []) or _closed_book_items(answer):
             if not item["name"]:
                 continue
-            cited = [facts[n] for n in item["citations"] if n in facts]
+            cited = [t for n in item["citations"] if n in facts for t in facts[n]]
             names = {answer.label(node).casefold() for t in cited for node in (t[0], t[2])}
             names |= {_store_label(answer, node) for t in cited for node in (t[0], t[2])}
             holds = item["name"].strip().casefold() in names

@@ -5,7 +5,9 @@ steps around a token stream:
 
 - :meth:`GenerationAnswerer.prepare`: fuse the retrieved facts (:mod:`.retrieval`), keep as many
   as the model's context holds (best first; the question is never cut), number them and fill the
-  template;
+  template. A reasoner's path is one numbered line, walked from the question's entity to its
+  answer: ``[1] Chad > neighbor of > Niger > located in > Western Africa.`` (``<`` where a fact
+  is walked against its direction: ``Chad < neighbor of < Libya`` is "Libya neighbor of Chad");
 - :meth:`GenerationAnswerer.finish`: read the answer's items and ``[n]`` citations back, map the
   cited facts to triples (and to paths from the question's entities where retrieved facts chain),
   and link each named item to an entity.
@@ -226,7 +228,7 @@ class GenerationAnswerer:
         # a small context keeps three quarters of itself for the facts
         max_new = int(max_new_option or min(self.max_new_tokens, context // 4 if context else self.max_new_tokens))
         config = GenerationConfig(max_new_tokens=max_new, stop=("\n",), max_seconds=_left(deadline))
-        texts = self._verbalize([f.triple for f in retrieved.facts])
+        texts = self._verbalize(retrieved.facts)
         kept, tokens = self._fit(question.strip(), texts, context, max_new)
         if not kept:
             refusal = f"none of the retrieved facts fits the model's context of {context} tokens beside the question"
@@ -254,7 +256,7 @@ class GenerationAnswerer:
         metadata: dict[str, Any] = {
             "mode": SOURCE,
             "facts": [
-                {"n": n, "fact": text, "triple": [f.triple.head, f.triple.relation, f.triple.tail]}
+                _fact_record(n, f, text)
                 for n, (f, text) in enumerate(zip(prepared.facts, prepared.fact_texts, strict=True), 1)
             ],
             "trimmed_facts": prepared.trimmed,
@@ -290,11 +292,11 @@ class GenerationAnswerer:
             raise ModelOutputError(
                 f"the model's answer cites none of the {n_facts} numbered facts: {generated.strip()[:200]!r}"
             )
-        triples = [prepared.facts[n - 1].triple for n in citations]
-        labels = self._labels({node for f in prepared.facts for node in (f.triple.head, f.triple.tail)})
+        triples = list(dict.fromkeys(t for n in citations for t in prepared.facts[n - 1].triples))
+        labels = self._labels({node for f in prepared.facts for t in f.triples for node in (t.head, t.tail)})
         entities, supported, uncited = [], 0, []
         for item in parsed.items:
-            cited = [prepared.facts[n - 1].triple for n in item.citations if 1 <= n <= n_facts]
+            cited = [t for n in item.citations if 1 <= n <= n_facts for t in prepared.facts[n - 1].triples]
             entity = self._entity(item.name, cited, labels)
             if entity is None:
                 uncited.append(item.name)
@@ -308,7 +310,7 @@ class GenerationAnswerer:
             found=True,
         )
         evidence = Evidence(
-            triples=triples, paths=self._paths(prepared, triples), score=prepared.facts[0].score, source=SOURCE
+            triples=triples, paths=self._paths(prepared, citations), score=prepared.facts[0].score, source=SOURCE
         )
         entities = list({e.id: e for e in entities}.values())
         answer_labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})
@@ -359,27 +361,31 @@ class GenerationAnswerer:
         exact = [m.entity for m in matches if m.entity.label.casefold() == wanted]
         return exact[0] if exact else None
 
-    def _paths(self, prepared: PreparedPrompt, cited: list[Triple]) -> list[GraphPath]:
-        """For each cited fact, the walk from a question entity through numbered facts that ends with it."""
+    def _paths(self, prepared: PreparedPrompt, citations: list[int]) -> list[GraphPath]:
+        """For each cited item, its path, or the walk from a question entity through numbered facts
+        that ends with its fact."""
         seeds = prepared.retrieved.seeds if prepared.retrieved else []
-        walks = walks_from(seeds, [f.triple for f in prepared.facts])
-        scores = {f.triple: f.score for f in prepared.facts}
-        return [GraphPath(start=walks[t][0], triples=walks[t][1], score=scores[t]) for t in dict.fromkeys(cited)]
+        walks = walks_from(seeds, [t for f in prepared.facts for t in f.triples])
+        paths = []
+        for fact in (prepared.facts[n - 1] for n in citations):
+            start, triples = (fact.path.start, fact.path.triples) if fact.path else walks[fact.triple]
+            paths.append(GraphPath(start=start, triples=triples, score=fact.score))
+        return list({(p.start, p.triples): p for p in paths}.values())
 
     def _grammar(self, facts: list[RankedFact]) -> CitationGrammar:
-        """Items ``" <entity> [n]"`` for both ends of every numbered fact (each entity named once), the
-        separator and the refusal."""
+        """Items ``" <entity> [n]"`` for the entities of every numbered item (both ends of a fact, every
+        node of a path; each entity named once), the separator and the refusal."""
         tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
-        labels = self._labels({node for f in facts for node in (f.triple.head, f.triple.tail)})
-        ends = [(n, node) for n, f in enumerate(facts, 1) for node in (f.triple.head, f.triple.tail)]
+        ends = [(n, node) for n, f in enumerate(facts, 1) for node in _nodes(f)]
+        labels = self._labels({node for _, node in ends})
         items = [f" {labels[node]} [{n}]" for n, node in ends]
         encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
         groups = [node for _, node in ends]
         return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id, groups=groups)
 
-    def _verbalize(self, triples: list[Triple]) -> list[str]:
-        labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})
-        return [f"{labels[t.head]} {labels[t.relation]} {labels[t.tail]}" for t in triples]
+    def _verbalize(self, facts: list[RankedFact]) -> list[str]:
+        labels = self._labels({node for f in facts for t in f.triples for node in (t.head, t.relation, t.tail)})
+        return [_chain_text(f.path, labels) if f.path else _fact_text(f.triple, labels) for f in facts]
 
     def _labels(self, nodes: set[str]) -> dict[str, str]:
         return {node: self.store.label(node) for node in sorted(nodes)}
@@ -417,6 +423,38 @@ class GenerationAnswerer:
     def _fusion_retriever(self) -> FusionRetriever:
         """Fusion over the shared retriever; the model (for rewrites) only when there is one."""
         return FusionRetriever(self.retriever, self.lm if self._lm is not None else None, self.fusion, self.paths)
+
+
+def _fact_text(t: Triple, labels: dict[str, str]) -> str:
+    return f"{labels[t.head]} {labels[t.relation]} {labels[t.tail]}"
+
+
+def _chain_text(path: GraphPath, labels: dict[str, str]) -> str:
+    """``Chad > neighbor of > Niger > located in > Western Africa``: the walk in its order, ``<`` for a
+    fact walked against its direction, so the answer it reaches is always the last name."""
+    nodes = path.nodes
+    parts = [labels[nodes[0]]]
+    for t, node in zip(path.triples, nodes[1:], strict=True):
+        arrow = ">" if t.tail == node else "<"
+        parts += [arrow, labels[t.relation], arrow, labels[node]]
+    return " ".join(parts)
+
+
+def _nodes(fact: RankedFact) -> list[str]:
+    return fact.path.nodes if fact.path else [fact.triple.head, fact.triple.tail]
+
+
+def _fact_record(n: int, fact: RankedFact, text: str) -> dict[str, Any]:
+    """A numbered item as the answer's metadata lists it: ``triple`` is its last fact, ``path`` (for a
+    reasoner's path) the walk: ``{"start": node, "triples": [[h, r, t], ...]}``."""
+    record: dict[str, Any] = {"n": n, "fact": text, "triple": _parts(fact.triple)}
+    if fact.path is not None:
+        record["path"] = {"start": fact.path.start, "triples": [_parts(t) for t in fact.path.triples]}
+    return record
+
+
+def _parts(t: Triple) -> list[str]:
+    return [t.head, t.relation, t.tail]
 
 
 def _left(deadline: float | None) -> float | None:

@@ -11,8 +11,9 @@ Questions come in two phrasings:
 - :func:`~kgllm.pipelines.synergize.questions.chain_questions`: plain English from the phrase bank
   and question frames ("Which countries border Chad?", "what's the region of Kenya?").
 
-The target names each answer the prompt's facts reach along the walk, once, in the order of the
-fact that reaches it, citing that fact: `` Libya [4], Niger [9]``. When the retrieved facts do not
+The target names each answer the prompt's numbered items (facts, and the reasoner's walks) reach
+along the walk, once, in the order of the item that reaches it, citing that item:
+`` Libya [4], Niger [9]``. When the retrieved facts do not
 reach an answer, and for a share of questions that ask what the graph does not hold (an anthem, a
 time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall.
 
@@ -181,8 +182,7 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
     prepared = prompter.prepare(walk.question, context_tokens=READER_CONTEXT, constrained=False)
     if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
         return None
-    shown = [f.triple for f in prepared.facts]
-    reached = reached_through(classes, walk, shown)
+    reached = reached_through(classes, walk, [f.triples for f in prepared.facts])
     if reached:
         cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
         target = " " + ", ".join(f"{name} [{n}]" for n, name in cited)
@@ -191,15 +191,17 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
     return TaskExample(prepared.prompt, target, (target.strip(),))
 
 
-def reached_through(classes: CorpusBuilder, walk: Walk, facts: list[Triple]) -> dict[str, int]:
-    """Each node the walk reaches through ``facts`` alone, with the number (from 1) of the first
-    fact that takes its last step there (to a node of the step's class, as ``classes`` reads the
-    graph's classes). A walk of no steps reaches nothing."""
+def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[Sequence[Triple]]) -> dict[str, int]:
+    """Each node the walk reaches through the numbered items' facts alone (an item: a fact, or a
+    path's facts), with the number (from 1) of the first item whose fact takes its last step there
+    (to a node of the step's class, as ``classes`` reads the graph's classes). A walk of no steps
+    reaches nothing."""
+    facts = [(n, t) for n, item in enumerate(items, 1) for t in item]
     frontier = {walk.start}
     reached: dict[str, int] = {}
     for step in walk.steps:
         reached = {}
-        for n, t in enumerate(facts, 1):
+        for n, t in facts:
             source, target = (t.head, t.tail) if step.forward else (t.tail, t.head)
             if t.relation != step.relation or source not in frontier or target in reached:
                 continue

@@ -10,10 +10,12 @@ The lists, each from the shared :class:`~kgllm.retrieval.retriever.KGRetriever`:
   paths it walks for the question, in walking order: the chains a two-hop question needs, which
   the lists above rank below the many facts that mention the question's entity.
 
-With ``paths_first`` (the default), the ``paths`` facts lead the fused list, in walking order,
-and the other lists' facts follow by fused score: the reasoner's relation paths are planned for
-the question's relations, so they are the most precise list (retrieval by planned relation paths,
-as in Reasoning on Graphs), and a reader finds the chains the question asks for first.
+With ``paths_first`` (the default), the reasoner's paths lead, each one item from the question's
+entity to the answer it reaches (:attr:`RankedFact.path`), in the reasoner's order; the other
+lists' facts follow by fused score, less the facts the paths already hold. The paths are planned
+for the question's relations, so they are the most precise list (retrieval by planned relation
+paths, as in Reasoning on Graphs), and a reader reads each chain the question asks for on one
+line, its answer at the end, instead of piecing it together from facts apart.
 
 With a language model and ``rewrites > 0``, the model rewrites the question that many times and
 each rewrite contributes its own ``faiss`` and ``expansion`` lists (RAG-Fusion). Reciprocal rank
@@ -39,7 +41,7 @@ from kgllm.pipelines.base import Answerer
 from kgllm.pipelines.enhance.prompt import PromptTemplate
 from kgllm.retrieval.linking import LinkedEntity
 from kgllm.retrieval.retriever import KGRetriever, with_labels
-from kgllm.types import Triple
+from kgllm.types import GraphPath, Triple
 
 T = TypeVar("T", bound=Hashable)
 
@@ -68,7 +70,7 @@ class FusionConfig:
     pagerank_alpha: float = 0.85
     """PageRank's damping: the chance a walk continues rather than jumping back to the entities."""
     paths_first: bool = True
-    """The facts of the path answerer's paths lead, in walking order (else they are one list among the others)."""
+    """The path answerer's paths lead, one item each (else their facts are one list among the others)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "per_list", "hops", "rrf_k"):
@@ -85,11 +87,21 @@ FUSION_OPTIONS = frozenset(f.name for f in fields(FusionConfig))
 
 @dataclass(frozen=True, slots=True)
 class RankedFact:
-    """A fused fact: its triple, its fusion score and its rank (from 1) in each list that held it."""
+    """A fused fact: its triple, its fusion score and its rank (from 1) in each list that held it.
+
+    A reasoner's path is one item too: ``path`` is the walk from a question entity, and ``triple``
+    its last fact, the one that reaches the answer.
+    """
 
     triple: Triple
     score: float
     ranks: dict[str, int] = field(default_factory=dict)
+    path: GraphPath | None = None
+
+    @property
+    def triples(self) -> tuple[Triple, ...]:
+        """The facts of the item: its path's, or its triple alone."""
+        return self.path.triples if self.path is not None else (self.triple,)
 
 
 @dataclass(frozen=True)
@@ -159,16 +171,35 @@ class FusionRetriever:
         config = replace(self.config, **options) if options else self.config
         links = self.retriever.link(question)
         rewrites = self._rewrites(question, config.rewrites)
-        rankings = self._rankings(question, links, config, rewrites)
+        walked = self._walked(question) if links else []
+        rankings = self._rankings(question, links, config, rewrites, walked)
         fused = reciprocal_rank_fusion(rankings, config.rrf_k)
-        if config.paths_first and "paths" in rankings:
-            lead = {t: i for i, t in enumerate(rankings["paths"])}
-            fused.sort(key=lambda item: lead.get(item[0], len(lead)))  # stable: the rest keep fused order
-        fused = fused[: config.k]
-        return Retrieved(question, [RankedFact(t, s, r) for t, s, r in fused], links, rewrites)
+        if not (config.paths_first and walked):
+            facts = [RankedFact(t, s, r) for t, s, r in fused[: config.k]]
+            return Retrieved(question, facts, links, rewrites)
+        scores = {t: s for t, s, _ in fused}
+        lead = [
+            RankedFact(path.triples[-1], scores.get(path.triples[-1], 0.0), {"paths": rank}, path)
+            for rank, path in enumerate(walked[: config.per_list], 1)
+        ]
+        held = {t for item in lead for t in item.triples}
+        rest = [RankedFact(t, s, r) for t, s, r in fused if t not in held]
+        return Retrieved(question, (lead + rest)[: config.k], links, rewrites)
+
+    def _walked(self, question: str) -> list[GraphPath]:
+        """The path answerer's paths for the question, each once, in its order (none without one)."""
+        if self.paths is None:
+            return []
+        paths = self.paths.answer(question).evidence.paths
+        return list({(p.start, p.triples): p for p in paths if p.triples}.values())
 
     def _rankings(
-        self, question: str, links: list[LinkedEntity], config: FusionConfig, rewrites: list[str]
+        self,
+        question: str,
+        links: list[LinkedEntity],
+        config: FusionConfig,
+        rewrites: list[str],
+        walked: list[GraphPath],
     ) -> dict[str, list[Triple]]:
         seeds = list(dict.fromkeys(link.entity.id for link in links))
         rankings: dict[str, list[Triple]] = {}
@@ -184,9 +215,7 @@ class FusionRetriever:
                 rankings["expansion" + suffix] = [t for t, _ in expanded]
         if seeds:
             rankings["pagerank"] = self._pagerank(seeds, config)
-            if self.paths is not None:
-                walked = self.paths.answer(question).evidence.paths
-                rankings["paths"] = list(dict.fromkeys(t for path in walked for t in path.triples))[: config.per_list]
+            rankings["paths"] = list(dict.fromkeys(t for path in walked for t in path.triples))[: config.per_list]
         return {name: ranked for name, ranked in rankings.items() if ranked}
 
     def _pagerank(self, seeds: list[str], config: FusionConfig) -> list[Triple]:
