@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from kgllm.bench.kgqa import run_kgqa_benchmark
+from kgllm.bench.report import percentile
 from kgllm.bench.scale import ScaleResult, growth_exponents, measure, power_law_graph
 from kgllm.datasets.pathquestion import PathQuestionItem, read_pathquestion
 from kgllm.exceptions import ParseError
@@ -74,6 +75,12 @@ def test_generated_scale_graphs_have_hubs_and_a_label_per_entity(tmp_path):
     assert max(degrees.values()) > 10 * 2 * 3000 / len(degrees)  # a hub far above the mean degree
 
 
+def test_percentiles_are_nearest_rank():
+    timings = [float(n) for n in range(20, 0, -1)]
+    assert (percentile(timings, 0.95), percentile(timings, 0.5), percentile(timings, 1.0)) == (19.0, 10.0, 20.0)
+    assert percentile([3.0], 0.95) == 3.0 and percentile([], 0.95) == 0.0
+
+
 def test_growth_exponents_are_the_log_log_slopes():
     results = [
         ScaleResult(
@@ -95,8 +102,8 @@ def test_growth_exponents_are_the_log_log_slopes():
 
 def test_the_scale_benchmark_measures_a_small_graph_end_to_end(tmp_path):
     result = measure("power law 2,000", power_law_graph(2000, tmp_path / "graph.nt"), tmp_path, False, 5)
-    assert (result.triples, len(result.ask_seconds)) == (2000, 20)
+    assert (result.triples, len(result.ask_seconds)) == (2000, 100)
     assert result.entities > 100 and result.max_degree > 50
-    assert result.answered >= 10  # questions name an entity and one of its relations
+    assert result.answered >= 50  # questions name an entity and one of its relations
     assert min(result.load_seconds, result.index_seconds, result.warm_up_seconds, result.peak_rss_mb) > 0
     assert set(result.row()) >= {"warm-up s", "ask p95 ms", "peak RSS MB"}

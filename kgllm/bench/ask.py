@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from kgllm.bench.report import percentile
 from kgllm.graph.labels import local_name
 from kgllm.session import Session
 
@@ -38,8 +39,7 @@ class AskResult:
         return self.correct / self.total if self.total else 0.0
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return percentile(self.seconds, q)
 
     def row(self) -> dict[str, str]:
         hops = {h: f"{c}/{t}" for h, (c, t) in sorted(self.by_hops.items())}

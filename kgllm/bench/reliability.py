@@ -34,6 +34,7 @@ import httpx
 
 import kgllm
 from kgllm.bench.ask import WARM_UP, read_questions
+from kgllm.bench.report import percentile
 from kgllm.exceptions import KGLLMError
 from kgllm.server.graph import ANSWER_CACHE_HEADER
 from kgllm.testing import free_port
@@ -60,8 +61,7 @@ class Phase:
     server_cpu_seconds: float | None = None  # CPU time the server process spent on the phase
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return percentile(self.seconds, q)
 
     def row(self) -> dict[str, str]:
         heavy = "-"

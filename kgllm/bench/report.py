@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from kgllm.cli.output import make_console
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0 < q <= 1): the smallest value at least ``q`` of the values
+    reach, so p95 of 20 timings is the 19th, not the slowest. 0.0 for no values."""
+    if not values:
+        return 0.0
+    return sorted(values)[max(math.ceil(q * len(values)), 1) - 1]
 
 
 def print_table(rows: list[dict[str, str]], title: str, console: Console | None = None) -> None:

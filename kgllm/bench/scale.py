@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kgllm.bench.report import percentile
+
 EX = "https://kgllm.dev/scale/"
 RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 RELATIONS = (
@@ -44,7 +46,7 @@ RELATIONS = (
 SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")  # 70 syllables
 ENTITIES_PER_TRIPLE = 0.1  # an average degree of 20 (FB15k-237: 37)
 ZIPF_EXPONENT = 0.9
-QUESTIONS = 20
+QUESTIONS = 100
 WARM_UP = 3
 FACT_SAMPLE = 2000  # fact sentences encoded to measure the encoder's throughput
 
@@ -68,8 +70,7 @@ class ScaleResult:
     sentences_per_second: float = 0.0
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.ask_seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return percentile(self.ask_seconds, q)
 
     def row(self) -> dict[str, str]:
         return {

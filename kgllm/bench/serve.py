@@ -18,6 +18,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from kgllm.bench.ask import WARM_UP, read_questions
+from kgllm.bench.report import percentile
 from kgllm.server import create_app, running_server
 from kgllm.session import Session
 
@@ -33,8 +34,7 @@ class ServeResult:
     wall_seconds: float = 0.0
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return percentile(self.seconds, q)
 
     def row(self) -> dict[str, str]:
         return {
