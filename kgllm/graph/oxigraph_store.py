@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, cast
 import pyoxigraph as ox
 from oxrdflib import OxigraphStore as OxigraphBackend
 from oxrdflib._converter import to_ox
-from rdflib import RDF, Graph
+from rdflib import RDF, SKOS, Graph, URIRef
 from rdflib.graph import DATASET_DEFAULT_GRAPH_ID
 from rdflib.store import Store
 from rdflib.term import Node
@@ -39,10 +39,12 @@ from rdflib.term import Node
 from kgllm.cache import file_lock, fsync_dir
 from kgllm.exceptions import ConfigurationError, GraphStoreError
 from kgllm.graph.base import Direction
+from kgllm.graph.labels import readable
 from kgllm.graph.rdflib_store import (
     DEFAULT_BASE,
     DERIVED_ENTITY,
     KGLLM,
+    LABEL_PREDICATES,
     NON_RELATIONS,
     RDFLibStore,
     ReadWriteLock,
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 UNDO_LOG = "kgllm-undo.log"
 _NON_RELATION_IRIS = frozenset(str(p) for p in NON_RELATIONS)
 _RDF_TYPE = ox.NamedNode(str(RDF.type))
+_LABELS = tuple(ox.NamedNode(str(p)) for p in LABEL_PREDICATES)
+_ALT_LABEL = ox.NamedNode(str(SKOS.altLabel))
 Statement = tuple[Node, Node, Node]
 
 
@@ -269,6 +273,33 @@ class OxigraphStore(RDFLibStore):
                 ox.NamedNode(self._iri(entity_id)), _RDF_TYPE, None, ox.DefaultGraph()
             )
             return tuple(sorted(q.object.value for q in found if isinstance(q.object, ox.NamedNode)))
+
+    def _label_of(self, node: URIRef) -> str | None:
+        if self._flush is not None:  # inside a write: what it staged too
+            return super()._label_of(node)
+        subject = ox.NamedNode(str(node))
+        for predicate in _LABELS:
+            value = next(self._objects(subject, predicate), None)
+            if value is not None:
+                return value.value
+        return None
+
+    def _entity(self, node: URIRef) -> Entity:
+        """Read from Oxigraph itself, as the edges are: an answer of thousands of entities reads each."""
+        if self._flush is not None:  # inside a write: what it staged too
+            return super()._entity(node)
+        subject = ox.NamedNode(str(node))
+        return Entity(
+            id=str(node),
+            label=self._label_of(node) or readable(str(node), relation=self._is_property(node)),
+            aliases=tuple(sorted(term.value for term in self._objects(subject, _ALT_LABEL))),
+            types=tuple(sorted(t.value for t in self._objects(subject, _RDF_TYPE) if isinstance(t, ox.NamedNode))),
+        )
+
+    def _objects(self, subject: ox.NamedNode, predicate: ox.NamedNode) -> Iterator[Any]:
+        assert self._handle is not None  # called while reading
+        for quad in self._handle.oxigraph.quads_for_pattern(subject, predicate, None, ox.DefaultGraph()):
+            yield quad.object
 
     def count_triples(self) -> int:
         """Counted by Oxigraph's query engine, not by reading every statement into Python."""

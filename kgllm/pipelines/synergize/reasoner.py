@@ -669,8 +669,9 @@ def _evidence_walks(walks: list[GraphPath], limit: int) -> list[GraphPath]:
     for w in walks:
         first.setdefault(w.end, w)
     chosen = list(first.values())[:limit]
-    extra = [w for w in walks if w not in chosen][: max(0, limit - len(chosen))]
-    return chosen + extra
+    taken = set(chosen)
+    extra = itertools.islice((w for w in walks if w not in taken), max(0, limit - len(chosen)))
+    return chosen + list(extra)
 
 
 def _join(labels: list[str], limit: int = 25) -> str:
