@@ -224,6 +224,16 @@ def test_a_name_no_cited_fact_holds_is_reported(answerer):
     assert answer.confidence < 1.0
 
 
+def test_an_item_cut_short_is_left_out_of_the_answer_and_its_text(answerer):
+    prepared = answerer.prepare("Which countries border Chad?")
+    assert prepared.constraint is not None  # a local model writes under the citation grammar
+    end = prepared.facts[0].path.end if prepared.facts[0].path else prepared.facts[0].triple.tail
+    name = answerer.store.label(end)
+    answer = answerer.finish(prepared, f" {name} [1], Alg")  # the token budget ran out inside an item
+    assert answer.text == f"{name} [1]" and [e.id for e in answer.entities] == [end]
+    assert answer.metadata["cut_items"] == ["Alg"] and answer.metadata["generated"] == f" {name} [1], Alg"
+
+
 def test_an_answer_citing_no_given_fact_is_a_retryable_error(answerer):
     from kgllm.exceptions import ModelOutputError
 

@@ -282,6 +282,7 @@ class GenerationAnswerer:
         if prepared.constraint is not None:  # under the grammar, an item without its citation was cut short
             metadata["cut_items"] = [item.name for item in parsed.items if not item.citations]
             parsed = ParsedAnswer([item for item in parsed.items if item.citations], False)
+            generated = generated[: generated.rfind("]") + 1]  # the answer's text ends with its last whole item
         return self._cited(prepared, parsed, generated, metadata)
 
     # ------------------------------------------------------------------ answers
