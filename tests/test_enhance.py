@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from kgllm.bench.inject import InjectResult
+from kgllm.datasets.pathquestion import PathQuestionItem
 from kgllm.exceptions import InputError
 from kgllm.graph import open_store
 from kgllm.graph.base import GraphStore
+from kgllm.graph.demo import demo_graph_path
 from kgllm.llm.base import GenerationConfig
 from kgllm.llm.corpus import CorpusBuilder
 from kgllm.llm.hf import HFCausalLM
@@ -27,15 +30,25 @@ from kgllm.pipelines.enhance import (
     GenerationAnswerer,
     PromptInputError,
     PromptTemplate,
+    RankedFact,
     parse_answer,
     reciprocal_rank_fusion,
 )
 from kgllm.pipelines.enhance.prompt import CitationGrammar
-from kgllm.pipelines.enhance.reading import READER_CONTEXT, Step, Walk, reached_through, reading_examples
+from kgllm.pipelines.enhance.reading import (
+    READER_CONTEXT,
+    ReaderConfig,
+    Step,
+    Walk,
+    _chain_walks,
+    reached_through,
+    reading_examples,
+    train_reader,
+)
 from kgllm.pipelines.synergize import PathReasoner
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
-from kgllm.types import Answer, Entity, Evidence, Triple
+from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 TSV = (
     "chad\tneighborOf\tniger\nniger\tneighborOf\tchad\nchad\tneighborOf\tlibya\nlibya\tneighborOf\tchad\n"
@@ -64,7 +77,7 @@ def retriever(store, encoder) -> KGRetriever:
 
 
 @pytest.fixture(scope="module")
-def lm(store, tmp_path_factory) -> Iterator[HFCausalLM]:
+def lm_dir(store, tmp_path_factory) -> Path:
     """A tiny model trained on the graph's text (facts, questions with answers), one thread."""
     config = TrainingConfig(
         hidden_size=64,
@@ -79,9 +92,27 @@ def lm(store, tmp_path_factory) -> Iterator[HFCausalLM]:
         threads=1,
     )
     out = tmp_path_factory.mktemp("tiny") / "model"
-    train_causal_lm(CorpusBuilder(store).texts(), out, config, progress=False)
     threads = torch.get_num_threads()
-    yield HFCausalLM.from_pretrained(out, threads=1)
+    train_causal_lm(CorpusBuilder(store).texts(), out, config, progress=False)
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm(lm_dir) -> Iterator[HFCausalLM]:
+    threads = torch.get_num_threads()
+    yield HFCausalLM.from_pretrained(lm_dir, threads=1)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reader(answerer, lm_dir, tmp_path_factory) -> Iterator[GenerationAnswerer]:
+    """The tiny model taught to read: trained a fixed number of steps on the answerer's own prompts."""
+    out = tmp_path_factory.mktemp("reader") / "model"
+    config = ReaderConfig(examples=400, steps=250, batch_size=8, learning_rate=3e-3)
+    threads = torch.get_num_threads()
+    train_reader(lm_dir, reading_examples(answerer, config.examples), out, config, threads=1, progress=False)
+    yield answerer.with_model(HFCausalLM.from_pretrained(out, threads=1))
     torch.set_num_threads(threads)
 
 
@@ -104,15 +135,14 @@ def test_a_template_names_the_input_it_misses():
         GenerationAnswerer(None, None, None, template=PromptTemplate("Q: {question}"))  # type: ignore[arg-type]
 
 
-def test_answers_are_read_back_as_items_and_citations():
-    parsed = parse_answer(" Bosnia and Herzegovina [3][5], Niger [2, 4] and Mali, Chad [1].")
-    assert [(i.name, i.citations) for i in parsed.items] == [
-        ("Bosnia and Herzegovina", (3, 5)),
-        ("Niger", (2, 4)),
-        ("Mali", ()),
-        ("Chad", (1,)),
-    ]
-    assert parsed.citations == [3, 5, 2, 4, 1] and not parsed.refused
+def test_answers_are_read_back_as_items_and_citations_in_either_order():
+    expected = [("Bosnia and Herzegovina", (3, 5)), ("Niger", (2, 4)), ("Mali", ()), ("Chad", (1,))]
+    after = parse_answer(" Bosnia and Herzegovina [3][5], Niger [2, 4] and Mali, Chad [1].")
+    before = parse_answer(" [3][5] Bosnia and Herzegovina, [2, 4] Niger, Mali and [1] Chad.")
+    for parsed in (after, before):
+        assert [(i.name, i.citations) for i in parsed.items] == expected
+        assert parsed.citations == [3, 5, 2, 4, 1] and not parsed.refused
+    assert [(i.name, i.citations) for i in parse_answer(" [4] Lib").items] == [("Lib", (4,))]
     assert parse_answer(" " + NO_ANSWER).refused
 
 
@@ -135,14 +165,17 @@ def test_the_citation_grammar_allows_only_listed_items_once_each():
     assert grammar.prefix_allowed_tokens(0, [7, 8]) == [0]
 
 
-def test_the_citation_grammar_names_each_group_once():
-    # items 0 and 2 name the same entity (citing different facts): one of them, then only item 1
-    grammar = CitationGrammar([[1, 2], [1, 3], [4]], separator=[9], refusal=[7, 8], eos_id=0, groups=["a", "b", "a"])
+def test_the_citation_grammar_names_each_entity_and_cites_each_item_once():
+    # items 0 and 2 name the same entity (citing different facts), items 0 and 1 cite the same fact
+    groups = [("a", 1), ("b", 1), ("a", 2)]
+    grammar = CitationGrammar([[1, 2], [1, 3], [4]], separator=[9], refusal=[7, 8], eos_id=0, groups=groups)
     assert grammar.prefix_allowed_tokens(0, [4, 9]) == [1]
     assert grammar.prefix_allowed_tokens(0, [4, 9, 1]) == [3]
     assert grammar.prefix_allowed_tokens(0, [4, 9, 1, 3]) == [0]  # nothing left to name
+    # item 0 bars item 1 (both cite fact 1) and item 2 (both name a)
+    assert grammar.prefix_allowed_tokens(0, [1, 2]) == [0]
     with pytest.raises(InputError, match="one group per item"):
-        CitationGrammar([[1]], separator=[9], refusal=[7], eos_id=0, groups=["a", "b"])
+        CitationGrammar([[1]], separator=[9], refusal=[7], eos_id=0, groups=[("a",), ("b",)])
 
 
 # ------------------------------------------------------------------ retrieval
@@ -186,18 +219,19 @@ def test_empty_retrieval_is_refused_without_calling_a_model(store, retriever):
 
 
 def test_a_cited_path_maps_back_to_its_triples(answerer):
-    prepared = answerer.prepare("In which subregions are Chad's neighbours located?", context_tokens=1000)
+    question = "In which subregions are Chad's neighbours located?"
+    prepared = answerer.prepare(question, context_tokens=1000, constrained=False)
     number = {f.triple: n for n, f in enumerate(prepared.facts, 1)}
     second_hop = Triple(iri("niger"), iri("locatedIn"), iri("western_africa"))
     n = number[second_hop]
     walked = prepared.facts[n - 1].path
     assert walked is not None and walked.start == iri("chad") and walked.triples[-1] == second_hop
-    record = answerer.finish(prepared, " Libya [1]").metadata["facts"][n - 1]
+    record = answerer.finish(prepared, " [1] Libya").metadata["facts"][n - 1]
     arrow = ">" if walked.triples[0].head == iri("chad") else "<"  # a neighbour fact is stored both ways
     assert record["fact"] == f"Chad {arrow} neighbor of {arrow} Niger > located in > Western Africa"
     assert record["path"]["start"] == iri("chad")
     assert record["path"]["triples"][-1] == [iri("niger"), iri("locatedIn"), iri("western_africa")]
-    answer = answerer.finish(prepared, f" Western Africa [{n}]")
+    answer = answerer.finish(prepared, f" [{n}] Western Africa")
     assert [e.id for e in answer.entities] == [iri("western_africa")]
     assert answer.evidence.triples == list(walked.triples)
     assert answer.evidence.paths == [replace(walked, score=prepared.facts[n - 1].score)]
@@ -212,14 +246,14 @@ def test_a_path_walked_against_a_fact_reads_backwards_and_a_fact_apart_maps_to_a
     apart = Triple(iri("chad"), iri("neighborOf"), iri("niger"))
     n = [f.triple for f in prepared.facts].index(apart) + 1
     assert prepared.facts[n - 1].path is None and prepared.fact_texts[n - 1] == "Chad neighbor of Niger"
-    answer = answerer.finish(prepared, f" Chad [{n}]")  # the walk to it from the question's entity
+    answer = answerer.finish(prepared, f" [{n}] Chad")  # the walk to it from the question's entity
     (path,) = answer.evidence.paths
     assert path.start == iri("western_africa") and path.triples == (niger_in, apart)
 
 
 def test_a_name_no_cited_fact_holds_is_reported(answerer):
-    prepared = answerer.prepare("Which countries border Chad?")
-    answer = answerer.finish(prepared, " Kenya [1], Atlantis [1]")
+    prepared = answerer.prepare("Which countries border Chad?", constrained=False)  # a model free to invent
+    answer = answerer.finish(prepared, " [1] Kenya, [1] Atlantis")
     assert answer.metadata["unsupported_names"] == ["Atlantis"]
     assert answer.confidence < 1.0
 
@@ -229,9 +263,13 @@ def test_an_item_cut_short_is_left_out_of_the_answer_and_its_text(answerer):
     assert prepared.constraint is not None  # a local model writes under the citation grammar
     end = prepared.facts[0].path.end if prepared.facts[0].path else prepared.facts[0].triple.tail
     name = answerer.store.label(end)
-    answer = answerer.finish(prepared, f" {name} [1], Alg")  # the token budget ran out inside an item
-    assert answer.text == f"{name} [1]" and [e.id for e in answer.entities] == [end]
-    assert answer.metadata["cut_items"] == ["Alg"] and answer.metadata["generated"] == f" {name} [1], Alg"
+    for cut in (" [2] Alg", " [2", " ["):  # the token budget ran out inside an item
+        answer = answerer.finish(prepared, f" [1] {name},{cut}")
+        assert answer.text == f"[1] {name}" and [e.id for e in answer.entities] == [end]
+        assert answer.metadata["generated"] == f" [1] {name},{cut}"
+    assert answer.metadata["cut_items"] == ["["]
+    whole = answerer.finish(prepared, f" [1] {name}")
+    assert whole.text == f"[1] {name}" and whole.metadata["cut_items"] == []
 
 
 def test_an_answer_citing_no_given_fact_is_a_retryable_error(answerer):
@@ -239,7 +277,7 @@ def test_an_answer_citing_no_given_fact_is_a_retryable_error(answerer):
 
     prepared = answerer.prepare("Which countries border Chad?")
     with pytest.raises(ModelOutputError, match="cites none of the") as caught:
-        answerer.finish(prepared, " Niger [99]")
+        answerer.finish(prepared, " [99] Niger")
     assert caught.value.retryable
 
 
@@ -254,8 +292,10 @@ def test_facts_are_trimmed_by_rank_and_the_question_is_kept(answerer):
         answerer.prepare(question, context_tokens=20, max_new_tokens=16)
 
 
-def test_generate_mode_answers_with_a_cited_fact_for_every_name(answerer):
-    answer = answerer.answer("What are the neighbors of Kenya?")
+def test_a_trained_reader_answers_with_a_cited_fact_for_every_name(reader):
+    answer = reader.answer("What are the neighbors of Kenya?")
+    assert answer.metadata["generated"].startswith(" [1] ")  # the reader picks a line, then its name
+    assert iri("uganda") in [e.id for e in answer.entities]
     numbered = {
         fact["n"]: fact["path"]["triples"] if "path" in fact else [fact["triple"]] for fact in answer.metadata["facts"]
     }
@@ -320,13 +360,17 @@ def test_a_reading_target_holds_only_what_the_shown_facts_reach(store):
         Triple(iri("niger"), iri("locatedIn"), iri("western_africa")),
     ]  # Libya's subregion is not shown: the reader must not name it from memory
     classes = CorpusBuilder(store)
-    items = [[t] for t in shown]
+    items = [RankedFact(t, 0.0) for t in shown]
     assert reached_through(classes, walk, items) == {iri("western_africa"): 4}
     back = Walk("Which countries border Niger?", iri("niger"), (Step(iri("neighborOf"), False),))
     assert reached_through(classes, back, items) == {iri("chad"): 2}
     assert reached_through(classes, Walk("Niger anthem", iri("niger"), ()), items) == {}
     # a path is one item: the answer it reaches cites it, not the facts apart that repeat its steps
-    assert reached_through(classes, walk, [shown[1:4:2], *items]) == {iri("western_africa"): 1}
+    path = RankedFact(shown[3], 0.0, path=GraphPath(iri("chad"), (shown[1], shown[3])))
+    assert reached_through(classes, walk, [path, *items]) == {iri("western_africa"): 1}
+    # a path is cited for its end only: Niger, on its way, is reached through the fact apart
+    first_hop = Walk("Which countries border Chad?", iri("chad"), steps[:1])
+    assert reached_through(classes, first_hop, [path, *items]) == {iri("niger"): 3, iri("libya"): 4}
 
 
 # ------------------------------------------------------------------ the inject benchmark's tallies
@@ -352,3 +396,16 @@ def test_the_inject_tallies_tell_retrieval_misses_from_reading_misses():
     row = result.row()
     assert row["exact"] == "25.0%" and row["answers in prompt"] == "66.7%" and row["unusable output"] == "1"
     assert row["citation precision"] == "75.0%" and row["uncited names"] == "25.0%"
+
+
+def test_a_generated_question_that_names_a_class_reaches_only_that_class():
+    demo = open_store(demo_graph_path())
+    c = "https://kgllm.dev/countries/"
+    path = ("kenya", "locatedIn", "eastern_africa")
+    asked = [PathQuestionItem(q, frozenset(), path) for q in ("Which subregion is Kenya in?", "Where is Kenya?")]
+    named, unnamed = _chain_walks(asked, list(demo.triples(head=c + "kenya")), CorpusBuilder(demo))
+    assert named.steps == (Step(c + "locatedIn", True, "subregion"),)
+    assert unnamed.steps == (Step(c + "locatedIn", True, None),)  # Africa and Eastern Africa both answer it
+    items = [RankedFact(t, 0.0) for t in demo.triples(head=c + "kenya", relation=c + "locatedIn")]
+    assert set(reached_through(CorpusBuilder(demo), named, items)) == {c + "eastern_africa"}
+    assert set(reached_through(CorpusBuilder(demo), unnamed, items)) == {c + "eastern_africa", c + "africa"}

@@ -32,6 +32,7 @@ from kgllm.pipelines.enhance.claims import ClaimChecker, ClaimStatus
 from kgllm.pipelines.enhance.prompt import (
     INSTRUCTED_TEMPLATE,
     NO_ANSWER,
+    AnswerItem,
     CitationGrammar,
     ParsedAnswer,
     PromptTemplate,
@@ -279,11 +280,28 @@ class GenerationAnswerer:
             return self._closed_book(prepared, parsed, generated, metadata)
         if parsed.refused:
             return self._refusal(prepared, "the retrieved facts do not answer it", metadata)
-        if prepared.constraint is not None:  # under the grammar, an item without its citation was cut short
-            metadata["cut_items"] = [item.name for item in parsed.items if not item.citations]
-            parsed = ParsedAnswer([item for item in parsed.items if item.citations], False)
-            generated = generated[: generated.rfind("]") + 1]  # the answer's text ends with its last whole item
+        if prepared.constraint is not None:
+            parsed, generated = self._without_cut_item(prepared, parsed, generated, metadata)
         return self._cited(prepared, parsed, generated, metadata)
+
+    def _without_cut_item(
+        self, prepared: PreparedPrompt, parsed: ParsedAnswer, generated: str, metadata: dict
+    ) -> tuple[ParsedAnswer, str]:
+        """The answer without its last item when the token budget ran out inside it (``[4] Alg``): under
+        the grammar every other item is whole. ``metadata["cut_items"]`` names what was left out."""
+        last = parsed.items[-1] if parsed.items else None
+        metadata["cut_items"] = []
+        if last is None or self._whole(prepared, last):
+            return parsed, generated
+        metadata["cut_items"] = [last.name]
+        return ParsedAnswer(parsed.items[:-1], False), generated[: generated.rfind("[")].rstrip(" ,")
+
+    def _whole(self, prepared: PreparedPrompt, item: AnswerItem) -> bool:
+        """Whether ``item`` names an entity of the numbered item it cites, as the grammar completes one."""
+        n = item.citations[0] if len(item.citations) == 1 else 0
+        if not 1 <= n <= len(prepared.facts):
+            return False
+        return any(self.store.label(node).casefold() == item.name.casefold() for node in prepared.facts[n - 1].answers)
 
     # ------------------------------------------------------------------ answers
     def _cited(self, prepared: PreparedPrompt, parsed: ParsedAnswer, generated: str, metadata: dict) -> Answer:
@@ -374,14 +392,14 @@ class GenerationAnswerer:
         return list({(p.start, p.triples): p for p in paths}.values())
 
     def _grammar(self, facts: list[RankedFact]) -> CitationGrammar:
-        """Items ``" <entity> [n]"`` for the entities of every numbered item (both ends of a fact, every
-        node of a path; each entity named once), the separator and the refusal."""
+        """Items ``" [n] <entity>"`` for what every numbered item answers (both ends of a fact, a path's
+        end; each entity named once, each item cited once), the separator and the refusal."""
         tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
-        ends = [(n, node) for n, f in enumerate(facts, 1) for node in _nodes(f)]
+        ends = [(n, node) for n, f in enumerate(facts, 1) for node in f.answers]
         labels = self._labels({node for _, node in ends})
-        items = [f" {labels[node]} [{n}]" for n, node in ends]
+        items = [f" [{n}] {labels[node]}" for n, node in ends]
         encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
-        groups = [node for _, node in ends]
+        groups = [(node, n) for n, node in ends]
         return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id, groups=groups)
 
     def _verbalize(self, facts: list[RankedFact]) -> list[str]:
@@ -439,10 +457,6 @@ def _chain_text(path: GraphPath, labels: dict[str, str]) -> str:
         arrow = ">" if t.tail == node else "<"
         parts += [arrow, labels[t.relation], arrow, labels[node]]
     return " ".join(parts)
-
-
-def _nodes(fact: RankedFact) -> list[str]:
-    return fact.path.nodes if fact.path else [fact.triple.head, fact.triple.tail]
 
 
 def _fact_record(n: int, fact: RankedFact, text: str) -> dict[str, Any]:

@@ -2,13 +2,15 @@
 
 A :class:`PromptTemplate` declares its inputs (the ``{names}`` in its text) and refuses to format
 without one of them. The facts go in numbered, ``[1] Chad neighbor of Libya.``, best first; the
-model answers on one line and cites the facts it used as ``[n]``: ``Libya [1], Niger [3]``.
-:func:`parse_answer` reads the items of that line (a name and the facts it cites) back.
+model answers on one line, each name after the fact it cites: ``[1] Libya, [3] Niger``. Choosing a
+line first and then copying its name is what a small model can learn; naming first competes with
+what it remembers. :func:`parse_answer` reads the items of that line (a name and the facts it
+cites) back, in either order.
 
 Example::
 
     prompt = READER_TEMPLATE.format(facts=number_facts(["Chad neighbor of Libya"]), question="Who borders Chad?")
-    parse_answer(" Libya [1]")   # ParsedAnswer(items=[AnswerItem(name="Libya", citations=(1,))], refused=False)
+    parse_answer(" [1] Libya")   # ParsedAnswer(items=[AnswerItem(name="Libya", citations=(1,))], refused=False)
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ READER_TEMPLATE = PromptTemplate("Facts:\n{facts}\nQuestion: {question}\nAnswer:
 """The bare layout kgllm's own model is trained to read (:mod:`kgllm.pipelines.enhance.reading`)."""
 
 INSTRUCTED_TEMPLATE = PromptTemplate(
-    "Answer the question using only the numbered facts. Name each answer and cite the facts that "
-    "support it as [n], on one line, e.g. 'Libya [1], Niger [3]'. If the facts do not answer the "
+    "Answer the question using only the numbered facts. Write each answer after the number of the "
+    "fact that supports it, on one line, e.g. '[1] Libya, [3] Niger'. If the facts do not answer the "
     f"question, write exactly: {NO_ANSWER}\n\n"
     "Facts:\n{facts}\n\nQuestion: {question}\nAnswer:"
 )
@@ -103,39 +105,46 @@ _CITATIONS = re.compile(r"((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
 
 
 def parse_answer(text: str) -> ParsedAnswer:
-    """The named items and their ``[n]`` citations in an answer (``Libya [1], Niger [3] and Mali [2, 4]``).
+    """The named items and their ``[n]`` citations in an answer, the citations before the names
+    (``[3][5] Bosnia and Herzegovina, [2, 4] Niger``) or after them (``Libya [1], Niger [3] and Mali [2, 4]``).
 
-    An item is the name before its citations; ``[2, 4]`` and ``[2][4]`` both cite two facts. Names
-    listed without a citation (``Libya, Niger [3]``: Libya) are items that cite nothing. Names keep
-    their inner "and" (Bosnia and Herzegovina); an "and" that joins two items is dropped.
+    An answer that starts with a citation cites before its names. ``[2, 4]`` and ``[2][4]`` both cite
+    two facts. Names listed without a citation (``Libya, Niger [3]``: Libya) are items that cite
+    nothing. Names keep their inner "and" (Bosnia and Herzegovina); an "and" that joins two items is dropped.
     """
     body = text.strip()
     if body.startswith(NO_ANSWER.rstrip(".")):
         return ParsedAnswer([], True)
-    pieces = _CITATIONS.split(body)  # name, citations, name, citations, ..., trailing text
+    pieces = _CITATIONS.split(body)  # text, citations, text, citations, ..., text
+    cited = [tuple(int(n) for n in re.findall(r"\d+", c)) for c in pieces[1::2]]
+    names = [[name for name in map(_clean, re.split(r"[,;]", piece)) if name] for piece in pieces[::2]]
     items: list[AnswerItem] = []
-    for i in range(0, len(pieces), 2):
-        cited = tuple(int(n) for n in re.findall(r"\d+", pieces[i + 1])) if i + 1 < len(pieces) else ()
-        names = [_clean(name) for name in re.split(r"[,;]", pieces[i])]
-        names = [name for name in names if name]
-        items.extend(AnswerItem(name, ()) for name in names[:-1])
-        if names or cited:
-            items.append(AnswerItem(names[-1] if names else "", cited))
+    if not names[0] and cited:  # "[1] Libya, Chad, [3] Niger": each citation names the text after it
+        for citations, after in zip(cited, names[1:], strict=True):
+            items.append(AnswerItem(after[0] if after else "", citations))
+            items.extend(AnswerItem(name, ()) for name in after[1:])
+        return ParsedAnswer(items, False)
+    for before, citations in zip(names, [*cited, ()], strict=True):  # "Libya, Niger [3]"
+        items.extend(AnswerItem(name, ()) for name in before[:-1])
+        if before or citations:
+            items.append(AnswerItem(before[-1] if before else "", citations))
     return ParsedAnswer(items, False)
 
 
 def _clean(name: str) -> str:
-    return re.sub(r"^(?:and|or)\s+", "", name.strip(" .:\t")).strip()
+    """A name without the "and" / "or" that joined it to the item before or after."""
+    return re.sub(r"^(?:and|or)\s+|\s+(?:and|or)$", "", name.strip(" .:\t")).strip()
 
 
 class CitationGrammar:
-    """Constrained decoding of an answer line: :data:`NO_ANSWER`, or items ``" <name> [<n>]"`` joined by
+    """Constrained decoding of an answer line: :data:`NO_ANSWER`, or items ``" [<n>] <name>"`` joined by
     ``","``, where each item is one the caller allows (an entity of fact ``n``), each at most once.
 
     Items are given as token ids, each encoded on its own (its leading space included), so the
     model writes each name as that encoding; after an item comes the separator or the end.
-    ``groups`` (one key per item, e.g. the entity it names) bars the other items of a group once
-    one is written, so an answer names each entity once. A :class:`~kgllm.llm.base.Constraint` for
+    ``groups`` (the keys of each item, e.g. the entity it names and the number it cites) bars the
+    other items that share a key once one is written, so an answer names each entity once and
+    cites each numbered fact once. A :class:`~kgllm.llm.base.Constraint` for
     local models.
     """
 
@@ -147,7 +156,7 @@ class CitationGrammar:
         separator: Sequence[int],
         refusal: Sequence[int],
         eos_id: int,
-        groups: Sequence[Hashable] | None = None,
+        groups: Sequence[Sequence[Hashable]] | None = None,
     ):
         if not items:
             raise InputError("a citation grammar needs at least one item")
@@ -155,11 +164,12 @@ class CitationGrammar:
             raise InputError(f"a citation grammar needs one group per item, got {len(groups)} for {len(items)}")
         self.items = [tuple(ids) for ids in items] + [tuple(refusal)]
         self.refusal = len(self.items) - 1
-        keys = list(groups) if groups is not None else list(range(len(items)))
+        keys = [tuple(k) for k in groups] if groups is not None else [(i,) for i in range(len(items))]
         members: dict[Hashable, set[int]] = {}
-        for index, key in enumerate(keys):
-            members.setdefault(key, set()).add(index)
-        self.group = [members[key] for key in keys]  # item -> the items it bars once written
+        for index, item_keys in enumerate(keys):
+            for key in item_keys:
+                members.setdefault(key, set()).add(index)
+        self.group = [{i for key in item_keys for i in members[key]} | {index} for index, item_keys in enumerate(keys)]
         self.separator = tuple(separator)
         self.eos_id = eos_id
         self.root: dict[int, Any] = {}

@@ -12,8 +12,8 @@ Questions come in two phrasings:
   and question frames ("Which countries border Chad?", "what's the region of Kenya?").
 
 The target names each answer the prompt's numbered items (facts, and the reasoner's walks) reach
-along the walk, once, in the order of the item that reaches it, citing that item:
-`` Libya [4], Niger [9]``. When the retrieved facts do not
+along the walk, once, in the order of the item that reaches it, after that item's number:
+`` [4] Libya, [9] Niger``. When the retrieved facts do not
 reach an answer, and for a share of questions that ask what the graph does not hold (an anthem, a
 time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall.
 
@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ from tqdm.auto import tqdm
 from kgllm.cache import cached_artifact
 from kgllm.datasets.pathquestion import PathQuestionItem
 from kgllm.graph.labels import local_name
-from kgllm.llm.corpus import CorpusBuilder
+from kgllm.llm.corpus import CorpusBuilder, plural
 from kgllm.llm.tasks import TaskExample, TaskSplits
 from kgllm.pipelines.enhance.prompt import NO_ANSWER
+from kgllm.pipelines.enhance.retrieval import RankedFact
 from kgllm.settings import Settings
 from kgllm.types import Triple
 
@@ -68,16 +70,18 @@ ABSENT_ATTRIBUTES = (
 """Things a question may ask that no graph of kgllm's demo kind holds (the reader learns to decline)."""
 ABSENT_FORMS = ("What is the {a} of {e}?", "{e} {a}", "Tell me the {a} of {e}.", "Which {a} does {e} have?")
 KEY_EXAMPLES = 16
-"""Examples whose prompts and targets name the cached reader, beside its settings: a change in how
-facts are retrieved or prompts are built trains a new reader."""
+"""Examples whose prompts and targets name the cached reader, beside its questions and settings: a
+change in how questions are walked, facts retrieved or prompts built trains a new reader."""
 
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    """How the reader is trained: examples generated, minutes of training, batch and learning rate."""
+    """How the reader is trained: examples generated, minutes of training (or a fixed number of
+    optimiser ``steps``, for a run that repeats exactly), batch and learning rate."""
 
     examples: int = 3000
     minutes: float = 5.0
+    steps: int | None = None
     batch_size: int = 8
     learning_rate: float = 1e-3
     seed: int = 0
@@ -137,7 +141,7 @@ def _questions(prompter: GenerationAnswerer, count: int, seed: int) -> list[Walk
     n_absent = round(count * UNANSWERABLE_SHARE)
     n_chain = round((count - n_absent) * CHAIN_SHARE)
     walks = [_absent(builder, rng.choice(nodes), rng) for _ in range(n_absent)]
-    walks += _chain_walks(chain_questions(store, n_chain, max_hops=2, seed=seed), triples)
+    walks += _chain_walks(chain_questions(store, n_chain, max_hops=2, seed=seed), triples, builder)
     while len(walks) < count:
         walks.append(_corpus_walk(builder, touching, rng.choice(nodes), rng))
     rng.shuffle(walks)
@@ -157,8 +161,10 @@ def _corpus_walk(builder: CorpusBuilder, touching: dict[str, list[Triple]], node
     return Walk(question, start, steps)
 
 
-def _chain_walks(items: Sequence[PathQuestionItem], triples: list[Triple]) -> list[Walk]:
-    """The generated plain-English questions as walks (their gold paths name nodes by local name)."""
+def _chain_walks(items: Sequence[PathQuestionItem], triples: list[Triple], classes: CorpusBuilder) -> list[Walk]:
+    """The generated plain-English questions as walks (their gold paths name nodes by local name).
+    A step whose node's class the question names ("Which subregion ...") reaches only that class:
+    Kenya is located in Eastern Africa and in Africa, and only one of them is a subregion."""
     by_name: dict[str, set[str]] = defaultdict(set)
     for t in triples:
         for node in (t.head, t.relation, t.tail):
@@ -168,7 +174,15 @@ def _chain_walks(items: Sequence[PathQuestionItem], triples: list[Triple]) -> li
         named = [by_name.get(name, set()) for name in item.path]
         if all(len(nodes) == 1 for nodes in named):  # a name two nodes share cannot be walked
             path = [next(iter(nodes)) for nodes in named]
-            walks.append(Walk(item.question, path[0], tuple(Step(r, True) for r in path[1::2])))
+            question = item.question.lower()
+            steps = []
+            for relation, node in zip(path[1::2], path[2::2], strict=True):
+                cls = classes.answer_class(node)
+                asked = cls is not None and any(
+                    re.search(rf"\b{re.escape(name)}\b", question) for name in (cls.lower(), plural(cls.lower()))
+                )
+                steps.append(Step(relation, True, cls if asked else None))
+            walks.append(Walk(item.question, path[0], tuple(steps)))
     return walks
 
 
@@ -182,41 +196,48 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
     prepared = prompter.prepare(walk.question, context_tokens=READER_CONTEXT, constrained=False)
     if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
         return None
-    reached = reached_through(classes, walk, [f.triples for f in prepared.facts])
+    reached = reached_through(classes, walk, prepared.facts)
     if reached:
         cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
-        target = " " + ", ".join(f"{name} [{n}]" for n, name in cited)
+        target = " " + ", ".join(f"[{n}] {name}" for n, name in cited)
     else:
         target = " " + NO_ANSWER
     return TaskExample(prepared.prompt, target, (target.strip(),))
 
 
-def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[Sequence[Triple]]) -> dict[str, int]:
-    """Each node the walk reaches through the numbered items' facts alone (an item: a fact, or a
-    path's facts), with the number (from 1) of the first item whose fact takes its last step there
-    (to a node of the step's class, as ``classes`` reads the graph's classes). A walk of no steps
-    reaches nothing."""
-    facts = [(n, t) for n, item in enumerate(items, 1) for t in item]
+def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[RankedFact]) -> dict[str, int]:
+    """Each node the walk reaches through the numbered items' facts alone (a fact, or a path's
+    facts), with the number (from 1) of the first item whose fact takes its last step there (to a
+    node of the step's class, as ``classes`` reads the graph's classes) and that may be cited for it
+    (:attr:`RankedFact.answers`: a path for its end). A walk of no steps reaches nothing."""
+    facts = [(n, t, item.answers) for n, item in enumerate(items, 1) for t in item.triples]
     frontier = {walk.start}
     reached: dict[str, int] = {}
     for step in walk.steps:
-        reached = {}
-        for n, t in facts:
+        reached, walked = {}, set()
+        for n, t, answers in facts:
             source, target = (t.head, t.tail) if step.forward else (t.tail, t.head)
             if t.relation != step.relation or source not in frontier or target in reached:
                 continue
             if step.cls is None or (classes.answer_class(target) or "thing") == step.cls:
-                reached[target] = n
-        frontier = set(reached)
+                walked.add(target)
+                if target in answers:
+                    reached[target] = n
+        frontier = walked
     return reached
 
 
 # ------------------------------------------------------------------ the cached reader
 
 
-def reader_model_dir(base_dir: Path, key_examples: list[TaskExample], config: ReaderConfig, settings: Settings) -> Path:
-    """Cache folder named by the base model, the first training examples and the reader's settings."""
+def reader_model_dir(
+    base_dir: Path, walks: list[Walk], key_examples: list[TaskExample], config: ReaderConfig, settings: Settings
+) -> Path:
+    """Cache folder named by the base model, every training question with the walk that answers it,
+    the first training examples and the reader's settings."""
     digest = hashlib.sha256(base_dir.name.encode())
+    for walk in walks:
+        digest.update(f"{walk.question}\0{walk.start}\0{walk.steps}\0".encode())
     for example in key_examples:
         digest.update(f"{example.prompt}\0{example.target}\0".encode())
     digest.update(json.dumps({**config.__dict__, "context": READER_CONTEXT}, sort_keys=True).encode())
@@ -236,7 +257,7 @@ def ensure_reader_model(
     prompter = answerer.with_model(open_model(base_dir, settings=settings))
     walks = _questions(prompter, config.examples, config.seed)
     key = _examples(prompter, walks[:KEY_EXAMPLES])
-    out_dir = reader_model_dir(base_dir, key, config, settings)
+    out_dir = reader_model_dir(base_dir, walks, key, config, settings)
 
     def build(staging: Path) -> None:
         log.warning(
@@ -274,7 +295,8 @@ def train_reader(
         learning_rate=config.learning_rate,
         batch_size=config.batch_size,
         epochs=None,
-        max_minutes=config.minutes,
+        max_steps=config.steps,
+        max_minutes=config.minutes if config.steps is None else None,
         warmup_steps=30,
         lr_schedule="cosine",
         min_lr_ratio=0.1,

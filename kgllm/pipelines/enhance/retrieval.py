@@ -103,6 +103,11 @@ class RankedFact:
         """The facts of the item: its path's, or its triple alone."""
         return self.path.triples if self.path is not None else (self.triple,)
 
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """What the item may be cited for: a path's end (the answer it reaches), or a fact's two ends."""
+        return (self.path.end,) if self.path is not None else (self.triple.head, self.triple.tail)
+
 
 @dataclass(frozen=True)
 class Retrieved:
