@@ -384,7 +384,8 @@ class PathReasoner:
     def _extend(self, plan: Plan) -> list[Plan]:
         """The plans one hop longer than ``plan``: its walks extended by every edge at their ends,
         grouped by the relation, its direction and the class of the node reached."""
-        grouped: dict[tuple[Hop, str | None], list[GraphPath]] = defaultdict(list)
+        # keyed by plain tuples: a Hop per edge, hashed and compared, cost more than the walk itself
+        grouped: dict[tuple[str, bool, str | None], list[GraphPath]] = defaultdict(list)
         probe = self.config.max_probe_edges
         edges = list(itertools.islice(self._edges_at_ends(plan.walks), probe + 1))
         probed = plan.probed or len(edges) > probe
@@ -393,10 +394,17 @@ class PathReasoner:
             forward = t.head == end
             extended = GraphPath(walk.start, (*walk.triples, t))
             for cls in self._classes_of(t.tail if forward else t.head) or (None,):
-                grouped[(Hop(t.relation, forward), cls)].append(extended)
+                grouped[(t.relation, forward, cls)].append(extended)
         return [
-            Plan(plan.topic, (*plan.hops, hop), (*plan.classes, cls), walks, plan.link_score, probed=probed)
-            for (hop, cls), walks in grouped.items()
+            Plan(
+                plan.topic,
+                (*plan.hops, Hop(relation, forward)),
+                (*plan.classes, cls),
+                walks,
+                plan.link_score,
+                probed=probed,
+            )
+            for (relation, forward, cls), walks in grouped.items()
         ]
 
     def _walk_along(self, plan: Plan) -> list[GraphPath]:
