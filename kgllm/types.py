@@ -14,6 +14,10 @@ class Triple:
     relation: str
     tail: str
 
+    def as_list(self) -> list[str]:
+        """``[head, relation, tail]``: the fact as JSON answers write it."""
+        return [self.head, self.relation, self.tail]
+
 
 @dataclass(frozen=True, slots=True)
 class Entity:

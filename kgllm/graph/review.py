@@ -52,7 +52,7 @@ class Proposal:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "triple": _parts(self.triple),
+            "triple": self.triple.as_list(),
             "labels": list(self.labels),
             "score": self.score,
             "records": [_record_json(r, text) for r, text in zip(self.records, self.texts)],
@@ -169,7 +169,7 @@ class ReviewQueue:
             queue.rejected.append(
                 {
                     "id": proposal.id,
-                    "triple": _parts(proposal.triple),
+                    "triple": proposal.triple.as_list(),
                     "labels": list(proposal.labels),
                     "time": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
@@ -208,11 +208,7 @@ class ReviewQueue:
 
 def proposal_id(triple: Triple) -> str:
     """A fact's id in the queue: stable across runs, so a rejected fact is known when proposed again."""
-    return hashlib.sha256("\t".join(_parts(triple)).encode()).hexdigest()[:16]
-
-
-def _parts(triple: Triple) -> list[str]:
-    return [triple.head, triple.relation, triple.tail]
+    return hashlib.sha256("\t".join(triple.as_list()).encode()).hexdigest()[:16]
 
 
 def _stored(store: GraphStore, triple: Triple) -> bool:

@@ -79,7 +79,7 @@ def _document(answer: Answer, triples, metadata: dict[str, Any]) -> Document:
     labelled = [[answer.label(t.head), answer.label(t.relation), answer.label(t.tail)] for t in triples]
     return Document(
         page_content="; ".join(" ".join(fact) for fact in labelled) + ".",
-        metadata={**metadata, "triples": labelled, "triple_ids": [[t.head, t.relation, t.tail] for t in triples]},
+        metadata={**metadata, "triples": labelled, "triple_ids": [t.as_list() for t in triples]},
     )
 
 

@@ -291,7 +291,7 @@ class GraphTools:
         label = self.store.label
         fact: dict[str, Any] = {
             "fact": [label(triple.head), label(triple.relation), label(triple.tail)],
-            "ids": [triple.head, triple.relation, triple.tail],
+            "ids": triple.as_list(),
         }
         if derived:
             fact["derived"] = True

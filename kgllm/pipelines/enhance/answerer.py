@@ -383,10 +383,13 @@ class GenerationAnswerer:
     def _paths(self, prepared: PreparedPrompt, citations: list[int]) -> list[GraphPath]:
         """For each cited item, its path, or the walk from a question entity through numbered facts
         that ends with its fact."""
-        seeds = prepared.retrieved.seeds if prepared.retrieved else []
-        walks = walks_from(seeds, [t for f in prepared.facts for t in f.triples])
+        cited = [prepared.facts[n - 1] for n in citations]
+        walks: dict[Triple, tuple[str, tuple[Triple, ...]]] = {}
+        if any(fact.path is None for fact in cited):  # a fact apart needs the walk that reaches it
+            seeds = prepared.retrieved.seeds if prepared.retrieved else []
+            walks = walks_from(seeds, [t for f in prepared.facts for t in f.triples])
         paths = []
-        for fact in (prepared.facts[n - 1] for n in citations):
+        for fact in cited:
             start, triples = (fact.path.start, fact.path.triples) if fact.path else walks[fact.triple]
             paths.append(GraphPath(start=start, triples=triples, score=fact.score))
         return list({(p.start, p.triples): p for p in paths}.values())
@@ -462,14 +465,10 @@ def _chain_text(path: GraphPath, labels: dict[str, str]) -> str:
 def _fact_record(n: int, fact: RankedFact, text: str) -> dict[str, Any]:
     """A numbered item as the answer's metadata lists it: ``triple`` is its last fact, ``path`` (for a
     reasoner's path) the walk: ``{"start": node, "triples": [[h, r, t], ...]}``."""
-    record: dict[str, Any] = {"n": n, "fact": text, "triple": _parts(fact.triple)}
+    record: dict[str, Any] = {"n": n, "fact": text, "triple": fact.triple.as_list()}
     if fact.path is not None:
-        record["path"] = {"start": fact.path.start, "triples": [_parts(t) for t in fact.path.triples]}
+        record["path"] = {"start": fact.path.start, "triples": [t.as_list() for t in fact.path.triples]}
     return record
-
-
-def _parts(t: Triple) -> list[str]:
-    return [t.head, t.relation, t.tail]
 
 
 def _left(deadline: float | None) -> float | None:
