@@ -174,16 +174,20 @@ def _chain_walks(items: Sequence[PathQuestionItem], triples: list[Triple], class
         named = [by_name.get(name, set()) for name in item.path]
         if all(len(nodes) == 1 for nodes in named):  # a name two nodes share cannot be walked
             path = [next(iter(nodes)) for nodes in named]
-            question = item.question.lower()
-            steps = []
-            for relation, node in zip(path[1::2], path[2::2], strict=True):
-                cls = classes.answer_class(node)
-                asked = cls is not None and any(
-                    re.search(rf"\b{re.escape(name)}\b", question) for name in (cls.lower(), plural(cls.lower()))
-                )
-                steps.append(Step(relation, True, cls if asked else None))
+            steps = [
+                Step(relation, True, _class_asked(item.question, classes.answer_class(node)))
+                for relation, node in zip(path[1::2], path[2::2], strict=True)
+            ]
             walks.append(Walk(item.question, path[0], tuple(steps)))
     return walks
+
+
+def _class_asked(question: str, cls: str | None) -> str | None:
+    """``cls`` when the question names it ("Which subregion ..."), else None (any class answers)."""
+    if cls is None:
+        return None
+    names = (cls.lower(), plural(cls.lower()))
+    return cls if any(re.search(rf"\b{re.escape(name)}\b", question.lower()) for name in names) else None
 
 
 def _absent(builder: CorpusBuilder, node: str, rng: random.Random) -> Walk:
