@@ -15,7 +15,9 @@ The target names each answer the prompt's numbered items (facts, and the reasone
 along the walk, once, in the order of the item that reaches it, after that item's number:
 `` [4] Libya, [9] Niger``. When the retrieved facts do not
 reach an answer, and for a share of questions that ask what the graph does not hold (an anthem, a
-time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall.
+time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall. Where
+the reasoner's paths are shown, they are the answer (:func:`reached_through`); a question whose
+paths miss every answer is left out, as nothing in its prompt tells the reader they do.
 
 The reader is the default model (:func:`kgllm.llm.default.ensure_default_model`) with a longer
 context, fine-tuned on these examples for a few minutes and cached by what it was trained on.
@@ -201,6 +203,8 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
     if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
         return None
     reached = reached_through(classes, walk, prepared.facts)
+    if not reached and walk.steps and any(f.path is not None for f in prepared.facts):
+        return None  # the reasoner's paths read another question: a decline here would teach noise
     if reached:
         cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
         target = " " + ", ".join(f"[{n}] {name}" for n, name in cited)
@@ -211,12 +215,20 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
 
 def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[RankedFact]) -> dict[str, int]:
     """Each node the walk reaches through the numbered items' facts alone (a fact, or a path's
-    facts), with the number (from 1) of the first item whose fact takes its last step there (to a
-    node of the step's class, as ``classes`` reads the graph's classes) and that may be cited for it
-    (:attr:`RankedFact.answers`: a path for its end). A walk of no steps reaches nothing."""
+    facts), with the number (from 1) of the item to cite for it. A walk of no steps reaches nothing.
+
+    When reasoner paths end at reached nodes, the answer is those nodes, each citing the first path
+    that ends there: the paths are the reading of the question the reader is shown, so it learns to
+    copy them, to leave out a path's end that does not answer, and to read the facts apart only when
+    no path answers. A question that several walks read ("Where is Ghana?": its region or its
+    subregion, "neighbor of" either way) then has one target, the one the paths show. Otherwise
+    each node cites the first item whose fact takes the walk's last step there (to a node of the
+    step's class, as ``classes`` reads the graph's classes) and that may be cited for it
+    (:attr:`RankedFact.answers`)."""
     facts = [(n, t, item.answers) for n, item in enumerate(items, 1) for t in item.triples]
     frontier = {walk.start}
     reached: dict[str, int] = {}
+    walked: set[str] = set()
     for step in walk.steps:
         reached, walked = {}, set()
         for n, t, answers in facts:
@@ -228,7 +240,12 @@ def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[RankedFa
                 if target in answers:
                     reached[target] = n
         frontier = walked
-    return reached
+    path_ends: dict[str, int] = {}
+    for n, item in enumerate(items, 1):
+        if item.path is not None:
+            path_ends.setdefault(item.path.end, n)
+    by_path = {node: path_ends[node] for node in walked if node in path_ends}
+    return by_path or reached
 
 
 # ------------------------------------------------------------------ the cached reader
