@@ -45,6 +45,7 @@ from kgllm.pipelines.enhance.reading import (
     reading_examples,
     train_reader,
 )
+from kgllm.pipelines.enhance.retrieval import one_path_per_answer
 from kgllm.pipelines.synergize import PathReasoner
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
@@ -192,7 +193,7 @@ def test_fusion_ranks_facts_every_list_agrees_on_first(retriever):
         FusionRetriever(retriever).retrieve("Which countries border Chad?", topk=3)
 
 
-def test_the_path_answerers_paths_lead_one_item_each(store, retriever):
+def test_the_path_answerers_paths_lead_one_item_per_answer(store, retriever):
     question = "In which subregions are Chad's neighbours located?"
     reasoner = PathReasoner(store, retriever)
     fused = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50)
@@ -202,6 +203,15 @@ def test_the_path_answerers_paths_lead_one_item_each(store, retriever):
     assert all(f.path is None and "paths" not in f.ranks for f in fused.facts[2:])
     walked = {t for path in paths for t in path.triples}
     assert not walked & {f.triple for f in fused.facts[2:]}  # a fact of a path is not listed again
+    # two paths to one answer are one item: the first
+    via_niger, via_libya = (
+        GraphPath(
+            iri("chad"),
+            (Triple(iri("chad"), iri("neighborOf"), iri(n)), Triple(iri(n), iri("neighborOf"), iri("chad"))),
+        )
+        for n in ("niger", "libya")
+    )
+    assert one_path_per_answer([via_niger, paths[0], via_libya]) == [via_niger, paths[0]]
     mixed = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50, paths_first=False)
     assert {f.triple for f in mixed.facts if "paths" in f.ranks} == walked
     assert all(f.path is None for f in mixed.facts)
@@ -371,6 +381,11 @@ def test_a_reading_target_holds_only_what_the_shown_facts_reach(store):
     # a path is cited for its end only: Niger, on its way, is reached through the fact apart
     first_hop = Walk("Which countries border Chad?", iri("chad"), steps[:1])
     assert reached_through(classes, first_hop, [path, *items]) == {iri("niger"): 3, iri("libya"): 4}
+    # paths that end at answers are the answer, whichever way they walk "neighbor of"; Niger, which
+    # no path reaches, is left out: the reader copies the reading of the question it is shown
+    libya = Triple(iri("libya"), iri("neighborOf"), iri("chad"))
+    back_path = RankedFact(libya, 0.0, path=GraphPath(iri("chad"), (libya,)))
+    assert reached_through(classes, first_hop, [back_path, *items]) == {iri("libya"): 1}
 
 
 # ------------------------------------------------------------------ the inject benchmark's tallies

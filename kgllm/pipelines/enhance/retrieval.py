@@ -70,7 +70,8 @@ class FusionConfig:
     pagerank_alpha: float = 0.85
     """PageRank's damping: the chance a walk continues rather than jumping back to the entities."""
     paths_first: bool = True
-    """The path answerer's paths lead, one item each (else their facts are one list among the others)."""
+    """The path answerer's paths lead, one item for each answer they reach (else their facts are one
+    list among the others)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "per_list", "hops", "rrf_k"):
@@ -185,7 +186,7 @@ class FusionRetriever:
         scores = {t: s for t, s, _ in fused}
         lead = [
             RankedFact(path.triples[-1], scores.get(path.triples[-1], 0.0), {"paths": rank}, path)
-            for rank, path in enumerate(walked[: config.per_list], 1)
+            for rank, path in enumerate(one_path_per_answer(walked)[: config.per_list], 1)
         ]
         held = {t for item in lead for t in item.triples}
         rest = [RankedFact(t, s, r) for t, s, r in fused if t not in held]
@@ -249,3 +250,12 @@ class FusionRetriever:
                 seen.add(text.lower())
                 rewrites.append(text)
         return rewrites
+
+
+def one_path_per_answer(paths: list[GraphPath]) -> list[GraphPath]:
+    """The first of the paths to each answer, in their order: a prompt numbers every answer once, and
+    a reader cites each numbered path it is shown, where it would have to skip a repeated answer."""
+    first: dict[str, GraphPath] = {}
+    for path in paths:
+        first.setdefault(path.end, path)
+    return list(first.values())
