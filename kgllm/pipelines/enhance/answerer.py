@@ -117,7 +117,7 @@ class GenerationAnswerer:
         lm: LanguageModel | Callable[[GenerationAnswerer], LanguageModel] | None,
         template: PromptTemplate = INSTRUCTED_TEMPLATE,
         fusion: FusionConfig | None = None,
-        max_new_tokens: int = 96,
+        max_new_tokens: int = 160,
         context_tokens: int | None = None,
         paths: Answerer | None = None,
     ):
@@ -226,8 +226,8 @@ class GenerationAnswerer:
                 question, [], [], "", GenerationConfig(), retrieved, started=started, deadline=deadline
             )
         context = context_option or self._model_context()
-        # a small context keeps three quarters of itself for the facts
-        max_new = int(max_new_option or min(self.max_new_tokens, context // 4 if context else self.max_new_tokens))
+        # a small context keeps two thirds of itself for the facts
+        max_new = int(max_new_option or min(self.max_new_tokens, context // 3 if context else self.max_new_tokens))
         config = GenerationConfig(max_new_tokens=max_new, stop=("\n",), max_seconds=_left(deadline))
         texts = self._verbalize(retrieved.facts)
         kept, tokens = self._fit(question.strip(), texts, context, max_new)
