@@ -10,8 +10,9 @@ The lists, each from the shared :class:`~kgllm.retrieval.retriever.KGRetriever`:
   paths it walks for the question, in walking order: the chains a two-hop question needs, which
   the lists above rank below the many facts that mention the question's entity.
 
-With ``paths_first`` (the default), the reasoner's paths lead, each one item from the question's
-entity to the answer it reaches (:attr:`RankedFact.path`), in the reasoner's order; the other
+With ``paths_first`` (the default), the reasoner's paths lead, one item for each answer they reach
+(the first path there, from the question's entity: :attr:`RankedFact.path`), in the reasoner's
+order; the other
 lists' facts follow by fused score, less the facts the paths already hold. The paths are planned
 for the question's relations, so they are the most precise list (retrieval by planned relation
 paths, as in Reasoning on Graphs), and a reader reads each chain the question asks for on one
