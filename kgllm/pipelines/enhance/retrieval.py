@@ -12,11 +12,10 @@ The lists, each from the shared :class:`~kgllm.retrieval.retriever.KGRetriever`:
 
 With ``paths_first`` (the default), the reasoner's paths lead, one item for each answer they reach
 (the first path there, from the question's entity: :attr:`RankedFact.path`), in the reasoner's
-order; the other
-lists' facts follow by fused score, less the facts the paths already hold. The paths are planned
-for the question's relations, so they are the most precise list (retrieval by planned relation
-paths, as in Reasoning on Graphs), and a reader reads each chain the question asks for on one
-line, its answer at the end, instead of piecing it together from facts apart.
+order; the other lists' facts follow by fused score, less the facts the paths already hold. The
+paths are planned for the question's relations, so they are the most precise list (retrieval by
+planned relation paths, as in Reasoning on Graphs), and a reader reads each chain the question
+asks for on one line, its answer at the end, instead of piecing it together from facts apart.
 
 With a language model and ``rewrites > 0``, the model rewrites the question that many times and
 each rewrite contributes its own ``faiss`` and ``expansion`` lists (RAG-Fusion). Reciprocal rank
