@@ -416,9 +416,9 @@ class GenerationAnswerer:
         """How many facts (best first) fit the context beside the question and the answer, and the prompt's
         token count. The question is never cut: if it alone does not fit, that is an error."""
         lines = number_facts(texts).split("\n")
-        empty = self._count_tokens([self.template.format(facts="", question=question)])[0]
+        empty = self.count_tokens([self.template.format(facts="", question=question)])[0]
         if context is None:
-            return len(texts), empty + sum(self._count_tokens(lines))
+            return len(texts), empty + sum(self.count_tokens(lines))
         room = context - max_new - empty
         if room < 0:
             raise InputError(
@@ -426,13 +426,14 @@ class GenerationAnswerer:
                 f"of {context} tokens"
             )
         used, kept = 0, 0
-        for cost in self._count_tokens(lines):
+        for cost in self.count_tokens(lines):
             if used + cost + 1 > room:  # +1: the newline between facts
                 break
             used, kept = used + cost + 1, kept + 1
         return kept, empty + used
 
-    def _count_tokens(self, texts: list[str]) -> list[int]:
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens of each text for the model (an estimate from its length for a model without a local tokenizer)."""
         tokenizer = getattr(self.lm, "tokenizer", None)
         if tokenizer is None:
             return [len(text) // CHARS_PER_TOKEN + 1 for text in texts]

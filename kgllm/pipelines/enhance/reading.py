@@ -210,7 +210,7 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
         target = " " + ", ".join(f"[{n}] {name}" for n, name in cited)
     else:
         target = " " + NO_ANSWER
-    if len(prompter.lm.tokenizer(target)["input_ids"]) >= prepared.config.max_new_tokens:  # type: ignore[attr-defined]
+    if prompter.count_tokens([target])[0] + 1 >= prepared.config.max_new_tokens:  # the answer and </s>
         return None  # longer than the reader may write: training would cut the prompt's first lines
     return TaskExample(prepared.prompt, target, (target.strip(),))
 
