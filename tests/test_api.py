@@ -1,5 +1,7 @@
 """kgllm.connect / ask and the session, on small graph files."""
 
+import gc
+
 import pytest
 
 import kgllm
@@ -49,6 +51,20 @@ def test_bad_connect_arguments_fail_clearly(tmp_path, settings):
         kgllm.connect(tmp_path / "missing.ttl", use_model=False, settings=settings)
     with pytest.raises(ConfigurationError, match="ignored"):
         kgllm.connect(RDFLibStore(), use_model=False, settings=settings, base="http://x/")
+
+
+def test_warm_up_readies_a_session_for_many_questions(graph_file, settings, encoder):
+    from kgllm.session import GC_THRESHOLDS
+
+    session = kgllm.connect(graph_file, encoder=encoder, use_model=False, settings=settings)
+    thresholds = gc.get_threshold()
+    try:
+        assert session.warm_up() > 0  # the relation-path phrases of its entities encoded
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == GC_THRESHOLDS
+        assert [e.label for e in session.ask("What are the neighbors of Chad?").entities] == ["Niger"]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_ask_keeps_its_session(graph_file, settings, encoder):

@@ -206,7 +206,7 @@ def measure(name: str, graph_file: Path, work: Path, index_facts: bool, beam: in
     session = connect(store, use_model=False, settings=settings, encoder=encoder, progress=False)
     result.index_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    session.reasoner.warm_up()
+    session.warm_up()
     result.warm_up_seconds = time.perf_counter() - started
     result.entities = store.count_entities()
     result.max_degree = _degree(store)

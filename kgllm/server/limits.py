@@ -12,7 +12,4 @@ HEALTH_STALE_SECONDS = 60.0  # /health fails when the store has not answered for
 ANSWER_CACHE_SECONDS = 10.0  # how long a complete /ask answer is reused for the same request
 ANSWER_CACHE_SIZE = 1024  # answers kept
 MAX_JOBS_KEPT = 100  # background jobs remembered for polling
-# the garbage collector's generation thresholds while serving (Python's: 700, 10, 10): young
-# collections every 50,000 new objects, old ones rarely, so a long search is not stopped for them
-GC_THRESHOLDS = (50_000, 20, 100)
 SWITCH_INTERVAL = 0.001  # seconds a thread keeps the interpreter while others wait (Python's: 0.005)

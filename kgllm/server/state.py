@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import os
@@ -43,7 +42,6 @@ from kgllm.exceptions import KGLLMError
 from kgllm.server.limits import (
     ANSWER_CACHE_SECONDS,
     ANSWER_CACHE_SIZE,
-    GC_THRESHOLDS,
     HEALTH_REFRESH_SECONDS,
     HEALTH_STALE_SECONDS,
     MAX_JOBS_KEPT,
@@ -59,17 +57,6 @@ def one_torch_thread_per_call() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def settle_collector() -> None:
-    """Keep what the server loaded at start out of the garbage collector's walks, and collect less
-    often. A full collection holds the interpreter: with the graph, its indexes and a long path
-    search's walks to visit, one took 0.4 s, during which no request and no ``/health`` moved.
-    Threads also hand the interpreter over sooner, so the event loop is not kept waiting."""
-    gc.collect()
-    gc.freeze()  # loaded once and kept: never garbage
-    gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL)  # with the workers busy, the event loop (and /health) waits less
 
 
 def default_workers() -> int:
@@ -106,13 +93,8 @@ class ServerState:
         """Warm up (load the graph and indexes, count the store) and open the worker pool."""
         self.health.check()
         one_torch_thread_per_call()
-        retriever = self.session.retriever
-        retriever.label_index  # noqa: B018 - built before the first request, not by several at once
-        retriever.encoder.encode_query("warm up")  # tokenizer settings fixed once, before threads share it
-        started = time.perf_counter()
-        phrases = self.session.reasoner.warm_up()
-        log.info("encoded %d relation-path phrases in %.1f s", phrases, time.perf_counter() - started)
-        settle_collector()
+        self.session.warm_up()  # before the threads share it: tokenizer settings fixed, indexes built once
+        sys.setswitchinterval(SWITCH_INTERVAL)  # with the workers busy, the event loop (and /health) waits less
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kgllm-work")
         self.jobs.start()
 
