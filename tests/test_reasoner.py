@@ -116,6 +116,20 @@ def test_hub_entities_and_cycles_are_bounded(encoder):
     assert "fanout_sampled" not in wide.metadata and len(wide.entities) > len(answer.entities)
 
 
+def test_a_hubs_rarer_relations_are_searched_and_walked_whole(encoder):
+    ex = "http://example.org/"
+    store = RDFLibStore()
+    fans = [Triple(ex + f"fan{i}", ex + "follows", ex + "hub") for i in range(300)]
+    cities = [Triple(ex + "hub", ex + "livedIn", ex + f"city{i}") for i in range(40)]
+    store.add(fans + cities, [Entity(ex + "hub", "Hub"), Entity(ex + "livedIn", "lived in")])
+    config = ReasonerConfig(max_fanout=50, beam_width=3)
+    reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "hub")), config=config)
+    answer = reasoner.answer("Which cities has Hub lived in?")
+    # the 50 edges read for the plan were spread over both relations; the plan was then walked whole
+    assert {e.id for e in answer.entities} == {ex + f"city{i}" for i in range(40)}
+    assert answer.metadata["fanout_sampled"]["entities"] == ["Hub"]
+
+
 @pytest.mark.parametrize(
     "question",
     [

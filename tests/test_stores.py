@@ -94,6 +94,18 @@ def test_neighbors_by_direction_and_relation(filled):
         filled.neighbors(CHAD, "sideways")
 
 
+def test_a_hubs_limited_edges_hold_every_kind_it_has(store):
+    hub, relations = EX + "hub", [EX + f"r{i}" for i in range(4)]
+    many = [Triple(hub, relations[0], EX + f"n{i}") for i in range(30)]  # most of its edges: one relation
+    few = [Triple(hub, relations[1], EX + "a"), Triple(EX + "b", relations[2], hub)]
+    few.append(Triple(EX + "c", relations[3], hub))
+    store.add(many + few)
+    edges = store.neighbors(hub, "both", limit=10)
+    assert len(edges) == 10 and len(set(edges)) == 10 and set(few) <= set(edges)
+    assert set(store.neighbors(hub, "out", limit=5)) >= {few[0]} and len(store.neighbors(hub, "out", limit=5)) == 5
+    assert set(store.neighbors(hub, "both", limit=40)) == set(many + few)  # under the limit: all of them
+
+
 def test_triple_patterns(filled):
     assert set(filled.triples(relation=IN)) == {FACTS[3], FACTS[4], FACTS[5]}
     assert set(filled.triples(head=CHAD, relation=BORDERS)) == {FACTS[0], FACTS[2]}

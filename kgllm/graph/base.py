@@ -8,6 +8,7 @@ over ``neighbors`` and may be overridden with a native query.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -184,10 +185,38 @@ class GraphStore(ABC):
     def neighbors(
         self, entity_id: str, direction: Direction = "both", relation: str | None = None, limit: int | None = None
     ) -> list[Triple]:
-        """Triples touching ``entity_id``: outgoing, incoming or both, optionally of one relation."""
+        """Triples touching ``entity_id``: outgoing, incoming or both, optionally of one relation.
+
+        With a ``limit`` that the entity's edges reach, of any relation, the edges returned are spread
+        over every relation and direction it has, as evenly as the limit allows: its first edges in
+        an index's order are of one or two relations (a hub of 63,000 edges had 4 of its 60 kinds of
+        edge among its first 2,000), and a search on them would never meet the others.
+        """
         if direction not in ("out", "in", "both"):
             raise InputError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
-        return self._neighbors(entity_id, direction, relation, limit)
+        edges = self._neighbors(entity_id, direction, relation, limit)
+        if relation is None and limit is not None and len(edges) >= limit:
+            return self._spread_neighbors(entity_id, direction, limit)
+        return edges
+
+    def _spread_neighbors(self, entity_id: str, direction: Direction, limit: int) -> list[Triple]:
+        """``limit`` edges of a hub, taken in turn from each relation and direction it has: each kind
+        read up to an equal share, the share of the kinds that have fewer given to those that had
+        as many as asked, until ``limit`` edges are read or every kind is read whole."""
+        ways: tuple[Direction, ...] = ("out", "in") if direction == "both" else (direction,)
+        kinds = [(r, way) for r in self.relations() for way in ways]
+        read: dict[tuple[str, Direction], list[Triple]] = {kind: [] for kind in kinds}
+        open_kinds = kinds  # those that had as many edges as asked: they may have more
+        while open_kinds and (left := limit - len(_in_turn(read.values()))) > 0:
+            share = -(-left // len(open_kinds))  # an equal share of what is left, rounded up
+            still_open = []
+            for relation, way in open_kinds:
+                wanted = len(read[relation, way]) + share
+                read[relation, way] = self._neighbors(entity_id, way, relation, wanted)
+                if len(read[relation, way]) == wanted:
+                    still_open.append((relation, way))
+            open_kinds = still_open
+        return _in_turn(read.values())[:limit]
 
     @abstractmethod
     def _neighbors(
@@ -350,3 +379,8 @@ def check_entity(e: object) -> Entity:
     if not isinstance(e, Entity) or not (isinstance(e.id, str) and e.id.strip()):
         raise InputError(f"not an entity with an id: {e!r}")
     return e
+
+
+def _in_turn(groups: Iterable[list[Triple]]) -> list[Triple]:
+    """The first edge of each group, then the second of each, ...; each edge once (a loop is both out and in)."""
+    return list(dict.fromkeys(t for row in itertools.zip_longest(*groups) for t in row if t is not None))

@@ -388,7 +388,8 @@ class PathReasoner:
         grouped: dict[tuple[str, bool, str | None], list[GraphPath]] = defaultdict(list)
         probe = self.config.max_probe_edges
         edges = list(itertools.islice(self._edges_at_ends(plan.walks), probe + 1))
-        probed = plan.probed or len(edges) > probe
+        # on a sample when the probe stopped early or read a hub's edges cut to max_fanout
+        probed = plan.probed or len(edges) > probe or not self._hubs_met().isdisjoint(end for _, end, _ in edges)
         for walk, end, t in edges[:probe]:
             self._check_time()
             forward = t.head == end
@@ -454,6 +455,9 @@ class PathReasoner:
             end = walk.end
             for t in self._edges(end):
                 yield walk, end, t
+
+    def _hubs_met(self) -> set[str]:
+        return self._hubs if self._hubs is not None else set()
 
     def _edges(self, node: str, direction: Direction = "both", relation: str | None = None) -> list[Triple]:
         """The edges of ``node`` walked in one step: all of them, or the first ``max_fanout`` of a hub
