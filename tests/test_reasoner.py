@@ -130,6 +130,18 @@ def test_a_hubs_rarer_relations_are_searched_and_walked_whole(encoder):
     assert answer.metadata["fanout_sampled"]["entities"] == ["Hub"]
 
 
+def test_a_relation_named_in_several_words_is_one_hop(encoder):
+    ex = "http://example.org/"
+    store = RDFLibStore()
+    jobs = [Triple(ex + "pat", ex + "profession", ex + "actor"), Triple(ex + "pat", ex + "profession", ex + "singer")]
+    others = [Triple(ex + f"p{i}", ex + "profession", ex + "actor") for i in range(5)]
+    names = [Entity(ex + "pat", "Pat"), Entity(ex + "profession", "people person profession")]
+    store.add(jobs + others, names)
+    reasoner = PathReasoner(store, _Retriever(encoder, store.entity(ex + "pat"), mention="Pat"))
+    answer = reasoner.answer("What is the people person profession of Pat?")
+    assert {e.id for e in answer.entities} == {ex + "actor", ex + "singer"}
+
+
 @pytest.mark.parametrize(
     "question",
     [
