@@ -203,8 +203,7 @@ class GraphStore(ABC):
         """``limit`` edges of a hub, taken in turn from each relation and direction it has: each kind
         read up to an equal share, the share of the kinds that have fewer given to those that had
         as many as asked, until ``limit`` edges are read or every kind is read whole."""
-        ways: tuple[Direction, ...] = ("out", "in") if direction == "both" else (direction,)
-        kinds = [(r, way) for r in self.relations() for way in ways]
+        kinds = self._edge_kinds(entity_id, direction)
         read: dict[tuple[str, Direction], list[Triple]] = {kind: [] for kind in kinds}
         open_kinds = kinds  # those that had as many edges as asked: they may have more
         while open_kinds and (left := limit - len(_in_turn(read.values()))) > 0:
@@ -217,6 +216,13 @@ class GraphStore(ABC):
                     still_open.append((relation, way))
             open_kinds = still_open
         return _in_turn(read.values())[:limit]
+
+    def _edge_kinds(self, entity_id: str, direction: Direction) -> list[tuple[str, Direction]]:
+        """The (relation, way) pairs to read a hub's edges by: every relation of the graph each way,
+        where reading a kind the entity lacks costs an index lookup (a store with a round trip per
+        read names only the entity's own)."""
+        ways: tuple[Direction, ...] = ("out", "in") if direction == "both" else (direction,)
+        return [(relation, way) for relation in self.relations() for way in ways]
 
     @abstractmethod
     def _neighbors(

@@ -217,6 +217,10 @@ _NEIGHBORS = {
     "both": "MATCH (n:Entity {id: $id})-[r:REL]-(m) {where} "
     "RETURN DISTINCT startNode(r).id AS h, r.id AS r, endNode(r).id AS t",
 }
+_EDGE_KINDS = {
+    "out": "MATCH (n:Entity {id: $id})-[r:REL]->() RETURN DISTINCT r.id AS r ORDER BY r",
+    "in": "MATCH (n:Entity {id: $id})<-[r:REL]-() RETURN DISTINCT r.id AS r ORDER BY r",
+}
 _EXPAND = """
 UNWIND $ids AS id
 MATCH (n:Entity {id: id})
@@ -541,6 +545,10 @@ class Neo4jStore(GraphStore):
         if limit is not None:
             cypher += " LIMIT $limit"
         return [_triple(r) for r in self._records(cypher, id=entity_id, rel=relation, limit=limit)]
+
+    def _edge_kinds(self, entity_id: str, direction: Direction) -> list[tuple[str, Direction]]:
+        ways: tuple[Direction, ...] = ("out", "in") if direction == "both" else (direction,)
+        return [(r["r"], way) for way in ways for r in self._records(_EDGE_KINDS[way], id=entity_id)]
 
     def triples(
         self, head: str | None = None, relation: str | None = None, tail: str | None = None
