@@ -7,8 +7,9 @@ labels. Each graph is measured in a process of its own, so its peak RSS is its o
 
 - load: ``kgllm load`` into a fresh Oxigraph folder (parse, check, write in batches);
 - index: the retriever's indexes from scratch (entity labels; facts deferred unless asked);
-- warm-up: what ``kgllm serve`` does before its first request (the reasoner encodes the
-  relation-path phrases of a few entities' paths);
+- warm-up: what ``kgllm serve`` does before its first request (``Session.warm_up``: the
+  reasoner encodes the relation-path phrases of a few entities' paths, and what is loaded is
+  kept out of the garbage collector's walks);
 - ask: warm ``ask`` without a language model, p50 and p95 over questions about
   entities drawn by degree (hubs included), and how many got exactly the entities the
   graph holds for that entity and relation;
