@@ -65,7 +65,10 @@ class Settings(BaseSettings):
     threads: int = Field(2, ge=1, description="CPU threads for torch.")
     max_hops: int = Field(2, ge=1, le=4, description="Longest relation path the reasoner follows.")
     max_fanout: int = Field(
-        2000, ge=1, description="Most edges read from one entity in one step (bounds hub entities)."
+        2000,
+        ge=1,
+        description="Most edges read from one entity in one step (bounds hub entities; a hub's are spread "
+        "over all its relations).",
     )
     index_facts: bool = Field(
         True,
