@@ -297,8 +297,8 @@ class PathReasoner:
         return sum(similarities) / len(pairs)
 
     def _relation_mentions(self, question: str, relations: set[str], classes: set[str]) -> tuple[int, int, list[str]]:
-        """Hints of how many hops the question asks for: the relations it names (a run of adjacent
-        words that name relations is one: "people person profession"), and those together with the
+        """Hints of how many hops the question asks for: the relations it names (adjacent words of one
+        relation's name are one: "people person profession"), and those together with the
         nouns chained to the entity by ``'s`` and ``of`` ("the sex of X's heir"); and the chained nouns
         in order from the entity outwards."""
         skip = {name.lower() for c in classes for name in self._names(c)} | WH_WORDS | STOP_WORDS | {MASK.lower()}
@@ -314,7 +314,17 @@ class PathReasoner:
                 i for i, best in zip(content, similarity.max(axis=1)) if best >= self.config.relation_word_similarity
             }
         chain = [i for i in _chained_nouns(tokens) if i in content]
-        return _runs(named), _runs(named | set(chain)), [tokens[i] for i in chain]
+        name_words = [set(_TOKEN.findall(name.lower())) for name in names]
+
+        def mentions(positions: set[int]) -> int:
+            """Adjacent words that one relation's name holds both of are one mention of it."""
+            return sum(
+                1
+                for i in positions
+                if not (i - 1 in positions and any({tokens[i - 1], tokens[i]} <= words for words in name_words))
+            )
+
+        return mentions(named), mentions(named | set(chain)), [tokens[i] for i in chain]
 
     def _question_classes(self, question: str, classes: set[str]) -> tuple[str | None, set[str]]:
         """The class the question asks for ("which countries ...") and every class it names."""
@@ -639,11 +649,6 @@ STOP_WORDS = frozenset(
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'s?")
 DETERMINERS = frozenset({"the", "a", "an"})
-
-
-def _runs(positions: set[int]) -> int:
-    """How many runs of consecutive positions there are: {3, 4, 7} has two."""
-    return sum(1 for i in positions if i - 1 not in positions)
 
 
 def _chained_nouns(tokens: list[str]) -> list[int]:
