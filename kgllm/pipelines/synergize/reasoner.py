@@ -400,7 +400,7 @@ class PathReasoner:
         probe = self.config.max_probe_edges
         edges = list(itertools.islice(self._edges_at_ends(plan.walks), probe + 1))
         # on a sample when the probe stopped early or read a hub's edges cut to max_fanout
-        probed = plan.probed or len(edges) > probe or not self._hubs_met().isdisjoint(end for _, end, _ in edges)
+        probed = plan.probed or len(edges) > probe or not (self._hubs or set()).isdisjoint(e for _, e, _ in edges)
         for walk, end, t in edges[:probe]:
             self._check_time()
             forward = t.head == end
@@ -467,12 +467,10 @@ class PathReasoner:
             for t in self._edges(end):
                 yield walk, end, t
 
-    def _hubs_met(self) -> set[str]:
-        return self._hubs if self._hubs is not None else set()
-
     def _edges(self, node: str, direction: Direction = "both", relation: str | None = None) -> list[Triple]:
-        """The edges of ``node`` walked in one step: all of them, or the first ``max_fanout`` of a hub
-        that has more, which is noted so that the answer says it was searched on a sample."""
+        """The edges of ``node`` walked in one step: all of them, or ``max_fanout`` of a hub that has
+        more (spread over its relations by the store), which is noted so that the answer says it was
+        searched on a sample."""
         edges = self.store.neighbors(node, direction, relation, limit=self.config.max_fanout + 1)
         if len(edges) > self.config.max_fanout:
             if self._hubs is not None:
