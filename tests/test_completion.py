@@ -388,6 +388,19 @@ def test_budgets_name_their_unit():
             parse_budgets(bad)
 
 
+def test_peers_name_pykeen_recipes_by_model_and_loop():
+    from kgllm.bench.completion import CURVE_PYKEEN, parse_peers
+    from kgllm.exceptions import InputError
+
+    assert parse_peers("all") == list(CURVE_PYKEEN)
+    assert parse_peers("none") == []
+    chosen = parse_peers("RotatE-LCWA, complex-slcwa")
+    assert [(r.model, r.loop) for r in chosen] == [("RotatE", "lcwa"), ("ComplEx", "slcwa")]
+    for bad in ("transe-slcwa", "", "all,none", "rotate"):
+        with pytest.raises(InputError, match="--peers"):
+            parse_peers(bad)
+
+
 def test_budget_curve_ranks_every_model_at_every_budget(demo_split, tmp_path):
     from kgllm.bench.completion import PyKEENRecipe, curve_table, plot_curve, run_budget_curve
 

@@ -138,6 +138,11 @@ class PyKEENRecipe:
     def label(self) -> str:
         return f"PyKEEN {self.model} " + ("(sLCWA, pipeline defaults)" if self.loop == "slcwa" else "(LCWA + inverse)")
 
+    @property
+    def key(self) -> str:
+        """How ``--peers`` names the recipe: ``complex-slcwa``, ``rotate-lcwa``, ..."""
+        return f"{self.model.lower()}-{self.loop}"
+
 
 @dataclass
 class Mark:
@@ -386,7 +391,23 @@ def parse_budgets(text: str) -> list[float]:
     return sorted(set(budgets))
 
 
-def curve_report(data: Path, budgets: str, test_sample: int, out: Path | None) -> list[dict[str, str]]:
+def parse_peers(text: str) -> list[PyKEENRecipe]:
+    """``"all"``, ``"none"`` or comma-separated recipe keys -> the PyKEEN recipes to run."""
+    keys = [k.strip().lower() for k in text.split(",") if k.strip()]
+    if keys == ["all"]:
+        return list(CURVE_PYKEEN)
+    if keys == ["none"]:
+        return []
+    known = {recipe.key: recipe for recipe in CURVE_PYKEEN}
+    unknown = [k for k in keys if k not in known]
+    if unknown or not keys:
+        raise InputError(f"--peers {text!r}: write all, none or some of {', '.join(known)}")
+    return [known[k] for k in keys]
+
+
+def curve_report(
+    data: Path, budgets: str, test_sample: int, out: Path | None, peers: str = "all"
+) -> list[dict[str, str]]:
     """Run :func:`run_budget_curve`, print the table, save it as Markdown and the curve as a PNG beside it
     (model by model: a long run stopped part-way keeps what it measured)."""
     from kgllm.bench.report import print_table
@@ -394,12 +415,14 @@ def curve_report(data: Path, budgets: str, test_sample: int, out: Path | None) -
     logging.getLogger("pykeen").setLevel(logging.WARNING)
     tested = f"a fixed random sample of {test_sample:,} test triples" if test_sample else "every test triple"
     points: list[CurvePoint] = []
-    for model_points in run_budget_curve(data, parse_budgets(budgets), test_sample):
+    recipes = parse_peers(peers)
+    for model_points in run_budget_curve(data, parse_budgets(budgets), test_sample, recipes=recipes):
         points += model_points
         if out:
             command = f"kgllm bench complete --data {data} --budgets {budgets}" + (
                 f" --test-sample {test_sample}" if test_sample else ""
             )
+            command += f" --peers {peers}" if peers != "all" else ""
             _save_curve(points, data.name, command, tested, out)
     rows = curve_table(points)
     print_table(rows, f"link prediction on {data.name} at equal training time (filtered, both directions, {tested})")

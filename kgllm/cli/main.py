@@ -896,6 +896,14 @@ def bench_complete(
             "--test-sample", help="With --budgets: rank a fixed random sample of this many test triples (0: all)."
         ),
     ] = 0,
+    peers: Annotated[
+        str,
+        typer.Option(
+            "--peers",
+            help="With --budgets: the PyKEEN recipes to run: all, none, or some of complex-slcwa, rotate-slcwa, "
+            "complex-lcwa, rotate-lcwa.",
+        ),
+    ] = "all",
     out: Annotated[Optional[Path], typer.Option("--out", help="Save the tables as Markdown here.")] = None,
 ) -> None:
     """Link prediction (filtered MRR, Hits@1/3/10) against PyKEEN TransE, ComplEx and RotatE under one budget,
@@ -903,7 +911,7 @@ def bench_complete(
     from kgllm.bench.completion import completion_benchmark_report, curve_report
 
     if budgets:
-        curve_report(data, budgets, test_sample, out)
+        curve_report(data, budgets, test_sample, out, peers)
     else:
         completion_benchmark_report(data, budget, scorers, throughput_triples, out, Settings())
 
