@@ -6,6 +6,7 @@ one (MiniLM, FAISS) over a real rdflib store.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from kgllm.pipelines.enhance import (
 from kgllm.pipelines.enhance.prompt import CitationGrammar
 from kgllm.pipelines.enhance.reading import (
     READER_CONTEXT,
+    NameSwapper,
     ReaderConfig,
     Step,
     Walk,
@@ -45,7 +47,7 @@ from kgllm.pipelines.enhance.reading import (
     reading_examples,
     train_reader,
 )
-from kgllm.pipelines.enhance.retrieval import one_path_per_answer
+from kgllm.pipelines.enhance.retrieval import one_path_per_answer, same_walks
 from kgllm.pipelines.synergize import PathReasoner
 from kgllm.retrieval.retriever import KGRetriever
 from kgllm.settings import Settings
@@ -164,6 +166,9 @@ def test_the_citation_grammar_allows_only_listed_items_once_each():
     assert sorted(grammar.prefix_allowed_tokens(0, [1, 3, 9])) == [1, 4]  # no refusal after an item
     assert grammar.prefix_allowed_tokens(0, [1, 3, 9, 1]) == [2]  # [1, 3] is used
     assert grammar.prefix_allowed_tokens(0, [7, 8]) == [0]
+    no_refusal = CitationGrammar([[1, 2], [1, 3], [4]], separator=[9], refusal=None, eos_id=0)
+    assert sorted(no_refusal.prefix_allowed_tokens(0, [])) == [1, 4]
+    assert no_refusal.prefix_allowed_tokens(0, [1, 3]) == [9, 0]
 
 
 def test_the_citation_grammar_names_each_entity_and_cites_each_item_once():
@@ -193,16 +198,22 @@ def test_fusion_ranks_facts_every_list_agrees_on_first(retriever):
         FusionRetriever(retriever).retrieve("Which countries border Chad?", topk=3)
 
 
-def test_the_path_answerers_paths_lead_one_item_per_answer(store, retriever):
+def test_the_path_answerers_paths_lead_one_item_per_walk(store, retriever):
     question = "In which subregions are Chad's neighbours located?"
     reasoner = PathReasoner(store, retriever)
     fused = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50)
     paths = reasoner.answer(question).evidence.paths
-    assert len(paths) == 2 and [f.path for f in fused.facts[:2]] == paths
-    assert [f.triple for f in fused.facts[:2]] == [p.triples[-1] for p in paths]  # the fact reaching the answer
-    assert all(f.path is None and "paths" not in f.ranks for f in fused.facts[2:])
+    assert len(paths) == 2 and fused.facts[0].paths == tuple(paths)  # one walk: Chad > neighbor of > located in
+    assert fused.facts[0].answers == tuple(p.end for p in paths)
+    assert fused.facts[0].triple == paths[0].triples[-1]  # the fact reaching the first answer
+    assert all(not f.paths and "paths" not in f.ranks for f in fused.facts[1:])
     walked = {t for path in paths for t in path.triples}
-    assert not walked & {f.triple for f in fused.facts[2:]}  # a fact of a path is not listed again
+    assert set(fused.facts[0].triples) == walked
+    assert not walked & {f.triple for f in fused.facts[1:]}  # a fact of a path is not listed again
+    # paths that walk other relations, or from another start, are other items
+    back = GraphPath(iri("chad"), (Triple(iri("libya"), iri("neighborOf"), iri("chad")),))
+    ahead = GraphPath(iri("chad"), (Triple(iri("chad"), iri("neighborOf"), iri("niger")),))
+    assert same_walks([paths[0], back, paths[1], ahead]) == [(paths[0], paths[1]), (back,), (ahead,)]
     # two paths to one answer are one item: the first
     via_niger, via_libya = (
         GraphPath(
@@ -214,7 +225,7 @@ def test_the_path_answerers_paths_lead_one_item_per_answer(store, retriever):
     assert one_path_per_answer([via_niger, paths[0], via_libya]) == [via_niger, paths[0]]
     mixed = FusionRetriever(retriever, paths=reasoner).retrieve(question, k=50, paths_first=False)
     assert {f.triple for f in mixed.facts if "paths" in f.ranks} == walked
-    assert all(f.path is None for f in mixed.facts)
+    assert all(not f.paths for f in mixed.facts)
     assert [f.score for f in mixed.facts] == sorted((f.score for f in mixed.facts), reverse=True)
 
 
@@ -228,23 +239,24 @@ def test_empty_retrieval_is_refused_without_calling_a_model(store, retriever):
     assert "cannot answer this from the graph" in answer.text and "names nothing the graph knows" in answer.text
 
 
-def test_a_cited_path_maps_back_to_its_triples(answerer):
+def test_a_cited_walk_maps_back_to_the_paths_of_the_answers_named(answerer):
     question = "In which subregions are Chad's neighbours located?"
     prepared = answerer.prepare(question, context_tokens=1000, constrained=False)
-    number = {f.triple: n for n, f in enumerate(prepared.facts, 1)}
     second_hop = Triple(iri("niger"), iri("locatedIn"), iri("western_africa"))
-    n = number[second_hop]
-    walked = prepared.facts[n - 1].path
-    assert walked is not None and walked.start == iri("chad") and walked.triples[-1] == second_hop
+    n = next(n for n, f in enumerate(prepared.facts, 1) if second_hop in f.triples)
+    walk = prepared.facts[n - 1]
+    (walked,) = [p for p in walk.paths if p.end == iri("western_africa")]
+    assert walked.start == iri("chad") and walked.triples[-1] == second_hop
     record = answerer.finish(prepared, " [1] Libya").metadata["facts"][n - 1]
     arrow = ">" if walked.triples[0].head == iri("chad") else "<"  # a neighbour fact is stored both ways
-    assert record["fact"] == f"Chad {arrow} neighbor of {arrow} Niger > located in > Western Africa"
-    assert record["path"]["start"] == iri("chad")
-    assert record["path"]["triples"][-1] == [iri("niger"), iri("locatedIn"), iri("western_africa")]
+    assert record["fact"].startswith(f"Chad {arrow} neighbor of {arrow} ")
+    assert record["fact"].endswith(" > located in > " + ", ".join(answerer.store.label(e) for e in walk.answers))
+    assert "Niger" in record["fact"] and record["paths"][0]["start"] == iri("chad")
+    assert [p["triples"][-1] for p in record["paths"]] == [p.triples[-1].as_list() for p in walk.paths]
     answer = answerer.finish(prepared, f" [{n}] Western Africa")
     assert [e.id for e in answer.entities] == [iri("western_africa")]
-    assert answer.evidence.triples == list(walked.triples)
-    assert answer.evidence.paths == [replace(walked, score=prepared.facts[n - 1].score)]
+    assert answer.evidence.triples == list(walked.triples)  # the walk's paths to what the answer names
+    assert answer.evidence.paths == [replace(walked, score=walk.score)]
     assert answer.metadata["citations"] == [n]
     assert answer.confidence == 1.0 and answer.metadata["unsupported_names"] == []
 
@@ -255,7 +267,7 @@ def test_a_path_walked_against_a_fact_reads_backwards_and_a_fact_apart_maps_to_a
     assert prepared.facts[0].triple == niger_in and prepared.fact_texts[0] == "Western Africa < located in < Niger"
     apart = Triple(iri("chad"), iri("neighborOf"), iri("niger"))
     n = [f.triple for f in prepared.facts].index(apart) + 1
-    assert prepared.facts[n - 1].path is None and prepared.fact_texts[n - 1] == "Chad neighbor of Niger"
+    assert not prepared.facts[n - 1].paths and prepared.fact_texts[n - 1] == "Chad neighbor of Niger"
     answer = answerer.finish(prepared, f" [{n}] Chad")  # the walk to it from the question's entity
     (path,) = answer.evidence.paths
     assert path.start == iri("western_africa") and path.triples == (niger_in, apart)
@@ -271,7 +283,7 @@ def test_a_name_no_cited_fact_holds_is_reported(answerer):
 def test_an_item_cut_short_is_left_out_of_the_answer_and_its_text(answerer):
     prepared = answerer.prepare("Which countries border Chad?")
     assert prepared.constraint is not None  # a local model writes under the citation grammar
-    end = prepared.facts[0].path.end if prepared.facts[0].path else prepared.facts[0].triple.tail
+    end = prepared.facts[0].answers[-1]
     name = answerer.store.label(end)
     for cut in (" [2] Alg", " [2", " ["):  # the token budget ran out inside an item
         answer = answerer.finish(prepared, f" [1] {name},{cut}")
@@ -376,15 +388,17 @@ def test_a_reading_target_holds_only_what_the_shown_facts_reach(store):
     assert reached_through(classes, back, items) == {iri("chad"): 2}
     assert reached_through(classes, Walk("Niger anthem", iri("niger"), ()), items) == {}
     # a path is one item: the answer it reaches cites it, not the facts apart that repeat its steps
-    path = RankedFact(shown[3], 0.0, path=GraphPath(iri("chad"), (shown[1], shown[3])))
+    path = RankedFact(shown[3], 0.0, paths=(GraphPath(iri("chad"), (shown[1], shown[3])),))
     assert reached_through(classes, walk, [path, *items]) == {iri("western_africa"): 1}
-    # a path is cited for its end only: Niger, on its way, is reached through the fact apart
+    # a path is cited for its end only, and facts apart are not read beside it: Niger, on its way,
+    # is not an answer it shows (such an example is left out of training)
     first_hop = Walk("Which countries border Chad?", iri("chad"), steps[:1])
-    assert reached_through(classes, first_hop, [path, *items]) == {iri("niger"): 3, iri("libya"): 4}
+    assert reached_through(classes, first_hop, [path, *items]) == {}
+    assert reached_through(classes, first_hop, items) == {iri("niger"): 2, iri("libya"): 3}
     # paths that end at answers are the answer, whichever way they walk "neighbor of"; Niger, which
     # no path reaches, is left out: the reader copies the reading of the question it is shown
     libya = Triple(iri("libya"), iri("neighborOf"), iri("chad"))
-    back_path = RankedFact(libya, 0.0, path=GraphPath(iri("chad"), (libya,)))
+    back_path = RankedFact(libya, 0.0, paths=(GraphPath(iri("chad"), (libya,)),))
     assert reached_through(classes, first_hop, [back_path, *items]) == {iri("libya"): 1}
 
 
@@ -411,6 +425,28 @@ def test_the_inject_tallies_tell_retrieval_misses_from_reading_misses():
     row = result.row()
     assert row["exact"] == "25.0%" and row["answers in prompt"] == "66.7%" and row["unusable output"] == "1"
     assert row["citation precision"] == "75.0%" and row["uncited names"] == "25.0%"
+
+
+def test_swapped_names_change_prompt_and_target_alike_within_a_class():
+    from kgllm.llm.tasks import TaskExample
+
+    def text(chad, niger, nigeria, western, equatorial, middle):
+        prompt = (
+            f"Facts:\n[1] {chad} > neighbor of > {niger}, {nigeria} > located in > {western}\n"
+            f"[2] {equatorial} located in {middle}.\nQuestion: Which countries border {chad}?\nAnswer:"
+        )
+        return TaskExample(prompt, f" [1] {niger}, [1] {nigeria}", (f"[1] {niger}, [1] {nigeria}",))
+
+    names = ("Chad", "Niger", "Nigeria", "Western Africa", "Equatorial Guinea", "Middle Africa")
+    demo = open_store(demo_graph_path())
+    swapper = NameSwapper(CorpusBuilder(demo), demo)
+    mapping = swapper.draw(random.Random(1))
+    pool = {name: next(i for i, p in enumerate(swapper.pools) if name in p) for name in mapping}
+    assert all(pool[old] == pool[new] for old, new in mapping.items())  # a country for a country
+    assert sorted(mapping.values()) == sorted(mapping) and mapping != {n: n for n in mapping}
+    # longest names first: "Niger" in "Nigeria" and "Guinea" in "Equatorial Guinea" are not swapped apart
+    assert swapper.swap(text(*names), mapping) == text(*(mapping[n] for n in names))
+    assert swapper.draw(random.Random(1)) == mapping  # the same draw, the same swap
 
 
 def test_a_generated_question_that_names_a_class_reaches_only_that_class():

@@ -70,7 +70,8 @@ class InjectResult:
             return
         self.exact += sorted(local_name(e.id) for e in answer.entities) == sorted(gold)
         facts = {
-            f["n"]: f["path"]["triples"] if "path" in f else [f["triple"]] for f in answer.metadata.get("facts", [])
+            f["n"]: [t for p in f["paths"] for t in p["triples"]] if "paths" in f else [f["triple"]]
+            for f in answer.metadata.get("facts", [])
         }
         if facts and gold:  # could a perfect reader have answered from the prompt?
             ends = {local_name(node) for item in facts.values() for t in item for node in (t[0], t[2])}

@@ -5,9 +5,10 @@ steps around a token stream:
 
 - :meth:`GenerationAnswerer.prepare`: fuse the retrieved facts (:mod:`.retrieval`), keep as many
   as the model's context holds (best first; the question is never cut), number them and fill the
-  template. A reasoner's path is one numbered line, walked from the question's entity to its
-  answer: ``[1] Chad > neighbor of > Niger > located in > Western Africa.`` (``<`` where a fact
-  is walked against its direction: ``Chad < neighbor of < Libya`` is "Libya neighbor of Chad");
+  template. A reasoner's walk is one numbered line, from the question's entity to its answers, the
+  nodes each step reaches listed together: ``[1] Chad > neighbor of > Niger, Libya > located in >
+  Western Africa, Northern Africa.`` (``<`` where facts are walked against their direction:
+  ``Chad < neighbor of < Libya`` is "Libya neighbor of Chad");
 - :meth:`GenerationAnswerer.finish`: read the answer's items and ``[n]`` citations back, map the
   cited facts to triples (and to paths from the question's entities where retrieved facts chain),
   and link each named item to an entity.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kgllm.exceptions import InputError, ModelOutputError
@@ -311,7 +312,6 @@ class GenerationAnswerer:
             raise ModelOutputError(
                 f"the model's answer cites none of the {n_facts} numbered facts: {generated.strip()[:200]!r}"
             )
-        triples = list(dict.fromkeys(t for n in citations for t in prepared.facts[n - 1].triples))
         labels = self._labels({node for f in prepared.facts for t in f.triples for node in (t.head, t.tail)})
         entities, supported, uncited = [], 0, []
         for item in parsed.items:
@@ -328,8 +328,11 @@ class GenerationAnswerer:
             unsupported_names=uncited,
             found=True,
         )
+        named = {e.id for e in entities}
+        cited_facts = [_named_part(prepared.facts[n - 1], named) for n in citations]
+        triples = list(dict.fromkeys(t for fact in cited_facts for t in fact.triples))
         evidence = Evidence(
-            triples=triples, paths=self._paths(prepared, citations), score=prepared.facts[0].score, source=SOURCE
+            triples=triples, paths=self._paths(prepared, cited_facts), score=prepared.facts[0].score, source=SOURCE
         )
         entities = list({e.id: e for e in entities}.values())
         answer_labels = self._labels({node for t in triples for node in (t.head, t.relation, t.tail)})
@@ -380,34 +383,40 @@ class GenerationAnswerer:
         exact = [m.entity for m in matches if m.entity.label.casefold() == wanted]
         return exact[0] if exact else None
 
-    def _paths(self, prepared: PreparedPrompt, citations: list[int]) -> list[GraphPath]:
-        """For each cited item, its path, or the walk from a question entity through numbered facts
+    def _paths(self, prepared: PreparedPrompt, cited: list[RankedFact]) -> list[GraphPath]:
+        """For each cited item, its paths, or the walk from a question entity through numbered facts
         that ends with its fact."""
-        cited = [prepared.facts[n - 1] for n in citations]
         walks: dict[Triple, tuple[str, tuple[Triple, ...]]] = {}
-        if any(fact.path is None for fact in cited):  # a fact apart needs the walk that reaches it
+        if any(not fact.paths for fact in cited):  # a fact apart needs the walk that reaches it
             seeds = prepared.retrieved.seeds if prepared.retrieved else []
             walks = walks_from(seeds, [t for f in prepared.facts for t in f.triples])
         paths = []
         for fact in cited:
-            start, triples = (fact.path.start, fact.path.triples) if fact.path else walks[fact.triple]
-            paths.append(GraphPath(start=start, triples=triples, score=fact.score))
+            walked = fact.paths or [GraphPath(*walks[fact.triple])]
+            paths += [GraphPath(start=p.start, triples=p.triples, score=fact.score) for p in walked]
         return list({(p.start, p.triples): p for p in paths}.values())
 
     def _grammar(self, facts: list[RankedFact]) -> CitationGrammar:
-        """Items ``" [n] <entity>"`` for what every numbered item answers (both ends of a fact, a path's
-        end; each entity named once, each item cited once), the separator and the refusal."""
+        """Items ``" [n] <entity>"`` for what the numbered items answer (each entity named once, a fact
+        cited once, a walk once for each of its answers), the separator and the refusal.
+
+        Where the reasoner's walks are shown, they are its reading of the question: the answer names
+        their answers, not the ends of facts apart (which would mix in another reading), and does not
+        refuse (the reasoner refuses a question it cannot map, and then shows no walk). Otherwise
+        any end of a fact may be named, or the answer may refuse."""
         tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
-        ends = [(n, node) for n, f in enumerate(facts, 1) for node in f.answers]
+        walks = any(f.paths for f in facts)
+        ends = [(n, node) for n, f in enumerate(facts, 1) if f.paths or not walks for node in f.answers]
         labels = self._labels({node for _, node in ends})
         items = [f" [{n}] {labels[node]}" for n, node in ends]
         encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
-        groups = [(node, n) for n, node in ends]
-        return CitationGrammar(encoded[:-2], encoded[-2], encoded[-1], tokenizer.eos_token_id, groups=groups)
+        groups = [(node,) if facts[n - 1].paths else (node, n) for n, node in ends]
+        refusal = None if walks else encoded[-1]
+        return CitationGrammar(encoded[:-2], encoded[-2], refusal, tokenizer.eos_token_id, groups=groups)
 
     def _verbalize(self, facts: list[RankedFact]) -> list[str]:
         labels = self._labels({node for f in facts for t in f.triples for node in (t.head, t.relation, t.tail)})
-        return [_chain_text(f.path, labels) if f.path else _fact_text(f.triple, labels) for f in facts]
+        return [_walk_text(f.paths, labels) if f.paths else _fact_text(f.triple, labels) for f in facts]
 
     def _labels(self, nodes: set[str]) -> dict[str, str]:
         return {node: self.store.label(node) for node in sorted(nodes)}
@@ -452,23 +461,32 @@ def _fact_text(t: Triple, labels: dict[str, str]) -> str:
     return f"{labels[t.head]} {labels[t.relation]} {labels[t.tail]}"
 
 
-def _chain_text(path: GraphPath, labels: dict[str, str]) -> str:
-    """``Chad > neighbor of > Niger > located in > Western Africa``: the walk in its order, ``<`` for a
-    fact walked against its direction, so the answer it reaches is always the last name."""
-    nodes = path.nodes
-    parts = [labels[nodes[0]]]
-    for t, node in zip(path.triples, nodes[1:], strict=True):
+def _walk_text(paths: tuple[GraphPath, ...], labels: dict[str, str]) -> str:
+    """``Chad > neighbor of > Niger, Libya > located in > Western Africa``: the paths of one walk, in
+    its order, the nodes each step reaches listed together (``<`` for facts walked against their
+    direction), so the answers they reach are always the last names."""
+    first = paths[0]
+    steps = list(zip(*(p.nodes for p in paths), strict=True))  # the nodes of every path at each step
+    parts = [", ".join(labels[node] for node in dict.fromkeys(steps[0]))]
+    for t, node, reached in zip(first.triples, first.nodes[1:], steps[1:], strict=True):
         arrow = ">" if t.tail == node else "<"
-        parts += [arrow, labels[t.relation], arrow, labels[node]]
+        parts += [arrow, labels[t.relation], arrow, ", ".join(labels[n] for n in dict.fromkeys(reached))]
     return " ".join(parts)
 
 
+def _named_part(fact: RankedFact, named: set[str]) -> RankedFact:
+    """A cited reasoner walk as far as the answer uses it: its paths to the ``named`` entities (all of
+    them when it names none); a fact as it is."""
+    chosen = tuple(p for p in fact.paths if p.end in named)
+    return replace(fact, paths=chosen) if chosen else fact
+
+
 def _fact_record(n: int, fact: RankedFact, text: str) -> dict[str, Any]:
-    """A numbered item as the answer's metadata lists it: ``triple`` is its last fact, ``path`` (for a
-    reasoner's path) the walk: ``{"start": node, "triples": [[h, r, t], ...]}``."""
+    """A numbered item as the answer's metadata lists it: ``triple`` is its (first path's) last fact,
+    ``paths`` (for a reasoner's walk) its paths: ``[{"start": node, "triples": [[h, r, t], ...]}]``."""
     record: dict[str, Any] = {"n": n, "fact": text, "triple": fact.triple.as_list()}
-    if fact.path is not None:
-        record["path"] = {"start": fact.path.start, "triples": [t.as_list() for t in fact.path.triples]}
+    if fact.paths:
+        record["paths"] = [{"start": p.start, "triples": [t.as_list() for t in p.triples]} for p in fact.paths]
     return record
 
 

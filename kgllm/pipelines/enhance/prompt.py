@@ -139,6 +139,7 @@ def _clean(name: str) -> str:
 class CitationGrammar:
     """Constrained decoding of an answer line: :data:`NO_ANSWER`, or items ``" [<n>] <name>"`` joined by
     ``","``, where each item is one the caller allows (an entity of fact ``n``), each at most once.
+    ``refusal=None`` leaves the refusal out: the answer must name at least one item.
 
     Items are given as token ids, each encoded on its own (its leading space included), so the
     model writes each name as that encoding; after an item comes the separator or the end.
@@ -154,7 +155,7 @@ class CitationGrammar:
         self,
         items: Sequence[Sequence[int]],
         separator: Sequence[int],
-        refusal: Sequence[int],
+        refusal: Sequence[int] | None,
         eos_id: int,
         groups: Sequence[Sequence[Hashable]] | None = None,
     ):
@@ -162,8 +163,8 @@ class CitationGrammar:
             raise InputError("a citation grammar needs at least one item")
         if groups is not None and len(groups) != len(items):
             raise InputError(f"a citation grammar needs one group per item, got {len(groups)} for {len(items)}")
-        self.items = [tuple(ids) for ids in items] + [tuple(refusal)]
-        self.refusal = len(self.items) - 1
+        self.items = [tuple(ids) for ids in items] + ([tuple(refusal)] if refusal is not None else [])
+        self.refusal = len(items)  # the refusal's index (one past the items when there is none)
         keys = [tuple(k) for k in groups] if groups is not None else [(i,) for i in range(len(items))]
         members: dict[Hashable, set[int]] = {}
         for index, item_keys in enumerate(keys):

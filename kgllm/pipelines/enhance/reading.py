@@ -12,12 +12,21 @@ Questions come in two phrasings:
   and question frames ("Which countries border Chad?", "what's the region of Kenya?").
 
 The target names each answer the prompt's numbered items (facts, and the reasoner's walks) reach
-along the walk, once, in the order of the item that reaches it, after that item's number:
-`` [4] Libya, [9] Niger``. When the retrieved facts do not
+along the walk, once, in the order the prompt shows them, after the number of the item that
+reaches it: `` [1] Libya, [1] Niger, [4] Chad``. When the retrieved facts do not
 reach an answer, and for a share of questions that ask what the graph does not hold (an anthem, a
 time zone), the target is :data:`NO_ANSWER`: the reader learns to decline rather than recall. Where
 the reasoner's paths are shown, they are the answer (:func:`reached_through`); a question whose
-paths miss every answer is left out, as nothing in its prompt tells the reader they do.
+paths miss every answer, or that asks what the graph does not hold and still has paths, is left
+out, as nothing in its prompt tells the reader they do not answer it.
+
+The default model was trained on every fact of the graph, so it can answer many questions from
+memory, and a reader fine-tuned on true prompts alone learns to name what it remembers (in the order
+it remembers, stopping where memory does) rather than what the prompt lists. For a share of the
+examples every entity name, in prompt and target alike, is swapped for another of its class
+(:func:`swap_names`): memory is then wrong and only the numbered facts give the target, so the
+reader learns to copy them (counterfactual training against knowledge conflicts, as in Longpre et
+al., 2021, "Entity-Based Knowledge Conflicts in Question Answering").
 
 The reader is the default model (:func:`kgllm.llm.default.ensure_default_model`) with a longer
 context, fine-tuned on these examples for a few minutes and cached by what it was trained on.
@@ -40,6 +49,7 @@ from tqdm.auto import tqdm
 
 from kgllm.cache import cached_artifact
 from kgllm.datasets.pathquestion import PathQuestionItem
+from kgllm.graph.base import GraphStore
 from kgllm.graph.labels import local_name
 from kgllm.llm.corpus import CorpusBuilder, plural
 from kgllm.llm.tasks import TaskExample, TaskSplits
@@ -71,6 +81,8 @@ ABSENT_ATTRIBUTES = (
 )
 """Things a question may ask that no graph of kgllm's demo kind holds (the reader learns to decline)."""
 ABSENT_FORMS = ("What is the {a} of {e}?", "{e} {a}", "Tell me the {a} of {e}.", "Which {a} does {e} have?")
+SWAPPED_SHARE = 0.5
+"""Of the examples, the share whose entity names are swapped for others of their class."""
 KEY_EXAMPLES = 16
 """Examples whose prompts and targets name the cached reader, beside its questions and settings: a
 change in how questions are walked, facts retrieved or prompts built trains a new reader."""
@@ -121,12 +133,49 @@ def reading_examples(
 
 def _examples(prompter: GenerationAnswerer, walks: list[Walk], progress: bool = False) -> list[TaskExample]:
     classes = CorpusBuilder(prompter.store)
+    names = NameSwapper(classes, prompter.store)
     examples = []
     for walk in tqdm(walks, desc="reading examples", disable=not progress):
         example = _example(prompter, classes, walk)
+        rng = random.Random(f"{walk.question}\0{walk.start}")  # the same swap on every run
+        if example is not None and rng.random() < SWAPPED_SHARE:
+            example = _fitting(prompter, names.swap(example, names.draw(rng))) or example
         if example is not None:
             examples.append(example)
     return examples
+
+
+class NameSwapper:
+    """Swaps every entity name in an example for another of the same class, by one permutation of each
+    class (so a name maps to one name throughout the example)."""
+
+    def __init__(self, classes: CorpusBuilder, store: GraphStore):
+        nodes = sorted({node for t in store.triples() for node in (t.head, t.tail)})
+        pools: dict[str | None, set[str]] = defaultdict(set)
+        for node in nodes:
+            pools[classes.answer_class(node)].add(classes.label(node))
+        self.pools = [sorted(pool) for pool in pools.values() if len(pool) > 1]
+        names = sorted((name for pool in self.pools for name in pool), key=len, reverse=True)
+        # longest first: "Equatorial Guinea" is one name, not "Equatorial" and Guinea
+        self.pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b")
+
+    def draw(self, rng: random.Random) -> dict[str, str]:
+        """A random permutation of each class's names."""
+        return {name: new for pool in self.pools for name, new in zip(pool, rng.sample(pool, len(pool)), strict=True)}
+
+    def swap(self, example: TaskExample, mapping: dict[str, str]) -> TaskExample:
+        """``example`` with every name of ``mapping`` replaced (prompt, target and answers)."""
+
+        def swapped(text: str) -> str:
+            return self.pattern.sub(lambda m: mapping[m.group()], text)
+
+        return TaskExample(swapped(example.prompt), swapped(example.target), tuple(map(swapped, example.answers)))
+
+
+def _fitting(prompter: GenerationAnswerer, example: TaskExample) -> TaskExample | None:
+    """``example`` when its prompt and answer still fit the reader's context and answer budget."""
+    prompt, target = prompter.count_tokens([example.prompt, example.target])
+    return example if target + 1 < prompter.max_new_tokens and prompt + target + 1 <= READER_CONTEXT else None
 
 
 def _questions(prompter: GenerationAnswerer, count: int, seed: int) -> list[Walk]:
@@ -203,11 +252,12 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
     if prepared.refusal is not None:  # nothing retrieved: generate mode does not ask the model
         return None
     reached = reached_through(classes, walk, prepared.facts)
-    if not reached and walk.steps and any(f.path is not None for f in prepared.facts):
+    if not reached and any(f.paths for f in prepared.facts):
         return None  # the reasoner's paths read another question: a decline here would teach noise
     if reached:
-        cited = sorted((n, prompter.store.label(node)) for node, n in reached.items())
-        target = " " + ", ".join(f"[{n}] {name}" for n, name in cited)
+        shown = {(n, node): i for n, f in enumerate(prepared.facts, 1) for i, node in enumerate(f.answers)}
+        cited = sorted(reached.items(), key=lambda answer: (answer[1], shown.get(answer[::-1], 0)))
+        target = " " + ", ".join(f"[{n}] {prompter.store.label(node)}" for node, n in cited)
     else:
         target = " " + NO_ANSWER
     if prompter.count_tokens([target])[0] + 1 >= prepared.config.max_new_tokens:  # the answer and </s>
@@ -216,16 +266,17 @@ def _example(prompter: GenerationAnswerer, classes: CorpusBuilder, walk: Walk) -
 
 
 def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[RankedFact]) -> dict[str, int]:
-    """Each node the walk reaches through the numbered items' facts alone (a fact, or a path's
-    facts), with the number (from 1) of the item to cite for it. A walk of no steps reaches nothing.
+    """Each node the walk reaches through the numbered items' facts alone (a fact, or a reasoner
+    walk's facts), with the number (from 1) of the item to cite for it. A walk of no steps reaches nothing.
 
-    When reasoner paths end at reached nodes, the answer is those nodes, each citing the first path
-    that ends there: the paths are the reading of the question the reader is shown, so it learns to
-    copy them, to leave out a path's end that does not answer, and to read the facts apart only when
-    no path answers. A question that several walks read ("Where is Ghana?": its region or its
-    subregion, "neighbor of" either way) then has one target, the one the paths show. Otherwise
-    each node cites the first item whose fact takes the walk's last step there (to a node of the
-    step's class, as ``classes`` reads the graph's classes) and that may be cited for it
+    When reasoner paths are shown, the answer is the reached nodes they end at (none: the example is
+    left out), each citing the first item with a path that ends there: the paths are the reading of
+    the question the reader is shown, and the only items its answer may name (the answerer's
+    grammar), so it learns to copy them and to leave out a path's end that does not answer. A
+    question that several walks read ("Where is Ghana?": its region or its subregion, "neighbor of"
+    either way) then has one target, the one the paths show. With no path shown, each node cites
+    the first item whose fact takes the walk's last step there (to a node of the step's class, as
+    ``classes`` reads the graph's classes) and that may be cited for it
     (:attr:`RankedFact.answers`)."""
     facts = [(n, t, item.answers) for n, item in enumerate(items, 1) for t in item.triples]
     frontier = {walk.start}
@@ -244,10 +295,11 @@ def reached_through(classes: CorpusBuilder, walk: Walk, items: Sequence[RankedFa
         frontier = walked
     path_ends: dict[str, int] = {}
     for n, item in enumerate(items, 1):
-        if item.path is not None:
-            path_ends.setdefault(item.path.end, n)
-    by_path = {node: path_ends[node] for node in walked if node in path_ends}
-    return by_path or reached
+        for path in item.paths:
+            path_ends.setdefault(path.end, n)
+    if path_ends:
+        return {node: path_ends[node] for node in walked if node in path_ends}
+    return reached
 
 
 # ------------------------------------------------------------------ the cached reader
@@ -263,7 +315,8 @@ def reader_model_dir(
         digest.update(f"{walk.question}\0{walk.start}\0{walk.steps}\0".encode())
     for example in key_examples:
         digest.update(f"{example.prompt}\0{example.target}\0".encode())
-    digest.update(json.dumps({**config.__dict__, "context": READER_CONTEXT}, sort_keys=True).encode())
+    settings_key = {**config.__dict__, "context": READER_CONTEXT, "swapped": SWAPPED_SHARE}
+    digest.update(json.dumps(settings_key, sort_keys=True).encode())
     return settings.cache_dir / "models" / f"graph-reader-{digest.hexdigest()[:16]}"
 
 

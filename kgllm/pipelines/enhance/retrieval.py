@@ -10,12 +10,14 @@ The lists, each from the shared :class:`~kgllm.retrieval.retriever.KGRetriever`:
   paths it walks for the question, in walking order: the chains a two-hop question needs, which
   the lists above rank below the many facts that mention the question's entity.
 
-With ``paths_first`` (the default), the reasoner's paths lead, one item for each answer they reach
-(the first path there, from the question's entity: :attr:`RankedFact.path`), in the reasoner's
-order; the other lists' facts follow by fused score, less the facts the paths already hold. The
-paths are planned for the question's relations, so they are the most precise list (retrieval by
-planned relation paths, as in Reasoning on Graphs), and a reader reads each chain the question
-asks for on one line, its answer at the end, instead of piecing it together from facts apart.
+With ``paths_first`` (the default), the reasoner's paths lead: one item for each way they walk
+(the same start and relations), holding the first path to each answer that way
+(:attr:`RankedFact.paths`), in the reasoner's order; the other lists' facts follow by fused score,
+less the facts the paths already hold. The paths are planned for the question's relations, so they
+are the most precise list (retrieval by planned relation paths, as in Reasoning on Graphs), and a
+reader reads the chain the question asks for on one line, its answers listed together at the end
+(``Chad > neighbor of > Libya, Niger``), instead of piecing it together from facts apart or
+counting how many of many lines to copy.
 
 With a language model and ``rewrites > 0``, the model rewrites the question that many times and
 each rewrite contributes its own ``faiss`` and ``expansion`` lists (RAG-Fusion). Reciprocal rank
@@ -70,8 +72,8 @@ class FusionConfig:
     pagerank_alpha: float = 0.85
     """PageRank's damping: the chance a walk continues rather than jumping back to the entities."""
     paths_first: bool = True
-    """The path answerer's paths lead, one item for each answer they reach (else their facts are one
-    list among the others)."""
+    """The path answerer's paths lead, one item for each way they walk (else their facts are one list
+    among the others)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "per_list", "hops", "rrf_k"):
@@ -90,24 +92,26 @@ FUSION_OPTIONS = frozenset(f.name for f in fields(FusionConfig))
 class RankedFact:
     """A fused fact: its triple, its fusion score and its rank (from 1) in each list that held it.
 
-    A reasoner's path is one item too: ``path`` is the walk from a question entity, and ``triple``
-    its last fact, the one that reaches the answer.
+    A reasoner's walk is one item too: ``paths`` are its paths from a question entity along the
+    same relations, one to each answer, and ``triple`` the first path's last fact.
     """
 
     triple: Triple
     score: float
     ranks: dict[str, int] = field(default_factory=dict)
-    path: GraphPath | None = None
+    paths: tuple[GraphPath, ...] = ()
 
     @property
     def triples(self) -> tuple[Triple, ...]:
-        """The facts of the item: its path's, or its triple alone."""
-        return self.path.triples if self.path is not None else (self.triple,)
+        """The facts of the item: its paths', or its triple alone."""
+        if not self.paths:
+            return (self.triple,)
+        return tuple(dict.fromkeys(t for path in self.paths for t in path.triples))
 
     @property
     def answers(self) -> tuple[str, ...]:
-        """What the item may be cited for: a path's end (the answer it reaches), or a fact's two ends."""
-        return (self.path.end,) if self.path is not None else (self.triple.head, self.triple.tail)
+        """What the item may be cited for: its paths' ends (the answers they reach), or a fact's two ends."""
+        return tuple(p.end for p in self.paths) if self.paths else (self.triple.head, self.triple.tail)
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,8 @@ class FusionRetriever:
             return Retrieved(question, facts, links, rewrites)
         scores = {t: s for t, s, _ in fused}
         lead = [
-            RankedFact(path.triples[-1], scores.get(path.triples[-1], 0.0), {"paths": rank}, path)
-            for rank, path in enumerate(one_path_per_answer(walked)[: config.per_list], 1)
+            RankedFact(group[0].triples[-1], scores.get(group[0].triples[-1], 0.0), {"paths": rank}, group)
+            for rank, group in enumerate(same_walks(one_path_per_answer(walked)[: config.per_list]), 1)
         ]
         held = {t for item in lead for t in item.triples}
         rest = [RankedFact(t, s, r) for t, s, r in fused if t not in held]
@@ -259,3 +263,14 @@ def one_path_per_answer(paths: list[GraphPath]) -> list[GraphPath]:
     for path in paths:
         first.setdefault(path.end, path)
     return list(first.values())
+
+
+def same_walks(paths: list[GraphPath]) -> list[tuple[GraphPath, ...]]:
+    """``paths`` grouped by their walk (start, and each relation in the direction walked), in order of
+    first appearance: a reader copies a walk's answers from one line, where it would have to count
+    the lines of a walk to know where its answers stop."""
+    groups: dict[tuple, list[GraphPath]] = {}
+    for path in paths:
+        steps = tuple((t.relation, t.tail == node) for t, node in zip(path.triples, path.nodes[1:], strict=True))
+        groups.setdefault((path.start, steps), []).append(path)
+    return [tuple(group) for group in groups.values()]
