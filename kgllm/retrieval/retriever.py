@@ -200,30 +200,32 @@ class KGRetriever:
         mention replaced by the entity's label ("Where is Keyna?" is searched as
         "Where is Kenya?"). Each fact comes with a path of retrieved facts from a
         linked entity when one leads to it (a one-fact path otherwise).
-        ``source`` names what contributed ("faiss", "expansion"). Pass ``links`` to
-        reuse entities already linked.
+        ``source`` names what found the kept facts ("faiss", "expansion": a fact both found
+        counts for both, whichever scored it higher). Pass ``links`` to reuse entities
+        already linked.
         """
         if k < 1:
             raise InputError("k must be at least 1")
         links = self.link(question) if links is None else list(links)
         seeds = list(dict.fromkeys(link.entity.id for link in links))
         query = with_labels(question, links)
-        found: dict[Triple, tuple[float, str]] = {}
+        found: dict[Triple, float] = {}
+        found_by: dict[Triple, list[str]] = {}
         for source, hits in (
             ("faiss", self.search_facts(query, k)),
             ("expansion", self.expand(seeds, query, hops, max_facts=k)),
         ):
             for triple, score in hits:
-                if triple not in found or score > found[triple][0]:
-                    found[triple] = (score, source)
-        ranked = sorted(found.items(), key=lambda item: -item[1][0])[:k]
+                found[triple] = max(score, found.get(triple, score))
+                found_by.setdefault(triple, []).append(source)
+        ranked = sorted(found.items(), key=lambda item: -item[1])[:k]
         walks = walks_from(seeds, [t for t, _ in ranked])
-        paths = [GraphPath(start=walks[t][0], triples=walks[t][1], score=s) for t, (s, _) in ranked]
-        sources = dict.fromkeys(src for _, (_, src) in ranked)
+        paths = [GraphPath(start=walks[t][0], triples=walks[t][1], score=s) for t, s in ranked]
+        sources = dict.fromkeys(src for t, _ in ranked for src in found_by[t])
         return Evidence(
             triples=[t for t, _ in ranked],
             paths=paths,
-            score=ranked[0][1][0] if ranked else 0.0,
+            score=ranked[0][1] if ranked else 0.0,
             source="+".join(sources),
         )
 
