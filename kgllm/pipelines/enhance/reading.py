@@ -24,7 +24,7 @@ The default model was trained on every fact of the graph, so it can answer many 
 memory, and a reader fine-tuned on true prompts alone learns to name what it remembers (in the order
 it remembers, stopping where memory does) rather than what the prompt lists. For a share of the
 examples every entity name, in prompt and target alike, is swapped for another of its class
-(:func:`swap_names`): memory is then wrong and only the numbered facts give the target, so the
+(:class:`NameSwapper`): memory is then wrong and only the numbered facts give the target, so the
 reader learns to copy them (counterfactual training against knowledge conflicts, as in Longpre et
 al., 2021, "Entity-Based Knowledge Conflicts in Question Answering").
 
