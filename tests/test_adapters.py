@@ -128,6 +128,29 @@ def test_score_agrees_with_greedy_generation_for_every_method(library, base, met
     assert singles[max(range(len(singles)), key=scores.__getitem__)] == first
 
 
+def _greedy_one_pass_per_token(lm: AdaptedLM, prompt: str, steps: int) -> list[int]:
+    """Greedy decoding with no cache and no padding: the whole sequence runs again for every token."""
+    ids = lm._prompt_ids([prompt])[0]
+    out: list[int] = []
+    for _ in range(steps):
+        out.append(int(lm.next_token_logprobs(ids + out)[-1].argmax()))
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_generation_decodes_each_prompt_as_alone_with_the_whole_sequence(library, base, method):
+    """Neither the decoding cache nor left padding changes what any method generates."""
+    lm = load_adapted(base, library / f"tail-{method}", threads=1)
+    prompts = [f"{c.title()} | located in |" for c in REGIONS] + ["Ghana | neighbor of |"]
+    config = GenerationConfig(max_new_tokens=6, stop=())
+    batched = [g[0].token_ids for g in lm.generate_tokens(prompts, config)]
+    assert len({len(ids) for ids in lm._prompt_ids(prompts)}) > 1  # the batch is padded
+    for prompt, generated in zip(prompts, batched, strict=True):
+        reference = _greedy_one_pass_per_token(lm, prompt, len(generated))
+        assert list(generated) == reference, prompt
+        assert len(generated) == 6 or generated[-1] == lm.tokenizer.eos_token_id
+
+
 def test_adapters_switch_at_run_time_over_one_frozen_base(library, base):
     bare = HFCausalLM.from_pretrained(base, threads=1)
     prompt, candidates = "Ghana | neighbor of |", [" Mali", " Kenya", " Egypt"]

@@ -14,9 +14,9 @@ Example::
     verbalize = load_adapted("models/base", "adapters/verbalize")  # same base weights, its own adapter
 
 Prefix tuning, prompt tuning and P-tuning add virtual tokens in front of every forward
-pass (peft replaces any ``past_key_values`` given to a prefix-tuned model), so the
-cached two-pass ``score`` of :class:`HFCausalLM` would score candidates without their
-prompt; :class:`AdaptedLM` scores those methods with one full pass per candidate.
+pass (peft replaces any cache given to a prefix-tuned model), so the cached two-pass
+``score`` of :class:`HFCausalLM` would score candidates without their prompt;
+:class:`AdaptedLM` scores those methods with one full pass per candidate.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from kgllm.exceptions import ConfigurationError, ModelError
+from kgllm.llm.base import Constraint, Generation, GenerationConfig
 from kgllm.llm.configs import ConfigMixin, config
 from kgllm.llm.hf import HFCausalLM
 
@@ -366,13 +367,27 @@ class AdaptedLM(HFCausalLM):
         finally:
             lora.requires_grad_(False)  # peft marks the active LoRA adapter trainable again when it re-enables it
 
-    def _hf_generation_config(self, config, logprobs: bool = False):
-        settings = super()._hf_generation_config(config, logprobs)
-        if self._method() == "prefix":
-            # peft hands the prefix to the model as its first cache; a decoding cache would replace it
-            # after the first step, so every step runs on the whole sequence with the prefix in front.
-            settings.use_cache = False
-        return settings
+    def _generate(
+        self,
+        prompts: list[str],
+        config: GenerationConfig,
+        allowed: list[str] | None,
+        constraint: Constraint | None,
+        logprobs: bool,
+    ) -> list[list[Generation]]:
+        if self._method() not in ("prompt", "ptuning"):
+            return super()._generate(prompts, config, allowed, constraint, logprobs)
+        # peft puts these virtual tokens in front of the left padding and ignores position ids, so a
+        # padded row would decode as if shifted: rows of one length decode together, unpadded.
+        by_length: dict[int, list[int]] = {}
+        for row, ids in enumerate(self._prompt_ids(prompts)):
+            by_length.setdefault(len(ids), []).append(row)
+        results: list[list[Generation]] = [[] for _ in prompts]
+        for rows in by_length.values():
+            batch = super()._generate([prompts[r] for r in rows], config, allowed, constraint, logprobs)
+            for row, generations in zip(rows, batch, strict=True):
+                results[row] = generations
+        return results
 
     def _score_batch(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> list[float]:
         if self._method() in (None, "lora"):
