@@ -184,6 +184,31 @@ def test_the_citation_grammar_names_each_entity_and_cites_each_item_once():
         CitationGrammar([[1]], separator=[9], refusal=[7], eos_id=0, groups=[("a",), ("b",)])
 
 
+def test_the_citation_grammar_names_a_bundle_whole_once_it_is_cited():
+    # items 0-2 are one walk's answers, item 3 a fact's; item 2 names what item 3 names
+    groups = [("a",), ("b",), ("c",), ("c", 2)]
+    items = [[1, 2], [1, 3], [4], [5]]
+    grammar = CitationGrammar(items, separator=[9], refusal=None, eos_id=0, groups=groups, bundles=[1, 1, 1, None])
+    assert sorted(grammar.prefix_allowed_tokens(0, [])) == [1, 4, 5]
+    assert grammar.prefix_allowed_tokens(0, [1, 3]) == [9]  # no end: the walk's other answers are open
+    assert sorted(grammar.prefix_allowed_tokens(0, [1, 3, 9])) == [1, 4]  # only the walk's, not the fact
+    assert grammar.prefix_allowed_tokens(0, [1, 3, 9, 4, 9]) == [1]
+    assert grammar.prefix_allowed_tokens(0, [1, 3, 9, 4, 9, 1, 2]) == [0]  # whole, and nothing else left
+    # the fact first bars the walk's "c"; the walk then closes on its two other answers
+    assert grammar.prefix_allowed_tokens(0, [5]) == [9, 0]
+    assert grammar.prefix_allowed_tokens(0, [5, 9, 1, 2, 9]) == [1]
+    assert grammar.prefix_allowed_tokens(0, [5, 9, 1, 2, 9, 1, 3]) == [0]
+    # a name that begins another ("Guinea", "Guinea-Bissau") may end or go on
+    prefixed = CitationGrammar([[1, 2], [1, 2, 3]], separator=[9], refusal=None, eos_id=0, bundles=[1, 1])
+    assert sorted(prefixed.prefix_allowed_tokens(0, [1, 2])) == [3, 9]
+    assert prefixed.prefix_allowed_tokens(0, [1, 2, 9]) == [1]
+    assert prefixed.prefix_allowed_tokens(0, [1, 2, 9, 1, 2]) == [3]  # "Guinea" is written
+    assert prefixed.prefix_allowed_tokens(0, [1, 2, 9, 1, 2, 3]) == [0]
+    assert prefixed.prefix_allowed_tokens(0, [1, 2, 3, 9, 1, 2]) == [0]
+    with pytest.raises(InputError, match="one bundle per item"):
+        CitationGrammar([[1]], separator=[9], refusal=[7], eos_id=0, bundles=[1, 1])
+
+
 # ------------------------------------------------------------------ retrieval
 
 
@@ -259,6 +284,24 @@ def test_a_cited_walk_maps_back_to_the_paths_of_the_answers_named(answerer):
     assert answer.evidence.paths == [replace(walked, score=walk.score)]
     assert answer.metadata["citations"] == [n]
     assert answer.confidence == 1.0 and answer.metadata["unsupported_names"] == []
+
+
+def test_a_cited_walk_is_named_whole_with_room_to_write_it(answerer):
+    """Even an untrained model, under the grammar, names every answer of a walk it cites, and an answer
+    budget too small for the longest walk grows to fit it."""
+    tight = GenerationAnswerer(
+        answerer.store, answerer.retriever, answerer.lm, READER_TEMPLATE, max_new_tokens=8, paths=answerer.paths
+    )
+    question = "In which subregions are Chad's neighbours located?"
+    prepared = tight.prepare(question, context_tokens=1000)
+    walk = prepared.facts[0]
+    assert set(walk.answers) == {iri("western_africa"), iri("northern_africa")}
+    items = [f" [1] {tight.store.label(node)}," for node in walk.answers]
+    assert prepared.config.max_new_tokens >= sum(tight.count_tokens(items)) > 8
+    answer = tight.answer(question, context_tokens=1000)
+    cited = [prepared.facts[n - 1] for n in answer.metadata["citations"]]
+    assert cited and all(f.paths for f in cited)
+    assert {e.id for e in answer.entities} == {node for f in cited for node in f.answers}
 
 
 def test_a_path_walked_against_a_fact_reads_backwards_and_a_fact_apart_maps_to_a_walk(answerer):

@@ -227,8 +227,11 @@ class GenerationAnswerer:
                 question, [], [], "", GenerationConfig(), retrieved, started=started, deadline=deadline
             )
         context = context_option or self._model_context()
-        # a small context keeps two thirds of itself for the facts
-        max_new = int(max_new_option or min(self.max_new_tokens, context // 3 if context else self.max_new_tokens))
+        # a small context keeps two thirds of itself for the facts, less where a walk's answers need more:
+        # a cited walk is named whole, so its longest list gets room, up to half the context
+        max_new = min(self.max_new_tokens, context // 3 if context else self.max_new_tokens)
+        whole_walk = self._walk_answer_tokens(retrieved.facts)
+        max_new = int(max_new_option or max(max_new, min(whole_walk, context // 2) if context else whole_walk))
         config = GenerationConfig(max_new_tokens=max_new, stop=("\n",), max_seconds=_left(deadline))
         texts = self._verbalize(retrieved.facts)
         kept, tokens = self._fit(question.strip(), texts, context, max_new)
@@ -402,8 +405,10 @@ class GenerationAnswerer:
 
         Where the reasoner's walks are shown, they are its reading of the question: the answer names
         their answers, not the ends of facts apart (which would mix in another reading), and does not
-        refuse (the reasoner refuses a question it cannot map, and then shows no walk). Otherwise
-        any end of a fact may be named, or the answer may refuse."""
+        refuse (the reasoner refuses a question it cannot map, and then shows no walk). A walk, once
+        cited, is cited for every entity it reaches: its answers are one set, and a subset would
+        answer a question nobody asked. Otherwise any end of a fact may be named, or the answer may
+        refuse."""
         tokenizer = self.lm.tokenizer  # type: ignore[attr-defined]  # local models have one
         walks = any(f.paths for f in facts)
         ends = [(n, node) for n, f in enumerate(facts, 1) if f.paths or not walks for node in f.answers]
@@ -411,8 +416,18 @@ class GenerationAnswerer:
         items = [f" [{n}] {labels[node]}" for n, node in ends]
         encoded = tokenizer([*items, ",", " " + NO_ANSWER], add_special_tokens=False)["input_ids"]
         groups = [(node,) if facts[n - 1].paths else (node, n) for n, node in ends]
+        bundles = [n if facts[n - 1].paths else None for n, _ in ends]
         refusal = None if walks else encoded[-1]
-        return CitationGrammar(encoded[:-2], encoded[-2], refusal, tokenizer.eos_token_id, groups=groups)
+        return CitationGrammar(
+            encoded[:-2], encoded[-2], refusal, tokenizer.eos_token_id, groups=groups, bundles=bundles
+        )
+
+    def _walk_answer_tokens(self, facts: list[RankedFact]) -> int:
+        """Tokens of the longest answer that names a whole walk (``" [n] <entity>"`` items, a separator each)."""
+        walks = [(n, f) for n, f in enumerate(facts, 1) if f.paths]
+        labels = self._labels({node for _, f in walks for node in f.answers})
+        lists = [[f" [{n}] {labels[node]}," for node in f.answers] for n, f in walks]
+        return max((sum(self.count_tokens(items)) for items in lists), default=0)
 
     def _verbalize(self, facts: list[RankedFact]) -> list[str]:
         labels = self._labels({node for f in facts for t in f.triples for node in (t.head, t.relation, t.tail)})

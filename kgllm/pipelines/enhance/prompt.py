@@ -145,8 +145,10 @@ class CitationGrammar:
     model writes each name as that encoding; after an item comes the separator or the end.
     ``groups`` (the keys of each item, e.g. the entity it names and the number it cites) bars the
     other items that share a key once one is written, so an answer names each entity once and
-    cites each numbered fact once. A :class:`~kgllm.llm.base.Constraint` for
-    local models.
+    cites each numbered fact once. ``bundles`` (one key or ``None`` per item) makes items that share a
+    key come as a whole: once one is written, the answer names the others still open before it may
+    end or go on to another item, so an answer citing a walk names every entity the walk reaches.
+    A :class:`~kgllm.llm.base.Constraint` for local models.
     """
 
     _END = -1
@@ -158,11 +160,13 @@ class CitationGrammar:
         refusal: Sequence[int] | None,
         eos_id: int,
         groups: Sequence[Sequence[Hashable]] | None = None,
+        bundles: Sequence[Hashable | None] | None = None,
     ):
         if not items:
             raise InputError("a citation grammar needs at least one item")
-        if groups is not None and len(groups) != len(items):
-            raise InputError(f"a citation grammar needs one group per item, got {len(groups)} for {len(items)}")
+        for name, given in (("group", groups), ("bundle", bundles)):
+            if given is not None and len(given) != len(items):
+                raise InputError(f"a citation grammar needs one {name} per item, got {len(given)} for {len(items)}")
         self.items = [tuple(ids) for ids in items] + ([tuple(refusal)] if refusal is not None else [])
         self.refusal = len(items)  # the refusal's index (one past the items when there is none)
         keys = [tuple(k) for k in groups] if groups is not None else [(i,) for i in range(len(items))]
@@ -171,6 +175,12 @@ class CitationGrammar:
             for key in item_keys:
                 members.setdefault(key, set()).add(index)
         self.group = [{i for key in item_keys for i in members[key]} | {index} for index, item_keys in enumerate(keys)]
+        together: dict[Hashable, set[int]] = {}
+        for index, bundle in enumerate(bundles or ()):
+            if bundle is not None:
+                together.setdefault(bundle, set()).add(index)
+        self.bundle = [together[b] if b is not None else set() for b in (bundles or [None] * len(items))]
+        self.bundle.append(set())  # the refusal's
         self.separator = tuple(separator)
         self.eos_id = eos_id
         self.root: dict[int, Any] = {}
@@ -186,6 +196,7 @@ class CitationGrammar:
     def prefix_allowed_tokens(self, batch_id: int, generated: Sequence[int]) -> list[int]:
         node: dict[int, Any] | None = self.root
         used: set[int] = set()  # items written, and the items of their groups
+        bundle: set[int] = set()  # the open bundle's items still to write
         separator_left = 0  # separator tokens still to come after a finished item
         for token in generated:
             if token == self.eos_id:
@@ -194,19 +205,35 @@ class CitationGrammar:
                 separator_left -= 1
                 node = self.root if separator_left == 0 else None
                 continue
-            node = (node or {}).get(token)
+            assert node is not None
+            if token not in node and self._END in node:  # an item ended ("Guinea", not "Guinea-Bissau")
+                used, bundle = self._finish(node[self._END], used, bundle)
+                separator_left = len(self.separator) - 1
+                node = self.root if separator_left == 0 else None
+                continue
+            node = node.get(token)
             if node is None:
                 return [self.eos_id]
-            if self._END in node:
-                if node[self._END] == self.refusal:
-                    return [self.eos_id]
-                used |= self.group[node[self._END]]
-                separator_left, node = len(self.separator), None
-        if separator_left == len(self.separator) and node is None:  # an item just ended
-            return [self.separator[0], self.eos_id] if len(used) < self.refusal else [self.eos_id]
+            if node.get(self._END) == self.refusal:
+                return [self.eos_id]
         if separator_left:
             return [self.separator[len(self.separator) - separator_left]]
         assert node is not None
         barred = used | ({self.refusal} if used else set())
-        allowed = [t for t, child in node.items() if t != self._END and self.below[id(child)] - barred]
-        return allowed or [self.eos_id]
+
+        def open_items(items: set[int]) -> set[int]:
+            return (items & bundle if bundle else items) - barred
+
+        allowed = [t for t, child in node.items() if t != self._END and open_items(self.below[id(child)])]
+        if self._END in node and open_items({node[self._END]}):  # the item may end here
+            after, left = self._finish(node[self._END], used, bundle)
+            if left or len(after) < self.refusal:
+                allowed.append(self.separator[0])
+            if not left:
+                allowed.append(self.eos_id)
+        return list(dict.fromkeys(allowed)) or [self.eos_id]
+
+    def _finish(self, item: int, used: set[int], bundle: set[int]) -> tuple[set[int], set[int]]:
+        """``used`` and the open bundle once ``item`` is written."""
+        used = used | self.group[item]
+        return used, (bundle or self.bundle[item]) - used
