@@ -179,8 +179,8 @@ class CitationGrammar:
         for index, bundle in enumerate(bundles or ()):
             if bundle is not None:
                 together.setdefault(bundle, set()).add(index)
-        self.bundle = [together[b] if b is not None else set() for b in (bundles or [None] * len(items))]
-        self.bundle.append(set())  # the refusal's
+        self.bundle_of = [together[b] if b is not None else set() for b in (bundles or [None] * len(items))]
+        self.bundle_of.append(set())  # the refusal's
         self.separator = tuple(separator)
         self.eos_id = eos_id
         self.root: dict[int, Any] = {}
@@ -236,4 +236,4 @@ class CitationGrammar:
     def _finish(self, item: int, used: set[int], bundle: set[int]) -> tuple[set[int], set[int]]:
         """``used`` and the open bundle once ``item`` is written."""
         used = used | self.group[item]
-        return used, (bundle or self.bundle[item]) - used
+        return used, (bundle or self.bundle_of[item]) - used
