@@ -355,6 +355,68 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
             lambda a: local(a.metadata["value"]) == {"benin", "burkina_faso", "mali", "nigeria"},
         ),
         ("How many countries border both Kenya and Uganda?", "count+intersection", lambda a: a.metadata["value"] == 2),
+        (  # not the countries that border both: "neither ... nor" excludes each
+            "Which countries border neither France nor Spain?",
+            "list+difference",
+            lambda a: (
+                {"austria", "chad"} <= local(a.metadata["value"])
+                and not {"andorra", "portugal", "germany", "belgium"} & local(a.metadata["value"])
+            ),
+        ),
+        (  # "except" leaves the member out, not the countries linked to it
+            "Which countries border Germany except France and Poland?",
+            "list+difference",
+            lambda a: (
+                local(a.metadata["value"])
+                == {"austria", "belgium", "czechia", "denmark", "luxembourg", "netherlands", "switzerland"}
+            ),
+        ),
+        (  # the negation's scope ends with its list: Africa is asked for, not excluded
+            "Which countries are neighbours of neither Chad nor Niger and are in Africa?",
+            "list+difference",
+            lambda a: (
+                "egypt" in local(a.metadata["value"])
+                and not {"libya", "nigeria", "algeria", "france"} & local(a.metadata["value"])
+            ),
+        ),
+        (  # a contracted "not" is a negation, and "besides" leaves the member out
+            "How many countries in Western Europe don't border Germany?",
+            "count+difference",
+            lambda a: a.metadata["value"] == 2,
+        ),
+        (
+            "Which countries border France besides Spain?",
+            "list+difference",
+            lambda a: (
+                local(a.metadata["value"])
+                == {"andorra", "belgium", "germany", "italy", "luxembourg", "monaco", "switzerland"}
+            ),
+        ),
+        (  # a negated yes/no question asks what the plain one asks
+            "Doesn't Chad border Niger?",
+            "exists",
+            lambda a: a.text == "Yes: Chad borders Niger.",
+        ),
+        (  # "or" joins two sets: either, not both
+            "What countries border Spain or Portugal?",
+            "list+union",
+            lambda a: local(a.metadata["value"]) == {"andorra", "france", "gibraltar", "morocco", "portugal", "spain"},
+        ),
+        (
+            "Does Spain border France or Italy?",
+            "exists",
+            lambda a: a.metadata["value"] is True and a.text == "Yes: Spain borders France.",
+        ),
+        (
+            "Is Kenya or Uganda in Western Africa?",
+            "exists",
+            lambda a: a.metadata["value"] is False and "between Kenya or Uganda and Western Africa" in a.text,
+        ),
+        (  # no entity before the negation: the asked class is the set the exception applies to
+            "Which countries are not in Africa?",
+            "list+difference",
+            lambda a: "france" in local(a.metadata["value"]) and not {"chad", "kenya"} & local(a.metadata["value"]),
+        ),
         ("Which countries share a border with Chad?", "list", lambda a: local(a.metadata["value"]) == CHAD),
     ],
 )
@@ -400,6 +462,11 @@ def test_a_comparison_answer_shows_both_numbers(demo):
         ("What language is spoken in Kenya?", "could not map"),
         # shapes the language lacks, each once answered as a nearby shape it has
         ("How many countries border Chad or Mali but not both?", "exclusive or"),
+        ("Does Spain border France and Italy?", "several links at once"),
+        ("Does France have as many neighbours as Germany?", "two counts being equal"),
+        ("Which country has the second most neighbours?", "a rank after the first"),
+        # a negation with nothing after it to exclude, once answered as its opposite
+        ("Which African countries do not border any country?", "could not tell what the question excludes"),
         ("How many neighbours do the neighbours of Chad have in total?", "totals"),
         ("How many neighbours does each country in Western Africa have?", "a count for each member"),
         ("What is the average number of neighbours of African countries?", "averages"),
@@ -431,6 +498,7 @@ def test_the_router_tells_chains_from_other_shapes():
         "Which South American country has the most neighbours?",
         "Which neighbours of Niger are not in Western Africa?",
         "Does Chad have more neighbours than Niger?",
+        "Which countries border neither France nor Spain?",
     ]:
         assert route(question) == "programs"
     assert route("Which neighbours of Chad are in Middle Africa?", 2) == "programs"

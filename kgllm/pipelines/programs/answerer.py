@@ -29,8 +29,10 @@ from kgllm.pipelines.programs.language import (
     Exists,
     FilterClass,
     Hop,
+    Or,
     Program,
     Rank,
+    SetExpr,
     format_program,
 )
 from kgllm.pipelines.programs.parser import ParserConfig, QuestionParser
@@ -40,7 +42,7 @@ SOURCE = "programs"
 PROGRAM_OPTIONS = frozenset({f.name for f in fields(ExecutorConfig)} | {"min_confidence"})
 
 _ROUTE_CUES = re.compile(
-    r"\b(how many|number of|count|both|in common|not|n't|except|excluding|other than|apart from|outside|"
+    r"\b(how many|number of|count|both|in common|not|n't|neither|except|excluding|other than|apart from|outside|"
     r"most|fewest|least|more|fewer|less)\b",
     re.IGNORECASE,
 )
@@ -148,13 +150,14 @@ class ProgramAnswerer:
                 listed = _join([label(m) for m in members])
                 text = self._count_text(s, len(members), noun) + (f": {listed}." if members else ".")
                 entities = self._entities(members)
-            case Exists(source=And(left=Hop(relation=r, source=EntityRef(id=a)), right=EntityRef(id=b))):
+            case Exists(source=And(left=Hop(relation=r, source=subjects), right=objects)) if _named(
+                subjects
+            ) and _named(objects):
                 if result.value:
-                    fact = result.support[0] if result.support else None
-                    shown = self._fact_text(fact) if fact else ""
-                    text = f"Yes: {shown}."
+                    text = f"Yes: {_join([self._fact_text(f) for f in result.support])}."
                 else:
-                    text = f"No — the graph has no “{label(r)}” fact between {label(a)} and {label(b)}."
+                    a, b = (_join([label(e) for e in _named(x)], conjunction="or") for x in (subjects, objects))
+                    text = f"No — the graph has no “{label(r)}” fact between {a} and {b}."
             case Exists():
                 text = "Yes." if result.value else "No — the graph holds no such thing."
                 if result.value:
@@ -301,10 +304,21 @@ def _plural_verb(verb: str) -> str:
     return f"{first} {rest}".strip()
 
 
-def _join(labels: list[str], limit: int = 25) -> str:
+def _join(labels: list[str], limit: int = 25, conjunction: str = "and") -> str:
     labels = sorted(labels)
     if not labels:
         return ""
     if len(labels) > limit:
         return ", ".join(labels[:limit]) + f" and {len(labels) - limit} more"
-    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + f" {conjunction} " + labels[-1]
+
+
+def _named(expr: SetExpr) -> list[str]:
+    """The entities of a set named outright (``A`` or ``Or(A, B)``, as "A or B"); empty for any other set."""
+    match expr:
+        case EntityRef(id=entity):
+            return [entity]
+        case Or(left=a, right=b):
+            left, right = _named(a), _named(b)
+            return left + right if left and right else []
+    return []

@@ -8,8 +8,10 @@ The parser reads a question in four steps, none of them trained on the graph:
    :class:`~kgllm.pipelines.programs.schema.Schema`). A content word that maps to nothing
    ("capital" in a graph without capitals) makes the parse fail with that word as the reason.
 3. **Shape**: cue words choose the form: "how many" / "number of" -> count; a yes/no question
-   about two entities -> exists; "more ... than" -> comparison; "most" / "fewest" -> argmax /
-   argmin; "not" / "except" -> difference; two entities in one list question -> intersection.
+   about two entities (or two "or" runs of them: "Is A or B in C?") -> exists; "more ... than"
+   -> comparison; "most" / "fewest" -> argmax / argmin; "not" / "except" / "neither ... nor" ->
+   difference (from the asked class when no entity comes before the negation); two entities in
+   one list question -> intersection, or union when "or" joins them.
 4. **Grounding**: each entity's relation and direction are chosen among the edges it really
    has, by the relation words of the question and by the class the question asks for.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -55,7 +58,10 @@ def _word_set(text: str) -> frozenset[str]:
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 AUXILIARIES = frozenset({"does", "do", "did", "is", "are", "was", "were", "has", "have", "can"})
-NEGATIONS = ("not", "n't", "except", "excluding", "other than", "apart from", "without", "outside")
+NEGATIONS = ("not", "neither", "except", "excluding", "besides", "other than", "apart from", "without", "outside")
+_CONTRACTED_NOT = re.compile(r"(?<=[a-z])n['’]t\b", re.IGNORECASE)  # "don't" -> "do not", "isn't" -> "is not"
+EXCEPTION_WORDS = frozenset({"except", "excluding", "besides", "other", "apart"})  # leave a member out, not its links
+LIST_WORDS = frozenset({"and", "or", "nor"})  # words that continue a list of entities
 MAX_CUES = ("most", "greatest number", "largest number", "highest number", "biggest number")
 MIN_CUES = ("fewest", "least", "smallest number", "lowest number")
 MORE_CUES = ("more", "greater number", "larger number", "higher number")
@@ -66,6 +72,8 @@ UNSUPPORTED = (
     (re.compile(r"\b(sum|summed|added up|combined)\b"), "sums"),
     (re.compile(r"\b(percent|percentage|ratio|proportion|fraction|share of)\b"), "ratios and percentages"),
     (re.compile(r"\b(not both|but not both|only one of|exactly one of)\b"), "one but not both (an exclusive or)"),
+    (re.compile(r"\b(as many|as few|the same number|an equal number)\b"), "two counts being equal"),
+    (re.compile(r"\b(second|third|fourth|fifth|\d+(st|nd|rd|th))\b"), "a rank after the first (second, third, ...)"),
     (
         re.compile(r"\b(each|every|per)\b.*\b(how many|number of)\b|\b(how many|number of)\b.*\b(each|per)\b"),
         "a count for each member",
@@ -78,7 +86,7 @@ FUNCTION_WORDS = _word_set(
     "those it its it's their there here what which who whom whose where when how many much number numbers "
     "count total amount does do did is are was were be been being has have had having can could would "
     "will shall should name names list give show tell me us please find and or both also too as well not "
-    "no nor n't except excluding other others apart but without more fewer less most least fewest same "
+    "no nor except excluding besides other others apart but without more fewer less most least fewest same "
     "any all every each one ones some top compared compare versus vs get got so just only either neither "
     "yes true false exactly among between whether way ways common shared "
 ) | frozenset(NUMBERS)
@@ -166,7 +174,7 @@ class QuestionParser:
     # ------------------------------------------------------------ public
     def parse(self, question: str) -> Parse:
         """The program ``question`` asks for, with a confidence, or a refusal with a reason."""
-        question = " ".join(question.split())
+        question = _CONTRACTED_NOT.sub(" not", " ".join(question.split()))
         try:
             for cue, shape in UNSUPPORTED:
                 if cue.search(question.lower()):
@@ -291,8 +299,11 @@ class QuestionParser:
         first = words.tokens[0][0] if words.tokens else ""
         is_yes_no = first in AUXILIARIES and not (mentions and mentions[0].start == 0)
         comparison = _cue(words_only, MORE_CUES + FEWER_CUES) and (" than " in q or " or " in q)
+        both = " both " in words_only
         superlative = _cue(words_only, MAX_CUES + MIN_CUES)
         negated_at = _first_cue(q, NEGATIONS)
+        if is_yes_no and len(words.tokens) > 1 and words.tokens[1][1] == negated_at:
+            negated_at = None  # "Doesn't Chad border Niger?" asks what "Does Chad border Niger?" asks
         asked = words.classes[0][0] if words.classes else None
 
         if comparison:
@@ -301,9 +312,12 @@ class QuestionParser:
         elif superlative:
             program, confidence = self._superlative(q, mentions, words, words_only, negated_at)
             shape = "superlative"
-        elif is_yes_no and len(mentions) == 2 and negated_at is None and " both " not in words_only:
-            program, confidence = self._exists(mentions, words)
+        elif is_yes_no and len(groups := _or_groups(mentions, words)) == 2 and negated_at is None and not both:
+            program, confidence = self._exists(*groups, words)
             shape = "exists"
+        elif is_yes_no and len(groups) > 2 and _is_subject(mentions[0], words) and not both:
+            # "does Spain border France and Italy": two checks at once, which one Exists does not hold
+            raise Refusal("the question checks several links at once; ask about each one", "exists")
         else:
             counting = _cue(words_only, (" how many ", " number of ", " count "))
             shape = "count" if counting else "list"
@@ -312,48 +326,59 @@ class QuestionParser:
                 program, shape = Exists(inner), "exists"
             else:
                 program = Count(inner) if counting else inner
+            positive = [m for m, negated in zip(mentions, _negated(mentions, words, negated_at)) if not negated]
             if negated_at is not None:
                 shape += "+difference"
-            elif sum(1 for m in mentions if negated_at is None or m.start < negated_at) > 1:
+            elif any(_unions(positive, words)):
+                shape += "+union"
+            elif len(positive) > 1:
                 shape += "+intersection"
         return program, shape, confidence * link_confidence, details
 
     def _set(self, mentions, words: _Words, asked: str | None, negated_at: int | None) -> tuple[SetExpr, float]:
-        positive = [m for m in mentions if negated_at is None or m.start < negated_at]
-        negative = [m for m in mentions if negated_at is not None and m.start >= negated_at]
-        if not positive:
-            if asked is None:
-                raise Refusal("I could not find an entity of this graph in the question", "list")
-            if negative:
-                raise Refusal("I could not tell which set the exception applies to", "list")
-            return ClassSet(asked), 0.9
-        confidence = 1.0
+        flags = _negated(mentions, words, negated_at)
+        positive = [m for m, negated in zip(mentions, flags) if not negated]
+        negative = [m for m, negated in zip(mentions, flags) if negated]
+        if not positive and asked is None:
+            raise Refusal("I could not find an entity of this graph in the question", "list")
+        if negated_at is not None and not negative:
+            # "which African countries do not border any country": dropping the negation would answer its opposite
+            raise Refusal("I could not tell what the question excludes", "list")
+        confidence = 1.0 if positive else 0.9
         target = asked
         parts: list[SetExpr] = []
         for m in positive:
             near = self._words_near(m, positive, words) if len(positive) > 1 else words
-            (relation, direction), c, result_class = self._hop_for(m, near, target, before=negated_at)
+            before = negated_at if negated_at is not None and m.start < negated_at else None
+            (relation, direction), c, result_class = self._hop_for(m, near, target, before=before)
             target = target or result_class
             confidence = min(confidence, c)
             parts.append(Hop(relation, direction, EntityRef(m.entity.id)))
-        expr = parts[0]
-        for part in parts[1:]:
-            expr = And(expr, part)
+        expr = parts[0] if parts else ClassSet(asked)  # "which countries are not in Africa": the class is the set
+        for part, union in zip(parts[1:], _unions(positive, words)):
+            expr = Or(expr, part) if union else And(expr, part)
+        # "border neither France nor Spain": the relation is named before the negation, not after it
+        cue = next((w for w, start, _ in words.tokens if start == negated_at), None)
+        relation_after = None if cue == "neither" else negated_at
         for m in negative:
-            (relation, direction), c, _ = self._hop_for(m, words, target, after=negated_at)
-            confidence = min(confidence, c)
-            expr = Where(relation, _flip(direction), EntityRef(m.entity.id), expr, negate=True)
-            if target in self._types_of(m.entity.id):  # "border Kenya but not Uganda": Uganda itself is out too
+            of_the_set = target in self._types_of(m.entity.id)
+            if not (of_the_set and cue in EXCEPTION_WORDS):
+                (relation, direction), c, _ = self._hop_for(m, words, target, after=relation_after)
+                confidence = min(confidence, c)
+                expr = Where(relation, _flip(direction), EntityRef(m.entity.id), expr, negate=True)
+            # "border Kenya but not Uganda": Uganda itself is out too; "border Germany except France":
+            # only France is out, not the countries that border it
+            if of_the_set:
                 expr = Minus(expr, EntityRef(m.entity.id))
         if asked is not None and self._needs_class_filter(parts, asked):
             expr = FilterClass(asked, expr)
         return expr, confidence
 
-    def _exists(self, mentions, words: _Words) -> tuple[Program, float]:
-        a, b = mentions
-        b_types = self._types_of(b.entity.id)
-        (relation, direction), confidence, _ = self._hop_for(a, words, None, reaches=b_types)
-        return Exists(And(Hop(relation, direction, EntityRef(a.entity.id)), EntityRef(b.entity.id))), confidence
+    def _exists(self, subjects: list[_Mention], objects: list[_Mention], words: _Words) -> tuple[Program, float]:
+        """A link from any subject to any object: "Does A border B (or C)?", "Is A or B in C?"."""
+        reaches = tuple({c for m in objects for c in self._types_of(m.entity.id)})
+        (relation, direction), confidence, _ = self._hop_for(subjects[0], words, None, reaches=reaches)
+        return Exists(And(Hop(relation, direction, _either(subjects)), _either(objects))), confidence
 
     def _comparison(self, q: str, mentions, words: _Words, is_yes_no: bool, words_only: str):
         if len(mentions) != 2:
@@ -585,6 +610,50 @@ def _possessed_end(mention: _Mention, words: _Words) -> int | None:
     if not mention.possessive:
         return None
     return next((end for _, start, end in words.tokens if start >= mention.end), None)
+
+
+def _unions(mentions, words: _Words) -> list[bool]:
+    """For each mention after the first: whether "or" joins it to the one before ("border Spain or
+    Portugal": either set), rather than "and" or nothing (both sets)."""
+    return [any(w == "or" and a.end <= start < b.start for w, start, _ in words.tokens) for a, b in pairwise(mentions)]
+
+
+def _negated(mentions, words: _Words, negated_at: int | None) -> list[bool]:
+    """Which mentions a negation at ``negated_at`` excludes: the first after it and those listed with
+    it ("not Uganda or Ethiopia", "neither Chad nor Niger"); a mention after other words is outside
+    its scope ("neither Chad nor Niger and are in Africa")."""
+    flags = [False] * len(mentions)
+    after = [i for i, m in enumerate(mentions) if negated_at is not None and m.start >= negated_at]
+    for n, i in enumerate(after):
+        previous = mentions[after[n - 1]] if n else None
+        listed = previous is not None and all(
+            w in LIST_WORDS for w, start, _ in words.tokens if previous.end <= start < mentions[i].start
+        )
+        flags[i] = n == 0 or (flags[after[n - 1]] and listed)
+    return flags
+
+
+def _or_groups(mentions, words: _Words) -> list[list]:
+    """Mentions in runs joined by "or": "Spain", "France or Italy"."""
+    groups: list[list] = []
+    for mention, union in zip(mentions, [False, *_unions(mentions, words)]):
+        if union:
+            groups[-1].append(mention)
+        else:
+            groups.append([mention])
+    return groups
+
+
+def _either(mentions) -> SetExpr:
+    expr: SetExpr = EntityRef(mentions[0].entity.id)
+    for m in mentions[1:]:
+        expr = Or(expr, EntityRef(m.entity.id))
+    return expr
+
+
+def _is_subject(mention, words: _Words) -> bool:
+    """Whether ``mention`` comes straight after the question's first word ("Does Spain ...")."""
+    return len(words.tokens) > 0 and not any(words.tokens[0][2] < start < mention.start for _, start, _ in words.tokens)
 
 
 def _first_cue(text: str, cues) -> int | None:
