@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -130,13 +131,18 @@ def _pykeen_row(
 @dataclass(frozen=True)
 class PyKEENRecipe:
     model: str  # a PyKEEN model name
-    loop: str  # "slcwa": its pipeline default (negative sampling); "lcwa": 1-N with inverse triples
+    loop: str  # "slcwa": negative sampling; "lcwa": 1-N with inverse triples
     batch_size: int = 256
     sub_batch_size: int | None = None  # gradients accumulated over sub-batches of this size: bounded memory
+    loss: str | None = None  # a PyKEEN loss name (None: the model's default)
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    summary: str = "pipeline defaults"  # how the label names the recipe
 
     @property
     def label(self) -> str:
-        return f"PyKEEN {self.model} " + ("(sLCWA, pipeline defaults)" if self.loop == "slcwa" else "(LCWA + inverse)")
+        return f"PyKEEN {self.model} ({'sLCWA' if self.loop == 'slcwa' else 'LCWA + inverse'}, {self.summary})"
 
     @property
     def key(self) -> str:
@@ -184,11 +190,12 @@ def train_pykeen(
         relation_to_id=vocabulary.relation_index,
         create_inverse_triples=recipe.loop == "lcwa",
     )
-    model = model_resolver.make(recipe.model, triples_factory=factory, random_seed=0)
-    loop_class = LCWATrainingLoop if recipe.loop == "lcwa" else SLCWATrainingLoop
-    loop = loop_class(
-        model=model, triples_factory=factory, optimizer=optimizer_resolver.make(None, params=model.get_grad_params())
+    model = model_resolver.make(
+        recipe.model, triples_factory=factory, random_seed=0, loss=recipe.loss, **recipe.model_kwargs
     )
+    optimizer = optimizer_resolver.make(recipe.optimizer, params=model.get_grad_params(), lr=recipe.learning_rate)
+    loop_class = LCWATrainingLoop if recipe.loop == "lcwa" else SLCWATrainingLoop
+    loop = loop_class(model=model, triples_factory=factory, optimizer=optimizer)
     callback = _marks_callback(model, splits, vocabulary, sorted(marks), recipe.label, progress, valid_sample)
     with contextlib.suppress(_BudgetSpent):
         loop.train(
@@ -266,10 +273,11 @@ def _pykeen_scores(model):
     def score(anchors: np.ndarray, relations: np.ndarray, inverse: bool) -> np.ndarray:
         model.eval()
         pairs = torch.as_tensor(np.stack([anchors, relations], 1) if not inverse else np.stack([relations, anchors], 1))
-        # in slices of entities: RotatE's scores of 512 queries x every entity at once would take gigabytes
-        scores = (
-            model.score_h(pairs, slice_size=SCORE_SLICE) if inverse else model.score_t(pairs, slice_size=SCORE_SLICE)
-        )
+        # predict_*, not score_*: with inverse triples the model keeps relation r at row 2r, and predict_h asks
+        # the inverse relation; in slices of entities, since RotatE's scores of 512 queries x every entity at
+        # once would take gigabytes
+        predict = model.predict_h if inverse else model.predict_t
+        scores = predict(pairs, slice_size=SCORE_SLICE)
         return scores.numpy()
 
     return score
@@ -279,12 +287,29 @@ def _pykeen_scores(model):
 CURVE_KGE = KGEConfig(
     model="complex", dim=200, batch_size=500, n3_weight=0.05, max_epochs=MAX_PYKEEN_EPOCHS, valid_sample=1000
 )
+_SMALL_NORMAL = functools.partial(torch.nn.init.normal_, std=CURVE_KGE.init_scale)
 CURVE_PYKEEN = (
     PyKEENRecipe("ComplEx", "slcwa"),
-    PyKEENRecipe("RotatE", "slcwa"),
+    PyKEENRecipe("RotatE", "slcwa"),  # its default loss is RotatE's own: self-adversarial negative sampling
+    # kgllm's recipe in PyKEEN's parts: softmax cross-entropy over every entity, N3 (the cubed moduli), Adagrad
+    PyKEENRecipe(
+        "ComplEx",
+        "lcwa",
+        batch_size=CURVE_KGE.batch_size,
+        loss="crossentropy",
+        optimizer="adagrad",
+        learning_rate=CURVE_KGE.learning_rate,
+        model_kwargs={
+            "embedding_dim": CURVE_KGE.dim,
+            "entity_initializer": _SMALL_NORMAL,
+            "relation_initializer": _SMALL_NORMAL,
+            "regularizer": "powersum",
+            "regularizer_kwargs": {"p": 3.0, "weight": CURVE_KGE.n3_weight},
+        },
+        summary="cross-entropy, N3, Adagrad: kgllm's recipe",
+    ),
     # 1-N over 14.5k entities: RotatE's batch of 256 would hold ~6 GB of activations; sub-batches of 16 hold ~0.4
-    PyKEENRecipe("ComplEx", "lcwa", sub_batch_size=16),
-    PyKEENRecipe("RotatE", "lcwa", sub_batch_size=16),
+    PyKEENRecipe("RotatE", "lcwa", sub_batch_size=16, loss="crossentropy", summary="cross-entropy, Adam"),
 )
 
 
@@ -450,7 +475,7 @@ CURVE_NOTES = (
     "not counted) the model's best weights so far on a fixed sample of {valid} valid triples (the same for every "
     "model) are ranked on {tested}, filtered (every known train/valid/test fact removed), both directions, "
     "ties counted half. PyKEEN checks valid every {every} epochs and at each budget; kgllm at the end of every "
-    "{kge_every} epochs and at each budget. PyKEEN's LCWA recipes accumulate gradients over sub-batches of 16 "
+    "{kge_every} epochs and at each budget. PyKEEN's RotatE (LCWA) accumulates gradients over sub-batches of 16 "
     "to bound memory. {{threads}} torch threads; load average when saved (1, 5, 15 min): {{load}}."
 ).format(valid=CURVE_KGE.valid_sample, every=PYKEEN_EPOCHS_PER_CHECK, kge_every=CURVE_KGE.eval_every, tested="{tested}")
 
