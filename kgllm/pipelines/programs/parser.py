@@ -313,7 +313,8 @@ class QuestionParser:
             program, confidence = self._superlative(q, mentions, words, words_only, negated_at)
             shape = "superlative"
         elif is_yes_no and len(groups := _or_groups(mentions, words)) == 2 and negated_at is None and not both:
-            program, confidence = self._exists(*groups, words)
+            subjects, objects = groups
+            program, confidence = self._exists(subjects, objects, words)
             shape = "exists"
         elif is_yes_no and len(groups) > 2 and _is_subject(mentions[0], words) and not both:
             # "does Spain border France and Italy": two checks at once, which one Exists does not hold
@@ -354,7 +355,11 @@ class QuestionParser:
             target = target or result_class
             confidence = min(confidence, c)
             parts.append(Hop(relation, direction, EntityRef(m.entity.id)))
-        expr = parts[0] if parts else ClassSet(asked)  # "which countries are not in Africa": the class is the set
+        if parts:
+            expr = parts[0]
+        else:  # "which countries are not in Africa": the class asked for is the set
+            assert asked is not None  # refused above
+            expr = ClassSet(asked)
         for part, union in zip(parts[1:], _unions(positive, words)):
             expr = Or(expr, part) if union else And(expr, part)
         # "border neither France nor Spain": the relation is named before the negation, not after it
