@@ -4,7 +4,8 @@ Word n-grams of the question are matched against entity labels and aliases in
 three ways, cheapest and surest first:
 
 1. exact (ignoring case, separators and accents; possessive "'s" dropped, a
-   plural "-s" / "-ies" tried singular) through ``GraphStore.find_by_label``;
+   plural "-s" / "-ies" tried singular, the adjective of a place tried as the place:
+   "European") through ``GraphStore.find_by_label``;
 2. fuzzy, for typos: edit-distance similarity against every label;
 3. embedding search in the entity-label index, only when 1 and 2 found nothing.
 
@@ -331,7 +332,8 @@ class EntityLinker:
         """Spans that are a label or alias; the entities found are added to ``entities``."""
         found = []
         for span in spans:
-            for label, score in ((span.label, 1.0), (_singular(span.label), 0.95)):
+            forms = [(span.label, 1.0), (_singular(span.label), 0.95)]
+            for label, score in forms + [(base, DEMONYM_SCORE) for base in _demonym_bases(span.label)]:
                 hits = self.store.find_by_label(label) if label else []
                 if hits:
                     entities.update((e.id, e) for e in hits)
@@ -413,6 +415,32 @@ def _singular(label: str) -> str:
     if label.endswith("s") and not label.endswith("ss") and len(label) > 3:
         return label[:-1]
     return ""
+
+
+# An adjective of a place names the place ("European countries", "Kenyan cities"): each suffix with the
+# endings its place names take, "-ese" China/Japan, "-ian" Nigeria/Brazil/Italy, "-ean" Europe/Chile,
+# "-an" Africa/Mexico, "-ish" Turkey/Poland/Sweden, "-i" Pakistan/Iraq
+_DEMONYM_ENDINGS = (
+    ("ese", ("", "a")),
+    ("ian", ("ia", "", "y", "a")),
+    ("ean", ("e", "")),
+    ("an", ("a", "", "e", "o")),
+    ("ish", ("ey", "and", "en")),
+    ("i", ("",)),
+)
+DEMONYM_SCORE = 0.9  # below an exact label or a plural: the adjective may also be a name of its own
+
+
+def _demonym_bases(label: str) -> list[str]:
+    """Place names the label's last word may be the adjective of ("south american" -> "south america");
+    "german" -> "germany" too. Stems shorter than three letters are not tried."""
+    head, _, word = label.rpartition(" ")
+    bases = [word + "y"] if word.endswith("an") else []
+    for suffix, endings in _DEMONYM_ENDINGS:
+        stem = word.removesuffix(suffix)
+        if stem != word and len(stem) >= 3:
+            bases += [stem + ending for ending in endings]
+    return [f"{head} {base}".strip() for base in dict.fromkeys(bases)]
 
 
 def _schema_words(labels: Iterable[str]) -> frozenset[str]:
