@@ -16,6 +16,8 @@ import time
 from dataclasses import fields, replace
 from typing import Any
 
+from rdflib import RDF
+
 from kgllm.exceptions import InputError
 from kgllm.graph.base import GraphStore
 from kgllm.llm.corpus import plural
@@ -42,8 +44,8 @@ SOURCE = "programs"
 PROGRAM_OPTIONS = frozenset({f.name for f in fields(ExecutorConfig)} | {"min_confidence"})
 
 _ROUTE_CUES = re.compile(
-    r"\b(how many|number of|count|both|in common|not|n't|neither|except|excluding|other than|apart from|outside|"
-    r"most|fewest|least|more|fewer|less)\b",
+    r"\b(how many|number of|count|both|in common|not|neither|except|excluding|besides|other than|apart from|"
+    r"outside|most|fewest|least|top|more|fewer|less)\b|n['’]t\b",  # "isn't": no word boundary before its n't
     re.IGNORECASE,
 )
 _YES_NO = re.compile(r"^\s*(does|do|did|is|are|was|were|has|have|can)\b", re.IGNORECASE)
@@ -158,6 +160,16 @@ class ProgramAnswerer:
                 else:
                     a, b = (_join([label(e) for e in _named(x)], conjunction="or") for x in (subjects, objects))
                     text = f"No — the graph has no “{label(r)}” fact between {a} and {b}."
+            case Exists(source=FilterClass(cls=cls, source=EntityRef(id=entity))):
+                kind = _with_article(self.parser.class_name(cls).lower())
+                # the evidence is the entity's class facts: the one that holds, or those checked
+                types = [Triple(entity, str(RDF.type), t) for t in self.store.describe(entity).types]
+                if result.value:
+                    text = f"Yes: {label(entity)} is {kind}."
+                    result = replace(result, support=[t for t in types if t.tail == cls])
+                else:
+                    text = f"No — the graph does not list {label(entity)} as {kind}."
+                    result = replace(result, checked=types)
             case Exists():
                 text = "Yes." if result.value else "No — the graph holds no such thing."
                 if result.value:
@@ -207,6 +219,8 @@ class ProgramAnswerer:
         return shown
 
     def _metric_noun(self, metric) -> str:
+        if isinstance(metric, Degree) and metric.cls:
+            return plural(self.parser.class_name(metric.cls).lower())
         if isinstance(metric, Degree):
             return f"“{self.store.label(metric.relation)}” links"
         return "as value"
@@ -302,6 +316,10 @@ def _plural_verb(verb: str) -> str:
     first, _, rest = verb.partition(" ")
     first = {"is": "are", "has": "have"}.get(first, first[:-1] if first.endswith("s") else first)
     return f"{first} {rest}".strip()
+
+
+def _with_article(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 def _join(labels: list[str], limit: int = 25, conjunction: str = "and") -> str:

@@ -214,9 +214,9 @@ class _Sparql(_Names):
         ps, ws = self.set(node, x)
         w, s = "?" + self.fresh("w"), "?" + self.fresh("s")
         match metric:
-            case Degree(relation=r, direction=d):
+            case Degree(relation=r, direction=d, cls=c):
                 o, e = "?" + self.fresh("o"), "?" + self.fresh("e")
-                edges = self.edge(x, r, d, o, e)
+                edges = self.edge(x, r, d, o, e) + ("" if c is None else f" {o} {RDF_TYPE} ?{self.param(c)} .")
                 body = f"{ps} OPTIONAL {{ {edges} }}"
                 inner = f"SELECT {x} (SAMPLE({ws}) AS {w}) (COUNT(DISTINCT {o}) AS {s}) WHERE {{ {body} }} GROUP BY {x}"
                 return f"{{ {inner} }}", w, s
@@ -343,9 +343,10 @@ class _Cypher(_Names):
         """Names of two parallel lists: the members of ``source`` that have a score, sorted, and their scores."""
         members, scores = self.fresh("r"), self.fresh("c")
         match metric:
-            case Degree(relation=r, direction=d):
+            case Degree(relation=r, direction=d, cls=c):
                 pattern = self.pattern("n", r, d, "m")
-                score = f"OPTIONAL MATCH (n){pattern}(m:Entity) WITH p, count(DISTINCT m) AS score"
+                of_class = "" if c is None else f" WHERE ${self.param(c)} IN coalesce(m.types, [])"
+                score = f"OPTIONAL MATCH (n){pattern}(m:Entity){of_class} WITH p, count(DISTINCT m) AS score"
             case Value(property=prop):
                 score = (
                     f"OPTIONAL MATCH (a:Attribute {{subject: p[0], property: ${self.param(prop)}}}) "

@@ -312,8 +312,8 @@ class Executor:
     def _measure(self, entity: str, metric: Metric) -> tuple[float | None, tuple[Triple, ...]]:
         self._tick()
         match metric:
-            case Degree(relation=r, direction=d):
-                edges = list(self._edges(entity, r, d))
+            case Degree(relation=r, direction=d, cls=c):
+                edges = [(o, t) for o, t in self._edges(entity, r, d) if c is None or c in self._types(o)]
                 return float(len(edges)), tuple(t for _, t in edges)
             case Value(property=p):
                 return self._numeric(entity, p), ()

@@ -23,7 +23,8 @@ Node meanings (``direction`` is ``out``: from head to tail, ``in``: from tail to
 - ``(count SET)``, ``(exists SET)``;
 - ``(argmax K METRIC SET)`` / ``(argmin ...)``: the ``K`` best members (ties at the boundary kept);
 - ``(compare more|fewer|same METRIC A B)``: whether entity ``A`` has more (fewer, as many) than ``B``;
-- metrics: ``(degree REL DIR)``, the number of distinct entities one ``REL`` edge away;
+- metrics: ``(degree REL DIR)``, the number of distinct entities one ``REL`` edge away
+  (``(degree REL DIR CLASS)``: only those of ``CLASS``);
   ``(value PROPERTY)``, a numeric literal of the entity.
 """
 
@@ -123,10 +124,12 @@ SetExpr = Union[EntityRef, ClassSet, Hop, And, Or, Minus, FilterClass, Where, Ra
 # ---------------------------------------------------------------- metrics
 @dataclass(frozen=True, slots=True)
 class Degree:
-    """How many distinct entities are one ``relation`` edge away (e.g. the number of neighbours)."""
+    """How many distinct entities are one ``relation`` edge away (e.g. the number of neighbours);
+    with ``cls``, only those of that class (a region's countries, not its subregions)."""
 
     relation: str
     direction: Direction
+    cls: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +203,8 @@ def format_program(program: Program | Metric) -> str:
             return f"({'where-not' if n else 'where'} {_atom(r)} {d} {format_program(t)} {format_program(s)})"
         case Rank(order=o, k=k, metric=m, source=s):
             return f"(arg{o} {k} {format_program(m)} {format_program(s)})"
-        case Degree(relation=r, direction=d):
-            return f"(degree {_atom(r)} {d})"
+        case Degree(relation=r, direction=d, cls=c):
+            return f"(degree {_atom(r)} {d}{'' if c is None else ' ' + _atom(c)})"
         case Value(property=p):
             return f"(value {_atom(p)})"
         case Count(source=s):
@@ -293,7 +296,7 @@ def _set(x: object) -> SetExpr:
 def _metric(x: object) -> Metric:
     node = _build(x)
     if not isinstance(node, (Degree, Value)):
-        raise ParseError("expected a metric: (degree REL DIR) or (value PROPERTY)")
+        raise ParseError("expected a metric: (degree REL DIR [CLASS]) or (value PROPERTY)")
     return node
 
 
@@ -323,7 +326,7 @@ def _build(tree: object) -> Program | Metric:
     head, args = tree[0], tree[1:]
     if not isinstance(head, str) or isinstance(head, _Quoted) or head not in _ARITY:
         raise ParseError(f"unknown form {head!r}; known: {', '.join(sorted(_ARITY))}")
-    if len(args) != _ARITY[head]:
+    if len(args) != _ARITY[head] and not (head == "degree" and len(args) == 3):  # (degree REL DIR [CLASS])
         raise ParseError(f"({head} ...) takes {_ARITY[head]} argument(s), found {len(args)}")
     match head:
         case "entity":
@@ -350,7 +353,8 @@ def _build(tree: object) -> Program | Metric:
                 raise ParseError(f"({head} K ...) needs a positive whole K, found {k!r}")
             return Rank("max" if head == "argmax" else "min", int(k), _metric(args[1]), _set(args[2]))
         case "degree":
-            return Degree(_id(args[0], "a relation id"), _direction(args[1]))
+            cls = _id(args[2], "a class id") if len(args) == 3 else None
+            return Degree(_id(args[0], "a relation id"), _direction(args[1]), cls)
         case "value":
             return Value(_id(args[0], "a property id"))
         case "count":

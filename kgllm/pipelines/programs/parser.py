@@ -62,7 +62,7 @@ NEGATIONS = ("not", "neither", "except", "excluding", "besides", "other than", "
 _CONTRACTED_NOT = re.compile(r"(?<=[a-z])n['’]t\b", re.IGNORECASE)  # "don't" -> "do not", "isn't" -> "is not"
 EXCEPTION_WORDS = frozenset({"except", "excluding", "besides", "other", "apart"})  # leave a member out, not its links
 LIST_WORDS = frozenset({"and", "or", "nor"})  # words that continue a list of entities
-MAX_CUES = ("most", "greatest number", "largest number", "highest number", "biggest number")
+MAX_CUES = ("most", "top", "greatest number", "largest number", "highest number", "biggest number")
 MIN_CUES = ("fewest", "least", "smallest number", "lowest number")
 MORE_CUES = ("more", "greater number", "larger number", "higher number")
 FEWER_CUES = ("fewer", "less", "smaller number", "lower number")
@@ -88,7 +88,8 @@ FUNCTION_WORDS = _word_set(
     "will shall should name names list give show tell me us please find and or both also too as well not "
     "no nor except excluding besides other others apart but without more fewer less most least fewest same "
     "any all every each one ones some top compared compare versus vs get got so just only either neither "
-    "yes true false exactly among between whether way ways common shared "
+    "yes true false exactly among between whether way ways common shared contain contains containing "
+    "include includes including "
 ) | frozenset(NUMBERS)
 
 
@@ -268,13 +269,20 @@ class QuestionParser:
                 sims = covered[i]
                 j = int(sims.argmax())
                 kind, owner = owners[j]
-                if sims[j] < self.config.word_similarity:
+                relations = [
+                    (float(sims[k]), name)
+                    for k, (kind_k, name) in enumerate(owners)
+                    if kind_k == "relation" and sims[k] >= self.config.word_similarity
+                ]
+                is_class = kind == "class" and single[i][j] >= self.config.class_similarity
+                # a word nearest a class but not close enough to mention it ("island" ~ country) names
+                # something the graph does not hold: dropping it would answer a broader question
+                if sims[j] < self.config.word_similarity or (kind == "class" and not is_class and not relations):
                     unmapped.append((tokens[i][0], tokens[i][1]))
-                elif kind == "class" and single[i][j] >= self.config.class_similarity:
+                elif is_class:
                     classes.append((owner, tokens[i][1]))
-                for k, (kind, owner) in enumerate(owners):
-                    if kind == "relation" and sims[k] >= self.config.word_similarity:
-                        relation_scores.setdefault(owner, []).append((float(sims[k]), tokens[i][1]))
+                for score, relation in relations:
+                    relation_scores.setdefault(relation, []).append((score, tokens[i][1]))
         classes.sort(key=lambda c: c[1])
         return _Words(tokens, relation_scores, classes, unmapped)
 
@@ -316,6 +324,9 @@ class QuestionParser:
             subjects, objects = groups
             program, confidence = self._exists(subjects, objects, words)
             shape = "exists"
+        elif is_yes_no and len(mentions) == 1 and asked and not words.relation_scores and negated_at is None:
+            # "Is Australia a country?": membership of the class, no relation
+            program, confidence, shape = Exists(FilterClass(asked, EntityRef(mentions[0].entity.id))), 0.95, "exists"
         elif is_yes_no and len(groups) > 2 and _is_subject(mentions[0], words) and not both:
             # "does Spain border France and Italy": two checks at once, which one Exists does not hold
             raise Refusal("the question checks several links at once; ask about each one", "exists")
@@ -395,12 +406,16 @@ class QuestionParser:
                 f"{a.entity.label} and {b.entity.label} are different kinds of thing; they cannot be compared",
                 "comparison",
             )
-        relation, confidence = self._metric_relation(words, shared)
-        direction = self._metric_direction(relation, shared)
+        counted = self._counted_class(q, words, MORE_CUES + FEWER_CUES, ranked=shared)
+        metric: Degree
+        if counted:  # "does Africa have more countries than Europe"
+            metric, confidence = self._class_count(next(iter(sorted(shared))), counted), 0.95
+        else:
+            relation, confidence = self._metric_relation(words, shared)
+            metric = Degree(relation, self._metric_direction(relation, shared))
         more = _first_cue(words_only, MORE_CUES)
         fewer = _first_cue(words_only, FEWER_CUES)
         op: Literal["more", "fewer"] = "more" if fewer is None or (more is not None and more < fewer) else "fewer"
-        metric = Degree(relation, direction)
         if is_yes_no:
             return Compare(op, metric, a.entity.id, b.entity.id), confidence
         order: Literal["max", "min"] = "max" if op == "more" else "min"
@@ -416,24 +431,45 @@ class QuestionParser:
         classes = list(dict.fromkeys(c for c, _ in words.classes))
         if not classes:
             raise Refusal("I could not tell what kind of thing is ranked", "superlative")
-        # "which region is the country with the most neighbours in": the ranked class is the last named
-        ranked, asked = classes[-1], classes[0]
+        counted = self._counted_class(q, words, MAX_CUES + MIN_CUES, ranked=classes[:1])
+        # "which region is the country with the most neighbours in": the ranked class is the last named;
+        # "which region has the most countries": the first is ranked by how many of the last it holds
+        ranked, asked = (classes[0], classes[0]) if counted else (classes[-1], classes[0])
         if mentions:
             domain, confidence = self._set(mentions, words, ranked, negated_at)
             if not isinstance(domain, FilterClass):
                 domain = FilterClass(ranked, domain)
         else:
             domain, confidence = ClassSet(ranked), 1.0
-        used = {h.relation for h in _hops(domain)}
-        relation, c = self._metric_relation(words, {ranked}, exclude=used)
-        program: SetExpr = Rank(order, k, Degree(relation, self._metric_direction(relation, {ranked})), domain)
+        if counted:
+            metric, c = self._class_count(ranked, counted), 0.95
+        else:
+            relation, c = self._metric_relation(words, {ranked}, exclude={h.relation for h in _hops(domain)})
+            metric = Degree(relation, self._metric_direction(relation, {ranked}))
+        program: SetExpr = Rank(order, k, metric, domain)
         confidence = min(confidence, c)
         if asked != ranked:
             link = self._class_link(ranked, asked)
             if link is None:
-                raise Refusal(f"I could not link a {self._class_name(ranked)} to a {self._class_name(asked)}")
+                raise Refusal(f"I could not link a {self.class_name(ranked)} to a {self.class_name(asked)}")
             program = FilterClass(asked, Hop(link[0], link[1], program))
         return program, confidence
+
+    def _counted_class(self, q: str, words: _Words, cues, ranked: Collection[str]) -> str | None:
+        """The class named after the cue when it is not one of the ``ranked`` classes ("which region has
+        the most countries" -> countries), else None."""
+        cue_at = _first_cue(q, cues)
+        after = [c for c, pos in words.classes if cue_at is not None and pos > cue_at]
+        return after[0] if after and after[0] not in ranked else None
+
+    def _class_count(self, ranked: str, counted: str) -> Degree:
+        """How many members of ``counted`` an entity of ``ranked`` is linked to, by the relation between the two."""
+        link = self._class_link(ranked, counted)
+        if link is None:
+            raise Refusal(
+                f"I could not link a {self.class_name(ranked)} to a {self.class_name(counted)}", "superlative"
+            )
+        return Degree(link[0], link[1], counted)
 
     # ------------------------------------------------------------ grounding
     def _words_near(self, mention: _Mention, mentions: list[_Mention], words: _Words) -> _Words:
@@ -484,7 +520,7 @@ class QuestionParser:
         scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
         fits, word, relation, direction, classes = scored[0]
         if not fits:
-            wanted = self._class_name(target) if target else "such things"
+            wanted = self.class_name(target) if target else "such things"
             raise Refusal(f"{mention.entity.label} is not linked to any {wanted} in this graph")
         named_elsewhere = {
             r
@@ -573,7 +609,7 @@ class QuestionParser:
     def _classes_of(self, nodes: set[str]) -> set[str]:
         return {c for n in nodes for c in self._types_of(n)}
 
-    def _class_name(self, cls: str) -> str:
+    def class_name(self, cls: str) -> str:
         info = self.schema.classes.get(cls)
         return info.names[0] if info and info.names else self.store.label(cls)
 
