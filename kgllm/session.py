@@ -144,6 +144,12 @@ class Session:
             return _too_many_entities(question, [link.entity for link in links])
         if mode == "paths":
             mode = route(question, len(links))
+        programs = self.answerers.get("programs")
+        if mode == "paths" and isinstance(programs, ProgramAnswerer):
+            # a chain search ignores a word it cannot follow: "landlocked" in "Which African countries are landlocked?"
+            refusal = programs.unmapped_modifier_refusal(question)
+            if refusal is not None:
+                return refusal
         known = PROGRAM_OPTIONS if mode == "programs" else path_options
         return self.answerers[mode].answer(question, **{k: v for k, v in options.items() if k in known})
 

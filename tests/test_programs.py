@@ -455,6 +455,22 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
             "comparison",
             lambda a: a.text == "Yes: Africa has 58 countries, Europe has 53.",
         ),
+        ("Which subregion has the fewest countries?", "superlative", lambda a: a.text == "Central Europe (1 country)."),
+        (  # with "number", a comparative compares the counts
+            "Is the number of neighbours of Peru greater than that of Chile?",
+            "comparison",
+            lambda a: a.text == "Yes: Peru has 5 “neighbor of” links, Chile has 3.",
+        ),
+        (  # "more than any other" is a superlative, not a comparison of two entities
+            "Which region has more countries than any other region?",
+            "superlative",
+            lambda a: a.text == "Africa (58 countries).",
+        ),
+        (
+            "Who has more neighbours: Chad or Niger?",
+            "comparison",
+            lambda a: a.text == "Neither: Chad and Niger each have 7 “neighbor of” links.",
+        ),
     ],
 )
 def test_every_shape_is_answered_exactly_on_the_demo_graph(demo, question, shape, check):
@@ -500,6 +516,7 @@ def test_a_comparison_answer_shows_both_numbers(demo):
         # a word nearest a class but not close enough to name it, once dropped from the question
         ("Is Japan an island?", "could not map 'island'"),
         ("Which neighbours of Germany aren't in the EU?", "no entity named 'EU'"),
+        ("Is Chad bigger than Niger?", "could not map 'bigger'"),  # a comparative of counts needs "number"
         # shapes the language lacks, each once answered as a nearby shape it has
         ("How many countries border Chad or Mali but not both?", "exclusive or"),
         ("Does Spain border France and Italy?", "several links at once"),
@@ -554,6 +571,13 @@ def test_the_session_routes_auto_questions(demo):
     assert session.ask("How many neighbours does Mali have?").metadata["value"] == 7
     chain = session.ask("Which countries border Chad?")
     assert "program" not in chain.metadata and local(e.id for e in chain.entities) == CHAD
+    # a chain search would drop the word that narrows the class: the question is refused instead
+    for question, word in [
+        ("Which African countries are landlocked?", "landlocked"),
+        ("Which island nations are in Oceania?", "island"),
+    ]:
+        refused = session.ask(question)
+        assert refused.confidence == 0.0 and f"could not map '{word}'" in refused.text
 
 
 # =========================================================================

@@ -37,7 +37,7 @@ from kgllm.pipelines.programs.language import (
     SetExpr,
     format_program,
 )
-from kgllm.pipelines.programs.parser import ParserConfig, QuestionParser
+from kgllm.pipelines.programs.parser import ParserConfig, QuestionParser, quote_words
 from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 SOURCE = "programs"
@@ -135,6 +135,15 @@ class ProgramAnswerer:
         answer.metadata["seconds"] = round(time.perf_counter() - started, 4)
         return answer
 
+    def unmapped_modifier_refusal(self, question: str) -> Answer | None:
+        """A refusal when the question narrows the class it asks for by a word the graph has nothing
+        for ("Which African countries are landlocked?"), for any answerer; else None."""
+        words = self.parser.unmapped_class_modifiers(question)
+        if not words:
+            return None
+        reason = f"I could not map {quote_words(words)} to anything in this graph"
+        return self._refusal(question, reason, {"shape": "list"})
+
     def run(self, program: Program, **options: Any) -> Result:
         """Run a ready program (no parsing) under this answerer's bounds."""
         config = replace(self.executor_config, **options) if options else self.executor_config
@@ -177,10 +186,14 @@ class ProgramAnswerer:
                     entities = self._entities(result.members)
             case Compare(metric=metric, left=a, right=b):
                 va, vb = result.scores[a], result.scores[b]
-                noun = self._metric_noun(metric)
-                facts = f"{label(a)} has {va:g} {noun}, {label(b)} has {vb:g}"
+                facts = f"{label(a)} has {va:g} {self._metric_noun(metric, va)}, {label(b)} has {vb:g}"
                 text = f"Yes: {facts}." if result.value else f"No — {facts}."
                 metadata["scores"] = {label(a): va, label(b): vb}
+            case Rank(order=o, metric=metric, source=source) if len(_named(source)) == len(result.value) > 1:
+                v = result.scores[result.value[0]]  # "which has more, A or B" with a tie
+                tied = _join([label(m) for m in result.value])
+                text = f"Neither: {tied} each have {v:g} {self._metric_noun(metric, v)}."
+                entities = self._entities(result.value)
             case Rank(order=o, metric=metric):
                 text = self._ranking(result, o, metric)
                 entities = self._entities(result.value)
@@ -214,16 +227,15 @@ class ProgramAnswerer:
     def _ranking_phrase(self, result: Result, order: str | None = None, metric=None) -> str:
         label = self.store.label
         ranked = sorted(result.scores.items(), key=lambda kv: (-kv[1] if order != "min" else kv[1], label(kv[0])))
-        noun = self._metric_noun(metric) if metric is not None else "facts"
-        shown = ", ".join(f"{label(m)} ({v:g} {noun})" for m, v in ranked)
-        return shown
+        return ", ".join(f"{label(m)} ({v:g} {self._metric_noun(metric, v)})" for m, v in ranked)
 
-    def _metric_noun(self, metric) -> str:
-        if isinstance(metric, Degree) and metric.cls:
-            return plural(self.parser.class_name(metric.cls).lower())
+    def _metric_noun(self, metric, n: float) -> str:
+        """What ``n`` counts: "countries", "“neighbor of” link"."""
         if isinstance(metric, Degree):
-            return f"“{self.store.label(metric.relation)}” links"
-        return "as value"
+            noun = self.parser.class_name(metric.cls).lower() if metric.cls else "link"
+            noun = noun if n == 1 else plural(noun)
+            return noun if metric.cls else f"“{self.store.label(metric.relation)}” {noun}"
+        return "as value" if metric is not None else "facts"
 
     def _verb(self, relation: str) -> str | None:
         """The relation as a verb phrase for a singular subject: "borders", "is located in" (None if none reads so)."""

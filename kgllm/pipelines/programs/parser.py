@@ -60,6 +60,13 @@ NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ei
 AUXILIARIES = frozenset({"does", "do", "did", "is", "are", "was", "were", "has", "have", "can"})
 NEGATIONS = ("not", "neither", "except", "excluding", "besides", "other than", "apart from", "without", "outside")
 _CONTRACTED_NOT = re.compile(r"(?<=[a-z])n['’]t\b", re.IGNORECASE)  # "don't" -> "do not", "isn't" -> "is not"
+# with "number", a comparative compares counts: "is the number of neighbours of Peru greater than ..."
+_NUMBER = re.compile(r"\bnumbers?\b", re.IGNORECASE)
+_COUNT_COMPARATIVES = (
+    (re.compile(r"\b(greater|larger|higher|bigger)\b", re.IGNORECASE), "more"),
+    (re.compile(r"\b(smaller|lower)\b", re.IGNORECASE), "fewer"),
+)
+_THAN_ALL = re.compile(r"\bthan (any|all|every)\b")  # "more neighbours than any other": a superlative
 EXCEPTION_WORDS = frozenset({"except", "excluding", "besides", "other", "apart"})  # leave a member out, not its links
 LIST_WORDS = frozenset({"and", "or", "nor"})  # words that continue a list of entities
 MAX_CUES = ("most", "top", "greatest number", "largest number", "highest number", "biggest number")
@@ -89,7 +96,7 @@ FUNCTION_WORDS = _word_set(
     "no nor except excluding besides other others apart but without more fewer less most least fewest same "
     "any all every each one ones some top compared compare versus vs get got so just only either neither "
     "yes true false exactly among between whether way ways common shared contain contains containing "
-    "include includes including "
+    "include includes including several various multiple "
 ) | frozenset(NUMBERS)
 
 
@@ -176,6 +183,9 @@ class QuestionParser:
     def parse(self, question: str) -> Parse:
         """The program ``question`` asks for, with a confidence, or a refusal with a reason."""
         question = _CONTRACTED_NOT.sub(" not", " ".join(question.split()))
+        if _NUMBER.search(question):
+            for comparative, word in _COUNT_COMPARATIVES:
+                question = comparative.sub(word, question)
         try:
             for cue, shape in UNSUPPORTED:
                 if cue.search(question.lower()):
@@ -184,14 +194,43 @@ class QuestionParser:
             words = self._words(question, mentions)
             names = [question[s : s + len(w)] for w, s in words.unmapped if s > 0 and question[s].isupper()]
             if names:
-                raise Refusal(f"the graph has no entity named {_quote(names)}")
+                raise Refusal(f"the graph has no entity named {quote_words(names)}")
             if words.unmapped:
-                raise Refusal(f"I could not map {_quote([w for w, _ in words.unmapped])} to anything in this graph")
+                raise Refusal(
+                    f"I could not map {quote_words([w for w, _ in words.unmapped])} to anything in this graph"
+                )
             program, shape, confidence, details = self._program(question, mentions, words)
         except Refusal as refusal:
             return Parse(question, None, refusal.shape, 0.0, refusal.reason)
         entities = [m.entity for m in mentions]
         return Parse(question, program, shape, confidence, "", entities, details)
+
+    def unmapped_class_modifiers(self, question: str) -> list[str]:
+        """Words that narrow a class the question asks for but map to nothing in the graph: "landlocked"
+        in "Which African countries are landlocked?", "island" in "island nations". An answer that
+        drops them answers a broader question."""
+        question = " ".join(question.split())
+        try:
+            words = self._words(question, self._mentions(question))
+        except Refusal:  # an uncertain link: the answerer the question goes to says so
+            return []
+        tokens = words.tokens
+        at = {start: i for i, (_, start, _) in enumerate(tokens)}
+        # the classes asked for as a plural noun: "countries", not "Slovakia's subregion"
+        plural_class = {at[pos] for _, pos in words.classes if pos in at and tokens[at[pos]][0].endswith("s")}
+
+        def adjacent(i: int) -> bool:  # token i and token i + 1, with no entity between them
+            return 0 <= i < len(tokens) - 1 and not question[tokens[i][2] : tokens[i + 1][1]].strip()
+
+        found = []
+        for word, pos in words.unmapped:
+            i = at[pos]
+            before = i + 1 in plural_class and adjacent(i)  # "island nations"
+            last = i == len(tokens) - 1 and i >= 2 and tokens[i - 1][0] in AUXILIARIES
+            predicate = last and i - 2 in plural_class and adjacent(i - 2) and adjacent(i - 1)
+            if before or predicate:  # "countries are landlocked"
+                found.append(word)
+        return found
 
     # ------------------------------------------------------------ reading
     def _mentions(self, question: str) -> list[_Mention]:
@@ -306,9 +345,10 @@ class QuestionParser:
         details: dict[str, Any] = {"classes": [c for c, _ in words.classes]}
         first = words.tokens[0][0] if words.tokens else ""
         is_yes_no = first in AUXILIARIES and not (mentions and mentions[0].start == 0)
-        comparison = _cue(words_only, MORE_CUES + FEWER_CUES) and (" than " in q or " or " in q)
+        than_all = _THAN_ALL.search(q) is not None
+        comparison = _cue(words_only, MORE_CUES + FEWER_CUES) and (" than " in q or " or " in q) and not than_all
         both = " both " in words_only
-        superlative = _cue(words_only, MAX_CUES + MIN_CUES)
+        superlative = _cue(words_only, MAX_CUES + MIN_CUES) or than_all
         negated_at = _first_cue(q, NEGATIONS)
         if is_yes_no and len(words.tokens) > 1 and words.tokens[1][1] == negated_at:
             negated_at = None  # "Doesn't Chad border Niger?" asks what "Does Chad border Niger?" asks
@@ -422,7 +462,8 @@ class QuestionParser:
         return Rank(order, 1, metric, Or(EntityRef(a.entity.id), EntityRef(b.entity.id))), confidence
 
     def _superlative(self, q: str, mentions, words: _Words, words_only: str, negated_at):
-        order: Literal["max", "min"] = "max" if _first_cue(words_only, MAX_CUES) is not None else "min"
+        high, low = (MAX_CUES, MIN_CUES) if _cue(words_only, MAX_CUES + MIN_CUES) else (MORE_CUES, FEWER_CUES)
+        order: Literal["max", "min"] = "max" if _first_cue(words_only, high) is not None else "min"
         k = 1
         for w, _, _ in words.tokens:
             if w.isdigit() or w in NUMBERS:
@@ -431,7 +472,7 @@ class QuestionParser:
         classes = list(dict.fromkeys(c for c, _ in words.classes))
         if not classes:
             raise Refusal("I could not tell what kind of thing is ranked", "superlative")
-        counted = self._counted_class(q, words, MAX_CUES + MIN_CUES, ranked=classes[:1])
+        counted = self._counted_class(q, words, high + low, ranked=classes[:1])
         # "which region is the country with the most neighbours in": the ranked class is the last named;
         # "which region has the most countries": the first is ranked by how many of the last it holds
         ranked, asked = (classes[0], classes[0]) if counted else (classes[-1], classes[0])
@@ -704,7 +745,7 @@ def _first_cue(text: str, cues) -> int | None:
     return min(positions, default=None)
 
 
-def _quote(words: list[str]) -> str:
+def quote_words(words: list[str]) -> str:
     words = list(dict.fromkeys(words))
     quoted = [f"'{w}'" for w in words]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
