@@ -466,6 +466,9 @@ CHAD = {"cameroon", "central_african_republic", "libya", "niger", "nigeria", "so
             "superlative",
             lambda a: a.text == "Africa (58 countries).",
         ),
+        # a request frame around the question
+        ("I'd like to know how many countries border Chad.", "count", lambda a: a.metadata["value"] == 7),
+        ("Do you know whether Chad borders Kenya?", "exists", lambda a: a.metadata["value"] is False),
         (
             "Who has more neighbours: Chad or Niger?",
             "comparison",
@@ -561,6 +564,7 @@ def test_the_router_tells_chains_from_other_shapes():
     ]:
         assert route(question) == "programs"
     assert route("Which neighbours of Chad are in Middle Africa?", 2) == "programs"
+    assert route("I wonder whether Australia is a country.", 1) == "programs"
 
 
 def test_the_session_routes_auto_questions(demo):

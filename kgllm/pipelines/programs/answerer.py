@@ -37,7 +37,7 @@ from kgllm.pipelines.programs.language import (
     SetExpr,
     format_program,
 )
-from kgllm.pipelines.programs.parser import ParserConfig, QuestionParser, quote_words
+from kgllm.pipelines.programs.parser import REQUEST_FRAME, ParserConfig, QuestionParser, quote_words
 from kgllm.types import Answer, Entity, Evidence, GraphPath, Triple
 
 SOURCE = "programs"
@@ -48,7 +48,7 @@ _ROUTE_CUES = re.compile(
     r"outside|most|fewest|least|top|more|fewer|less)\b|n['’]t\b",  # "isn't": no word boundary before its n't
     re.IGNORECASE,
 )
-_YES_NO = re.compile(r"^\s*(does|do|did|is|are|was|were|has|have|can)\b", re.IGNORECASE)
+_YES_NO = re.compile(r"^\s*(does|do|did|is|are|was|were|has|have|can|whether)\b", re.IGNORECASE)
 
 
 def route(question: str, linked_entities: int | None = None) -> str:
@@ -61,7 +61,7 @@ def route(question: str, linked_entities: int | None = None) -> str:
     """
     if not isinstance(question, str):
         raise InputError("question must be a string")
-    if _ROUTE_CUES.search(question) or _YES_NO.match(question):
+    if _ROUTE_CUES.search(question) or _YES_NO.match(REQUEST_FRAME.sub("", question.strip())):
         return "programs"
     if linked_entities is not None and linked_entities >= 2:
         return "programs"

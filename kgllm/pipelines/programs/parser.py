@@ -66,6 +66,12 @@ _COUNT_COMPARATIVES = (
     (re.compile(r"\b(greater|larger|higher|bigger)\b", re.IGNORECASE), "more"),
     (re.compile(r"\b(smaller|lower)\b", re.IGNORECASE), "fewer"),
 )
+# a polite frame around the question: "I'd like to know how many ...", "Do you know whether ..."
+REQUEST_FRAME = re.compile(
+    r"^(?:please,? |kindly )?(?:i(?:'d|’d| would) like to know|i want to know|i wonder|i(?:'m|’m| am) curious"
+    r"(?: about| to know)?|do you know)\b[\s,:]*",
+    re.IGNORECASE,
+)
 _THAN_ALL = re.compile(r"\bthan (any|all|every)\b")  # "more neighbours than any other": a superlative
 EXCEPTION_WORDS = frozenset({"except", "excluding", "besides", "other", "apart"})  # leave a member out, not its links
 LIST_WORDS = frozenset({"and", "or", "nor"})  # words that continue a list of entities
@@ -96,7 +102,7 @@ FUNCTION_WORDS = _word_set(
     "no nor except excluding besides other others apart but without more fewer less most least fewest same "
     "any all every each one ones some top compared compare versus vs get got so just only either neither "
     "yes true false exactly among between whether way ways common shared contain contains containing "
-    "include includes including several various multiple "
+    "include includes including several various multiple i my we our you your they them if "
 ) | frozenset(NUMBERS)
 
 
@@ -182,7 +188,7 @@ class QuestionParser:
     # ------------------------------------------------------------ public
     def parse(self, question: str) -> Parse:
         """The program ``question`` asks for, with a confidence, or a refusal with a reason."""
-        question = _CONTRACTED_NOT.sub(" not", " ".join(question.split()))
+        question = _CONTRACTED_NOT.sub(" not", REQUEST_FRAME.sub("", " ".join(question.split())))
         if _NUMBER.search(question):
             for comparative, word in _COUNT_COMPARATIVES:
                 question = comparative.sub(word, question)
@@ -344,7 +350,8 @@ class QuestionParser:
         link_confidence = min((m.score for m in mentions), default=1.0)
         details: dict[str, Any] = {"classes": [c for c, _ in words.classes]}
         first = words.tokens[0][0] if words.tokens else ""
-        is_yes_no = first in AUXILIARIES and not (mentions and mentions[0].start == 0)
+        # "whether" and "if" open a yes/no question a request frame held ("do you know whether ...")
+        is_yes_no = first in AUXILIARIES | {"whether", "if"} and not (mentions and mentions[0].start == 0)
         than_all = _THAN_ALL.search(q) is not None
         comparison = _cue(words_only, MORE_CUES + FEWER_CUES) and (" than " in q or " or " in q) and not than_all
         both = " both " in words_only
