@@ -333,7 +333,10 @@ class EntityLinker:
         found = []
         for span in spans:
             forms = [(span.label, 1.0), (_singular(span.label), 0.95)]
-            for label, score in forms + [(base, DEMONYM_SCORE) for base in _demonym_bases(span.label)]:
+            # a place adjective's bases are checked in the label table first: most are no name, and the
+            # store is asked only for one that is
+            places = [b for b in _demonym_bases(span.label) if fold(b) in self._ids_by_name]
+            for label, score in forms + [(base, DEMONYM_SCORE) for base in places]:
                 hits = self.store.find_by_label(label) if label else []
                 if hits:
                     entities.update((e.id, e) for e in hits)

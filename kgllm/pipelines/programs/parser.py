@@ -216,6 +216,9 @@ class QuestionParser:
         in "Which African countries are landlocked?", "island" in "island nations". An answer that
         drops them answers a broader question."""
         question = " ".join(question.split())
+        plurals = {w for w, c in self.schema.class_words().items() if w.endswith("s")}
+        if not any(w in plurals for w in _WORD.findall(question.lower())):
+            return []  # no class asked for as a plural noun: nothing to encode
         try:
             words = self._words(question, self._mentions(question))
         except Refusal:  # an uncertain link: the answerer the question goes to says so
@@ -456,7 +459,7 @@ class QuestionParser:
         counted = self._counted_class(q, words, MORE_CUES + FEWER_CUES, ranked=shared)
         metric: Degree
         if counted:  # "does Africa have more countries than Europe"
-            metric, confidence = self._class_count(next(iter(sorted(shared))), counted), 0.95
+            metric, confidence = self._class_count(min(shared), counted), 0.95
         else:
             relation, confidence = self._metric_relation(words, shared)
             metric = Degree(relation, self._metric_direction(relation, shared))
